@@ -1,0 +1,1 @@
+//! A labelled model-based estimate. (Being written.)

@@ -1,0 +1,164 @@
+//! Energy sources behind one trait.
+//!
+//! A source is opened from a root or library path given by configuration
+//! ([`rapl::Rapl::open`], [`nvml::NvmlSource::open`], [`estimate::Estimate::open`]). Opening
+//! never fails: it returns an [`Opened`] with the source (if usable) and one
+//! [`Diagnosis`] per thing examined, which `empreinte agent check` prints as they are.
+
+use std::fmt;
+
+use empreinte_shared::{Component, MicroJoules, SourceKind};
+use serde::Serialize;
+
+use crate::clock::SampleTime;
+
+pub mod estimate;
+pub mod nvml;
+pub mod rapl;
+
+/// One stream of energy a source reports: a RAPL zone, a GPU, an estimated component.
+/// A source's channels are fixed once it is opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Channel {
+    /// The host component this channel's energy belongs to, or `None` for a zone that
+    /// overlaps others (RAPL `core`, `uncore`, `psys`): such a channel is exported only as
+    /// a raw zone, never summed into the host's totals.
+    pub component: Option<Component>,
+    pub source: SourceKind,
+    /// The `device` label: `package-0`, `package-0-die-1`, `gpu0`, `host`...
+    pub device: String,
+    /// The raw zone, for sources that have zones (RAPL).
+    pub zone: Option<RawZone>,
+    /// GPU identity, for GPU channels.
+    pub gpu: Option<GpuIdentity>,
+}
+
+/// A RAPL zone as the kernel names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RawZone {
+    /// The sysfs directory name: `intel-rapl:0`, `intel-rapl:0:1`.
+    pub id: String,
+    /// The zone's `name` file: `package-0`, `core`, `uncore`, `dram`, `psys`.
+    pub name: String,
+}
+
+/// A GPU's labels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GpuIdentity {
+    pub index: u32,
+    pub uuid: String,
+    pub model: String,
+}
+
+/// A counter anomaly that a source corrected rather than dropping the interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Correction {
+    /// The counter wrapped past its maximum; the difference was computed across the wrap.
+    Wrap,
+    /// The counter went backwards (GPU driver reload); counting restarted from the new value.
+    Reset,
+}
+
+/// Energy one channel used since the previous poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelEnergy {
+    /// Index into the source's [`EnergySource::channels`].
+    pub channel: usize,
+    pub energy: MicroJoules,
+    pub correction: Option<Correction>,
+}
+
+/// Why a poll failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// A read failed this time; the source keeps its baselines and is polled again next
+    /// cycle, so the energy of this interval is counted in the next one.
+    #[error("{0} (will retry next cycle)")]
+    Retry(String),
+    /// The source cannot be used any more (device gone, library unloaded).
+    #[error("{0} (source stopped)")]
+    Fatal(String),
+}
+
+/// A source of energy figures.
+pub trait EnergySource: Send {
+    fn kind(&self) -> SourceKind;
+
+    /// The channels this source reports, fixed once opened.
+    fn channels(&self) -> &[Channel];
+
+    /// Reads every channel at `at` and appends the energy each used since the previous
+    /// poll. The first poll establishes baselines and appends zero energies. On
+    /// `Err(Retry)` the channels that were read are still appended; the others keep their
+    /// baselines so nothing is lost.
+    fn poll(&mut self, at: SampleTime, out: &mut Vec<ChannelEnergy>) -> Result<(), PollError>;
+}
+
+/// What `check` says about one thing a source examined (a zone, a GPU, a library).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Diagnosis {
+    pub source: SourceKind,
+    /// What was examined: `intel-rapl:0 (package-0)`, `GPU 0 NVIDIA H100 (GPU-…)`.
+    pub subject: String,
+    pub usable: bool,
+    /// What it measures when usable: `cpu energy of package-0`.
+    pub measures: Option<String>,
+    /// Why it is not usable, or a caveat when it is.
+    pub problem: Option<String>,
+    /// How a sysadmin can fix the problem.
+    pub fix: Option<String>,
+}
+
+impl Diagnosis {
+    pub fn usable(source: SourceKind, subject: impl Into<String>, measures: impl Into<String>) -> Diagnosis {
+        Diagnosis {
+            source,
+            subject: subject.into(),
+            usable: true,
+            measures: Some(measures.into()),
+            problem: None,
+            fix: None,
+        }
+    }
+
+    pub fn unusable(
+        source: SourceKind,
+        subject: impl Into<String>,
+        problem: impl Into<String>,
+        fix: Option<String>,
+    ) -> Diagnosis {
+        Diagnosis {
+            source,
+            subject: subject.into(),
+            usable: false,
+            measures: None,
+            problem: Some(problem.into()),
+            fix,
+        }
+    }
+}
+
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mark = if self.usable { "ok  " } else { "FAIL" };
+        write!(f, "[{mark}] {:<8} {}", self.source.as_str(), self.subject)?;
+        if let Some(m) = &self.measures {
+            write!(f, "\n         measures: {m}")?;
+        }
+        if let Some(p) = &self.problem {
+            write!(f, "\n         problem:  {p}")?;
+        }
+        if let Some(x) = &self.fix {
+            write!(f, "\n         fix:      {x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of opening a source: the source if anything of it is usable, and what was
+/// found either way.
+pub struct Opened<S> {
+    pub source: Option<S>,
+    pub diagnoses: Vec<Diagnosis>,
+}

@@ -1,0 +1,11 @@
+//! Units and labels that the agent and the collector share.
+//!
+//! This crate knows no I/O: no files, no sockets, no clock. Energy is accounted in
+//! integer microjoules ([`MicroJoules`]) so that sums over projects, components and
+//! hosts are exact; power is a derived figure ([`Watts`]).
+
+pub mod labels;
+pub mod units;
+
+pub use labels::{Component, SourceKind};
+pub use units::{MicroJoules, MilliJoules, MilliWatts, Watts};

@@ -1,0 +1,8 @@
+//! Fake hardware that tests build as real artefacts: a powercap sysfs tree in a temp
+//! directory ([`powercap`]) and a fake NVML shared library loaded through the real
+//! nvml-wrapper ([`nvml`]).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod nvml;
+pub mod powercap;
