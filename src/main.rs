@@ -1,1 +1,169 @@
-fn main() {}
+//! `empreinte`: one binary, with a subcommand per part of the system.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use empreinte_agent::check::CheckReport;
+use empreinte_agent::config::{AgentConfig, EstimateMode, NvmlLibrary, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "empreinte",
+    version,
+    about = "Energy and carbon monitor for AI workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent: measure this host's energy and serve it on /metrics.
+    Agent(AgentCommand),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentCommand {
+    #[command(subcommand)]
+    action: Option<AgentAction>,
+    #[command(flatten)]
+    flags: AgentFlags,
+}
+
+#[derive(Subcommand)]
+enum AgentAction {
+    /// Say, per source and per zone or GPU, what is usable, what it measures, and how
+    /// to fix what is not.
+    Check {
+        #[command(flatten)]
+        flags: AgentFlags,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the default configuration file, commented.
+    DefaultConfig,
+}
+
+#[derive(Args, Clone, Default)]
+struct AgentFlags {
+    /// Configuration file (TOML). Flags override its values.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address for /metrics [default: 0.0.0.0:9810].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Sampling interval, e.g. "1s", "500ms" [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    interval: Option<Duration>,
+    /// Root of the powercap sysfs tree [default: /sys/class/powercap].
+    #[arg(long, value_name = "DIR")]
+    powercap_root: Option<PathBuf>,
+    /// NVML library to load, or "off" [default: libnvidia-ml.so.1].
+    #[arg(long, value_name = "PATH|off")]
+    nvml_library: Option<NvmlLibrary>,
+    /// Root of procfs, for the estimate [default: /proc].
+    #[arg(long, value_name = "DIR")]
+    procfs_root: Option<PathBuf>,
+    /// Estimate what nothing measures ("fallback") or leave it out ("off").
+    #[arg(long, value_name = "MODE", value_parser = parse_estimate_mode)]
+    estimate: Option<EstimateMode>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e}: expected a duration such as \"1s\" or \"500ms\""))
+}
+
+fn parse_estimate_mode(s: &str) -> Result<EstimateMode, String> {
+    match s {
+        "fallback" => Ok(EstimateMode::Fallback),
+        "off" => Ok(EstimateMode::Off),
+        other => Err(format!(
+            "\"{other}\" is not a mode: expected \"fallback\" or \"off\""
+        )),
+    }
+}
+
+impl AgentFlags {
+    fn load(&self) -> anyhow::Result<AgentConfig> {
+        let overrides = Overrides {
+            listen: self.listen,
+            interval: self.interval,
+            powercap_root: self.powercap_root.clone(),
+            nvml_library: self.nvml_library.clone(),
+            procfs_root: self.procfs_root.clone(),
+            estimate: self.estimate,
+        };
+        Ok(AgentConfig::load(self.config.as_deref(), &overrides)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Agent(AgentCommand {
+            action: None,
+            flags,
+        }) => {
+            let config = flags.load()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(empreinte_agent::server::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Agent(AgentCommand {
+            action: Some(AgentAction::Check { flags, json }),
+            ..
+        }) => {
+            let config = flags.load()?;
+            let report = CheckReport::run(&config);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("cannot encode the report")?
+                );
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(if report.anything_usable() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Agent(AgentCommand {
+            action: Some(AgentAction::DefaultConfig),
+            ..
+        }) => {
+            print!("{}", AgentConfig::example_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

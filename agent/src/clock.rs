@@ -34,7 +34,9 @@ pub struct MonotonicClock {
 
 impl MonotonicClock {
     pub fn start() -> MonotonicClock {
-        MonotonicClock { start: Instant::now() }
+        MonotonicClock {
+            start: Instant::now(),
+        }
     }
 
     pub fn now(&self) -> SampleTime {
@@ -64,5 +66,7 @@ impl Stopwatch {
 
 /// Wall-clock time as seconds since the Unix epoch (for build info and wire records).
 pub fn unix_time() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }

@@ -1,1 +1,498 @@
-//! (Being written.)
+//! The agent's configuration: a TOML file, then command-line overrides, then one
+//! validation pass that reports every problem at once.
+//!
+//! Every key has a default; the literal hardware paths appear only here, as defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Default address of the agent's `/metrics` endpoint.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:9810";
+/// Default powercap sysfs root.
+pub const DEFAULT_POWERCAP_ROOT: &str = "/sys/class/powercap";
+/// Default NVML library, as the NVIDIA driver installs it.
+pub const DEFAULT_NVML_LIBRARY: &str = "libnvidia-ml.so.1";
+/// Default procfs root (CPU utilisation, CPU model and memory size for the estimate).
+pub const DEFAULT_PROCFS_ROOT: &str = "/proc";
+
+/// Shortest and longest sampling interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Address of the HTTP server that serves `/metrics`.
+    pub listen: SocketAddr,
+    /// Sampling interval, on the agent's own schedule (never tied to scrapes).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub rapl: RaplConfig,
+    pub nvml: NvmlConfig,
+    pub estimate: EstimateConfig,
+}
+
+/// RAPL energy counters through Linux powercap sysfs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaplConfig {
+    pub enabled: bool,
+    /// Root of the powercap tree.
+    pub root: PathBuf,
+}
+
+/// NVIDIA GPUs through NVML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NvmlConfig {
+    /// Path or name of `libnvidia-ml.so`, or `"off"`.
+    pub library: NvmlLibrary,
+}
+
+/// Where to load NVML from, or not at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NvmlLibrary {
+    Off,
+    Path(PathBuf),
+}
+
+/// The model-based estimate for components that nothing measures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstimateConfig {
+    pub mode: EstimateMode,
+    /// Root of procfs (`stat`, `cpuinfo`, `meminfo`).
+    pub procfs_root: PathBuf,
+    /// Thermal design power of one CPU socket in watts; overrides the built-in table.
+    pub cpu_tdp_watts: Option<f64>,
+    /// CPU power at zero utilisation as a fraction of its maximum.
+    pub cpu_idle_fraction: f64,
+    /// DRAM power per gigabyte (10^9 bytes) of installed memory, in watts.
+    pub dram_watts_per_gb: f64,
+}
+
+/// When the estimate runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EstimateMode {
+    /// Estimate each of CPU and DRAM that no source measures (the default).
+    Fallback,
+    /// Never estimate: unmeasured components are absent.
+    Off,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9810)),
+            interval: Duration::from_secs(1),
+            rapl: RaplConfig::default(),
+            nvml: NvmlConfig::default(),
+            estimate: EstimateConfig::default(),
+        }
+    }
+}
+
+impl Default for RaplConfig {
+    fn default() -> Self {
+        RaplConfig {
+            enabled: true,
+            root: PathBuf::from(DEFAULT_POWERCAP_ROOT),
+        }
+    }
+}
+
+impl Default for NvmlConfig {
+    fn default() -> Self {
+        NvmlConfig {
+            library: NvmlLibrary::Path(PathBuf::from(DEFAULT_NVML_LIBRARY)),
+        }
+    }
+}
+
+impl Default for EstimateConfig {
+    fn default() -> Self {
+        EstimateConfig {
+            mode: EstimateMode::Fallback,
+            procfs_root: PathBuf::from(DEFAULT_PROCFS_ROOT),
+            cpu_tdp_watts: None,
+            cpu_idle_fraction: crate::sources::estimate::DEFAULT_CPU_IDLE_FRACTION,
+            dram_watts_per_gb: crate::sources::estimate::DEFAULT_DRAM_WATTS_PER_GB,
+        }
+    }
+}
+
+impl FromStr for NvmlLibrary {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" => Err("expected a path to libnvidia-ml.so, or \"off\"; got an empty string".into()),
+            "off" => Ok(NvmlLibrary::Off),
+            path => Ok(NvmlLibrary::Path(PathBuf::from(path))),
+        }
+    }
+}
+
+impl fmt::Display for NvmlLibrary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NvmlLibrary::Off => f.write_str("off"),
+            NvmlLibrary::Path(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for NvmlLibrary {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for NvmlLibrary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One problem found in the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key, dotted: `estimate.cpu_idle_fraction`, or the flag.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+/// Every problem found, reported at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// Where the configuration came from (a file path, or "command line").
+    pub origin: String,
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        write!(
+            f,
+            "invalid configuration ({}): {n} problem{}",
+            self.origin,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Command-line values that override the file, `None` where not given.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<SocketAddr>,
+    pub interval: Option<Duration>,
+    pub powercap_root: Option<PathBuf>,
+    pub nvml_library: Option<NvmlLibrary>,
+    pub procfs_root: Option<PathBuf>,
+    pub estimate: Option<EstimateMode>,
+}
+
+impl AgentConfig {
+    /// Parses a TOML document. Syntax errors, unknown keys and wrong types are reported
+    /// with the key and line; values are then checked by [`AgentConfig::validate`].
+    pub fn from_toml(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
+        let config = parse_toml(text, origin)?;
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    /// Loads `path`, or the defaults when `path` is `None`, applies `overrides`, and
+    /// validates the result.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<AgentConfig, ConfigError> {
+        let (mut config, origin) = match path {
+            Some(p) => {
+                let origin = p.display().to_string();
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    origin: origin.clone(),
+                    problems: vec![ConfigProblem {
+                        key: "--config".into(),
+                        message: format!("cannot read the file: {e}"),
+                    }],
+                })?;
+                (parse_toml(&text, &origin)?, origin)
+            }
+            None => (
+                AgentConfig::default(),
+                "defaults and command line".to_string(),
+            ),
+        };
+        config.apply(overrides);
+        config.validate(&origin)?;
+        Ok(config)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = o.listen {
+            self.listen = v;
+        }
+        if let Some(v) = o.interval {
+            self.interval = v;
+        }
+        if let Some(v) = &o.powercap_root {
+            self.rapl.root = v.clone();
+        }
+        if let Some(v) = &o.nvml_library {
+            self.nvml.library = v.clone();
+        }
+        if let Some(v) = &o.procfs_root {
+            self.estimate.procfs_root = v.clone();
+        }
+        if let Some(v) = o.estimate {
+            self.estimate.mode = v;
+        }
+    }
+
+    /// Checks every value and reports all problems at once.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        if self.interval < MIN_INTERVAL || self.interval > MAX_INTERVAL {
+            bad(
+                "interval",
+                format!(
+                    "{} is out of range: allowed from {} to {} (RAPL counters can wrap within minutes at high power)",
+                    humantime::format_duration(self.interval),
+                    humantime::format_duration(MIN_INTERVAL),
+                    humantime::format_duration(MAX_INTERVAL)
+                ),
+            );
+        }
+        if self.rapl.enabled && self.rapl.root.as_os_str().is_empty() {
+            bad(
+                "rapl.root",
+                "empty path: give the powercap root (default /sys/class/powercap)".into(),
+            );
+        }
+        if self.estimate.procfs_root.as_os_str().is_empty() {
+            bad(
+                "estimate.procfs_root",
+                "empty path: give the procfs root (default /proc)".into(),
+            );
+        }
+        if let Some(tdp) = self.estimate.cpu_tdp_watts {
+            if !(tdp.is_finite() && tdp > 0.0 && tdp <= 1000.0) {
+                bad(
+                    "estimate.cpu_tdp_watts",
+                    format!("{tdp} is not allowed: a power per socket above 0 and at most 1000 W"),
+                );
+            }
+        }
+        let idle = self.estimate.cpu_idle_fraction;
+        if !(idle.is_finite() && (0.0..1.0).contains(&idle)) {
+            bad(
+                "estimate.cpu_idle_fraction",
+                format!("{idle} is not allowed: a fraction from 0 (included) to 1 (excluded)"),
+            );
+        }
+        let dram = self.estimate.dram_watts_per_gb;
+        if !(dram.is_finite() && (0.0..=5.0).contains(&dram)) {
+            bad(
+                "estimate.dram_watts_per_gb",
+                format!("{dram} is not allowed: watts per GB from 0 to 5"),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                origin: origin.to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// The default configuration as a commented TOML document (`empreinte agent
+    /// default-config`); deploy/agent.toml is kept identical to it by a test.
+    pub fn example_toml() -> String {
+        let d = AgentConfig::default();
+        format!(
+            r#"# Empreinte agent configuration. Every key is optional; shown here with its default.
+# Command-line flags (--listen, --interval, --powercap-root, --nvml-library,
+# --procfs-root, --estimate) override these values.
+
+# Address of the HTTP server that serves Prometheus metrics on /metrics.
+listen = "{listen}"
+# Sampling interval, from {min} to {max}. The agent samples on its own schedule,
+# whatever the scrape interval.
+interval = "{interval}"
+
+[rapl]
+# Read CPU package and DRAM energy from RAPL counters through Linux powercap.
+enabled = {rapl_enabled}
+root = "{rapl_root}"
+
+[nvml]
+# NVIDIA Management Library: a path or library name, or "off".
+library = "{nvml}"
+
+[estimate]
+# "fallback": estimate CPU and DRAM power where no source measures them, labelled
+# source="estimate"; "off": leave unmeasured components out.
+mode = "fallback"
+procfs_root = "{procfs}"
+# Thermal design power of one CPU socket, in watts, when the CPU model is not in the
+# built-in table (agent/data/cpu_tdp.toml). Unset by default.
+# cpu_tdp_watts = 205.0
+# CPU power at zero utilisation, as a fraction of its maximum.
+cpu_idle_fraction = {idle}
+# DRAM power per GB of installed memory, in watts.
+dram_watts_per_gb = {dram}
+"#,
+            listen = d.listen,
+            min = humantime::format_duration(MIN_INTERVAL),
+            max = humantime::format_duration(MAX_INTERVAL),
+            interval = humantime::format_duration(d.interval),
+            rapl_enabled = d.rapl.enabled,
+            rapl_root = d.rapl.root.display(),
+            nvml = d.nvml.library,
+            procfs = d.estimate.procfs_root.display(),
+            idle = d.estimate.cpu_idle_fraction,
+            dram = d.estimate.dram_watts_per_gb,
+        )
+    }
+}
+
+/// Syntax errors, unknown keys and wrong types, with the line, the key and (for unknown
+/// keys) the keys allowed, as the TOML parser words them.
+fn parse_toml(text: &str, origin: &str) -> Result<AgentConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (key, message) = match e.span() {
+            Some(span) => {
+                let start = span.start.min(text.len());
+                let line = text[..start].matches('\n').count() + 1;
+                let source_line = text.lines().nth(line - 1).unwrap_or("").trim();
+                (
+                    format!("line {line}"),
+                    format!("`{source_line}`: {}", e.message().trim()),
+                )
+            }
+            None => ("file".to_string(), e.message().trim().to_string()),
+        };
+        ConfigError {
+            origin: origin.to_string(),
+            problems: vec![ConfigProblem { key, message }],
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_parses_to_the_defaults() {
+        let parsed = AgentConfig::from_toml(&AgentConfig::example_toml(), "example").unwrap();
+        assert_eq!(parsed, AgentConfig::default());
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        assert_eq!(
+            AgentConfig::from_toml("", "empty").unwrap(),
+            AgentConfig::default()
+        );
+    }
+
+    #[test]
+    fn values_and_durations_are_read() {
+        let c = AgentConfig::from_toml(
+            "listen = \"127.0.0.1:1234\"\ninterval = \"250ms\"\n[nvml]\nlibrary = \"off\"\n[estimate]\ncpu_tdp_watts = 150\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1234".parse().unwrap());
+        assert_eq!(c.interval, Duration::from_millis(250));
+        assert_eq!(c.nvml.library, NvmlLibrary::Off);
+        assert_eq!(c.estimate.cpu_tdp_watts, Some(150.0));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let e = AgentConfig::from_toml("[rapl]\nrooot = \"/x\"\n", "agent.toml").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("rooot"), "{text}");
+        assert!(text.contains("root"), "the allowed keys are listed: {text}");
+    }
+
+    #[test]
+    fn a_malformed_duration_is_named() {
+        let e = AgentConfig::from_toml("interval = \"fast\"\n", "agent.toml").unwrap_err();
+        assert!(e.to_string().contains("interval"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported_at_once() {
+        let e = AgentConfig::from_toml(
+            "interval = \"10ms\"\n[estimate]\ncpu_idle_fraction = 1.5\ndram_watts_per_gb = -1\ncpu_tdp_watts = 0\n",
+            "agent.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "interval",
+                "estimate.cpu_tdp_watts",
+                "estimate.cpu_idle_fraction",
+                "estimate.dram_watts_per_gb"
+            ]
+        );
+        assert!(e.to_string().contains("4 problems"), "{e}");
+        assert!(e.to_string().contains("allowed from 100ms to 1m"), "{e}");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file_and_are_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.toml");
+        std::fs::write(&path, "interval = \"2s\"\n[rapl]\nroot = \"/a\"\n").unwrap();
+        let o = Overrides {
+            powercap_root: Some("/b".into()),
+            nvml_library: Some(NvmlLibrary::Off),
+            ..Overrides::default()
+        };
+        let c = AgentConfig::load(Some(&path), &o).unwrap();
+        assert_eq!(c.rapl.root, PathBuf::from("/b"));
+        assert_eq!(c.interval, Duration::from_secs(2));
+        assert_eq!(c.nvml.library, NvmlLibrary::Off);
+
+        let o = Overrides {
+            interval: Some(Duration::from_secs(600)),
+            ..Overrides::default()
+        };
+        let e = AgentConfig::load(Some(&path), &o).unwrap_err();
+        assert_eq!(e.problems[0].key, "interval");
+    }
+
+    #[test]
+    fn nvml_library_parsing() {
+        assert_eq!("off".parse::<NvmlLibrary>(), Ok(NvmlLibrary::Off));
+        assert_eq!(
+            "/x/lib.so".parse::<NvmlLibrary>(),
+            Ok(NvmlLibrary::Path("/x/lib.so".into()))
+        );
+        assert!("".parse::<NvmlLibrary>().is_err());
+    }
+}

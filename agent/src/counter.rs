@@ -42,7 +42,10 @@ pub struct CumulativeCounter {
 
 impl CumulativeCounter {
     pub fn new(rollover: Rollover) -> CumulativeCounter {
-        CumulativeCounter { rollover, last: None }
+        CumulativeCounter {
+            rollover,
+            last: None,
+        }
     }
 
     /// The last accepted reading.
@@ -60,7 +63,9 @@ impl CumulativeCounter {
         }
         let step = match self.last {
             None => CounterStep::Baseline,
-            Some(prev) if value >= prev => CounterStep::Advanced { delta: value - prev },
+            Some(prev) if value >= prev => CounterStep::Advanced {
+                delta: value - prev,
+            },
             Some(prev) => match self.rollover {
                 // prev <= max was checked when prev was accepted.
                 Rollover::WrapsAt { max } => CounterStep::Wrapped {
@@ -100,7 +105,13 @@ mod tests {
     fn a_value_above_the_maximum_is_refused_and_the_baseline_kept() {
         let mut c = CumulativeCounter::new(Rollover::WrapsAt { max: 1000 });
         c.update(10).unwrap();
-        assert_eq!(c.update(1001), Err(CounterError::AboveMax { value: 1001, max: 1000 }));
+        assert_eq!(
+            c.update(1001),
+            Err(CounterError::AboveMax {
+                value: 1001,
+                max: 1000
+            })
+        );
         assert_eq!(c.update(30), Ok(CounterStep::Advanced { delta: 20 }));
     }
 

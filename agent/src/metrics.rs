@@ -1,1 +1,213 @@
-//! (Being written.)
+//! Prometheus exposition of the host's state.
+//!
+//! Counters are rendered at scrape time from the integer microjoule totals of
+//! [`HostState`], so the exported value is exact (up to `f64` display) and never drifts.
+//! Names follow Prometheus conventions: base units, `_total` for counters.
+
+use empreinte_shared::Component;
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder, TextEncoder};
+
+use crate::sampler::{ChannelState, HostState};
+
+/// Version of this build, for `empreinte_agent_build_info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Static facts the agent exports alongside the state.
+#[derive(Clone, Debug)]
+pub struct AgentInfo {
+    pub interval_seconds: f64,
+}
+
+struct Family(MetricFamily);
+
+impl Family {
+    fn new(name: &str, help: &str, kind: MetricType) -> Family {
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_string());
+        f.set_help(help.to_string());
+        f.set_field_type(kind);
+        Family(f)
+    }
+
+    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name((*k).to_string());
+                    l.set_value((*v).to_string());
+                    l
+                })
+                .collect(),
+        );
+        if self.0.get_field_type() == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        self.0.mut_metric().push(m);
+    }
+}
+
+/// Labels of a host series: component, device, source, and for GPUs gpu, uuid, model.
+fn host_labels<'a>(
+    c: &'a ChannelState,
+    component: Component,
+    gpu_index: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    let mut labels = vec![
+        ("component", component.as_str()),
+        ("device", c.channel.device.as_str()),
+        ("source", c.channel.source.as_str()),
+    ];
+    if let Some(g) = &c.channel.gpu {
+        labels.push(("gpu", gpu_index));
+        labels.push(("uuid", g.uuid.as_str()));
+        labels.push(("model", g.model.as_str()));
+    }
+    labels
+}
+
+/// The metric families for `host` (without the text encoding).
+pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut energy = Family::new(
+        "empreinte_host_energy_joules_total",
+        "Energy used by a non-overlapping part of the host (component cpu, dram or gpu) since the agent started, in joules; source says whether it was measured (rapl, nvml) or estimated.",
+        COUNTER,
+    );
+    let mut power = Family::new(
+        "empreinte_host_power_watts",
+        "Mean power of a part of the host over the last sampling interval, in watts.",
+        GAUGE,
+    );
+    let mut zones = Family::new(
+        "empreinte_rapl_zone_energy_joules_total",
+        "Energy of every RAPL powercap zone since the agent started, in joules, including zones that overlap others (core and uncore inside a package, psys around the platform): do not sum across zones.",
+        COUNTER,
+    );
+    let mut corrections = Family::new(
+        "empreinte_counter_corrections_total",
+        "Hardware energy counter anomalies corrected without losing energy: kind wrap (counter wrapped past its maximum) or reset (counter restarted, e.g. a GPU driver reload).",
+        COUNTER,
+    );
+    for c in &host.channels {
+        let gpu_index = c
+            .channel
+            .gpu
+            .as_ref()
+            .map(|g| g.index.to_string())
+            .unwrap_or_default();
+        if let Some(component) = c.channel.component {
+            let labels = host_labels(c, component, &gpu_index);
+            energy.push(&labels, c.total.as_joules());
+            power.push(&labels, c.last_power.0);
+        }
+        if let Some(zone) = &c.channel.zone {
+            zones.push(
+                &[
+                    ("zone", zone.id.as_str()),
+                    ("name", zone.name.as_str()),
+                    ("device", c.channel.device.as_str()),
+                ],
+                c.total.as_joules(),
+            );
+        }
+        let zone_or_device = c
+            .channel
+            .zone
+            .as_ref()
+            .map_or(c.channel.device.as_str(), |z| z.id.as_str());
+        for (kind, n) in [("wrap", c.wraps_total), ("reset", c.resets_total)] {
+            if n > 0 {
+                corrections.push(
+                    &[
+                        ("source", c.channel.source.as_str()),
+                        ("device", zone_or_device),
+                        ("kind", kind),
+                    ],
+                    n as f64,
+                );
+            }
+        }
+    }
+
+    let mut up = Family::new(
+        "empreinte_source_up",
+        "1 if the energy source's last poll succeeded, 0 otherwise.",
+        GAUGE,
+    );
+    let mut errors = Family::new(
+        "empreinte_source_poll_errors_total",
+        "Failed polls of an energy source since the agent started.",
+        COUNTER,
+    );
+    for s in &host.sources {
+        up.push(&[("source", s.kind.as_str())], if s.up { 1.0 } else { 0.0 });
+        errors.push(&[("source", s.kind.as_str())], s.poll_errors_total as f64);
+    }
+
+    let mut cycles = Family::new(
+        "empreinte_agent_sampling_cycles_total",
+        "Sampling cycles run since the agent started.",
+        COUNTER,
+    );
+    cycles.push(&[], host.cycles_total as f64);
+    let mut spent = Family::new(
+        "empreinte_agent_sampling_seconds_total",
+        "Wall time spent in sampling cycles since the agent started, in seconds.",
+        COUNTER,
+    );
+    spent.push(&[], host.sampling_seconds_total);
+    let mut last = Family::new(
+        "empreinte_agent_sampling_duration_seconds",
+        "Wall time of the last sampling cycle, in seconds.",
+        GAUGE,
+    );
+    last.push(&[], host.last_cycle_seconds);
+    let mut interval = Family::new(
+        "empreinte_agent_sampling_interval_seconds",
+        "Configured sampling interval, in seconds.",
+        GAUGE,
+    );
+    interval.push(&[], info.interval_seconds);
+    let mut build = Family::new(
+        "empreinte_agent_build_info",
+        "Always 1; the labels say which build of the agent runs.",
+        GAUGE,
+    );
+    build.push(&[("version", VERSION)], 1.0);
+
+    [
+        energy,
+        power,
+        zones,
+        corrections,
+        up,
+        errors,
+        cycles,
+        spent,
+        last,
+        interval,
+        build,
+    ]
+    .into_iter()
+    .map(|f| f.0)
+    .filter(|f| !f.get_metric().is_empty())
+    .collect()
+}
+
+/// The Prometheus text exposition of `host`.
+pub fn render(host: &HostState, info: &AgentInfo) -> Result<String, prometheus::Error> {
+    let families = families(host, info);
+    let mut buf = Vec::with_capacity(4096);
+    TextEncoder::new().encode(&families, &mut buf)?;
+    String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}

@@ -1,1 +1,284 @@
-//! (Being written.)
+//! One sampling cycle: poll every source at one [`SampleTime`], add each channel's
+//! energy to its counter, and publish the host's state for `/metrics`.
+//!
+//! Architecture invariant: a channel's total only grows (it is a sum of non-negative
+//! integer microjoules), so the exported counters never go backwards within a run.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use empreinte_shared::{MicroJoules, SourceKind, Watts};
+
+use crate::clock::{SampleTime, Stopwatch};
+use crate::sources::{Channel, ChannelEnergy, Correction, EnergySource, PollError};
+
+/// The host's energy state as the last cycle left it; read by the metrics endpoint.
+#[derive(Clone, Debug, Default)]
+pub struct HostState {
+    pub channels: Vec<ChannelState>,
+    pub sources: Vec<SourceState>,
+    pub cycles_total: u64,
+    /// Wall time spent in sampling cycles, summed.
+    pub sampling_seconds_total: f64,
+    /// Wall time of the last cycle.
+    pub last_cycle_seconds: f64,
+    /// Time between the last two samples.
+    pub last_interval: Option<Duration>,
+}
+
+/// One channel's counters.
+#[derive(Clone, Debug)]
+pub struct ChannelState {
+    pub channel: Channel,
+    /// Energy since the agent started: only ever grows.
+    pub total: MicroJoules,
+    /// Energy of the last interval.
+    pub last_energy: MicroJoules,
+    /// Mean power over the last interval.
+    pub last_power: Watts,
+    pub wraps_total: u64,
+    pub resets_total: u64,
+}
+
+/// One source's health.
+#[derive(Clone, Debug)]
+pub struct SourceState {
+    pub kind: SourceKind,
+    /// False after a failed poll, true again after a good one; false for good after a
+    /// fatal error.
+    pub up: bool,
+    pub poll_errors_total: u64,
+    pub last_error: Option<String>,
+    stopped: bool,
+}
+
+/// Shared handle to the host's state.
+#[derive(Clone, Debug, Default)]
+pub struct SharedState(Arc<Mutex<HostState>>);
+
+impl SharedState {
+    /// The state, even if a panicking thread poisoned the lock (the data is plain
+    /// counters, always consistent between two statements).
+    pub fn lock(&self) -> MutexGuard<'_, HostState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+struct Slot {
+    source: Box<dyn EnergySource>,
+    /// Index of this source's first channel in `HostState::channels`.
+    first_channel: usize,
+}
+
+/// Polls the sources and keeps the counters.
+pub struct Sampler {
+    slots: Vec<Slot>,
+    scratch: Vec<ChannelEnergy>,
+    state: SharedState,
+    last_at: Option<SampleTime>,
+}
+
+/// What one cycle did, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CycleReport {
+    pub errors: Vec<(SourceKind, String)>,
+}
+
+impl Sampler {
+    pub fn new(sources: Vec<Box<dyn EnergySource>>) -> Sampler {
+        let mut host = HostState::default();
+        let mut slots = Vec::with_capacity(sources.len());
+        for source in sources {
+            let first_channel = host.channels.len();
+            host.channels
+                .extend(source.channels().iter().map(|c| ChannelState {
+                    channel: c.clone(),
+                    total: MicroJoules::ZERO,
+                    last_energy: MicroJoules::ZERO,
+                    last_power: Watts(0.0),
+                    wraps_total: 0,
+                    resets_total: 0,
+                }));
+            host.sources.push(SourceState {
+                kind: source.kind(),
+                up: true,
+                poll_errors_total: 0,
+                last_error: None,
+                stopped: false,
+            });
+            slots.push(Slot {
+                source,
+                first_channel,
+            });
+        }
+        Sampler {
+            slots,
+            scratch: Vec::with_capacity(64),
+            state: SharedState(Arc::new(Mutex::new(host))),
+            last_at: None,
+        }
+    }
+
+    /// The state this sampler publishes.
+    pub fn state(&self) -> SharedState {
+        self.state.clone()
+    }
+
+    /// Polls every source at `at` and adds each channel's energy to its counter.
+    pub fn cycle(&mut self, at: SampleTime) -> CycleReport {
+        let watch = Stopwatch::start();
+        let interval = self.last_at.map(|prev| at.since(prev));
+        self.last_at = Some(at);
+        let mut report = CycleReport::default();
+        let mut host = self.state.lock();
+        for c in &mut host.channels {
+            c.last_energy = MicroJoules::ZERO;
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if host.sources[i].stopped {
+                continue;
+            }
+            self.scratch.clear();
+            let result = slot.source.poll(at, &mut self.scratch);
+            for e in &self.scratch {
+                let Some(c) = host.channels.get_mut(slot.first_channel + e.channel) else {
+                    continue;
+                };
+                c.total += e.energy;
+                c.last_energy += e.energy;
+                match e.correction {
+                    Some(Correction::Wrap) => c.wraps_total += 1,
+                    Some(Correction::Reset) => c.resets_total += 1,
+                    None => {}
+                }
+            }
+            let s = &mut host.sources[i];
+            match result {
+                Ok(()) => {
+                    s.up = true;
+                    s.last_error = None;
+                }
+                Err(e) => {
+                    s.up = false;
+                    s.poll_errors_total += 1;
+                    s.stopped = matches!(e, PollError::Fatal(_));
+                    let text = e.to_string();
+                    tracing::warn!(source = %s.kind, error = %text, "energy source poll failed");
+                    report.errors.push((s.kind, text.clone()));
+                    s.last_error = Some(text);
+                }
+            }
+        }
+        if let Some(dt) = interval {
+            for c in &mut host.channels {
+                c.last_power = c.last_energy.mean_power(dt);
+            }
+        }
+        host.last_interval = interval;
+        host.cycles_total += 1;
+        let spent = watch.elapsed().as_secs_f64();
+        host.last_cycle_seconds = spent;
+        host.sampling_seconds_total += spent;
+        report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use empreinte_shared::Component;
+
+    /// A source that plays a fixed list of per-poll energies for one channel.
+    struct Scripted {
+        channels: Vec<Channel>,
+        steps: Vec<Result<u64, PollError>>,
+    }
+
+    impl EnergySource for Scripted {
+        fn kind(&self) -> SourceKind {
+            SourceKind::Estimate
+        }
+        fn channels(&self) -> &[Channel] {
+            &self.channels
+        }
+        fn poll(&mut self, _at: SampleTime, out: &mut Vec<ChannelEnergy>) -> Result<(), PollError> {
+            match self.steps.remove(0) {
+                Ok(uj) => {
+                    out.push(ChannelEnergy {
+                        channel: 0,
+                        energy: MicroJoules(uj),
+                        correction: None,
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn scripted(steps: Vec<Result<u64, PollError>>) -> Box<dyn EnergySource> {
+        Box::new(Scripted {
+            channels: vec![Channel {
+                component: Some(Component::Cpu),
+                source: SourceKind::Estimate,
+                device: "host".into(),
+                zone: None,
+                gpu: None,
+            }],
+            steps,
+        })
+    }
+
+    fn at(ms: u64) -> SampleTime {
+        SampleTime::from_monotonic(Duration::from_millis(ms))
+    }
+
+    #[test]
+    fn totals_accumulate_and_power_is_energy_over_the_interval() {
+        let mut s = Sampler::new(vec![scripted(vec![Ok(0), Ok(2_000_000), Ok(3_000_000)])]);
+        s.cycle(at(0));
+        s.cycle(at(500));
+        s.cycle(at(1500));
+        let st = s.state();
+        let host = st.lock();
+        assert_eq!(host.channels[0].total, MicroJoules(5_000_000));
+        assert_eq!(host.channels[0].last_power, Watts(3.0));
+        assert_eq!(host.cycles_total, 3);
+        assert_eq!(host.last_interval, Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_failed_poll_marks_the_source_down_then_up_again() {
+        let mut s = Sampler::new(vec![scripted(vec![
+            Ok(0),
+            Err(PollError::Retry("boom".into())),
+            Ok(7),
+        ])]);
+        s.cycle(at(0));
+        let report = s.cycle(at(1000));
+        assert_eq!(report.errors.len(), 1);
+        assert!(report.errors[0].1.contains("boom"));
+        assert!(!s.state().lock().sources[0].up);
+        s.cycle(at(2000));
+        let st = s.state();
+        let host = st.lock();
+        assert!(host.sources[0].up);
+        assert_eq!(host.sources[0].poll_errors_total, 1);
+        assert_eq!(host.channels[0].total, MicroJoules(7));
+    }
+
+    #[test]
+    fn a_fatal_error_stops_polling_that_source() {
+        let mut s = Sampler::new(vec![scripted(vec![
+            Ok(0),
+            Err(PollError::Fatal("gone".into())),
+        ])]);
+        s.cycle(at(0));
+        s.cycle(at(1000));
+        // A third poll would panic on the empty script if the source were still polled.
+        s.cycle(at(2000));
+        assert!(!s.state().lock().sources[0].up);
+    }
+}

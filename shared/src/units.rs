@@ -10,17 +10,23 @@ use serde::{Deserialize, Serialize};
 /// figure is summed as an integer of this type, so that totals are exact.
 ///
 /// `u64` microjoules hold 18.4 TJ, about 584 years of a 1 kW host.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MicroJoules(pub u64);
 
 /// An amount of energy in millijoules (NVML's energy counter unit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MilliJoules(pub u64);
 
 /// A power in milliwatts (NVML's power unit).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MilliWatts(pub u64);
 
@@ -126,7 +132,10 @@ mod tests {
     #[test]
     fn bad_power_gives_no_energy() {
         for p in [f64::NAN, f64::INFINITY, -3.0] {
-            assert_eq!(MicroJoules::from_power(Watts(p), Duration::from_secs(1)), MicroJoules::ZERO);
+            assert_eq!(
+                MicroJoules::from_power(Watts(p), Duration::from_secs(1)),
+                MicroJoules::ZERO
+            );
         }
         assert_eq!(MicroJoules(5).mean_power(Duration::ZERO), Watts(0.0));
     }
@@ -134,7 +143,10 @@ mod tests {
     #[test]
     fn millijoules_convert_exactly_and_sums_saturate() {
         assert_eq!(MicroJoules::from(MilliJoules(1234)), MicroJoules(1_234_000));
-        assert_eq!(MicroJoules(u64::MAX) + MicroJoules(1), MicroJoules(u64::MAX));
+        assert_eq!(
+            MicroJoules(u64::MAX) + MicroJoules(1),
+            MicroJoules(u64::MAX)
+        );
         let total: MicroJoules = [1, 2, 3].into_iter().map(MicroJoules).sum();
         assert_eq!(total, MicroJoules(6));
     }

@@ -111,7 +111,11 @@ pub struct Diagnosis {
 }
 
 impl Diagnosis {
-    pub fn usable(source: SourceKind, subject: impl Into<String>, measures: impl Into<String>) -> Diagnosis {
+    pub fn usable(
+        source: SourceKind,
+        subject: impl Into<String>,
+        measures: impl Into<String>,
+    ) -> Diagnosis {
         Diagnosis {
             source,
             subject: subject.into(),
@@ -161,4 +165,82 @@ impl fmt::Display for Diagnosis {
 pub struct Opened<S> {
     pub source: Option<S>,
     pub diagnoses: Vec<Diagnosis>,
+}
+
+/// Every source the configuration enables, opened, and what `check` should say.
+pub struct OpenedSources {
+    pub sources: Vec<Box<dyn EnergySource>>,
+    pub diagnoses: Vec<Diagnosis>,
+}
+
+/// Opens RAPL and NVML as configured, then the estimate for CPU and DRAM where no
+/// measuring source covers them (when `estimate.mode = "fallback"`).
+pub fn open_all(config: &crate::config::AgentConfig) -> OpenedSources {
+    use crate::config::{EstimateMode, NvmlLibrary};
+
+    let mut sources: Vec<Box<dyn EnergySource>> = Vec::new();
+    let mut diagnoses = Vec::new();
+    if config.rapl.enabled {
+        let opened = rapl::Rapl::open(&config.rapl.root);
+        diagnoses.extend(opened.diagnoses);
+        if let Some(s) = opened.source {
+            sources.push(Box::new(s));
+        }
+    } else {
+        diagnoses.push(Diagnosis::unusable(
+            SourceKind::Rapl,
+            "RAPL",
+            "disabled by configuration (rapl.enabled = false)",
+            None,
+        ));
+    }
+    match &config.nvml.library {
+        NvmlLibrary::Path(path) => {
+            let opened = nvml::NvmlSource::open(path);
+            diagnoses.extend(opened.diagnoses);
+            if let Some(s) = opened.source {
+                sources.push(Box::new(s));
+            }
+        }
+        NvmlLibrary::Off => diagnoses.push(Diagnosis::unusable(
+            SourceKind::Nvml,
+            "NVML",
+            "disabled by configuration (nvml.library = \"off\")",
+            None,
+        )),
+    }
+    let measured = |component| {
+        sources.iter().any(|s| {
+            s.kind().is_measured() && s.channels().iter().any(|c| c.component == Some(component))
+        })
+    };
+    let scope = estimate::EstimateScope {
+        cpu: !measured(Component::Cpu),
+        dram: !measured(Component::Dram),
+    };
+    match config.estimate.mode {
+        EstimateMode::Fallback if scope.cpu || scope.dram => {
+            let opened = estimate::Estimate::open(&config.estimate, scope);
+            diagnoses.extend(opened.diagnoses);
+            if let Some(s) = opened.source {
+                sources.push(Box::new(s));
+            }
+        }
+        EstimateMode::Fallback => {}
+        EstimateMode::Off if scope.cpu || scope.dram => diagnoses.push(Diagnosis::unusable(
+            SourceKind::Estimate,
+            "estimate",
+            format!(
+                "disabled by configuration (estimate.mode = \"off\"): {} not counted",
+                match (scope.cpu, scope.dram) {
+                    (true, true) => "CPU and DRAM are",
+                    (true, false) => "CPU is",
+                    _ => "DRAM is",
+                }
+            ),
+            Some("set estimate.mode = \"fallback\" to estimate what is not measured".into()),
+        )),
+        EstimateMode::Off => {}
+    }
+    OpenedSources { sources, diagnoses }
 }

@@ -13,7 +13,10 @@ pub struct NvmlSource {
 
 impl NvmlSource {
     pub fn open(_library: &Path) -> Opened<NvmlSource> {
-        Opened { source: None, diagnoses: Vec::new() }
+        Opened {
+            source: None,
+            diagnoses: Vec::new(),
+        }
     }
 }
 

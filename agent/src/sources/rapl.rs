@@ -13,7 +13,10 @@ pub struct Rapl {
 
 impl Rapl {
     pub fn open(_root: &Path) -> Opened<Rapl> {
-        Opened { source: None, diagnoses: Vec::new() }
+        Opened {
+            source: None,
+            diagnoses: Vec::new(),
+        }
     }
 }
 
