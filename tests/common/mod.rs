@@ -1,0 +1,214 @@
+//! Helpers for the end-to-end tests: run the real `empreinte` binary, scrape it, parse
+//! what it serves with a Prometheus text parser.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread::sleep;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_empreinte");
+
+/// A free loopback port (bound then released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs `empreinte ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run empreinte")
+}
+
+/// A running `empreinte agent`, killed on drop.
+pub struct Agent {
+    child: Child,
+    pub url: String,
+}
+
+impl Agent {
+    /// Starts `empreinte agent --listen 127.0.0.1:PORT ARGS` and waits until /metrics answers.
+    pub fn spawn(args: &[&str]) -> Agent {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .arg("agent")
+            .args(["--listen", &listen])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn empreinte agent");
+        let mut agent = Agent {
+            child,
+            url: format!("http://{listen}/metrics"),
+        };
+        for _ in 0..200 {
+            if agent.try_scrape().is_some() {
+                return agent;
+            }
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                let mut err = String::new();
+                agent
+                    .child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("agent exited with {status}: {err}");
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("agent did not serve {} within 10 s", agent.url);
+    }
+
+    pub fn try_scrape(&self) -> Option<String> {
+        ureq::get(&self.url)
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()
+    }
+
+    pub fn scrape(&self) -> String {
+        self.try_scrape().expect("scrape /metrics")
+    }
+
+    /// Scrapes and parses with the `prometheus-parse` text parser (which rejects
+    /// malformed exposition).
+    pub fn samples(&self) -> Vec<prometheus_parse::Sample> {
+        parse(&self.scrape())
+    }
+
+    /// Waits until the agent has run `n` more sampling cycles.
+    pub fn wait_cycles(&self, n: u64) {
+        let start = value(
+            &self.samples(),
+            "empreinte_agent_sampling_cycles_total",
+            &[],
+        )
+        .unwrap_or(0.0) as u64;
+        for _ in 0..400 {
+            let now = value(
+                &self.samples(),
+                "empreinte_agent_sampling_cycles_total",
+                &[],
+            )
+            .unwrap_or(0.0) as u64;
+            if now >= start + n {
+                return;
+            }
+            sleep(Duration::from_millis(25));
+        }
+        panic!("agent did not run {n} cycles in 10 s");
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn parse(text: &str) -> Vec<prometheus_parse::Sample> {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines)
+        .expect("valid Prometheus text")
+        .samples
+}
+
+/// The value of the series `name` whose labels include all of `labels`; panics if
+/// several match.
+pub fn value(
+    samples: &[prometheus_parse::Sample],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<f64> {
+    let matching: Vec<f64> = samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            ref other => panic!("unexpected value {other:?}"),
+        })
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name}{labels:?} matches {} series",
+        matching.len()
+    );
+    matching.first().copied()
+}
+
+/// Sum of every series `name` whose labels include all of `labels`.
+pub fn sum(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// promtool, required in CI (a missing tool fails there), optional elsewhere.
+pub fn promtool() -> Option<&'static str> {
+    let found = Command::new("promtool")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if found {
+        return Some("promtool");
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "promtool is required in CI: the test setup (scripts/test) installs it from Debian's `prometheus` package"
+        );
+    }
+    eprintln!("note: promtool not installed, skipping its check (it runs in CI)");
+    None
+}
+
+/// A fake procfs with the files the estimate reads: a CPU model, memory size, and a
+/// `stat` whose busy and idle ticks the test sets.
+pub fn fake_procfs(dir: &Path, model: &str, threads: u32, mem_kib: u64) {
+    let mut cpuinfo = String::new();
+    for i in 0..threads {
+        cpuinfo.push_str(&format!(
+            "processor\t: {i}\nmodel name\t: {model}\nphysical id\t: 0\n\n"
+        ));
+    }
+    std::fs::write(dir.join("cpuinfo"), cpuinfo).unwrap();
+    std::fs::write(
+        dir.join("meminfo"),
+        format!("MemTotal:       {mem_kib} kB\n"),
+    )
+    .unwrap();
+    set_proc_stat(dir, 0, 0);
+}
+
+pub fn set_proc_stat(dir: &Path, busy: u64, idle: u64) {
+    let tmp = dir.join("stat.tmp");
+    std::fs::write(&tmp, format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n")).unwrap();
+    std::fs::rename(tmp, dir.join("stat")).unwrap();
+}
