@@ -5,6 +5,7 @@
 //! [`config::AgentConfig`]; sources are handed the time of each sample
 //! ([`clock::SampleTime`]) and never read the clock themselves.
 
+pub mod attribution;
 pub mod check;
 pub mod clock;
 pub mod config;

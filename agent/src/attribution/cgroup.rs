@@ -1,0 +1,1 @@
+//! Parsing of `/proc/PID/cgroup`. (Being written.)

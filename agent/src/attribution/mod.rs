@@ -1,0 +1,5 @@
+//! Per-project attribution: which project each process belongs to, and how each
+//! interval's energy is split between projects.
+
+pub mod cgroup;
+pub mod rules;

@@ -1,0 +1,1 @@
+//! Project resolution rules. (Being written.)
