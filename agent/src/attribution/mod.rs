@@ -2,4 +2,6 @@
 //! interval's energy is split between projects.
 
 pub mod cgroup;
+pub mod procs;
 pub mod rules;
+pub mod split;
