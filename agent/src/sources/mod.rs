@@ -93,6 +93,37 @@ pub trait EnergySource: Send {
     /// `Err(Retry)` the channels that were read are still appended; the others keep their
     /// baselines so nothing is lost.
     fn poll(&mut self, at: SampleTime, out: &mut Vec<ChannelEnergy>) -> Result<(), PollError>;
+
+    /// For a GPU channel, the processes that used the GPU since the last call (for
+    /// per-project attribution). Sources without per-process data return `None`.
+    fn gpu_activity(&mut self, _channel: usize) -> Option<GpuActivity> {
+        None
+    }
+}
+
+/// The processes seen on one GPU during an interval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GpuActivity {
+    /// Running compute processes.
+    pub processes: Vec<GpuProcess>,
+    /// Per-process utilisation samples taken since the previous call.
+    pub samples: Vec<GpuSample>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuProcess {
+    pub pid: u32,
+    /// Used GPU memory in bytes, when the driver reports it.
+    pub used_gpu_memory: Option<u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GpuSample {
+    pub pid: u32,
+    /// The driver's timestamp of the sample, in microseconds.
+    pub timestamp_us: u64,
+    /// Streaming-multiprocessor utilisation, percent.
+    pub sm_util: u32,
 }
 
 /// What `check` says about one thing a source examined (a zone, a GPU, a library).
