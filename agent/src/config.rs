@@ -32,6 +32,9 @@ pub struct AgentConfig {
     /// Sampling interval, on the agent's own schedule (never tied to scrapes).
     #[serde(with = "humantime_serde")]
     pub interval: Duration,
+    /// Root of procfs: processes for the attribution, and `stat`, `cpuinfo`, `meminfo`
+    /// for the estimate.
+    pub procfs_root: PathBuf,
     pub rapl: RaplConfig,
     pub nvml: NvmlConfig,
     pub estimate: EstimateConfig,
@@ -66,8 +69,6 @@ pub enum NvmlLibrary {
 #[serde(deny_unknown_fields, default)]
 pub struct EstimateConfig {
     pub mode: EstimateMode,
-    /// Root of procfs (`stat`, `cpuinfo`, `meminfo`).
-    pub procfs_root: PathBuf,
     /// Thermal design power of one CPU socket in watts; overrides the built-in table.
     pub cpu_tdp_watts: Option<f64>,
     /// CPU power at zero utilisation as a fraction of its maximum.
@@ -91,6 +92,7 @@ impl Default for AgentConfig {
         AgentConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9810)),
             interval: Duration::from_secs(1),
+            procfs_root: PathBuf::from(DEFAULT_PROCFS_ROOT),
             rapl: RaplConfig::default(),
             nvml: NvmlConfig::default(),
             estimate: EstimateConfig::default(),
@@ -119,7 +121,6 @@ impl Default for EstimateConfig {
     fn default() -> Self {
         EstimateConfig {
             mode: EstimateMode::Fallback,
-            procfs_root: PathBuf::from(DEFAULT_PROCFS_ROOT),
             cpu_tdp_watts: None,
             cpu_idle_fraction: crate::sources::estimate::DEFAULT_CPU_IDLE_FRACTION,
             dram_watts_per_gb: crate::sources::estimate::DEFAULT_DRAM_WATTS_PER_GB,
@@ -252,7 +253,7 @@ impl AgentConfig {
             self.nvml.library = v.clone();
         }
         if let Some(v) = &o.procfs_root {
-            self.estimate.procfs_root = v.clone();
+            self.procfs_root = v.clone();
         }
         if let Some(v) = o.estimate {
             self.estimate.mode = v;
@@ -285,9 +286,9 @@ impl AgentConfig {
                 "empty path: give the powercap root (default /sys/class/powercap)".into(),
             );
         }
-        if self.estimate.procfs_root.as_os_str().is_empty() {
+        if self.procfs_root.as_os_str().is_empty() {
             bad(
-                "estimate.procfs_root",
+                "procfs_root",
                 "empty path: give the procfs root (default /proc)".into(),
             );
         }
@@ -337,6 +338,8 @@ listen = "{listen}"
 # Sampling interval, from {min} to {max}. The agent samples on its own schedule,
 # whatever the scrape interval.
 interval = "{interval}"
+# Root of procfs: processes for the attribution, CPU use and memory for the estimate.
+procfs_root = "{procfs}"
 
 [rapl]
 # Read CPU package and DRAM energy from RAPL counters through Linux powercap.
@@ -351,7 +354,6 @@ library = "{nvml}"
 # "fallback": estimate CPU and DRAM power where no source measures them, labelled
 # source="estimate"; "off": leave unmeasured components out.
 mode = "fallback"
-procfs_root = "{procfs}"
 # Thermal design power of one CPU socket, in watts, when the CPU model is not in the
 # built-in table (agent/data/cpu_tdp.toml). Unset by default.
 # cpu_tdp_watts = 205.0
@@ -367,7 +369,7 @@ dram_watts_per_gb = {dram}
             rapl_enabled = d.rapl.enabled,
             rapl_root = d.rapl.root.display(),
             nvml = d.nvml.library,
-            procfs = d.estimate.procfs_root.display(),
+            procfs = d.procfs_root.display(),
             idle = d.estimate.cpu_idle_fraction,
             dram = d.estimate.dram_watts_per_gb,
         )

@@ -267,10 +267,14 @@ pub struct Estimate {
 }
 
 impl Estimate {
-    pub fn open(cfg: &EstimateConfig, scope: EstimateScope) -> Opened<Estimate> {
+    pub fn open(
+        cfg: &EstimateConfig,
+        procfs_root: &Path,
+        scope: EstimateScope,
+    ) -> Opened<Estimate> {
         let mut diagnoses = Vec::new();
         let mut channels = Vec::new();
-        let proc = cfg.procfs_root.as_path();
+        let proc = procfs_root;
         let channel = |component| Channel {
             component: Some(component),
             source: SourceKind::Estimate,
@@ -486,13 +490,6 @@ mod tests {
         .unwrap();
     }
 
-    fn cfg(dir: &Path) -> EstimateConfig {
-        EstimateConfig {
-            procfs_root: dir.to_path_buf(),
-            ..EstimateConfig::default()
-        }
-    }
-
     #[test]
     fn the_builtin_table_parses_and_matches_whole_words() {
         let t = CpuTable::builtin().unwrap();
@@ -580,7 +577,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_proc(dir.path(), "Mystery CPU", 4, (0, 0));
         let opened = Estimate::open(
-            &cfg(dir.path()),
+            &EstimateConfig::default(),
+            dir.path(),
             EstimateScope {
                 cpu: true,
                 dram: true,
@@ -631,7 +629,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_proc(dir.path(), "Mystery CPU", 4, (0, 0));
         let est = Estimate::open(
-            &cfg(dir.path()),
+            &EstimateConfig::default(),
+            dir.path(),
             EstimateScope {
                 cpu: false,
                 dram: true,
@@ -643,7 +642,8 @@ mod tests {
         assert_eq!(est.channels()[0].component, Some(Component::Dram));
         assert!(
             Estimate::open(
-                &cfg(dir.path()),
+                &EstimateConfig::default(),
+                dir.path(),
                 EstimateScope {
                     cpu: false,
                     dram: false
@@ -657,7 +657,8 @@ mod tests {
     #[test]
     fn a_missing_procfs_is_diagnosed() {
         let opened = Estimate::open(
-            &cfg(Path::new("/nonexistent/proc")),
+            &EstimateConfig::default(),
+            Path::new("/nonexistent/proc"),
             EstimateScope {
                 cpu: true,
                 dram: true,
@@ -678,7 +679,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_proc(dir.path(), "Mystery CPU", 4, (0, 0));
         let mut est = Estimate::open(
-            &cfg(dir.path()),
+            &EstimateConfig::default(),
+            dir.path(),
             EstimateScope {
                 cpu: true,
                 dram: false,

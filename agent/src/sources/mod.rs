@@ -251,7 +251,7 @@ pub fn open_all(config: &crate::config::AgentConfig) -> OpenedSources {
     };
     match config.estimate.mode {
         EstimateMode::Fallback if scope.cpu || scope.dram => {
-            let opened = estimate::Estimate::open(&config.estimate, scope);
+            let opened = estimate::Estimate::open(&config.estimate, &config.procfs_root, scope);
             diagnoses.extend(opened.diagnoses);
             if let Some(s) = opened.source {
                 sources.push(Box::new(s));
