@@ -6,3 +6,4 @@
 
 pub mod nvml;
 pub mod powercap;
+pub mod procfs;
