@@ -25,7 +25,9 @@ pub struct FakeProcess<'a> {
 
 impl FakeProcfs {
     pub fn new() -> FakeProcfs {
-        let f = FakeProcfs { dir: tempfile::tempdir().unwrap() };
+        let f = FakeProcfs {
+            dir: tempfile::tempdir().unwrap(),
+        };
         f.set_host_stat(0, 0);
         f
     }
@@ -36,7 +38,10 @@ impl FakeProcfs {
 
     /// Sets `/proc/stat`'s aggregate line: `busy` user ticks and `idle` idle ticks.
     pub fn set_host_stat(&self, busy: u64, idle: u64) {
-        write_atomic(&self.dir.path().join("stat"), &format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n"));
+        write_atomic(
+            &self.dir.path().join("stat"),
+            &format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n"),
+        );
     }
 
     pub fn add(&self, p: &FakeProcess) {
@@ -49,7 +54,11 @@ impl FakeProcfs {
         }
         fs::write(d.join("environ"), env).unwrap();
         fs::write(d.join("cgroup"), p.cgroup).unwrap();
-        let argv: Vec<u8> = p.cmdline.split(' ').flat_map(|a| a.bytes().chain([0u8])).collect();
+        let argv: Vec<u8> = p
+            .cmdline
+            .split(' ')
+            .flat_map(|a| a.bytes().chain([0u8]))
+            .collect();
         fs::write(d.join("cmdline"), argv).unwrap();
         let comm = p.cmdline.split(' ').next().unwrap_or("x");
         fs::write(d.join("comm"), format!("{comm}\n")).unwrap();
