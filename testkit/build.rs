@@ -1,15 +1,17 @@
 //! Builds the fake NVML library (c/fake_nvml.c) as a shared object with the system C
 //! compiler, found through the `cc` crate, and tells the crate where it is.
 
+#![allow(clippy::expect_used, clippy::panic)]
+
 use std::path::PathBuf;
-use std::process::Command;
 
 fn main() {
     println!("cargo:rerun-if-changed=c/fake_nvml.c");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR is set by cargo"));
     let lib = out.join("libfake_nvml.so");
     let compiler = cc::Build::new().cargo_metadata(false).get_compiler();
-    let status = Command::from(compiler.to_command())
+    let status = compiler
+        .to_command()
         .args(["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-o"])
         .arg(&lib)
         .arg("c/fake_nvml.c")

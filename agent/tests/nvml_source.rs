@@ -1,5 +1,7 @@
 //! The NVML source against the fake NVML library, loaded through the real nvml-wrapper.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::time::Duration;
 
 use empreinte_agent::clock::SampleTime;

@@ -139,10 +139,8 @@ impl ProcessSource for ProcFs {
                 .join(" "),
             Err(_) => String::new(),
         };
-        if cmdline.is_empty() {
-            if self.read_into_buf(pid, "comm").is_ok() {
-                cmdline = format!("[{}]", String::from_utf8_lossy(&self.buf).trim());
-            }
+        if cmdline.is_empty() && self.read_into_buf(pid, "comm").is_ok() {
+            cmdline = format!("[{}]", String::from_utf8_lossy(&self.buf).trim());
         }
         Some(ProcDetails {
             uid,

@@ -251,6 +251,8 @@ struct CpuPart {
     stat_path: PathBuf,
     model: CpuPowerModel,
     last: Option<CpuTimes>,
+    /// Utilisation of the last interval that had CPU ticks, reused when none elapsed.
+    last_util: f64,
 }
 
 struct DramPart {
@@ -302,6 +304,7 @@ impl Estimate {
                         stat_path,
                         model,
                         last: Some(first),
+                        last_util: 0.0,
                     })
                 }
                 Err(problem) => {
@@ -422,11 +425,12 @@ impl EnergySource for Estimate {
         if let Some(cpu) = &mut self.cpu {
             match read_times(&cpu.stat_path) {
                 Ok(now) => {
-                    // Without a previous reading (a failed read), assume the idle power.
+                    // No tick elapsed (or no previous reading): keep the last utilisation.
                     let util = cpu
                         .last
                         .and_then(|before| now.utilisation_since(&before))
-                        .unwrap_or(0.0);
+                        .unwrap_or(cpu.last_util);
+                    cpu.last_util = util;
                     cpu.last = Some(now);
                     out.push(ChannelEnergy {
                         channel: cpu.channel,

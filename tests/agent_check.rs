@@ -1,0 +1,42 @@
+//! `empreinte agent check` as a sysadmin reads it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+
+#[test]
+fn check_says_what_is_estimated_and_why_nothing_is_measured() {
+    let proc = tempfile::tempdir().unwrap();
+    fake_procfs(proc.path(), "Unknown CPU", 2, 1_000_000);
+    let missing = proc.path().join("no-powercap");
+    let out = run(&[
+        "agent",
+        "check",
+        "--json",
+        "--powercap-root",
+        missing.to_str().unwrap(),
+        "--nvml-library",
+        proc.path().join("libnvidia-ml.so.1").to_str().unwrap(),
+        "--procfs-root",
+        proc.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diagnoses = report["diagnoses"].as_array().unwrap();
+    let by = |source: &'static str| diagnoses.iter().filter(move |d| d["source"] == source);
+    assert!(by("rapl").all(|d| d["usable"] == false && d["problem"].as_str().unwrap().contains("no-powercap")));
+    assert!(by("rapl").count() >= 1, "RAPL says why it is unusable");
+    assert!(
+        by("nvml").count() >= 1 && by("nvml").all(|d| d["usable"] == false),
+        "NVML says why it is unusable"
+    );
+    assert_eq!(by("estimate").filter(|d| d["usable"] == true).count(), 2);
+    let coverage = report["coverage"].as_array().unwrap();
+    assert!(coverage.iter().all(|c| c["measured"] == false));
+}
