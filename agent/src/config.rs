@@ -38,6 +38,7 @@ pub struct AgentConfig {
     pub rapl: RaplConfig,
     pub nvml: NvmlConfig,
     pub estimate: EstimateConfig,
+    pub attribution: crate::attribution::rules::AttributionConfig,
 }
 
 /// RAPL energy counters through Linux powercap sysfs.
@@ -96,6 +97,7 @@ impl Default for AgentConfig {
             rapl: RaplConfig::default(),
             nvml: NvmlConfig::default(),
             estimate: EstimateConfig::default(),
+            attribution: crate::attribution::rules::AttributionConfig::default(),
         }
     }
 }
@@ -314,6 +316,15 @@ impl AgentConfig {
                 format!("{dram} is not allowed: watts per GB from 0 to 5"),
             );
         }
+        if let Err(rule_problems) = crate::attribution::rules::Resolver::new(&self.attribution) {
+            problems.extend(rule_problems);
+        }
+        if let Err(e) = crate::attribution::kube::PodCache::new(&self.attribution.kubernetes) {
+            problems.push(ConfigProblem {
+                key: "attribution.kubernetes".into(),
+                message: e,
+            });
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -361,6 +372,37 @@ mode = "fallback"
 cpu_idle_fraction = {idle}
 # DRAM power per GB of installed memory, in watts.
 dram_watts_per_gb = {dram}
+
+[attribution]
+# Where the energy of idle CPU time goes: "separate" (to the project named by
+# idle_project) or "proportional" (shared by the active projects).
+idle_policy = "separate"
+idle_project = "idle"
+# Processes that no rule matches.
+unassigned_project = "unassigned"
+passwd_file = "/etc/passwd"
+# Ordered rules, first match wins; giving any replaces the defaults, which are:
+# the EMPREINTE_PROJECT environment variable, then a pod's empreinte.io/project label,
+# then a pod's namespace. Matchers (all given must match): env, env_value (regex),
+# systemd_unit (glob), container (glob on the id), pod_namespace (glob), pod_label,
+# pod_annotation, user, cmdline (regex). Project: project = "name", or project_from =
+# "env" | "systemd_unit" | "pod_namespace" | "pod_name" | "pod_label" |
+# "pod_annotation" | "user".
+#
+# [[attribution.rules]]
+# systemd_unit = "vllm-*.service"
+# project = "chatbot"
+
+[attribution.kubernetes]
+# Pod metadata for pod rules: "off", "api" (pods of node_name from the API server) or
+# "kubelet" (the node's /pods).
+mode = "off"
+url = "https://kubernetes.default.svc"
+token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+insecure_skip_tls_verify = false
+# node_name = "worker-1"
+refresh = "10s"
 "#,
             listen = d.listen,
             min = humantime::format_duration(MIN_INTERVAL),

@@ -139,6 +139,7 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         }
     }
 
+    let mut extra: Vec<Family> = Vec::new();
     let mut up = Family::new(
         "empreinte_source_up",
         "1 if the energy source's last poll succeeded, 0 otherwise.",
@@ -152,6 +153,64 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
     for s in &host.sources {
         up.push(&[("source", s.kind.as_str())], if s.up { 1.0 } else { 0.0 });
         errors.push(&[("source", s.kind.as_str())], s.poll_errors_total as f64);
+    }
+
+    if let Some(a) = &host.attribution {
+        let mut energy = Family::new(
+            "empreinte_project_energy_joules_total",
+            "Energy attributed to a project since the agent started, in joules, per component and source (measured or estimated). Summed over projects it equals empreinte_host_energy_joules_total.",
+            COUNTER,
+        );
+        let mut power = Family::new(
+            "empreinte_project_power_watts",
+            "Mean power attributed to a project over the last sampling interval, in watts.",
+            GAUGE,
+        );
+        let secs = host.last_interval.map_or(0.0, |d| d.as_secs_f64());
+        let mut last_key: Option<(&str, Component)> = None;
+        let mut acc = 0u64;
+        for p in &a.projects {
+            energy.push(
+                &[
+                    ("project", &p.project),
+                    ("component", p.component.as_str()),
+                    ("source", p.source.as_str()),
+                ],
+                p.total_uj as f64 / 1e6,
+            );
+            // Power per (project, component), over sources; projects are sorted.
+            let key = (&*p.project, p.component);
+            if last_key.is_some_and(|k| k != key) {
+                if let Some((proj, comp)) = last_key {
+                    power.push(
+                        &[("project", proj), ("component", comp.as_str())],
+                        watts(acc, secs),
+                    );
+                }
+                acc = 0;
+            }
+            last_key = Some(key);
+            acc += p.last_uj;
+        }
+        if let Some((proj, comp)) = last_key {
+            power.push(
+                &[("project", proj), ("component", comp.as_str())],
+                watts(acc, secs),
+            );
+        }
+        let mut tracked = Family::new(
+            "empreinte_attribution_processes",
+            "Processes the attribution tracked in the last interval.",
+            GAUGE,
+        );
+        tracked.push(&[], a.processes_seen as f64);
+        let mut errors = Family::new(
+            "empreinte_attribution_errors_total",
+            "Intervals whose attribution failed (processes could not be listed).",
+            COUNTER,
+        );
+        errors.push(&[], host.attribution_errors_total as f64);
+        extra.extend([energy, power, tracked, errors]);
     }
 
     let mut cycles = Family::new(
@@ -199,9 +258,18 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         build,
     ]
     .into_iter()
+    .chain(extra)
     .map(|f| f.0)
     .filter(|f| !f.get_metric().is_empty())
     .collect()
+}
+
+fn watts(uj: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        uj as f64 / 1e6 / secs
+    } else {
+        0.0
+    }
 }
 
 /// The Prometheus text exposition of `host`.

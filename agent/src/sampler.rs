@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use empreinte_shared::{MicroJoules, SourceKind, Watts};
 
+use crate::attribution::engine::{AttributionState, Attributor};
 use crate::clock::{SampleTime, Stopwatch};
-use crate::sources::{Channel, ChannelEnergy, Correction, EnergySource, PollError};
+use crate::sources::{Channel, ChannelEnergy, Correction, EnergySource, GpuActivity, PollError};
 
 /// The host's energy state as the last cycle left it; read by the metrics endpoint.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +25,9 @@ pub struct HostState {
     pub last_cycle_seconds: f64,
     /// Time between the last two samples.
     pub last_interval: Option<Duration>,
+    /// The per-project split, when attribution is on.
+    pub attribution: Option<AttributionState>,
+    pub attribution_errors_total: u64,
 }
 
 /// One channel's counters.
@@ -78,6 +82,8 @@ pub struct Sampler {
     scratch: Vec<ChannelEnergy>,
     state: SharedState,
     last_at: Option<SampleTime>,
+    attributor: Option<Attributor>,
+    gpu_activity: Vec<(usize, GpuActivity)>,
 }
 
 /// What one cycle did, for logs and tests.
@@ -118,7 +124,15 @@ impl Sampler {
             scratch: Vec::with_capacity(64),
             state: SharedState(Arc::new(Mutex::new(host))),
             last_at: None,
+            attributor: None,
+            gpu_activity: Vec::new(),
         }
+    }
+
+    /// Splits each interval's energy between projects with `attributor`.
+    pub fn with_attribution(mut self, attributor: Attributor) -> Sampler {
+        self.attributor = Some(attributor);
+        self
     }
 
     /// The state this sampler publishes.
@@ -177,6 +191,24 @@ impl Sampler {
             }
         }
         host.last_interval = interval;
+        if let Some(attributor) = &mut self.attributor {
+            self.gpu_activity.clear();
+            for slot in &mut self.slots {
+                for i in 0..slot.source.channels().len() {
+                    if slot.source.channels()[i].component == Some(empreinte_shared::Component::Gpu)
+                    {
+                        if let Some(a) = slot.source.gpu_activity(i) {
+                            self.gpu_activity.push((slot.first_channel + i, a));
+                        }
+                    }
+                }
+            }
+            if let Err(e) = attributor.attribute(&host.channels, &self.gpu_activity) {
+                host.attribution_errors_total += 1;
+                tracing::warn!(error = %e, "attribution failed for this interval");
+            }
+            host.attribution = Some(attributor.state().clone());
+        }
         host.cycles_total += 1;
         let spent = watch.elapsed().as_secs_f64();
         host.last_cycle_seconds = spent;

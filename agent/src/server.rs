@@ -29,11 +29,44 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/debug/attribution", get(debug_attribution))
         .with_state(state)
 }
 
 async fn index() -> &'static str {
-    "Empreinte agent\n  /metrics  Prometheus metrics\n  /healthz  liveness\n"
+    "Empreinte agent\n  /metrics             Prometheus metrics\n  /debug/attribution   JSON: per-channel and per-project energy in microjoules, top processes of the last interval and the rule that placed each\n  /healthz             liveness\n"
+}
+
+/// A channel's totals, for the debug endpoint (integers: exact).
+#[derive(serde::Serialize)]
+struct ChannelDebug<'a> {
+    component: Option<empreinte_shared::Component>,
+    source: empreinte_shared::SourceKind,
+    device: &'a str,
+    total_uj: u64,
+    last_uj: u64,
+}
+
+async fn debug_attribution(State(state): State<AppState>) -> Response {
+    let host = state.host.lock();
+    let channels: Vec<ChannelDebug> = host
+        .channels
+        .iter()
+        .filter(|c| c.channel.component.is_some())
+        .map(|c| ChannelDebug {
+            component: c.channel.component,
+            source: c.channel.source,
+            device: &c.channel.device,
+            total_uj: c.total.0,
+            last_uj: c.last_energy.0,
+        })
+        .collect();
+    let body = serde_json::json!({
+        "cycles": host.cycles_total,
+        "channels": channels,
+        "attribution": host.attribution,
+    });
+    axum::Json(body).into_response()
 }
 
 async fn metrics_handler(State(state): State<AppState>) -> Response {
@@ -77,7 +110,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             "no energy source is usable: the agent serves only its own metrics; run `empreinte agent check`"
         );
     }
-    let sampler = Sampler::new(opened.sources);
+    let attributor = crate::attribution::build(&config)
+        .map_err(|e| anyhow::anyhow!("cannot set up the attribution: {e}"))?;
+    let sampler = Sampler::new(opened.sources).with_attribution(attributor);
     let state = AppState {
         host: sampler.state(),
         info: Arc::new(AgentInfo {

@@ -1,7 +1,38 @@
 //! Per-project attribution: which project each process belongs to, and how each
-//! interval's energy is split between projects.
+//! interval's energy is split between projects (see [`engine`] for the rule).
 
 pub mod cgroup;
+pub mod engine;
+pub mod kube;
 pub mod procs;
 pub mod rules;
 pub mod split;
+pub mod users;
+
+use crate::config::AgentConfig;
+
+/// The attributor the configuration describes: rules, the host's procfs, user names and,
+/// where configured, the Kubernetes pod lookup.
+pub fn build(config: &AgentConfig) -> Result<engine::Attributor, String> {
+    let a = &config.attribution;
+    let resolver = rules::Resolver::new(a).map_err(|problems| {
+        problems
+            .iter()
+            .map(|p| format!("{}: {}", p.key, p.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let pods = kube::PodCache::new(&a.kubernetes)?;
+    if resolver.needs_pods() && pods.is_none() {
+        tracing::debug!(
+            "pod rules are configured but attribution.kubernetes.mode is off: they match no process"
+        );
+    }
+    Ok(engine::Attributor::new(
+        a,
+        resolver,
+        Box::new(procs::ProcFs::new(&config.procfs_root)),
+        users::UserNames::load(&a.passwd_file),
+        pods,
+    ))
+}

@@ -1,1 +1,685 @@
-//! Project resolution rules. (Being written.)
+//! Project resolution: an ordered list of rules from configuration, first match wins; a
+//! process matched by no rule goes to the `unassigned` project.
+//!
+//! ```toml
+//! [[attribution.rules]]              # the citizen chatbot's inference servers
+//! systemd_unit = "vllm-*.service"
+//! user = "chatbot"
+//! project = "chatbot"
+//!
+//! [[attribution.rules]]              # any pod: its label, e.g. empreinte.io/project
+//! pod_label = "empreinte.io/project"
+//! project_from = "pod_label"
+//! ```
+//!
+//! Giving `rules` replaces the default rules ([`default_rules`]).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use super::cgroup::CgroupRef;
+use super::procs::environ_value;
+use crate::config::ConfigProblem;
+
+/// The environment variable of the default first rule.
+pub const DEFAULT_ENV_VAR: &str = "EMPREINTE_PROJECT";
+/// The pod label of the default second rule.
+pub const DEFAULT_POD_LABEL: &str = "empreinte.io/project";
+/// Longest project name accepted.
+pub const MAX_PROJECT_LEN: usize = 128;
+
+/// Where the energy that no process's CPU time explains goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IdlePolicy {
+    /// To a project of its own, `idle` by default.
+    Separate,
+    /// To the active projects, in proportion to their activity.
+    Proportional,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AttributionConfig {
+    pub idle_policy: IdlePolicy,
+    pub idle_project: String,
+    pub unassigned_project: String,
+    /// Unix user names for `user` rules (a containerised agent points it at the host's).
+    pub passwd_file: PathBuf,
+    /// Ordered rules, first match wins. Empty: the default rules.
+    pub rules: Vec<RuleConfig>,
+    pub kubernetes: super::kube::KubernetesConfig,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        AttributionConfig {
+            idle_policy: IdlePolicy::Separate,
+            idle_project: "idle".into(),
+            unassigned_project: "unassigned".into(),
+            passwd_file: PathBuf::from("/etc/passwd"),
+            rules: Vec::new(),
+            kubernetes: super::kube::KubernetesConfig::default(),
+        }
+    }
+}
+
+/// Where a rule takes the project name from, instead of a fixed `project`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectFrom {
+    /// The value of the rule's `env` variable (or `EMPREINTE_PROJECT`).
+    Env,
+    /// The systemd unit name without its `.service` suffix.
+    SystemdUnit,
+    PodNamespace,
+    PodName,
+    /// The value of the rule's `pod_label`.
+    PodLabel,
+    /// The value of the rule's `pod_annotation`.
+    PodAnnotation,
+    User,
+}
+
+/// One rule: every matcher given must match (at least one is required), then the
+/// project is `project`, or taken from what matched (`project_from`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_from: Option<ProjectFrom>,
+    /// The process has this environment variable, not empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A regular expression the `env` variable's value must match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_value: Option<String>,
+    /// A glob on the systemd unit (`vllm-*.service`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    /// A glob on the container id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// A glob on the pod's namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    /// The pod has this label.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_label: Option<String>,
+    /// The pod has this annotation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_annotation: Option<String>,
+    /// The process's Unix user (a name, or a numeric uid).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// A regular expression on the command line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<String>,
+}
+
+/// The rules used when the configuration gives none: the `EMPREINTE_PROJECT` variable,
+/// then a pod's `empreinte.io/project` label, then a pod's namespace.
+pub fn default_rules() -> Vec<RuleConfig> {
+    vec![
+        RuleConfig {
+            env: Some(DEFAULT_ENV_VAR.into()),
+            project_from: Some(ProjectFrom::Env),
+            ..RuleConfig::default()
+        },
+        RuleConfig {
+            pod_label: Some(DEFAULT_POD_LABEL.into()),
+            project_from: Some(ProjectFrom::PodLabel),
+            ..RuleConfig::default()
+        },
+        RuleConfig {
+            pod_namespace: Some("*".into()),
+            project_from: Some(ProjectFrom::PodNamespace),
+            ..RuleConfig::default()
+        },
+    ]
+}
+
+/// What the Kubernetes lookup knows of a pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodMeta {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// What resolution looks at.
+pub struct ProcessFacts<'a> {
+    pub pid: u32,
+    pub uid: Option<u32>,
+    pub user: Option<&'a str>,
+    pub cmdline: &'a str,
+    /// Raw `/proc/PID/environ`.
+    pub environ: &'a [u8],
+    pub cgroup: &'a CgroupRef,
+    pub pod: Option<&'a PodMeta>,
+}
+
+/// The project of a process and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub project: Arc<str>,
+    /// Index of the matching rule; `None` when no rule matched.
+    pub rule: Option<usize>,
+    pub reason: String,
+}
+
+struct Rule {
+    config: RuleConfig,
+    env_value: Option<Regex>,
+    cmdline: Option<Regex>,
+    project: Option<Arc<str>>,
+}
+
+/// Compiled rules.
+pub struct Resolver {
+    rules: Vec<Rule>,
+    unassigned: Arc<str>,
+}
+
+/// `*` any run of characters, `?` one character; everything else literal.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Checks a project name: trimmed, not empty, at most [`MAX_PROJECT_LEN`] characters,
+/// no control characters. Returns the cleaned name.
+pub fn sanitize_project(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("a project name cannot be empty".into());
+    }
+    if name.chars().count() > MAX_PROJECT_LEN {
+        return Err(format!(
+            "a project name has at most {MAX_PROJECT_LEN} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a project name cannot hold control characters".into());
+    }
+    Ok(name.to_string())
+}
+
+impl Resolver {
+    /// Compiles `config.rules` (or the defaults), reporting every problem at once.
+    pub fn new(config: &AttributionConfig) -> Result<Resolver, Vec<ConfigProblem>> {
+        let mut problems = Vec::new();
+        for (key, name) in [
+            ("attribution.idle_project", &config.idle_project),
+            ("attribution.unassigned_project", &config.unassigned_project),
+        ] {
+            if let Err(e) = sanitize_project(name) {
+                problems.push(ConfigProblem {
+                    key: key.into(),
+                    message: format!("{name:?}: {e}"),
+                });
+            }
+        }
+        let configs = if config.rules.is_empty() {
+            default_rules()
+        } else {
+            config.rules.clone()
+        };
+        let mut rules = Vec::new();
+        for (i, c) in configs.into_iter().enumerate() {
+            let key = |k: &str| format!("attribution.rules[{i}].{k}");
+            let mut bad = |k: &str, message: String| {
+                problems.push(ConfigProblem {
+                    key: key(k),
+                    message,
+                })
+            };
+            let regex = |k: &str, v: &Option<String>, bad: &mut dyn FnMut(&str, String)| {
+                v.as_ref().and_then(|r| match Regex::new(r) {
+                    Ok(re) => Some(re),
+                    Err(e) => {
+                        bad(k, format!("{r:?} is not a valid regular expression: {e}"));
+                        None
+                    }
+                })
+            };
+            let env_value = regex("env_value", &c.env_value, &mut bad);
+            let cmdline = regex("cmdline", &c.cmdline, &mut bad);
+            let has_matcher = c.env.is_some()
+                || c.systemd_unit.is_some()
+                || c.container.is_some()
+                || c.pod_namespace.is_some()
+                || c.pod_label.is_some()
+                || c.pod_annotation.is_some()
+                || c.user.is_some()
+                || c.cmdline.is_some();
+            if !has_matcher {
+                bad("", "a rule needs at least one matcher: env, systemd_unit, container, pod_namespace, pod_label, pod_annotation, user or cmdline".into());
+            }
+            if c.env_value.is_some() && c.env.is_none() {
+                bad(
+                    "env_value",
+                    "env_value needs env (the variable whose value it matches)".into(),
+                );
+            }
+            let project = match (&c.project, c.project_from) {
+                (Some(_), Some(_)) => {
+                    bad(
+                        "project",
+                        "give either project (a fixed name) or project_from, not both".into(),
+                    );
+                    None
+                }
+                (None, None) => {
+                    bad("project", "give project (a fixed name) or project_from (env, systemd_unit, pod_namespace, pod_name, pod_label, pod_annotation, user)".into());
+                    None
+                }
+                (Some(p), None) => match sanitize_project(p) {
+                    Ok(p) => Some(Arc::from(p.as_str())),
+                    Err(e) => {
+                        bad("project", format!("{p:?}: {e}"));
+                        None
+                    }
+                },
+                (None, Some(from)) => {
+                    let needs = match from {
+                        ProjectFrom::PodLabel if c.pod_label.is_none() => Some("pod_label"),
+                        ProjectFrom::PodAnnotation if c.pod_annotation.is_none() => {
+                            Some("pod_annotation")
+                        }
+                        _ => None,
+                    };
+                    if let Some(n) = needs {
+                        bad(
+                            "project_from",
+                            format!(
+                                "project_from = {from:?} needs {n} (the key whose value names the project)"
+                            ),
+                        );
+                    }
+                    None
+                }
+            };
+            rules.push(Rule {
+                config: c,
+                env_value,
+                cmdline,
+                project,
+            });
+        }
+        if problems.is_empty() {
+            Ok(Resolver {
+                rules,
+                unassigned: Arc::from(config.unassigned_project.trim()),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// True when some rule looks at pods (the Kubernetes lookup is needed).
+    pub fn needs_pods(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.config.pod_namespace.is_some()
+                || r.config.pod_label.is_some()
+                || r.config.pod_annotation.is_some()
+        })
+    }
+
+    pub fn resolve(&self, facts: &ProcessFacts) -> Resolution {
+        for (i, rule) in self.rules.iter().enumerate() {
+            if let Some((project, why)) = rule.apply(facts) {
+                return Resolution {
+                    project,
+                    rule: Some(i),
+                    reason: format!("rule {i}: {why}"),
+                };
+            }
+        }
+        Resolution {
+            project: self.unassigned.clone(),
+            rule: None,
+            reason: "no rule matched".into(),
+        }
+    }
+}
+
+impl Rule {
+    /// The project and a short explanation when every matcher matches.
+    fn apply(&self, f: &ProcessFacts) -> Option<(Arc<str>, String)> {
+        let c = &self.config;
+        let mut why: Vec<String> = Vec::new();
+        let env_name = c.env.as_deref().unwrap_or(DEFAULT_ENV_VAR);
+        if let Some(name) = &c.env {
+            let value = environ_value(f.environ, name)?;
+            if let Some(re) = &self.env_value {
+                if !re.is_match(value) {
+                    return None;
+                }
+            }
+            why.push(format!("env {name}={value}"));
+        }
+        if let Some(g) = &c.systemd_unit {
+            let unit = f.cgroup.unit.as_deref()?;
+            if !glob_match(g, unit) {
+                return None;
+            }
+            why.push(format!("systemd unit {unit}"));
+        }
+        if let Some(g) = &c.container {
+            let id = &f.cgroup.container.as_ref()?.id;
+            if !glob_match(g, id) {
+                return None;
+            }
+            why.push(format!("container {}", &id[..id.len().min(12)]));
+        }
+        if let Some(g) = &c.pod_namespace {
+            let pod = f.pod?;
+            if !glob_match(g, &pod.namespace) {
+                return None;
+            }
+            why.push(format!("pod {}/{}", pod.namespace, pod.name));
+        }
+        if let Some(k) = &c.pod_label {
+            let v = f.pod?.labels.get(k)?;
+            why.push(format!("pod label {k}={v}"));
+        }
+        if let Some(k) = &c.pod_annotation {
+            let v = f.pod?.annotations.get(k)?;
+            why.push(format!("pod annotation {k}={v}"));
+        }
+        if let Some(u) = &c.user {
+            let by_name = f.user.is_some_and(|name| name == u);
+            let by_uid = f.uid.is_some_and(|uid| u.parse::<u32>() == Ok(uid));
+            if !(by_name || by_uid) {
+                return None;
+            }
+            why.push(format!("user {u}"));
+        }
+        if let Some(re) = &self.cmdline {
+            if !re.is_match(f.cmdline) {
+                return None;
+            }
+            why.push(format!("cmdline matches {}", re.as_str()));
+        }
+        let project: Arc<str> = match (&self.project, c.project_from) {
+            (Some(p), _) => p.clone(),
+            (None, Some(from)) => {
+                let raw: String = match from {
+                    ProjectFrom::Env => environ_value(f.environ, env_name)?.to_string(),
+                    ProjectFrom::SystemdUnit => {
+                        let u = f.cgroup.unit.as_deref()?;
+                        u.strip_suffix(".service").unwrap_or(u).to_string()
+                    }
+                    ProjectFrom::PodNamespace => f.pod?.namespace.clone(),
+                    ProjectFrom::PodName => f.pod?.name.clone(),
+                    ProjectFrom::PodLabel => f.pod?.labels.get(c.pod_label.as_deref()?)?.clone(),
+                    ProjectFrom::PodAnnotation => f
+                        .pod?
+                        .annotations
+                        .get(c.pod_annotation.as_deref()?)?
+                        .clone(),
+                    ProjectFrom::User => f
+                        .user
+                        .map(str::to_string)
+                        .or_else(|| f.uid.map(|u| u.to_string()))?,
+                };
+                // A value that is not a valid project name does not match: next rule.
+                Arc::from(sanitize_project(&raw).ok()?.as_str())
+            }
+            (None, None) => return None,
+        };
+        Some((project, why.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::cgroup::parse_proc_cgroup;
+
+    fn facts<'a>(
+        env: &'a [u8],
+        cgroup: &'a CgroupRef,
+        pod: Option<&'a PodMeta>,
+    ) -> ProcessFacts<'a> {
+        ProcessFacts {
+            pid: 42,
+            uid: Some(1001),
+            user: Some("alice"),
+            cmdline: "python -m vllm.entrypoints.api_server",
+            environ: env,
+            cgroup,
+            pod,
+        }
+    }
+
+    fn resolver(rules: Vec<RuleConfig>) -> Resolver {
+        Resolver::new(&AttributionConfig {
+            rules,
+            ..AttributionConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn pod() -> PodMeta {
+        PodMeta {
+            namespace: "chatbot-prod".into(),
+            name: "vllm-0".into(),
+            labels: [("app".to_string(), "vllm".to_string())].into(),
+            annotations: [("team".to_string(), "citizen-services".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("vllm-*.service", "vllm-llama.service"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a?c", "abc"));
+        assert!(!glob_match("a?c", "ac"));
+        assert!(!glob_match("vllm-*.service", "vllm.service"));
+        assert!(glob_match("*a*b*", "xxaxxbxx"));
+        assert!(!glob_match("*a*b", "xxaxxbxxc"));
+    }
+
+    #[test]
+    fn default_rules_env_then_pod_label_then_namespace() {
+        let r = Resolver::new(&AttributionConfig::default()).unwrap();
+        let cg = CgroupRef::default();
+        let env = b"A=1\0EMPREINTE_PROJECT=chatbot\0";
+        let res = r.resolve(&facts(env, &cg, None));
+        assert_eq!((&*res.project, res.rule), ("chatbot", Some(0)));
+        assert!(
+            res.reason.contains("EMPREINTE_PROJECT=chatbot"),
+            "{}",
+            res.reason
+        );
+
+        let mut p = pod();
+        assert_eq!(
+            &*r.resolve(&facts(b"", &cg, Some(&p))).project,
+            "chatbot-prod"
+        );
+        p.labels
+            .insert(DEFAULT_POD_LABEL.into(), "summaries".into());
+        let res = r.resolve(&facts(b"", &cg, Some(&p)));
+        assert_eq!((&*res.project, res.rule), ("summaries", Some(1)));
+
+        let res = r.resolve(&facts(b"", &cg, None));
+        assert_eq!((&*res.project, res.rule), ("unassigned", None));
+    }
+
+    #[test]
+    fn combined_matchers_must_all_match_and_the_first_rule_wins() {
+        let r = resolver(vec![
+            RuleConfig {
+                systemd_unit: Some("vllm-*.service".into()),
+                user: Some("bob".into()),
+                project: Some("never".into()),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                systemd_unit: Some("vllm-*.service".into()),
+                cmdline: Some("vllm\\.entrypoints".into()),
+                project_from: Some(ProjectFrom::SystemdUnit),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                user: Some("1001".into()),
+                project: Some("by-uid".into()),
+                ..RuleConfig::default()
+            },
+        ]);
+        let cg = parse_proc_cgroup("0::/system.slice/vllm-llama.service\n");
+        let res = r.resolve(&facts(b"", &cg, None));
+        assert_eq!((&*res.project, res.rule), ("vllm-llama", Some(1)));
+        let other = parse_proc_cgroup("0::/system.slice/tgi.service\n");
+        assert_eq!(&*r.resolve(&facts(b"", &other, None)).project, "by-uid");
+    }
+
+    #[test]
+    fn pod_annotations_env_values_and_containers() {
+        let r = resolver(vec![
+            RuleConfig {
+                env: Some("TEAM".into()),
+                env_value: Some("^data-".into()),
+                project: Some("data".into()),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                pod_annotation: Some("team".into()),
+                project_from: Some(ProjectFrom::PodAnnotation),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                container: Some("4f9a*".into()),
+                project: Some("docker-jobs".into()),
+                ..RuleConfig::default()
+            },
+        ]);
+        let cg = CgroupRef::default();
+        assert_eq!(
+            &*r.resolve(&facts(b"TEAM=data-science\0", &cg, None)).project,
+            "data"
+        );
+        assert_eq!(
+            &*r.resolve(&facts(b"TEAM=web\0", &cg, None)).project,
+            "unassigned"
+        );
+        let p = pod();
+        assert_eq!(
+            &*r.resolve(&facts(b"", &cg, Some(&p))).project,
+            "citizen-services"
+        );
+        let docker =
+            parse_proc_cgroup("0::/system.slice/docker-4f9a1c3e5b7d2f8a6c0e4b1d3f5a7c9e.scope\n");
+        assert_eq!(
+            &*r.resolve(&facts(b"", &docker, None)).project,
+            "docker-jobs"
+        );
+    }
+
+    #[test]
+    fn an_invalid_project_value_falls_through_to_the_next_rule() {
+        let r = Resolver::new(&AttributionConfig::default()).unwrap();
+        let cg = CgroupRef::default();
+        let long = format!("EMPREINTE_PROJECT={}\0", "x".repeat(200));
+        assert_eq!(
+            &*r.resolve(&facts(long.as_bytes(), &cg, None)).project,
+            "unassigned"
+        );
+        assert_eq!(
+            &*r.resolve(&facts(b"EMPREINTE_PROJECT=  spaced  \0", &cg, None))
+                .project,
+            "spaced"
+        );
+    }
+
+    #[test]
+    fn every_bad_rule_is_reported_at_once() {
+        let cfg = AttributionConfig {
+            rules: vec![
+                RuleConfig {
+                    project: Some("a".into()),
+                    ..RuleConfig::default()
+                },
+                RuleConfig {
+                    cmdline: Some("(unclosed".into()),
+                    project: Some("b".into()),
+                    ..RuleConfig::default()
+                },
+                RuleConfig {
+                    user: Some("x".into()),
+                    ..RuleConfig::default()
+                },
+                RuleConfig {
+                    pod_namespace: Some("*".into()),
+                    project_from: Some(ProjectFrom::PodLabel),
+                    ..RuleConfig::default()
+                },
+                RuleConfig {
+                    env_value: Some("x".into()),
+                    user: Some("u".into()),
+                    project: Some("\u{7}".into()),
+                    ..RuleConfig::default()
+                },
+            ],
+            ..AttributionConfig::default()
+        };
+        let problems = Resolver::new(&cfg).err().unwrap();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "attribution.rules[0].",
+                "attribution.rules[1].cmdline",
+                "attribution.rules[2].project",
+                "attribution.rules[3].project_from",
+                "attribution.rules[4].env_value",
+                "attribution.rules[4].project",
+            ]
+        );
+        assert!(
+            problems[1]
+                .message
+                .contains("not a valid regular expression")
+        );
+    }
+
+    #[test]
+    fn rules_parse_from_toml() {
+        let cfg: AttributionConfig = toml::from_str(
+            "idle_policy = \"proportional\"\n[[rules]]\nsystemd_unit = \"ollama.service\"\nproject = \"assistant\"\n[[rules]]\npod_label = \"app\"\nproject_from = \"pod_label\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.idle_policy, IdlePolicy::Proportional);
+        assert_eq!(cfg.rules.len(), 2);
+        assert_eq!(cfg.rules[1].project_from, Some(ProjectFrom::PodLabel));
+        assert!(toml::from_str::<AttributionConfig>("[[rules]]\nsystemd = \"x\"\n").is_err());
+    }
+}

@@ -1,0 +1,509 @@
+//! The attribution of one interval: each component's energy split between projects.
+//!
+//! The rule, in two sentences: *on the CPU (and DRAM), each process gets the share of
+//! the interval's energy that its CPU time is of the host's CPU time (busy and idle);
+//! the idle time's share goes to the project `idle` (or, with `idle_policy =
+//! "proportional"`, is shared by the active projects), and busy time that no live
+//! process explains goes to `unassigned`. On a GPU, the processes share the GPU's energy
+//! by their SM utilisation samples (else by GPU memory, else equally); a GPU with no
+//! process is `idle`.*
+//!
+//! Architecture invariant: for every channel and interval, the parts given to projects
+//! add up to the channel's energy exactly ([`split_exact`]), so the sum over projects
+//! of `empreinte_project_energy_joules_total` equals the host's total.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use empreinte_shared::{Component, MicroJoules, SourceKind};
+use serde::Serialize;
+
+use super::cgroup::parse_proc_cgroup;
+use super::kube::PodCache;
+use super::procs::{ProcStat, ProcessSource};
+use super::rules::{AttributionConfig, IdlePolicy, ProcessFacts, Resolver};
+use super::split::split_exact;
+use super::users::UserNames;
+use crate::sampler::ChannelState;
+use crate::sources::GpuActivity;
+use crate::sources::estimate::CpuTimes;
+
+/// An interned project name.
+type ProjectId = usize;
+
+/// How many processes the debug endpoint lists.
+pub const TOP_PROCESSES: usize = 25;
+
+struct Tracked {
+    start_ticks: u64,
+    last_ticks: u64,
+    project: ProjectId,
+    rule: Option<usize>,
+    reason: Arc<str>,
+    cmdline: Arc<str>,
+    seen: u64,
+    /// CPU ticks in the last interval.
+    delta: u64,
+    /// In a pod whose metadata was not known yet: resolved again next cycle.
+    provisional: bool,
+}
+
+/// A project's energy for one (component, source).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectEnergy {
+    pub project: Arc<str>,
+    pub component: Component,
+    pub source: SourceKind,
+    /// Energy since the agent started, in µJ: only ever grows.
+    pub total_uj: u64,
+    /// Energy of the last interval, in µJ.
+    pub last_uj: u64,
+}
+
+/// A process as the debug endpoint shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessShare {
+    pub pid: u32,
+    pub project: Arc<str>,
+    /// Index of the rule that matched, `null` when none did.
+    pub rule: Option<usize>,
+    /// Why the process landed in its project.
+    pub reason: Arc<str>,
+    pub cmdline: Arc<str>,
+    /// CPU time in the last interval, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Share of the host's CPU time in the last interval, from 0 to 1.
+    pub cpu_share: f64,
+    /// GPU SM-utilisation share, per GPU device, where the process ran on a GPU.
+    pub gpu_shares: Vec<(String, f64)>,
+}
+
+/// The split of the last interval and the totals so far.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AttributionState {
+    pub projects: Vec<ProjectEnergy>,
+    pub top_processes: Vec<ProcessShare>,
+    pub processes_seen: usize,
+    /// Host CPU time of the last interval, in ticks, and how it was explained.
+    pub host_ticks: u64,
+    pub process_ticks: u64,
+    pub unexplained_busy_ticks: u64,
+    pub idle_ticks: u64,
+}
+
+struct Resolved {
+    project: ProjectId,
+    rule: Option<usize>,
+    reason: Arc<str>,
+    cmdline: Arc<str>,
+    provisional: bool,
+}
+
+/// Splits each interval's energy between projects.
+pub struct Attributor {
+    resolver: Resolver,
+    procs: Box<dyn ProcessSource>,
+    users: UserNames,
+    pods: Option<PodCache>,
+    idle_policy: IdlePolicy,
+    tracked: HashMap<u32, Tracked>,
+    departed: HashMap<u32, ProjectId>,
+    names: Vec<Arc<str>>,
+    ids: HashMap<Arc<str>, ProjectId>,
+    idle: ProjectId,
+    unassigned: ProjectId,
+    totals: HashMap<(ProjectId, Component, SourceKind), (MicroJoules, MicroJoules)>,
+    last_host: Option<CpuTimes>,
+    cycle: u64,
+    scan: Vec<ProcStat>,
+    weights: Vec<u64>,
+    parts: Vec<MicroJoules>,
+    state: AttributionState,
+}
+
+impl Attributor {
+    pub fn new(
+        config: &AttributionConfig,
+        resolver: Resolver,
+        procs: Box<dyn ProcessSource>,
+        users: UserNames,
+        pods: Option<PodCache>,
+    ) -> Attributor {
+        let mut a = Attributor {
+            resolver,
+            procs,
+            users,
+            pods,
+            idle_policy: config.idle_policy,
+            tracked: HashMap::new(),
+            departed: HashMap::new(),
+            names: Vec::new(),
+            ids: HashMap::new(),
+            idle: 0,
+            unassigned: 0,
+            totals: HashMap::new(),
+            last_host: None,
+            cycle: 0,
+            scan: Vec::with_capacity(1024),
+            weights: Vec::new(),
+            parts: Vec::new(),
+            state: AttributionState::default(),
+        };
+        a.idle = a.intern(&config.idle_project);
+        a.unassigned = a.intern(&config.unassigned_project);
+        a
+    }
+
+    fn intern(&mut self, name: &str) -> ProjectId {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let name: Arc<str> = Arc::from(name);
+        self.names.push(name.clone());
+        self.ids.insert(name, self.names.len() - 1);
+        self.names.len() - 1
+    }
+
+    /// The state after the last interval.
+    pub fn state(&self) -> &AttributionState {
+        &self.state
+    }
+
+    /// Splits the last interval's energy of every channel between projects.
+    /// `gpu` holds, for GPU channels (by index into `channels`), the processes seen on
+    /// that GPU during the interval.
+    pub fn attribute(
+        &mut self,
+        channels: &[ChannelState],
+        gpu: &[(usize, GpuActivity)],
+    ) -> Result<(), String> {
+        self.cycle += 1;
+        let first = self.last_host.is_none();
+        let host_now = self
+            .procs
+            .host_cpu_times()
+            .map_err(|e| format!("cannot read host CPU times: {e}"))?;
+        self.scan.clear();
+        self.procs
+            .scan(&mut self.scan)
+            .map_err(|e| format!("cannot list processes: {e}"))?;
+        self.track_processes(first);
+
+        let host_before = self.last_host.replace(host_now);
+        let (host_ticks, busy_ticks) = match host_before {
+            Some(b) => (
+                host_now.total.saturating_sub(b.total),
+                host_now.busy.saturating_sub(b.busy),
+            ),
+            None => (0, 0),
+        };
+        let process_ticks: u64 = self.tracked.values().map(|t| t.delta).sum();
+        let unexplained = busy_ticks.saturating_sub(process_ticks);
+        let idle_ticks = host_ticks.saturating_sub(busy_ticks.max(process_ticks));
+
+        // CPU-time weights per project, in a fixed order: project ids.
+        let n = self.names.len();
+        self.weights.clear();
+        self.weights.resize(n, 0);
+        for t in self.tracked.values() {
+            self.weights[t.project] += t.delta;
+        }
+        self.weights[self.unassigned] += unexplained;
+        if self.idle_policy == IdlePolicy::Separate || self.weights.iter().all(|&w| w == 0) {
+            self.weights[self.idle] += idle_ticks;
+        }
+        let cpu_weights = std::mem::take(&mut self.weights);
+
+        for v in self.totals.values_mut() {
+            v.1 = MicroJoules::ZERO;
+        }
+        for (index, c) in channels.iter().enumerate() {
+            let Some(component) = c.channel.component else {
+                continue;
+            };
+            if c.last_energy == MicroJoules::ZERO {
+                continue;
+            }
+            match component {
+                Component::Cpu | Component::Dram => {
+                    if split_exact(c.last_energy, &cpu_weights, &mut self.parts) {
+                        self.add_parts(component, c.channel.source);
+                    } else {
+                        self.add(self.idle, component, c.channel.source, c.last_energy);
+                    }
+                }
+                Component::Gpu => {
+                    let activity = gpu.iter().find(|(i, _)| *i == index).map(|(_, a)| a);
+                    self.attribute_gpu(c, activity);
+                }
+            }
+        }
+        self.weights = cpu_weights;
+        self.publish(
+            host_ticks,
+            process_ticks,
+            unexplained,
+            idle_ticks,
+            channels,
+            gpu,
+        );
+        Ok(())
+    }
+
+    fn add(
+        &mut self,
+        project: ProjectId,
+        component: Component,
+        source: SourceKind,
+        e: MicroJoules,
+    ) {
+        let entry = self.totals.entry((project, component, source)).or_default();
+        entry.0 += e;
+        entry.1 += e;
+    }
+
+    fn add_parts(&mut self, component: Component, source: SourceKind) {
+        let parts = std::mem::take(&mut self.parts);
+        for (project, &e) in parts.iter().enumerate() {
+            if e > MicroJoules::ZERO {
+                self.add(project, component, source, e);
+            }
+        }
+        self.parts = parts;
+    }
+
+    fn attribute_gpu(&mut self, c: &ChannelState, activity: Option<&GpuActivity>) {
+        let source = c.channel.source;
+        let Some(activity) = activity.filter(|a| !a.processes.is_empty() || !a.samples.is_empty())
+        else {
+            self.add(self.idle, Component::Gpu, source, c.last_energy);
+            return;
+        };
+        let weights = gpu_process_weights(activity);
+        let pids: Vec<u32> = weights.iter().map(|(pid, _)| *pid).collect();
+        let w: Vec<u64> = weights.iter().map(|(_, w)| *w).collect();
+        let mut parts = Vec::with_capacity(w.len());
+        if !split_exact(c.last_energy, &w, &mut parts) {
+            self.add(self.idle, Component::Gpu, source, c.last_energy);
+            return;
+        }
+        for (pid, e) in pids.into_iter().zip(parts) {
+            let project = self.project_of_pid(pid);
+            self.add(project, Component::Gpu, source, e);
+        }
+    }
+
+    /// The project of a PID seen on a GPU: the tracked one, else resolved now (a
+    /// process that exited before the scan).
+    fn project_of_pid(&mut self, pid: u32) -> ProjectId {
+        if let Some(t) = self.tracked.get(&pid) {
+            return t.project;
+        }
+        if let Some(&project) = self.departed.get(&pid) {
+            return project;
+        }
+        match self.resolve(pid) {
+            Some(r) => r.project,
+            None => self.unassigned,
+        }
+    }
+
+    fn resolve(&mut self, pid: u32) -> Option<Resolved> {
+        let details = self.procs.details(pid)?;
+        let cgroup = parse_proc_cgroup(&details.cgroup);
+        let user = details.uid.and_then(|uid| self.users.name(uid));
+        let (pod, provisional) = match (&cgroup.pod, self.pods.as_mut()) {
+            (Some(p), Some(cache)) => {
+                let meta = cache.pod(&p.uid);
+                let missing = meta.is_none();
+                (meta, missing)
+            }
+            _ => (None, false),
+        };
+        let facts = ProcessFacts {
+            pid,
+            uid: details.uid,
+            user: user.as_deref(),
+            cmdline: &details.cmdline,
+            environ: &details.environ,
+            cgroup: &cgroup,
+            pod: pod.as_deref(),
+        };
+        let r = self.resolver.resolve(&facts);
+        let project = self.intern(&r.project);
+        Some(Resolved {
+            project,
+            rule: r.rule,
+            reason: Arc::from(r.reason.as_str()),
+            cmdline: Arc::from(details.cmdline.as_str()),
+            provisional,
+        })
+    }
+
+    fn track_processes(&mut self, first: bool) {
+        let scan = std::mem::take(&mut self.scan);
+        for s in &scan {
+            let (reuse, provisional) = match self.tracked.get_mut(&s.pid) {
+                Some(t) if t.start_ticks == s.start_ticks => {
+                    t.delta = s.cpu_ticks.saturating_sub(t.last_ticks);
+                    t.last_ticks = s.cpu_ticks;
+                    t.seen = self.cycle;
+                    (false, t.provisional)
+                }
+                _ => (true, false),
+            };
+            if provisional {
+                // Its pod was unknown: try again (the pod cache limits its own refreshes).
+                if let Some(r) = self.resolve(s.pid) {
+                    if let Some(t) = self.tracked.get_mut(&s.pid) {
+                        (t.project, t.rule, t.reason, t.provisional) =
+                            (r.project, r.rule, r.reason, r.provisional);
+                    }
+                }
+            }
+            if reuse {
+                // A new process (or a reused PID): resolved once. After the first cycle, a
+                // process we did not see before started during the interval, so all its
+                // CPU time belongs to this interval.
+                let Some(r) = self.resolve(s.pid) else {
+                    continue;
+                }; // exited already
+                self.tracked.insert(
+                    s.pid,
+                    Tracked {
+                        start_ticks: s.start_ticks,
+                        last_ticks: s.cpu_ticks,
+                        project: r.project,
+                        rule: r.rule,
+                        reason: r.reason,
+                        cmdline: r.cmdline,
+                        seen: self.cycle,
+                        delta: if first { 0 } else { s.cpu_ticks },
+                        provisional: r.provisional,
+                    },
+                );
+            }
+        }
+        let cycle = self.cycle;
+        // Processes that exited during the interval keep their project for this cycle's
+        // GPU split (the driver may still list them).
+        self.departed.clear();
+        for (pid, t) in &self.tracked {
+            if t.seen != cycle {
+                self.departed.insert(*pid, t.project);
+            }
+        }
+        self.tracked.retain(|_, t| t.seen == cycle);
+        self.scan = scan;
+    }
+
+    fn publish(
+        &mut self,
+        host_ticks: u64,
+        process_ticks: u64,
+        unexplained: u64,
+        idle_ticks: u64,
+        channels: &[ChannelState],
+        gpu: &[(usize, GpuActivity)],
+    ) {
+        let mut projects: Vec<ProjectEnergy> = self
+            .totals
+            .iter()
+            .map(|(&(p, component, source), &(total, last))| ProjectEnergy {
+                project: self.names[p].clone(),
+                component,
+                source,
+                total_uj: total.0,
+                last_uj: last.0,
+            })
+            .collect();
+        projects.sort_by(|a, b| {
+            (&a.project, a.component, a.source).cmp(&(&b.project, b.component, b.source))
+        });
+
+        let mut top: Vec<(&u32, &Tracked)> =
+            self.tracked.iter().filter(|(_, t)| t.delta > 0).collect();
+        top.sort_by(|a, b| b.1.delta.cmp(&a.1.delta).then(a.0.cmp(b.0)));
+        let mut top_processes: Vec<ProcessShare> = top
+            .into_iter()
+            .take(TOP_PROCESSES)
+            .map(|(&pid, t)| ProcessShare {
+                pid,
+                project: self.names[t.project].clone(),
+                rule: t.rule,
+                reason: t.reason.clone(),
+                cmdline: t.cmdline.clone(),
+                cpu_ticks: t.delta,
+                cpu_share: if host_ticks > 0 {
+                    t.delta as f64 / host_ticks as f64
+                } else {
+                    0.0
+                },
+                gpu_shares: Vec::new(),
+            })
+            .collect();
+        for (index, activity) in gpu {
+            let device = channels
+                .get(*index)
+                .map(|c| c.channel.device.clone())
+                .unwrap_or_default();
+            let weights = gpu_process_weights(activity);
+            let sum: u64 = weights.iter().map(|(_, w)| w).sum();
+            for (pid, w) in weights {
+                let share = if sum > 0 { w as f64 / sum as f64 } else { 0.0 };
+                if let Some(p) = top_processes.iter_mut().find(|p| p.pid == pid) {
+                    p.gpu_shares.push((device.clone(), share));
+                } else if let Some(t) = self.tracked.get(&pid) {
+                    top_processes.push(ProcessShare {
+                        pid,
+                        project: self.names[t.project].clone(),
+                        rule: t.rule,
+                        reason: t.reason.clone(),
+                        cmdline: t.cmdline.clone(),
+                        cpu_ticks: t.delta,
+                        cpu_share: if host_ticks > 0 {
+                            t.delta as f64 / host_ticks as f64
+                        } else {
+                            0.0
+                        },
+                        gpu_shares: vec![(device.clone(), share)],
+                    });
+                }
+            }
+        }
+        self.state = AttributionState {
+            projects,
+            top_processes,
+            processes_seen: self.tracked.len(),
+            host_ticks,
+            process_ticks,
+            unexplained_busy_ticks: unexplained,
+            idle_ticks,
+        };
+    }
+}
+
+/// Per-process weights on one GPU for one interval: the sum of SM utilisation samples
+/// when any process has one; else used GPU memory; else equal shares. Sorted by PID.
+pub fn gpu_process_weights(activity: &GpuActivity) -> Vec<(u32, u64)> {
+    let mut by_pid: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for s in &activity.samples {
+        *by_pid.entry(s.pid).or_default() += u64::from(s.sm_util);
+    }
+    if by_pid.values().any(|&w| w > 0) {
+        return by_pid.into_iter().collect();
+    }
+    let memory: Vec<(u32, u64)> = activity
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.used_gpu_memory.unwrap_or(0)))
+        .collect();
+    let mut out: Vec<(u32, u64)> = if memory.iter().any(|(_, m)| *m > 0) {
+        memory
+    } else {
+        activity.processes.iter().map(|p| (p.pid, 1)).collect()
+    };
+    out.sort_unstable();
+    out.dedup_by_key(|(pid, _)| *pid);
+    out
+}

@@ -1,0 +1,352 @@
+//! Per-project attribution on fake hardware and a fake procfs whose CPU times the test
+//! sets: exact shares, exact conservation, GPU sharing through the fake NVML library.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use empreinte_agent::attribution::engine::Attributor;
+use empreinte_agent::attribution::procs::ProcFs;
+use empreinte_agent::attribution::rules::{AttributionConfig, IdlePolicy, Resolver};
+use empreinte_agent::attribution::users::UserNames;
+use empreinte_agent::clock::SampleTime;
+use empreinte_agent::sampler::{HostState, Sampler};
+use empreinte_agent::sources::EnergySource;
+use empreinte_agent::sources::nvml::NvmlSource;
+use empreinte_agent::sources::rapl::Rapl;
+use empreinte_shared::Component;
+use empreinte_testkit::nvml::{FakeGpu, FakeNvml, FakeProcess as GpuProc, FakeSample, Scenario};
+use empreinte_testkit::powercap::FakePowercap;
+use empreinte_testkit::procfs::{FakeProcess, FakeProcfs};
+
+fn attributor(procfs: &FakeProcfs, policy: IdlePolicy) -> Attributor {
+    let cfg = AttributionConfig {
+        idle_policy: policy,
+        ..AttributionConfig::default()
+    };
+    Attributor::new(
+        &cfg,
+        Resolver::new(&cfg).unwrap(),
+        Box::new(ProcFs::new(procfs.root())),
+        UserNames::default(),
+        None,
+    )
+}
+
+fn process(procfs: &FakeProcfs, pid: u32, project: Option<&str>, ticks: u64) {
+    let env: Vec<(&str, &str)> = project
+        .map(|p| vec![("EMPREINTE_PROJECT", p)])
+        .unwrap_or_default();
+    procfs.add(&FakeProcess {
+        pid,
+        start_ticks: 1000 + u64::from(pid),
+        cpu_ticks: ticks,
+        cmdline: "python serve.py",
+        environ: &env,
+        cgroup: "0::/system.slice/app.service\n",
+    });
+}
+
+/// Project totals in µJ by (project, component).
+fn projects(host: &HostState) -> BTreeMap<(String, Component), u64> {
+    let mut m = BTreeMap::new();
+    for p in &host.attribution.as_ref().unwrap().projects {
+        *m.entry((p.project.to_string(), p.component)).or_default() += p.total_uj;
+    }
+    m
+}
+
+/// Checks that, per component, the projects' totals equal the host's, exactly.
+fn assert_conserved(host: &HostState) {
+    for component in Component::ALL {
+        let host_total: u64 = host
+            .channels
+            .iter()
+            .filter(|c| c.channel.component == Some(component))
+            .map(|c| c.total.0)
+            .sum();
+        let project_total: u64 = host
+            .attribution
+            .as_ref()
+            .unwrap()
+            .projects
+            .iter()
+            .filter(|p| p.component == component)
+            .map(|p| p.total_uj)
+            .sum();
+        assert_eq!(
+            project_total, host_total,
+            "{component}: the sum over projects equals the host's energy"
+        );
+    }
+}
+
+#[test]
+fn cpu_energy_is_split_by_cpu_time_with_idle_separate_and_exact_conservation() {
+    let mut fp = FakePowercap::intel_two_socket();
+    let procfs = FakeProcfs::new();
+    process(&procfs, 100, Some("chatbot"), 0);
+    process(&procfs, 101, Some("chatbot"), 0);
+    process(&procfs, 200, Some("summaries"), 0);
+    process(&procfs, 300, None, 0);
+    let rapl = Rapl::open(fp.root()).source.unwrap();
+    let mut sampler = Sampler::new(vec![Box::new(rapl)])
+        .with_attribution(attributor(&procfs, IdlePolicy::Separate));
+    sampler.cycle(SampleTime::from_monotonic(Duration::ZERO));
+
+    // 10 intervals of 1 s on 4 CPUs (400 ticks each): chatbot 150 ticks (2 processes),
+    // summaries 50, an unlabelled process 20, 10 busy ticks no live process explains
+    // (an exited process), the rest idle.
+    let (mut busy, mut idle) = (0, 0);
+    for step in 1..=10u64 {
+        for z in fp.zones() {
+            fp.advance(&z, 100.0 + step as f64, Duration::from_secs(1));
+        }
+        procfs.set_ticks(100, 1100, 100 * step);
+        procfs.set_ticks(101, 1101, 50 * step);
+        procfs.set_ticks(200, 1200, 50 * step);
+        procfs.set_ticks(300, 1300, 20 * step);
+        busy += 230;
+        idle += 170;
+        procfs.set_host_stat(busy, idle);
+        sampler.cycle(SampleTime::from_monotonic(Duration::from_secs(step)));
+    }
+    let state = sampler.state();
+    let host = state.lock();
+    assert_conserved(&host);
+    let p = projects(&host);
+    let cpu_total: u64 = host
+        .channels
+        .iter()
+        .filter(|c| c.channel.component == Some(Component::Cpu))
+        .map(|c| c.total.0)
+        .sum();
+    let share = |name: &str| p[&(name.to_string(), Component::Cpu)] as f64 / cpu_total as f64;
+    // Shares of CPU time: 150/400, 50/400, 20+10 unassigned, 170/400 idle (to rounding).
+    for (name, expected) in [
+        ("chatbot", 150.0),
+        ("summaries", 50.0),
+        ("unassigned", 30.0),
+        ("idle", 170.0),
+    ] {
+        assert!(
+            (share(name) - expected / 400.0).abs() < 1e-6,
+            "{name}: {} vs {}",
+            share(name),
+            expected / 400.0
+        );
+    }
+    // DRAM follows the same shares.
+    let dram_total: u64 = host
+        .channels
+        .iter()
+        .filter(|c| c.channel.component == Some(Component::Dram))
+        .map(|c| c.total.0)
+        .sum();
+    let dram_share = p[&("chatbot".to_string(), Component::Dram)] as f64 / dram_total as f64;
+    assert!((dram_share - 150.0 / 400.0).abs() < 1e-6);
+    let top = &host.attribution.as_ref().unwrap().top_processes;
+    assert_eq!(top[0].pid, 100);
+    assert_eq!(&*top[0].project, "chatbot");
+    assert!(
+        top[0].reason.contains("EMPREINTE_PROJECT=chatbot"),
+        "{}",
+        top[0].reason
+    );
+}
+
+#[test]
+fn proportional_policy_gives_idle_time_to_the_active_projects() {
+    let mut fp = FakePowercap::amd();
+    let procfs = FakeProcfs::new();
+    process(&procfs, 10, Some("a"), 0);
+    process(&procfs, 20, Some("b"), 0);
+    let mut sampler = Sampler::new(vec![Box::new(Rapl::open(fp.root()).source.unwrap())])
+        .with_attribution(attributor(&procfs, IdlePolicy::Proportional));
+    sampler.cycle(SampleTime::from_monotonic(Duration::ZERO));
+    for z in fp.zones() {
+        fp.advance(&z, 80.0, Duration::from_secs(1));
+    }
+    procfs.set_ticks(10, 1010, 30);
+    procfs.set_ticks(20, 1020, 10);
+    procfs.set_host_stat(40, 160);
+    sampler.cycle(SampleTime::from_monotonic(Duration::from_secs(1)));
+    let state = sampler.state();
+    let host = state.lock();
+    assert_conserved(&host);
+    let p = projects(&host);
+    assert!(!p.contains_key(&("idle".to_string(), Component::Cpu)));
+    let (a, b) = (
+        p[&("a".to_string(), Component::Cpu)],
+        p[&("b".to_string(), Component::Cpu)],
+    );
+    assert_eq!(a + b, 160_000_000, "both packages' 80 J");
+    assert_eq!(a, 120_000_000);
+}
+
+#[test]
+fn a_new_process_counts_from_its_start_and_a_reused_pid_is_resolved_again() {
+    let mut fp = FakePowercap::amd();
+    let procfs = FakeProcfs::new();
+    process(&procfs, 10, Some("old"), 500);
+    let mut sampler = Sampler::new(vec![Box::new(Rapl::open(fp.root()).source.unwrap())])
+        .with_attribution(attributor(&procfs, IdlePolicy::Separate));
+    sampler.cycle(SampleTime::from_monotonic(Duration::ZERO));
+    // The PID is reused by another program, and a new process starts: all their CPU time
+    // is from this interval; the old cumulative 500 ticks are not.
+    procfs.remove(10);
+    procfs.add(&FakeProcess {
+        pid: 10,
+        start_ticks: 9999,
+        cpu_ticks: 40,
+        cmdline: "new",
+        environ: &[("EMPREINTE_PROJECT", "new")],
+        cgroup: "0::/\n",
+    });
+    process(&procfs, 11, Some("other"), 40);
+    procfs.set_host_stat(80, 120);
+    for z in fp.zones() {
+        fp.advance(&z, 50.0, Duration::from_secs(1));
+    }
+    sampler.cycle(SampleTime::from_monotonic(Duration::from_secs(1)));
+    let state = sampler.state();
+    let host = state.lock();
+    assert_conserved(&host);
+    let p = projects(&host);
+    assert!(!p.contains_key(&("old".to_string(), Component::Cpu)));
+    assert_eq!(
+        p[&("new".to_string(), Component::Cpu)],
+        p[&("other".to_string(), Component::Cpu)]
+    );
+    assert_eq!(
+        p[&("new".to_string(), Component::Cpu)],
+        20_000_000,
+        "40 of 200 ticks of 100 J"
+    );
+}
+
+fn gpu_setup(procfs: &FakeProcfs) -> (FakeNvml, Scenario, Sampler) {
+    process(procfs, 100, Some("chatbot"), 0);
+    process(procfs, 200, Some("translation"), 0);
+    let mut g0 = FakeGpu::new(0, "NVIDIA H100 80GB HBM3");
+    g0.energy_mj = Some(0);
+    let mut g1 = FakeGpu::new(1, "NVIDIA H100 80GB HBM3");
+    g1.energy_mj = Some(0);
+    let scenario = Scenario {
+        gpus: vec![g0, g1],
+        ..Scenario::default()
+    };
+    let nvml = FakeNvml::new(&scenario);
+    let source: Box<dyn EnergySource> = Box::new(NvmlSource::open(nvml.library()).source.unwrap());
+    let mut sampler =
+        Sampler::new(vec![source]).with_attribution(attributor(procfs, IdlePolicy::Separate));
+    sampler.cycle(SampleTime::from_monotonic(Duration::ZERO));
+    (nvml, scenario, sampler)
+}
+
+fn gpu_projects(host: &HostState) -> BTreeMap<String, u64> {
+    host.attribution
+        .as_ref()
+        .unwrap()
+        .projects
+        .iter()
+        .filter(|p| p.component == Component::Gpu)
+        .map(|p| (p.project.to_string(), p.total_uj))
+        .collect()
+}
+
+#[test]
+fn two_projects_share_a_gpu_by_their_utilisation_samples_and_an_empty_gpu_is_idle() {
+    let procfs = FakeProcfs::new();
+    let (nvml, mut s, mut sampler) = gpu_setup(&procfs);
+    s.processes = vec![
+        GpuProc {
+            gpu: 0,
+            pid: 100,
+            used_mem: Some(10 << 30),
+        },
+        GpuProc {
+            gpu: 0,
+            pid: 200,
+            used_mem: Some(30 << 30),
+        },
+    ];
+    s.samples = vec![
+        FakeSample {
+            gpu: 0,
+            pid: 100,
+            ts_us: 10,
+            sm: 60,
+        },
+        FakeSample {
+            gpu: 0,
+            pid: 100,
+            ts_us: 20,
+            sm: 60,
+        },
+        FakeSample {
+            gpu: 0,
+            pid: 200,
+            ts_us: 15,
+            sm: 20,
+        },
+        FakeSample {
+            gpu: 0,
+            pid: 200,
+            ts_us: 25,
+            sm: 20,
+        },
+    ];
+    s.gpus[0].energy_mj = Some(400_000); // 400 J
+    s.gpus[1].energy_mj = Some(90_000); // 90 J with no process
+    nvml.play(&s);
+    sampler.cycle(SampleTime::from_monotonic(Duration::from_secs(1)));
+    let state = sampler.state();
+    let host = state.lock();
+    assert_conserved(&host);
+    let g = gpu_projects(&host);
+    assert_eq!(
+        g["chatbot"], 300_000_000,
+        "120 of 160 SM-utilisation points of 400 J"
+    );
+    assert_eq!(g["translation"], 100_000_000);
+    assert_eq!(g["idle"], 90_000_000, "the GPU without process is idle");
+    let top = &host.attribution.as_ref().unwrap().top_processes;
+    assert!(
+        top.iter()
+            .any(|p| p.pid == 100 && p.gpu_shares == [("gpu0".to_string(), 0.75)]),
+        "{top:?}"
+    );
+}
+
+#[test]
+fn without_samples_gpu_memory_decides_and_an_exited_process_still_gets_its_share() {
+    let procfs = FakeProcfs::new();
+    let (nvml, mut s, mut sampler) = gpu_setup(&procfs);
+    // No utilisation sample in this interval: used memory decides (1:3). Process 200
+    // exited during the interval (its /proc entry is gone, the driver still lists it):
+    // it keeps its project for this interval.
+    s.processes = vec![
+        GpuProc {
+            gpu: 0,
+            pid: 100,
+            used_mem: Some(10 << 30),
+        },
+        GpuProc {
+            gpu: 0,
+            pid: 200,
+            used_mem: Some(30 << 30),
+        },
+    ];
+    s.gpus[0].energy_mj = Some(200_000);
+    nvml.play(&s);
+    procfs.remove(200);
+    sampler.cycle(SampleTime::from_monotonic(Duration::from_secs(1)));
+    let state = sampler.state();
+    let host = state.lock();
+    assert_conserved(&host);
+    let g = gpu_projects(&host);
+    assert_eq!(g["chatbot"], 50_000_000);
+    assert_eq!(g["translation"], 150_000_000);
+}

@@ -1,0 +1,174 @@
+//! The real agent on a fake powercap host, with real busy processes labelled with
+//! `EMPREINTE_PROJECT`: shares follow the processes' CPU use, and the sum over projects
+//! equals the host's energy exactly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use empreinte_testkit::powercap::FakePowercap;
+use serde_json::Value;
+
+struct Busy(Child);
+
+impl Busy {
+    /// A shell spinning on one CPU, with `EMPREINTE_PROJECT=project`.
+    fn spawn(project: &str) -> Busy {
+        Busy(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .env("EMPREINTE_PROJECT", project)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn debug(agent: &Agent) -> Value {
+    let url = agent.url.replace("/metrics", "/debug/attribution");
+    serde_json::from_str(
+        &ureq::get(&url)
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// µJ per project for one component.
+fn project_uj(d: &Value, project: &str, component: &str) -> u64 {
+    d["attribution"]["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["project"] == project && p["component"] == component)
+        .map(|p| p["total_uj"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn busy_processes_get_their_share_and_nothing_is_lost_or_counted_twice() {
+    let mut fp = FakePowercap::intel_two_socket();
+    let root = fp.root().to_path_buf();
+    let agent = Agent::spawn(&[
+        "--interval",
+        "200ms",
+        "--powercap-root",
+        root.to_str().unwrap(),
+        "--nvml-library",
+        "off",
+    ]);
+
+    // The fake host draws a steady 60 W per package and 5 W per DRAM zone.
+    let stop = Arc::new(AtomicBool::new(false));
+    let power = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (id, w) in [
+                    ("intel-rapl:0", 60.0),
+                    ("intel-rapl:1", 60.0),
+                    ("intel-rapl:0:2", 5.0),
+                    ("intel-rapl:1:2", 5.0),
+                ] {
+                    let z = fp.zone(id);
+                    fp.advance(&z, w, Duration::from_millis(20));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            fp
+        })
+    };
+
+    // "alpha" runs two spinning processes, "beta" one: alpha should get twice beta's CPU.
+    let busy = [
+        Busy::spawn("alpha"),
+        Busy::spawn("alpha"),
+        Busy::spawn("beta"),
+    ];
+    agent.wait_cycles(3);
+    let before = debug(&agent);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = debug(&agent);
+    drop(busy);
+    stop.store(true, Ordering::Relaxed);
+    let _fp = power.join().unwrap();
+
+    // Exact conservation, per component, over the whole run.
+    for component in ["cpu", "dram"] {
+        let host: u64 = after["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["component"] == component)
+            .map(|c| c["total_uj"].as_u64().unwrap())
+            .sum();
+        let projects: u64 = after["attribution"]["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["component"] == component)
+            .map(|p| p["total_uj"].as_u64().unwrap())
+            .sum();
+        assert!(host > 0);
+        assert_eq!(
+            projects, host,
+            "{component}: the sum over projects equals the host's energy exactly"
+        );
+    }
+
+    // Shares over the 3 s window. Stated tolerance: alpha/beta = 2 within ±35 % (the
+    // scheduler shares 2 CPUs between 3 spinning processes and the other tests).
+    let delta = |p: &str| project_uj(&after, p, "cpu") - project_uj(&before, p, "cpu");
+    let (alpha, beta) = (delta("alpha") as f64, delta("beta") as f64);
+    assert!(beta > 0.0, "beta got energy");
+    let ratio = alpha / beta;
+    eprintln!("alpha {alpha} µJ, beta {beta} µJ, ratio {ratio:.2}");
+    assert!(
+        (1.3..=2.7).contains(&ratio),
+        "alpha/beta = {ratio:.2}, expected 2 ± 35 %"
+    );
+    let top = &after["attribution"]["top_processes"];
+    let alpha_proc = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["project"] == "alpha")
+        .unwrap();
+    assert!(
+        alpha_proc["reason"]
+            .as_str()
+            .unwrap()
+            .contains("EMPREINTE_PROJECT=alpha")
+    );
+
+    // And the Prometheus series say the same, per project.
+    let samples = agent.samples();
+    let alpha_series = value(
+        &samples,
+        "empreinte_project_energy_joules_total",
+        &[("project", "alpha"), ("component", "cpu")],
+    )
+    .unwrap();
+    assert!(alpha_series > 0.0);
+    assert!(
+        samples.iter().all(|s| !s.labels.contains_key("pid")),
+        "no per-PID series"
+    );
+}
