@@ -11,6 +11,18 @@ fn check_says_what_is_estimated_and_why_nothing_is_measured() {
     let proc = tempfile::tempdir().unwrap();
     fake_procfs(proc.path(), "Unknown CPU", 2, 1_000_000);
     let missing = proc.path().join("no-powercap");
+    // A labelled process, resolved by the real /proc of this host.
+    let mut labelled = std::process::Command::new("sleep")
+        .arg("30")
+        .env("EMPREINTE_PROJECT", "check-demo")
+        .spawn()
+        .unwrap();
+    // The fake procfs (for the estimate) shows that one real process.
+    std::os::unix::fs::symlink(
+        format!("/proc/{}", labelled.id()),
+        proc.path().join(labelled.id().to_string()),
+    )
+    .unwrap();
     let out = run(&[
         "agent",
         "check",
@@ -39,4 +51,20 @@ fn check_says_what_is_estimated_and_why_nothing_is_measured() {
     assert_eq!(by("estimate").filter(|d| d["usable"] == true).count(), 2);
     let coverage = report["coverage"].as_array().unwrap();
     assert!(coverage.iter().all(|c| c["measured"] == false));
+    let _ = labelled.kill();
+    let _ = labelled.wait();
+    let project = report["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["project"] == "check-demo");
+    let project = project.expect("the labelled process resolves to its project");
+    let example = &project["examples"][0];
+    assert_eq!(example["pid"], labelled.id());
+    assert!(
+        example["reason"]
+            .as_str()
+            .unwrap()
+            .contains("EMPREINTE_PROJECT=check-demo")
+    );
 }

@@ -12,7 +12,23 @@ pub struct CheckReport {
     pub diagnoses: Vec<Diagnosis>,
     /// Components covered, each with the source that covers it.
     pub coverage: Vec<Coverage>,
+    /// How the running processes resolve to projects right now.
+    pub projects: Vec<ProjectResolution>,
+    /// Why processes could not be resolved, if so.
+    pub attribution_problem: Option<String>,
 }
+
+/// The processes of one project, as resolved now.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectResolution {
+    pub project: String,
+    pub processes: usize,
+    /// A few of them, with the rule that placed each.
+    pub examples: Vec<crate::attribution::engine::ProcessResolution>,
+}
+
+/// How many example processes `check` shows per project.
+const EXAMPLES: usize = 3;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Coverage {
@@ -42,9 +58,16 @@ impl CheckReport {
                 })
             })
             .collect();
+        let (projects, attribution_problem) =
+            match crate::attribution::build(config).and_then(|mut a| a.resolve_all()) {
+                Ok(all) => (group_by_project(all), None),
+                Err(e) => (Vec::new(), Some(e)),
+            };
         CheckReport {
             diagnoses: opened.diagnoses,
             coverage,
+            projects,
+            attribution_problem,
         }
     }
 
@@ -54,6 +77,30 @@ impl CheckReport {
     }
 
     pub fn to_text(&self) -> String {
+        let mut out = self.sources_text();
+        out.push_str("\nProjects (how running processes resolve now)\n");
+        if let Some(p) = &self.attribution_problem {
+            out.push_str(&format!("  cannot resolve processes: {p}\n"));
+        }
+        for p in &self.projects {
+            out.push_str(&format!(
+                "  {:<24} {} process{}\n",
+                p.project,
+                p.processes,
+                if p.processes == 1 { "" } else { "es" }
+            ));
+            for e in &p.examples {
+                let cmd: String = e.cmdline.chars().take(60).collect();
+                out.push_str(&format!(
+                    "      pid {:<7} {cmd}\n                  {}\n",
+                    e.pid, e.reason
+                ));
+            }
+        }
+        out
+    }
+
+    fn sources_text(&self) -> String {
         let mut out = String::from("Energy sources\n");
         for d in &self.diagnoses {
             out.push_str(&format!("{d}\n"));
@@ -73,4 +120,33 @@ impl CheckReport {
         }
         out
     }
+}
+
+fn group_by_project(
+    all: Vec<crate::attribution::engine::ProcessResolution>,
+) -> Vec<ProjectResolution> {
+    let mut by: std::collections::BTreeMap<String, ProjectResolution> =
+        std::collections::BTreeMap::new();
+    for r in all {
+        let entry = by
+            .entry(r.project.to_string())
+            .or_insert_with(|| ProjectResolution {
+                project: r.project.to_string(),
+                processes: 0,
+                examples: Vec::new(),
+            });
+        entry.processes += 1;
+        if entry.examples.len() < EXAMPLES {
+            entry.examples.push(r);
+        }
+    }
+    // Projects named by a rule first, the unmatched last.
+    let mut v: Vec<ProjectResolution> = by.into_values().collect();
+    v.sort_by_key(|p| {
+        (
+            p.examples.first().is_none_or(|e| e.rule.is_none()),
+            p.project.clone(),
+        )
+    });
+    v
 }

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod kube;
 pub mod nvml;
 pub mod powercap;
 pub mod procfs;

@@ -78,6 +78,16 @@ pub struct ProcessShare {
     pub gpu_shares: Vec<(String, f64)>,
 }
 
+/// How one process resolves to a project.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProcessResolution {
+    pub pid: u32,
+    pub project: Arc<str>,
+    pub rule: Option<usize>,
+    pub reason: Arc<str>,
+    pub cmdline: Arc<str>,
+}
+
 /// The split of the last interval and the totals so far.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AttributionState {
@@ -162,6 +172,28 @@ impl Attributor {
         self.names.push(name.clone());
         self.ids.insert(name, self.names.len() - 1);
         self.names.len() - 1
+    }
+
+    /// Resolves every running process now (for `empreinte agent check`).
+    pub fn resolve_all(&mut self) -> Result<Vec<ProcessResolution>, String> {
+        self.scan.clear();
+        self.procs
+            .scan(&mut self.scan)
+            .map_err(|e| format!("cannot list processes: {e}"))?;
+        let pids: Vec<u32> = self.scan.iter().map(|s| s.pid).collect();
+        let mut out = Vec::with_capacity(pids.len());
+        for pid in pids {
+            if let Some(r) = self.resolve(pid) {
+                out.push(ProcessResolution {
+                    pid,
+                    project: self.names[r.project].clone(),
+                    rule: r.rule,
+                    reason: r.reason,
+                    cmdline: r.cmdline,
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// The state after the last interval.
