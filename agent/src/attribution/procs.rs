@@ -10,6 +10,8 @@ use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{Mode, OFlags};
+
 use crate::sources::estimate::CpuTimes;
 
 /// One process's CPU use, as of the scan.
@@ -47,32 +49,104 @@ pub trait ProcessSource: Send {
 /// Reads a procfs tree.
 pub struct ProcFs {
     root: PathBuf,
+    /// The root directory, opened once: per-process files are opened relative to it
+    /// (`openat`), so each open walks two path components instead of the whole path.
+    root_fd: Option<rustix::fd::OwnedFd>,
     path: PathBuf,
+    name: String,
     buf: Vec<u8>,
+    pids: Vec<u32>,
 }
 
 impl ProcFs {
     pub fn new(root: &Path) -> ProcFs {
         ProcFs {
             root: root.to_path_buf(),
+            root_fd: open_dir(root),
             path: PathBuf::with_capacity(64),
+            name: String::with_capacity(24),
+            pids: Vec::with_capacity(1024),
             buf: Vec::with_capacity(1024),
         }
     }
 
     fn read_into_buf(&mut self, pid: u32, file: &str) -> io::Result<()> {
+        use std::fmt::Write as _;
+        self.buf.clear();
+        if self.root_fd.is_none() {
+            self.root_fd = open_dir(&self.root);
+        }
+        let Some(dir) = &self.root_fd else {
+            self.set_path(pid, Some(file));
+            return read_small(&self.path, &mut self.buf);
+        };
+        self.name.clear();
+        let _ = write!(self.name, "{pid}/{file}");
+        let fd = rustix::fs::openat(
+            dir,
+            self.name.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        read_fd(fd, &mut self.buf)
+    }
+
+    fn set_path(&mut self, pid: u32, file: Option<&str>) {
+        use std::fmt::Write as _;
+        self.name.clear();
+        let _ = write!(self.name, "{pid}");
         self.path.clear();
         self.path.push(&self.root);
-        self.path.push(itoa(pid).as_str());
-        self.path.push(file);
-        self.buf.clear();
-        File::open(&self.path)?.read_to_end(&mut self.buf)?;
-        Ok(())
+        self.path.push(&self.name);
+        if let Some(f) = file {
+            self.path.push(f);
+        }
     }
 }
 
-fn itoa(n: u32) -> String {
-    n.to_string()
+/// A directory name that is a PID (digits only).
+fn parse_pid(name: &[u8]) -> Option<u32> {
+    if name.is_empty() || !name.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(name).ok()?.parse().ok()
+}
+
+fn open_dir(root: &Path) -> Option<rustix::fd::OwnedFd> {
+    rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()
+}
+
+/// As [`read_small`], on an open file.
+fn read_fd(fd: rustix::fd::OwnedFd, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = rustix::io::read(&fd, &mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads a small file with plain `read` calls into `buf`. procfs files report a size of
+/// zero, so `read_to_end`'s size probe and its final empty read are wasted system calls
+/// on the hot path: a read shorter than the chunk is taken as the end (procfs produces a
+/// small file such as `stat` in one read).
+fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut f = File::open(path)?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = f.read(&mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(());
+        }
+    }
 }
 
 /// Parses `/proc/PID/stat`: the command name is in parentheses and may itself contain
@@ -94,12 +168,34 @@ pub fn parse_pid_stat(pid: u32, content: &[u8]) -> Option<ProcStat> {
 
 impl ProcessSource for ProcFs {
     fn scan(&mut self, out: &mut Vec<ProcStat>) -> io::Result<()> {
-        for entry in std::fs::read_dir(&self.root)? {
-            let Ok(entry) = entry else { continue };
-            let name = entry.file_name();
-            let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
+        self.pids.clear();
+        if self.root_fd.is_none() {
+            self.root_fd = open_dir(&self.root);
+        }
+        match &self.root_fd {
+            Some(fd) => {
+                for entry in rustix::fs::Dir::read_from(fd)? {
+                    let Ok(entry) = entry else { continue };
+                    if let Some(pid) = parse_pid(entry.file_name().to_bytes()) {
+                        self.pids.push(pid);
+                    }
+                }
+            }
+            None => {
+                for entry in std::fs::read_dir(&self.root)? {
+                    let Ok(entry) = entry else { continue };
+                    if let Some(pid) = entry
+                        .file_name()
+                        .to_str()
+                        .and_then(|n| n.parse::<u32>().ok())
+                    {
+                        self.pids.push(pid);
+                    }
+                }
+            }
+        }
+        let pids = std::mem::take(&mut self.pids);
+        for &pid in &pids {
             // A process may exit between the listing and the read: skip it.
             if self.read_into_buf(pid, "stat").is_ok() {
                 if let Some(stat) = parse_pid_stat(pid, &self.buf) {
@@ -107,6 +203,7 @@ impl ProcessSource for ProcFs {
                 }
             }
         }
+        self.pids = pids;
         Ok(())
     }
 
@@ -116,9 +213,7 @@ impl ProcessSource for ProcFs {
     }
 
     fn details(&mut self, pid: u32) -> Option<ProcDetails> {
-        self.path.clear();
-        self.path.push(&self.root);
-        self.path.push(itoa(pid).as_str());
+        self.set_path(pid, None);
         let uid = std::fs::metadata(&self.path).ok().map(|m| m.uid());
         let cgroup = match self.read_into_buf(pid, "cgroup") {
             Ok(()) => String::from_utf8_lossy(&self.buf).into_owned(),
