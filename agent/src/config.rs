@@ -381,13 +381,16 @@ idle_project = "idle"
 # Processes that no rule matches.
 unassigned_project = "unassigned"
 passwd_file = "/etc/passwd"
+# Docker's data root: container names and labels for container rules.
+docker_root = "/var/lib/docker"
 # Ordered rules, first match wins; giving any replaces the defaults, which are:
 # the EMPREINTE_PROJECT environment variable, then a pod's empreinte.io/project label,
 # then a pod's namespace. Matchers (all given must match): env, env_value (regex),
-# systemd_unit (glob), container (glob on the id), pod_namespace (glob), pod_label,
-# pod_annotation, user, cmdline (regex). Project: project = "name", or project_from =
-# "env" | "systemd_unit" | "pod_namespace" | "pod_name" | "pod_label" |
-# "pod_annotation" | "user".
+# systemd_unit (glob), container (glob on the id or Docker name), container_label,
+# pod_namespace (glob), pod_label, pod_annotation, user, cmdline (regex). Project:
+# project = "name", or project_from = "env" | "systemd_unit" | "container_name" |
+# "container_label" | "pod_namespace" | "pod_name" | "pod_label" | "pod_annotation" |
+# "user".
 #
 # [[attribution.rules]]
 # systemd_unit = "vllm-*.service"

@@ -19,6 +19,7 @@ use empreinte_shared::{Component, MicroJoules, SourceKind};
 use serde::Serialize;
 
 use super::cgroup::parse_proc_cgroup;
+use super::docker::ContainerCache;
 use super::kube::PodCache;
 use super::procs::{ProcStat, ProcessSource};
 use super::rules::{AttributionConfig, IdlePolicy, ProcessFacts, Resolver};
@@ -115,6 +116,7 @@ pub struct Attributor {
     procs: Box<dyn ProcessSource>,
     users: UserNames,
     pods: Option<PodCache>,
+    containers: Option<ContainerCache>,
     idle_policy: IdlePolicy,
     tracked: HashMap<u32, Tracked>,
     departed: HashMap<u32, ProjectId>,
@@ -144,6 +146,7 @@ impl Attributor {
             procs,
             users,
             pods,
+            containers: None,
             idle_policy: config.idle_policy,
             tracked: HashMap::new(),
             departed: HashMap::new(),
@@ -162,6 +165,12 @@ impl Attributor {
         a.idle = a.intern(&config.idle_project);
         a.unassigned = a.intern(&config.unassigned_project);
         a
+    }
+
+    /// Reads container names and labels from Docker's state for container rules.
+    pub fn with_containers(mut self, containers: Option<ContainerCache>) -> Attributor {
+        self.containers = containers;
+        self
     }
 
     fn intern(&mut self, name: &str) -> ProjectId {
@@ -352,6 +361,10 @@ impl Attributor {
             }
             _ => (None, false),
         };
+        let container = match (&cgroup.container, self.containers.as_mut()) {
+            (Some(c), Some(cache)) => cache.container(&c.id),
+            _ => None,
+        };
         let facts = ProcessFacts {
             pid,
             uid: details.uid,
@@ -360,6 +373,7 @@ impl Attributor {
             environ: &details.environ,
             cgroup: &cgroup,
             pod: pod.as_deref(),
+            container: container.as_deref(),
         };
         let r = self.resolver.resolve(&facts);
         let project = self.intern(&r.project);

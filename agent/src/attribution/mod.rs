@@ -2,6 +2,7 @@
 //! interval's energy is split between projects (see [`engine`] for the rule).
 
 pub mod cgroup;
+pub mod docker;
 pub mod engine;
 pub mod kube;
 pub mod procs;
@@ -28,11 +29,15 @@ pub fn build(config: &AgentConfig) -> Result<engine::Attributor, String> {
             "pod rules are configured but attribution.kubernetes.mode is off: they match no process"
         );
     }
+    let containers = resolver
+        .needs_containers()
+        .then(|| docker::ContainerCache::new(&a.docker_root));
     Ok(engine::Attributor::new(
         a,
         resolver,
         Box::new(procs::ProcFs::new(&config.procfs_root)),
         users::UserNames::load(&a.passwd_file),
         pods,
-    ))
+    )
+    .with_containers(containers))
 }

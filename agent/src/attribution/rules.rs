@@ -22,6 +22,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 use super::cgroup::CgroupRef;
+pub use super::docker::ContainerMeta;
 use super::procs::environ_value;
 use crate::config::ConfigProblem;
 
@@ -52,6 +53,9 @@ pub struct AttributionConfig {
     pub passwd_file: PathBuf,
     /// Ordered rules, first match wins. Empty: the default rules.
     pub rules: Vec<RuleConfig>,
+    /// Docker's data root, for container names and labels (`container`,
+    /// `container_label` rules).
+    pub docker_root: PathBuf,
     pub kubernetes: super::kube::KubernetesConfig,
 }
 
@@ -63,6 +67,7 @@ impl Default for AttributionConfig {
             unassigned_project: "unassigned".into(),
             passwd_file: PathBuf::from("/etc/passwd"),
             rules: Vec::new(),
+            docker_root: PathBuf::from("/var/lib/docker"),
             kubernetes: super::kube::KubernetesConfig::default(),
         }
     }
@@ -82,6 +87,10 @@ pub enum ProjectFrom {
     PodLabel,
     /// The value of the rule's `pod_annotation`.
     PodAnnotation,
+    /// The container name (Docker).
+    ContainerName,
+    /// The value of the rule's `container_label` (Docker).
+    ContainerLabel,
     User,
 }
 
@@ -103,9 +112,12 @@ pub struct RuleConfig {
     /// A glob on the systemd unit (`vllm-*.service`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,
-    /// A glob on the container id.
+    /// A glob on the container id or (Docker) name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
+    /// The container has this label (Docker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container_label: Option<String>,
     /// A glob on the pod's namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod_namespace: Option<String>,
@@ -164,6 +176,7 @@ pub struct ProcessFacts<'a> {
     pub environ: &'a [u8],
     pub cgroup: &'a CgroupRef,
     pub pod: Option<&'a PodMeta>,
+    pub container: Option<&'a ContainerMeta>,
 }
 
 /// The project of a process and why.
@@ -273,13 +286,14 @@ impl Resolver {
             let has_matcher = c.env.is_some()
                 || c.systemd_unit.is_some()
                 || c.container.is_some()
+                || c.container_label.is_some()
                 || c.pod_namespace.is_some()
                 || c.pod_label.is_some()
                 || c.pod_annotation.is_some()
                 || c.user.is_some()
                 || c.cmdline.is_some();
             if !has_matcher {
-                bad("", "a rule needs at least one matcher: env, systemd_unit, container, pod_namespace, pod_label, pod_annotation, user or cmdline".into());
+                bad("", "a rule needs at least one matcher: env, systemd_unit, container, container_label, pod_namespace, pod_label, pod_annotation, user or cmdline".into());
             }
             if c.env_value.is_some() && c.env.is_none() {
                 bad(
@@ -296,7 +310,7 @@ impl Resolver {
                     None
                 }
                 (None, None) => {
-                    bad("project", "give project (a fixed name) or project_from (env, systemd_unit, pod_namespace, pod_name, pod_label, pod_annotation, user)".into());
+                    bad("project", "give project (a fixed name) or project_from (env, systemd_unit, pod_namespace, pod_name, pod_label, pod_annotation, container_name, container_label, user)".into());
                     None
                 }
                 (Some(p), None) => match sanitize_project(p) {
@@ -340,6 +354,18 @@ impl Resolver {
         } else {
             Err(problems)
         }
+    }
+
+    /// True when some rule looks at container names or labels (Docker's state is read).
+    pub fn needs_containers(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.config.container.is_some()
+                || r.config.container_label.is_some()
+                || matches!(
+                    r.config.project_from,
+                    Some(ProjectFrom::ContainerName | ProjectFrom::ContainerLabel)
+                )
+        })
     }
 
     /// True when some rule looks at pods (the Kubernetes lookup is needed).
@@ -393,10 +419,18 @@ impl Rule {
         }
         if let Some(g) = &c.container {
             let id = &f.cgroup.container.as_ref()?.id;
-            if !glob_match(g, id) {
+            let name = f.container.map(|m| m.name.as_str());
+            if !(glob_match(g, id) || name.is_some_and(|n| glob_match(g, n))) {
                 return None;
             }
-            why.push(format!("container {}", &id[..id.len().min(12)]));
+            why.push(format!(
+                "container {}",
+                name.unwrap_or(&id[..id.len().min(12)])
+            ));
+        }
+        if let Some(k) = &c.container_label {
+            let v = f.container?.labels.get(k)?;
+            why.push(format!("container label {k}={v}"));
         }
         if let Some(g) = &c.pod_namespace {
             let pod = f.pod?;
@@ -444,6 +478,12 @@ impl Rule {
                         .annotations
                         .get(c.pod_annotation.as_deref()?)?
                         .clone(),
+                    ProjectFrom::ContainerName => f.container?.name.clone(),
+                    ProjectFrom::ContainerLabel => f
+                        .container?
+                        .labels
+                        .get(c.container_label.as_deref()?)?
+                        .clone(),
                     ProjectFrom::User => f
                         .user
                         .map(str::to_string)
@@ -476,6 +516,7 @@ mod tests {
             environ: env,
             cgroup,
             pod,
+            container: None,
         }
     }
 
@@ -601,6 +642,51 @@ mod tests {
         assert_eq!(
             &*r.resolve(&facts(b"", &docker, None)).project,
             "docker-jobs"
+        );
+    }
+
+    #[test]
+    fn docker_container_names_and_labels() {
+        let r = resolver(vec![
+            RuleConfig {
+                container_label: Some("empreinte.io/project".into()),
+                project_from: Some(ProjectFrom::ContainerLabel),
+                ..RuleConfig::default()
+            },
+            RuleConfig {
+                container: Some("ocr-*".into()),
+                project_from: Some(ProjectFrom::ContainerName),
+                ..RuleConfig::default()
+            },
+        ]);
+        let cg = parse_proc_cgroup(&format!(
+            "0::/system.slice/docker-{}.scope\n",
+            "ab".repeat(32)
+        ));
+        let mut meta = ContainerMeta {
+            name: "ocr-worker".into(),
+            labels: BTreeMap::new(),
+        };
+        fn with<'a>(m: &'a ContainerMeta, cg: &'a CgroupRef) -> ProcessFacts<'a> {
+            ProcessFacts {
+                container: Some(m),
+                ..facts(b"", cg, None)
+            }
+        }
+        let res = r.resolve(&with(&meta, &cg));
+        assert_eq!((&*res.project, res.rule), ("ocr-worker", Some(1)));
+        assert!(
+            res.reason.contains("container ocr-worker"),
+            "{}",
+            res.reason
+        );
+        meta.labels
+            .insert("empreinte.io/project".into(), "archives".into());
+        assert_eq!(&*r.resolve(&with(&meta, &cg)).project, "archives");
+        assert_eq!(
+            &*r.resolve(&facts(b"", &cg, None)).project,
+            "unassigned",
+            "no metadata, no match"
         );
     }
 
