@@ -381,6 +381,9 @@ idle_project = "idle"
 # Processes that no rule matches.
 unassigned_project = "unassigned"
 passwd_file = "/etc/passwd"
+# Show whole command lines in /debug/attribution and `check`; by default only the
+# program name, since arguments can hold secrets.
+debug_full_cmdline = false
 # Docker's data root: container names and labels for container rules.
 docker_root = "/var/lib/docker"
 # Ordered rules, first match wins; giving any replaces the defaults, which are:

@@ -156,20 +156,6 @@ pub fn value(
     matching.first().copied()
 }
 
-/// Sum of every series `name` whose labels include all of `labels`.
-pub fn sum(samples: &[prometheus_parse::Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
-
 /// promtool, required in CI (a missing tool fails there), optional elsewhere.
 pub fn promtool() -> Option<&'static str> {
     let found = Command::new("promtool")

@@ -118,6 +118,7 @@ pub struct Attributor {
     pods: Option<PodCache>,
     containers: Option<ContainerCache>,
     idle_policy: IdlePolicy,
+    show_cmdline: bool,
     tracked: HashMap<u32, Tracked>,
     departed: HashMap<u32, ProjectId>,
     names: Vec<Arc<str>>,
@@ -148,6 +149,7 @@ impl Attributor {
             pods,
             containers: None,
             idle_policy: config.idle_policy,
+            show_cmdline: config.debug_full_cmdline,
             tracked: HashMap::new(),
             departed: HashMap::new(),
             names: Vec::new(),
@@ -381,7 +383,11 @@ impl Attributor {
             project,
             rule: r.rule,
             reason: Arc::from(r.reason.as_str()),
-            cmdline: Arc::from(details.cmdline.as_str()),
+            cmdline: Arc::from(if self.show_cmdline {
+                details.cmdline.as_str()
+            } else {
+                program(&details.cmdline)
+            }),
             provisional,
         })
     }
@@ -473,20 +479,7 @@ impl Attributor {
         let mut top_processes: Vec<ProcessShare> = top
             .into_iter()
             .take(TOP_PROCESSES)
-            .map(|(&pid, t)| ProcessShare {
-                pid,
-                project: self.names[t.project].clone(),
-                rule: t.rule,
-                reason: t.reason.clone(),
-                cmdline: t.cmdline.clone(),
-                cpu_ticks: t.delta,
-                cpu_share: if host_ticks > 0 {
-                    t.delta as f64 / host_ticks as f64
-                } else {
-                    0.0
-                },
-                gpu_shares: Vec::new(),
-            })
+            .map(|(&pid, t)| self.share(pid, t, host_ticks))
             .collect();
         for (index, activity) in gpu {
             let device = channels
@@ -500,20 +493,9 @@ impl Attributor {
                 if let Some(p) = top_processes.iter_mut().find(|p| p.pid == pid) {
                     p.gpu_shares.push((device.clone(), share));
                 } else if let Some(t) = self.tracked.get(&pid) {
-                    top_processes.push(ProcessShare {
-                        pid,
-                        project: self.names[t.project].clone(),
-                        rule: t.rule,
-                        reason: t.reason.clone(),
-                        cmdline: t.cmdline.clone(),
-                        cpu_ticks: t.delta,
-                        cpu_share: if host_ticks > 0 {
-                            t.delta as f64 / host_ticks as f64
-                        } else {
-                            0.0
-                        },
-                        gpu_shares: vec![(device.clone(), share)],
-                    });
+                    let mut p = self.share(pid, t, host_ticks);
+                    p.gpu_shares.push((device.clone(), share));
+                    top_processes.push(p);
                 }
             }
         }
@@ -527,6 +509,34 @@ impl Attributor {
             idle_ticks,
         };
     }
+}
+
+impl Attributor {
+    /// How the debug endpoint shows a tracked process.
+    fn share(&self, pid: u32, t: &Tracked, host_ticks: u64) -> ProcessShare {
+        ProcessShare {
+            pid,
+            project: self.names[t.project].clone(),
+            rule: t.rule,
+            reason: t.reason.clone(),
+            cmdline: t.cmdline.clone(),
+            cpu_ticks: t.delta,
+            cpu_share: if host_ticks > 0 {
+                t.delta as f64 / host_ticks as f64
+            } else {
+                0.0
+            },
+            gpu_shares: Vec::new(),
+        }
+    }
+}
+
+/// The program name of a command line (the first word's last path segment): what the
+/// debug endpoint and `check` show unless full command lines are enabled, since
+/// arguments can hold secrets.
+fn program(cmdline: &str) -> &str {
+    let first = cmdline.split(' ').next().unwrap_or("");
+    first.rsplit('/').next().unwrap_or(first)
 }
 
 /// Per-process weights on one GPU for one interval: the sum of SM utilisation samples
@@ -552,4 +562,70 @@ pub fn gpu_process_weights(activity: &GpuActivity) -> Vec<(u32, u64)> {
     out.sort_unstable();
     out.dedup_by_key(|(pid, _)| *pid);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_program_name_is_shown_by_default() {
+        assert_eq!(
+            program("/usr/bin/python3 serve.py --api-key s3cr3t"),
+            "python3"
+        );
+        assert_eq!(program("[kthreadd]"), "[kthreadd]");
+        assert_eq!(program(""), "");
+    }
+
+    #[test]
+    fn gpu_weights_prefer_samples_then_memory_then_equal_shares() {
+        use crate::sources::{GpuProcess, GpuSample};
+        let procs = vec![
+            GpuProcess {
+                pid: 2,
+                used_gpu_memory: Some(300),
+            },
+            GpuProcess {
+                pid: 1,
+                used_gpu_memory: Some(100),
+            },
+        ];
+        let samples = vec![
+            GpuSample {
+                pid: 2,
+                timestamp_us: 1,
+                sm_util: 10,
+            },
+            GpuSample {
+                pid: 2,
+                timestamp_us: 2,
+                sm_util: 30,
+            },
+        ];
+        let a = GpuActivity {
+            processes: procs.clone(),
+            samples,
+        };
+        assert_eq!(gpu_process_weights(&a), [(2, 40)]);
+        let a = GpuActivity {
+            processes: procs.clone(),
+            samples: Vec::new(),
+        };
+        assert_eq!(gpu_process_weights(&a), [(1, 100), (2, 300)]);
+        let none: Vec<GpuProcess> = procs
+            .iter()
+            .map(|p| GpuProcess {
+                used_gpu_memory: None,
+                ..*p
+            })
+            .collect();
+        assert_eq!(
+            gpu_process_weights(&GpuActivity {
+                processes: none,
+                samples: Vec::new()
+            }),
+            [(1, 1), (2, 1)]
+        );
+    }
 }

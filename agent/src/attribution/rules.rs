@@ -53,6 +53,9 @@ pub struct AttributionConfig {
     pub passwd_file: PathBuf,
     /// Ordered rules, first match wins. Empty: the default rules.
     pub rules: Vec<RuleConfig>,
+    /// Show whole command lines in `/debug/attribution` and `check` (arguments can hold
+    /// secrets: by default only the program name is shown).
+    pub debug_full_cmdline: bool,
     /// Docker's data root, for container names and labels (`container`,
     /// `container_label` rules).
     pub docker_root: PathBuf,
@@ -67,6 +70,7 @@ impl Default for AttributionConfig {
             unassigned_project: "unassigned".into(),
             passwd_file: PathBuf::from("/etc/passwd"),
             rules: Vec::new(),
+            debug_full_cmdline: false,
             docker_root: PathBuf::from("/var/lib/docker"),
             kubernetes: super::kube::KubernetesConfig::default(),
         }
