@@ -80,7 +80,10 @@ struct Slot {
 pub struct Sampler {
     slots: Vec<Slot>,
     scratch: Vec<ChannelEnergy>,
+    /// Published to `state` at the end of each cycle: the lock is held only for that copy,
+    /// never while sources are polled or processes scanned, so scrapes do not wait.
     state: SharedState,
+    host: HostState,
     last_at: Option<SampleTime>,
     attributor: Option<Attributor>,
     gpu_activity: Vec<(usize, GpuActivity)>,
@@ -122,7 +125,8 @@ impl Sampler {
         Sampler {
             slots,
             scratch: Vec::with_capacity(64),
-            state: SharedState(Arc::new(Mutex::new(host))),
+            state: SharedState(Arc::new(Mutex::new(host.clone()))),
+            host,
             last_at: None,
             attributor: None,
             gpu_activity: Vec::new(),
@@ -146,17 +150,24 @@ impl Sampler {
         let interval = self.last_at.map(|prev| at.since(prev));
         self.last_at = Some(at);
         let mut report = CycleReport::default();
-        let mut host = self.state.lock();
+        let Sampler {
+            slots,
+            scratch,
+            host,
+            attributor,
+            gpu_activity,
+            ..
+        } = self;
         for c in &mut host.channels {
             c.last_energy = MicroJoules::ZERO;
         }
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for (i, slot) in slots.iter_mut().enumerate() {
             if host.sources[i].stopped {
                 continue;
             }
-            self.scratch.clear();
-            let result = slot.source.poll(at, &mut self.scratch);
-            for e in &self.scratch {
+            scratch.clear();
+            let result = slot.source.poll(at, scratch);
+            for e in scratch.iter() {
                 let Some(c) = host.channels.get_mut(slot.first_channel + e.channel) else {
                     continue;
                 };
@@ -191,19 +202,19 @@ impl Sampler {
             }
         }
         host.last_interval = interval;
-        if let Some(attributor) = &mut self.attributor {
-            self.gpu_activity.clear();
-            for slot in &mut self.slots {
+        if let Some(attributor) = attributor {
+            gpu_activity.clear();
+            for slot in slots.iter_mut() {
                 for i in 0..slot.source.channels().len() {
                     if slot.source.channels()[i].component == Some(empreinte_shared::Component::Gpu)
                     {
                         if let Some(a) = slot.source.gpu_activity(i) {
-                            self.gpu_activity.push((slot.first_channel + i, a));
+                            gpu_activity.push((slot.first_channel + i, a));
                         }
                     }
                 }
             }
-            if let Err(e) = attributor.attribute(&host.channels, &self.gpu_activity) {
+            if let Err(e) = attributor.attribute(&host.channels, gpu_activity) {
                 host.attribution_errors_total += 1;
                 tracing::warn!(error = %e, "attribution failed for this interval");
             }
@@ -213,6 +224,7 @@ impl Sampler {
         let spent = watch.elapsed().as_secs_f64();
         host.last_cycle_seconds = spent;
         host.sampling_seconds_total += spent;
+        self.state.lock().clone_from(&self.host);
         report
     }
 }
