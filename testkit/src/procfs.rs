@@ -70,10 +70,15 @@ impl FakeProcfs {
         let stat = format!(
             "{pid} (proc {pid}) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {cpu_ticks} 0 0 0 20 0 1 0 {start_ticks} 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
         );
-        write_atomic(&self.dir.path().join(pid.to_string()).join("stat"), &stat);
+        // In place, not by rename: the agent keeps `stat` files open between cycles and
+        // reads them again, as procfs allows; a renamed file would be a new inode.
+        fs::write(self.dir.path().join(pid.to_string()).join("stat"), stat).unwrap();
     }
 
+    /// The process exits. Its `stat` is emptied first: a file the agent kept open then
+    /// reads nothing, as procfs answers `ESRCH` for a process that is gone.
     pub fn remove(&self, pid: u32) {
+        let _ = fs::write(self.dir.path().join(pid.to_string()).join("stat"), "");
         fs::remove_dir_all(self.dir.path().join(pid.to_string())).unwrap();
     }
 }

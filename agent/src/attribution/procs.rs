@@ -5,6 +5,7 @@
 //! of `/proc/PID/stat` per process); the details that resolve a process to a project
 //! (`environ`, `cgroup`, `cmdline`, owner) are read once per new process.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -56,6 +57,30 @@ pub struct ProcFs {
     name: String,
     buf: Vec<u8>,
     pids: Vec<u32>,
+    /// `stat` files kept open between cycles, read again with `pread` (procfs regenerates
+    /// the content at offset 0): one system call per process and cycle instead of three.
+    /// The `u64` is the scan that last used the file: files of gone processes are closed.
+    open_stats: HashMap<u32, (rustix::fd::OwnedFd, u64)>,
+    /// How many `stat` files may stay open (from the open-files limit).
+    open_budget: usize,
+    scans: u64,
+}
+
+/// Raises the soft open-files limit to the hard one and returns how many `stat` files
+/// the scanner may keep open: the soft limit less a margin for everything else.
+fn stat_file_budget() -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (limit.current, limit.maximum) {
+        if cur < max {
+            limit.current = Some(max.min(1 << 20));
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(1 << 20);
+    usize::try_from(soft.saturating_sub(512) / 2)
+        .unwrap_or(0)
+        .min(1 << 16)
 }
 
 impl ProcFs {
@@ -67,7 +92,42 @@ impl ProcFs {
             name: String::with_capacity(24),
             pids: Vec::with_capacity(1024),
             buf: Vec::with_capacity(1024),
+            open_stats: HashMap::new(),
+            open_budget: stat_file_budget(),
+            scans: 0,
         }
+    }
+
+    /// Reads `pid`'s `stat` into `buf`, through the kept file when there is one. A kept
+    /// file that fails (the process is gone: `ESRCH`; or the PID was reused) is closed
+    /// and the file opened again.
+    fn read_stat(&mut self, pid: u32) -> io::Result<()> {
+        self.buf.clear();
+        if let Some((fd, used)) = self.open_stats.get_mut(&pid) {
+            *used = self.scans;
+            if pread_fd(fd, &mut self.buf).is_ok() && !self.buf.is_empty() {
+                return Ok(());
+            }
+            self.open_stats.remove(&pid);
+            self.buf.clear();
+        }
+        let Some(dir) = &self.root_fd else {
+            return self.read_into_buf(pid, "stat");
+        };
+        use std::fmt::Write as _;
+        self.name.clear();
+        let _ = write!(self.name, "{pid}/stat");
+        let fd = rustix::fs::openat(
+            dir,
+            self.name.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        pread_fd(&fd, &mut self.buf)?;
+        if self.open_stats.len() < self.open_budget {
+            self.open_stats.insert(pid, (fd, self.scans));
+        }
+        Ok(())
     }
 
     fn read_into_buf(&mut self, pid: u32, file: &str) -> io::Result<()> {
@@ -119,6 +179,20 @@ fn open_dir(root: &Path) -> Option<rustix::fd::OwnedFd> {
         Mode::empty(),
     )
     .ok()
+}
+
+/// Reads an open file from offset 0 into `buf` (procfs regenerates it).
+fn pread_fd(fd: &rustix::fd::OwnedFd, buf: &mut Vec<u8>) -> io::Result<()> {
+    let mut chunk = [0u8; 4096];
+    let mut offset = 0u64;
+    loop {
+        let n = rustix::io::pread(fd, &mut chunk, offset)?;
+        buf.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(());
+        }
+        offset += n as u64;
+    }
 }
 
 /// As [`read_small`], on an open file.
@@ -194,16 +268,19 @@ impl ProcessSource for ProcFs {
                 }
             }
         }
+        self.scans += 1;
         let pids = std::mem::take(&mut self.pids);
         for &pid in &pids {
             // A process may exit between the listing and the read: skip it.
-            if self.read_into_buf(pid, "stat").is_ok() {
+            if self.read_stat(pid).is_ok() {
                 if let Some(stat) = parse_pid_stat(pid, &self.buf) {
                     out.push(stat);
                 }
             }
         }
         self.pids = pids;
+        let scans = self.scans;
+        self.open_stats.retain(|_, (_, used)| *used == scans);
         Ok(())
     }
 
@@ -279,6 +356,30 @@ mod tests {
         assert_eq!(environ_value(env, "EMPREINTE_PROJECT"), Some("chatbot"));
         assert_eq!(environ_value(env, "EMPTY"), None);
         assert_eq!(environ_value(env, "HOME"), None);
+    }
+
+    #[test]
+    fn a_kept_stat_file_shows_fresh_cpu_time_on_the_real_procfs() {
+        let mut p = ProcFs::new(Path::new("/proc"));
+        let me = std::process::id();
+        let ticks = |p: &mut ProcFs| {
+            let mut out = Vec::new();
+            p.scan(&mut out).unwrap();
+            out.into_iter().find(|s| s.pid == me).unwrap().cpu_ticks
+        };
+        let before = ticks(&mut p);
+        assert!(p.open_stats.contains_key(&me), "the file is kept open");
+        // Spin until the kernel has charged at least 3 more ticks (30 ms at USER_HZ=100).
+        let mut x = 0u64;
+        let spin = crate::clock::Stopwatch::start();
+        while spin.elapsed() < std::time::Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(
+            ticks(&mut p) >= before + 3,
+            "pread at offset 0 regenerates /proc/PID/stat"
+        );
     }
 
     #[test]
