@@ -148,7 +148,7 @@ impl ProcFs {
             OFlags::RDONLY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        read_fd(fd, &mut self.buf)
+        pread_fd(&fd, &mut self.buf)
     }
 
     fn set_path(&mut self, pid: u32, file: Option<&str>) {
@@ -192,18 +192,6 @@ fn pread_fd(fd: &rustix::fd::OwnedFd, buf: &mut Vec<u8>) -> io::Result<()> {
             return Ok(());
         }
         offset += n as u64;
-    }
-}
-
-/// As [`read_small`], on an open file.
-fn read_fd(fd: rustix::fd::OwnedFd, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = rustix::io::read(&fd, &mut chunk)?;
-        buf.extend_from_slice(&chunk[..n]);
-        if n < chunk.len() {
-            return Ok(());
-        }
     }
 }
 
