@@ -350,3 +350,78 @@ fn without_samples_gpu_memory_decides_and_an_exited_process_still_gets_its_share
     assert_eq!(g["chatbot"], 50_000_000);
     assert_eq!(g["translation"], 150_000_000);
 }
+
+mod conservation {
+    use super::*;
+    use empreinte_agent::sampler::ChannelState;
+    use empreinte_agent::sources::{Channel, GpuActivity, GpuProcess, GpuSample};
+    use empreinte_shared::{MicroJoules, SourceKind, Watts};
+    use proptest::prelude::*;
+
+    fn channel(component: Component, source: SourceKind, device: &str, uj: u64) -> ChannelState {
+        ChannelState {
+            channel: Channel {
+                component: Some(component),
+                source,
+                device: device.into(),
+                zone: None,
+                gpu: None,
+            },
+            total: MicroJoules(0),
+            last_energy: MicroJoules(uj),
+            last_power: Watts(0.0),
+            wraps_total: 0,
+            resets_total: 0,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the processes, their CPU times, the host's ticks, the policy and the
+        /// GPU activity, every channel's energy is handed out to projects exactly.
+        #[test]
+        fn every_channel_is_split_exactly(
+            procs in proptest::collection::vec((0u8..5, 0u64..500), 0..12),
+            host in (0u64..3000, 0u64..3000),
+            energies in proptest::collection::vec(0u64..u64::MAX / 64, 4),
+            gpu in proptest::collection::vec((0usize..12, 0u32..100, proptest::option::of(0u64..1 << 34)), 0..6),
+            proportional in any::<bool>(),
+        ) {
+            let procfs = FakeProcfs::new();
+            let names = ["a", "b", "c", "d"];
+            for (i, (project, _)) in procs.iter().enumerate() {
+                process(&procfs, 100 + i as u32, names.get(*project as usize).copied(), 0);
+            }
+            let policy = if proportional { IdlePolicy::Proportional } else { IdlePolicy::Separate };
+            let mut a = attributor(&procfs, policy);
+            let channels = vec![
+                channel(Component::Cpu, SourceKind::Rapl, "package-0", energies[0]),
+                channel(Component::Dram, SourceKind::Rapl, "package-0", energies[1]),
+                channel(Component::Cpu, SourceKind::Estimate, "host", energies[2]),
+                channel(Component::Gpu, SourceKind::Nvml, "gpu0", energies[3]),
+            ];
+            a.attribute(&channels, &[]).unwrap();
+            for (i, (_, ticks)) in procs.iter().enumerate() {
+                procfs.set_ticks(100 + i as u32, 1100 + i as u64, *ticks);
+            }
+            procfs.set_host_stat(host.0, host.1);
+            let activity = GpuActivity {
+                processes: gpu.iter().map(|(p, _, m)| GpuProcess { pid: 100 + *p as u32, used_gpu_memory: *m }).collect(),
+                samples: gpu.iter().enumerate().map(|(k, (p, sm, _))| GpuSample { pid: 100 + *p as u32, timestamp_us: k as u64, sm_util: *sm }).collect(),
+            };
+            a.attribute(&channels, &[(3, activity)]).unwrap();
+            for (component, source, expected) in [
+                (Component::Cpu, SourceKind::Rapl, energies[0]),
+                (Component::Dram, SourceKind::Rapl, energies[1]),
+                (Component::Cpu, SourceKind::Estimate, energies[2]),
+                (Component::Gpu, SourceKind::Nvml, energies[3]),
+            ] {
+                let got: u64 = a.state().projects.iter()
+                    .filter(|p| p.component == component && p.source == source)
+                    .map(|p| p.last_uj)
+                    .sum();
+                prop_assert_eq!(got, expected, "{:?} {:?}", component, source);
+            }
+        }
+    }
+}
