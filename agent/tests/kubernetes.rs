@@ -83,7 +83,8 @@ fn a_bad_kubernetes_setting_is_a_clear_error() {
         node_name: None,
         ..KubernetesConfig::default()
     };
-    // SAFETY of the test: NODE_NAME is not set in the test environment.
+    // Only meaningful where NODE_NAME is unset (it is in CI); elsewhere the API mode
+    // legitimately takes the node name from it.
     if std::env::var("NODE_NAME").is_err() {
         let e = PodCache::new(&cfg).err().unwrap();
         assert!(e.contains("node_name"), "{e}");

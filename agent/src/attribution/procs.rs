@@ -6,8 +6,7 @@
 //! (`environ`, `cgroup`, `cmdline`, owner) are read once per new process.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -111,18 +110,7 @@ impl ProcFs {
             self.open_stats.remove(&pid);
             self.buf.clear();
         }
-        let Some(dir) = &self.root_fd else {
-            return self.read_into_buf(pid, "stat");
-        };
-        use std::fmt::Write as _;
-        self.name.clear();
-        let _ = write!(self.name, "{pid}/stat");
-        let fd = rustix::fs::openat(
-            dir,
-            self.name.as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let fd = self.open(pid, "stat")?;
         pread_fd(&fd, &mut self.buf)?;
         if self.open_stats.len() < self.open_budget {
             self.open_stats.insert(pid, (fd, self.scans));
@@ -131,24 +119,35 @@ impl ProcFs {
     }
 
     fn read_into_buf(&mut self, pid: u32, file: &str) -> io::Result<()> {
-        use std::fmt::Write as _;
         self.buf.clear();
+        let fd = self.open(pid, file)?;
+        pread_fd(&fd, &mut self.buf)
+    }
+
+    /// Opens `PID/file`, relative to the root directory when it could be opened, else by
+    /// its whole path.
+    fn open(&mut self, pid: u32, file: &str) -> io::Result<rustix::fd::OwnedFd> {
+        use std::fmt::Write as _;
+        let flags = OFlags::RDONLY | OFlags::CLOEXEC;
         if self.root_fd.is_none() {
             self.root_fd = open_dir(&self.root);
         }
-        let Some(dir) = &self.root_fd else {
-            self.set_path(pid, Some(file));
-            return read_small(&self.path, &mut self.buf);
-        };
-        self.name.clear();
-        let _ = write!(self.name, "{pid}/{file}");
-        let fd = rustix::fs::openat(
-            dir,
-            self.name.as_str(),
-            OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        pread_fd(&fd, &mut self.buf)
+        match &self.root_fd {
+            Some(dir) => {
+                self.name.clear();
+                let _ = write!(self.name, "{pid}/{file}");
+                Ok(rustix::fs::openat(
+                    dir,
+                    self.name.as_str(),
+                    flags,
+                    Mode::empty(),
+                )?)
+            }
+            None => {
+                self.set_path(pid, Some(file));
+                Ok(rustix::fs::open(&self.path, flags, Mode::empty())?)
+            }
+        }
     }
 
     fn set_path(&mut self, pid: u32, file: Option<&str>) {
@@ -192,22 +191,6 @@ fn pread_fd(fd: &rustix::fd::OwnedFd, buf: &mut Vec<u8>) -> io::Result<()> {
             return Ok(());
         }
         offset += n as u64;
-    }
-}
-
-/// Reads a small file with plain `read` calls into `buf`. procfs files report a size of
-/// zero, so `read_to_end`'s size probe and its final empty read are wasted system calls
-/// on the hot path: a read shorter than the chunk is taken as the end (procfs produces a
-/// small file such as `stat` in one read).
-fn read_small(path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    let mut f = File::open(path)?;
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = f.read(&mut chunk)?;
-        buf.extend_from_slice(&chunk[..n]);
-        if n < chunk.len() {
-            return Ok(());
-        }
     }
 }
 
