@@ -1,0 +1,429 @@
+//! The agent-to-collector wire format, version [`WIRE_VERSION`].
+//!
+//! An agent seals its per-project energy into [`Batch`]es (one per batch interval,
+//! written to its on-disk spool as soon as each sampling cycle ends) and sends the
+//! batches the collector has not acknowledged yet in one [`Push`], oldest first, as a
+//! JSON `POST` to [`INGEST_PATH`] with `Authorization: Bearer <agent token>`.
+//!
+//! Delivery is at least once, storage exactly once: a batch is named by
+//! `(agent_id, run_id, seq)`, which the agent writes to its spool with the batch, so a
+//! batch sent again after a lost acknowledgement or an agent restart carries the same
+//! name, and the collector stores a name once. The collector answers 200 with a
+//! [`PushAck`] only after the whole push is durably stored; a push with any invalid
+//! part is refused whole (4xx) and nothing of it is stored.
+//!
+//! Energy is integer microjoules; times are Unix milliseconds (UTC).
+
+use serde::{Deserialize, Serialize};
+
+use crate::labels::{Component, SourceKind};
+
+/// The version this crate writes and reads. A collector refuses other versions with a
+/// message naming the ones it accepts.
+pub const WIRE_VERSION: u32 = 1;
+
+/// Where agents push.
+pub const INGEST_PATH: &str = "/api/v1/ingest";
+
+/// One HTTP request from an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    pub version: u32,
+    pub agent: AgentInfo,
+    /// The state of the agent's spool when the push was made (for the collector's
+    /// spool-lag metrics).
+    pub spool: SpoolStatus,
+    /// Oldest first.
+    pub batches: Vec<Batch>,
+}
+
+/// Who is pushing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentInfo {
+    /// The host's name in the footprint (by default the host name). The collector
+    /// requires it to be the agent its token was issued for.
+    pub agent_id: String,
+    /// The operating system's host name, for display.
+    pub hostname: String,
+    /// The agent's version (`CARGO_PKG_VERSION`).
+    pub agent_version: String,
+}
+
+/// The agent's spool as it was when the push was made.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolStatus {
+    /// Sealed batches not acknowledged yet, this push's included.
+    pub batches: u64,
+    /// Their size on disk.
+    pub bytes: u64,
+    /// Start of the oldest unacknowledged batch.
+    pub oldest_start_unix_ms: Option<u64>,
+    /// Batches dropped because the spool went over its size or age limit, since the
+    /// agent started: energy that will never reach the collector.
+    pub dropped_batches_total: u64,
+}
+
+/// The energy of one agent run over one batch interval.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    /// New on every agent start: 32 lowercase hexadecimal digits.
+    pub run_id: String,
+    /// 1, 2, 3… within the run, one per batch.
+    pub seq: u64,
+    pub start_unix_ms: u64,
+    pub end_unix_ms: u64,
+    /// Energy per project, component and source over sampling intervals inside
+    /// `[start_unix_ms, end_unix_ms]`.
+    pub records: Vec<Record>,
+    /// The run's cumulative energy per project, component and source at `end_unix_ms`
+    /// (the agent's `empreinte_project_energy_joules_total`, in µJ). The collector keeps
+    /// the latest ones to check that nothing of a run is missing.
+    pub counters: Vec<Counter>,
+}
+
+/// A project's energy for one component and source over a time span.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub project: String,
+    pub component: Component,
+    pub source: SourceKind,
+    pub start_unix_ms: u64,
+    pub end_unix_ms: u64,
+    pub energy_uj: u64,
+}
+
+/// A run's cumulative energy for one project, component and source.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counter {
+    pub project: String,
+    pub component: Component,
+    pub source: SourceKind,
+    pub total_uj: u64,
+}
+
+/// The collector's answer to a stored push.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushAck {
+    /// Batches stored by this push.
+    pub accepted: u64,
+    /// Batches already stored before (a replay), ignored.
+    pub duplicates: u64,
+}
+
+/// What a collector accepts; everything outside is refused with a [`WireProblem`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    pub max_batches_per_push: usize,
+    pub max_records_per_batch: usize,
+    /// The most a host can draw, all components together.
+    pub max_host_power_watts: f64,
+    /// The longest batch.
+    pub max_batch_span_ms: u64,
+    /// How far in the future (by the collector's clock) a batch may end.
+    pub max_clock_skew_ms: u64,
+    /// The oldest batch start accepted (by the collector's clock): older data is
+    /// refused rather than silently stored into a closed period.
+    pub max_age_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batches_per_push: 1_000,
+            max_records_per_batch: 10_000,
+            // A DGX B200 is rated at 14.3 kW; 50 kW leaves room for the largest hosts
+            // while refusing a counter read as the wrong unit.
+            max_host_power_watts: 50_000.0,
+            max_batch_span_ms: 3_600_000,
+            max_clock_skew_ms: 300_000,
+            max_age_ms: 400 * 86_400_000,
+        }
+    }
+}
+
+/// One thing wrong with a push: where (a path such as `batches[2].records[0].energy_uj`)
+/// and what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WireProblem {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for WireProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// The longest project name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Checks a project or agent name: 1 to [`MAX_NAME_LEN`] bytes, no control characters.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(format!(
+            "is {} bytes long; at most {MAX_NAME_LEN} are allowed",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(())
+}
+
+/// Checks a run id: 32 lowercase hexadecimal digits.
+pub fn check_run_id(id: &str) -> Result<(), String> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a run id: 32 lowercase hexadecimal digits are expected"
+        ))
+    }
+}
+
+impl Push {
+    /// Every problem of this push against `limits`, at `now_unix_ms` by the receiver's
+    /// clock. Empty when the push can be stored.
+    pub fn problems(&self, limits: &Limits, now_unix_ms: u64) -> Vec<WireProblem> {
+        let mut out = Vec::new();
+        let mut problem = |path: String, message: String| out.push(WireProblem { path, message });
+        if self.version != WIRE_VERSION {
+            problem(
+                "version".into(),
+                format!(
+                    "version {} is not supported; this collector accepts version {WIRE_VERSION}",
+                    self.version
+                ),
+            );
+        }
+        if let Err(m) = check_name(&self.agent.agent_id) {
+            problem("agent.agent_id".into(), m);
+        }
+        if self.batches.len() > limits.max_batches_per_push {
+            problem(
+                "batches".into(),
+                format!(
+                    "{} batches in one push; at most {} are allowed",
+                    self.batches.len(),
+                    limits.max_batches_per_push
+                ),
+            );
+        }
+        for (b, batch) in self.batches.iter().enumerate() {
+            let at = |field: &str| format!("batches[{b}].{field}");
+            if let Err(m) = check_run_id(&batch.run_id) {
+                problem(at("run_id"), m);
+            }
+            if batch.seq == 0 {
+                problem(at("seq"), "sequence numbers start at 1".into());
+            }
+            let span = batch.end_unix_ms.saturating_sub(batch.start_unix_ms);
+            if batch.end_unix_ms <= batch.start_unix_ms {
+                problem(
+                    at("end_unix_ms"),
+                    format!(
+                        "{} is not after start_unix_ms {}",
+                        batch.end_unix_ms, batch.start_unix_ms
+                    ),
+                );
+            } else if span > limits.max_batch_span_ms {
+                problem(
+                    at("end_unix_ms"),
+                    format!(
+                        "the batch spans {span} ms; at most {} ms are allowed",
+                        limits.max_batch_span_ms
+                    ),
+                );
+            }
+            if batch.end_unix_ms > now_unix_ms.saturating_add(limits.max_clock_skew_ms) {
+                problem(
+                    at("end_unix_ms"),
+                    format!(
+                        "{} is {} ms in the future by the collector's clock; at most {} ms of clock skew are allowed",
+                        batch.end_unix_ms,
+                        batch.end_unix_ms - now_unix_ms,
+                        limits.max_clock_skew_ms
+                    ),
+                );
+            }
+            if batch.start_unix_ms < now_unix_ms.saturating_sub(limits.max_age_ms) {
+                problem(
+                    at("start_unix_ms"),
+                    format!(
+                        "{} is older than the {} days this collector accepts",
+                        batch.start_unix_ms,
+                        limits.max_age_ms / 86_400_000
+                    ),
+                );
+            }
+            if batch.records.len() > limits.max_records_per_batch {
+                problem(
+                    at("records"),
+                    format!(
+                        "{} records in one batch; at most {} are allowed",
+                        batch.records.len(),
+                        limits.max_records_per_batch
+                    ),
+                );
+            }
+            let mut total: u128 = 0;
+            for (r, rec) in batch.records.iter().enumerate() {
+                let at = |field: &str| format!("batches[{b}].records[{r}].{field}");
+                if let Err(m) = check_name(&rec.project) {
+                    problem(at("project"), m);
+                }
+                if rec.end_unix_ms <= rec.start_unix_ms {
+                    problem(
+                        at("end_unix_ms"),
+                        format!(
+                            "{} is not after start_unix_ms {}",
+                            rec.end_unix_ms, rec.start_unix_ms
+                        ),
+                    );
+                }
+                if rec.start_unix_ms < batch.start_unix_ms || rec.end_unix_ms > batch.end_unix_ms {
+                    problem(
+                        at("start_unix_ms"),
+                        format!(
+                            "the record spans [{}, {}], outside its batch [{}, {}]",
+                            rec.start_unix_ms,
+                            rec.end_unix_ms,
+                            batch.start_unix_ms,
+                            batch.end_unix_ms
+                        ),
+                    );
+                }
+                total += u128::from(rec.energy_uj);
+            }
+            if span > 0 {
+                // µJ / ms = mW.
+                let watts = total as f64 / span as f64 / 1e3;
+                if watts > limits.max_host_power_watts {
+                    problem(
+                        at("records"),
+                        format!(
+                            "{total} µJ over {span} ms is a mean power of {watts:.0} W, more than the {:.0} W a host can draw (max_host_power_watts)",
+                            limits.max_host_power_watts
+                        ),
+                    );
+                }
+            }
+            for (c, counter) in batch.counters.iter().enumerate() {
+                if let Err(m) = check_name(&counter.project) {
+                    problem(format!("batches[{b}].counters[{c}].project"), m);
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_790_000_000_000;
+
+    fn push(energy_uj: u64, span_ms: u64) -> Push {
+        Push {
+            version: WIRE_VERSION,
+            agent: AgentInfo {
+                agent_id: "web-01".into(),
+                hostname: "web-01".into(),
+                agent_version: "0.1.0".into(),
+            },
+            spool: SpoolStatus::default(),
+            batches: vec![Batch {
+                run_id: "0123456789abcdef0123456789abcdef".into(),
+                seq: 1,
+                start_unix_ms: NOW - span_ms,
+                end_unix_ms: NOW,
+                records: vec![Record {
+                    project: "chatbot".into(),
+                    component: Component::Gpu,
+                    source: SourceKind::Nvml,
+                    start_unix_ms: NOW - span_ms,
+                    end_unix_ms: NOW,
+                    energy_uj,
+                }],
+                counters: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_plausible_push_has_no_problem() {
+        // 700 W for 15 s.
+        assert_eq!(
+            push(10_500_000_000, 15_000).problems(&Limits::default(), NOW),
+            vec![]
+        );
+    }
+
+    #[test]
+    fn more_power_than_a_host_can_draw_is_named() {
+        // 100 kW for 10 s.
+        let p = push(1_000_000_000_000, 10_000).problems(&Limits::default(), NOW);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].path, "batches[0].records");
+        assert!(p[0].message.contains("100000 W"), "{}", p[0]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let mut p = push(1, 1_000);
+        p.version = 9;
+        p.batches[0].run_id = "nope".into();
+        p.batches[0].seq = 0;
+        p.batches[0].records[0].project = String::new();
+        p.batches[0].records[0].start_unix_ms = NOW - 5_000;
+        p.batches[0].end_unix_ms = NOW + 3_600_000;
+        let paths: Vec<String> = p
+            .problems(&Limits::default(), NOW)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        for expected in [
+            "version",
+            "batches[0].run_id",
+            "batches[0].seq",
+            "batches[0].end_unix_ms",
+            "batches[0].records[0].project",
+            "batches[0].records[0].start_unix_ms",
+        ] {
+            assert!(
+                paths.iter().any(|p| p == expected),
+                "{expected} missing from {paths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_json_form_is_stable() {
+        let text = serde_json::to_string(&push(5, 1_000)).unwrap_or_default();
+        assert!(
+            text.contains(r#""component":"gpu","source":"nvml""#),
+            "{text}"
+        );
+        let back: Push = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, push(5, 1_000));
+        // Negative energy cannot be represented.
+        let negative = text.replace(r#""energy_uj":5"#, r#""energy_uj":-5"#);
+        assert!(serde_json::from_str::<Push>(&negative).is_err());
+    }
+}
