@@ -1,2 +1,6 @@
-//! Empreinte's collector. Not written yet: see issue 4 (receive, store, carbon, serve).
-//! It will depend only on `empreinte-shared` for the wire format and units.
+//! Empreinte's collector: receives the agents' per-project energy without loss, stores
+//! it, converts it to CO2e with coefficients a person can check, tracks sobriety
+//! objectives and serves the footprint (Prometheus, JSON API).
+
+pub mod clock;
+pub mod config;

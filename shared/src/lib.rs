@@ -6,6 +6,7 @@
 //! collector format.
 
 pub mod labels;
+pub mod split;
 pub mod units;
 pub mod wire;
 
