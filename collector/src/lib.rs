@@ -2,5 +2,10 @@
 //! it, converts it to CO2e with coefficients a person can check, tracks sobriety
 //! objectives and serves the footprint (Prometheus, JSON API).
 
+pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod footprint;
+pub mod period;
+pub mod plan;
+pub mod store;

@@ -108,7 +108,7 @@ pub struct Counter {
 }
 
 /// The collector's answer to a stored push.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushAck {
     /// Batches stored by this push.
     pub accepted: u64,

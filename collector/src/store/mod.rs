@@ -1,0 +1,277 @@
+//! The store: one interface ([`Store`]) over the database that keeps the footprint.
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL backend
+//! implements the same trait with the same SQL shape (sqlx speaks both).
+//!
+//! Architecture invariant: a push is stored in one transaction, and a batch's name
+//! `(agent_id, run_id, seq)` is stored in that transaction with its energy, so a batch is
+//! counted once whatever the number of times it is received, and an acknowledgement is
+//! only sent after the commit.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use empreinte_shared::wire::{AgentInfo, Batch, PushAck, SpoolStatus};
+use serde::Serialize;
+
+use crate::footprint::{Coefficient, HostPlan, HourlyDelta};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database failed: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("the database schema could not be brought up to date: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A push ready to be stored: its batches with their hourly parts.
+pub struct IngestSet<'a> {
+    pub agent: &'a AgentInfo,
+    pub spool: &'a SpoolStatus,
+    pub plan: &'a HostPlan,
+    pub now_ms: u64,
+    pub batches: Vec<(&'a Batch, Vec<HourlyDelta>)>,
+}
+
+/// What a stored push added (only its new batches), for the collector's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub ack: PushAck,
+    /// The new hourly parts, with the operational emissions they were given.
+    pub added: Vec<AddedPart>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddedPart {
+    pub project: String,
+    pub component: empreinte_shared::Component,
+    pub energy_uj: u64,
+    pub location_ug: u64,
+    pub market_ug: Option<u64>,
+    pub embodied_ug: u64,
+}
+
+/// What a token can do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Push the energy of one agent.
+    Agent,
+    /// Read the footprint through the API.
+    Read,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Agent => "agent",
+            TokenKind::Read => "read",
+        }
+    }
+}
+
+/// A stored token (never the secret, only its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub kind: TokenKind,
+    pub agent_id: Option<String>,
+    #[serde(skip)]
+    pub secret_sha256: Vec<u8>,
+    pub note: String,
+    pub created_ms: u64,
+    pub revoked_ms: Option<u64>,
+}
+
+/// How footprint rows are grouped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grouping {
+    Project,
+    Host,
+    Site,
+    Component,
+    Source,
+    /// By hour (Unix seconds as the key); days in the organisation's time zone are made
+    /// from hours.
+    Hour,
+}
+
+impl Grouping {
+    fn column(self) -> &'static str {
+        match self {
+            Grouping::Project => "project",
+            Grouping::Host => "host",
+            Grouping::Site => "site",
+            Grouping::Component => "component",
+            Grouping::Source => "source",
+            Grouping::Hour => "CAST(hour_s AS TEXT)",
+        }
+    }
+}
+
+/// A footprint query: hours in `[from_s, to_s)`, optionally one project.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FootprintQuery {
+    pub from_s: i64,
+    pub to_s: i64,
+    pub project: Option<String>,
+    pub group: Grouping,
+}
+
+/// Sums over footprint rows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Sums {
+    /// Energy at the meter of the IT equipment.
+    pub energy_uj: u64,
+    /// Energy with the facility's overhead (× PUE).
+    pub facility_energy_uj: u64,
+    /// Of `energy_uj`: measured (RAPL, NVML).
+    pub measured_energy_uj: u64,
+    /// Of `energy_uj`: estimated.
+    pub estimated_energy_uj: u64,
+    /// Operational emissions, location-based.
+    pub location_co2e_ug: u64,
+    /// Operational emissions, market-based (the contractual factor where configured,
+    /// the location-based figure elsewhere).
+    pub market_co2e_ug: u64,
+    pub embodied_co2e_ug: u64,
+}
+
+impl Sums {
+    pub fn add(&mut self, o: &Sums) {
+        self.energy_uj += o.energy_uj;
+        self.facility_energy_uj += o.facility_energy_uj;
+        self.measured_energy_uj += o.measured_energy_uj;
+        self.estimated_energy_uj += o.estimated_energy_uj;
+        self.location_co2e_ug += o.location_co2e_ug;
+        self.market_co2e_ug += o.market_co2e_ug;
+        self.embodied_co2e_ug += o.embodied_co2e_ug;
+    }
+}
+
+/// A project as the store knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectInfo {
+    pub project: String,
+    pub first_hour_s: i64,
+    pub last_hour_s: i64,
+    pub hosts: u64,
+}
+
+/// An agent as the store knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AgentRecord {
+    pub agent_id: String,
+    pub hostname: String,
+    pub agent_version: String,
+    pub first_push_ms: u64,
+    pub last_push_ms: u64,
+    pub last_batch_end_ms: Option<u64>,
+    pub spool_batches: u64,
+    pub spool_bytes: u64,
+    pub spool_oldest_ms: Option<u64>,
+    pub spool_dropped: u64,
+}
+
+/// One stored footprint row with its coefficients, for explanations and exports.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct HourlyRow {
+    pub hour_s: i64,
+    pub host: String,
+    pub project: String,
+    pub component: String,
+    pub source: String,
+    pub site: String,
+    pub zone: String,
+    pub energy_uj: u64,
+    pub pue: f64,
+    pub pue_coef: i64,
+    pub intensity_g_per_kwh: f64,
+    pub intensity_coef: Option<i64>,
+    pub intensity_import: Option<i64>,
+    pub location_co2e_ug: u64,
+    pub market_g_per_kwh: Option<f64>,
+    pub market_coef: Option<i64>,
+    pub market_co2e_ug: Option<u64>,
+    pub embodied_co2e_ug: u64,
+    pub embodied_coef: Option<i64>,
+}
+
+/// A stored coefficient.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StoredCoefficient {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub value: f64,
+    pub unit: String,
+    pub source: String,
+    pub year: Option<i64>,
+    pub is_default: bool,
+    pub detail: String,
+}
+
+/// An intensity time series, as hourly means, to store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntensityImport {
+    pub zone: String,
+    pub source: String,
+    /// `lifecycle` or `direct`.
+    pub kind: String,
+    pub file: String,
+    pub now_ms: u64,
+    /// `(hour_s, g_per_kwh, covered share of the hour)`.
+    pub hours: Vec<(i64, f64, f64)>,
+}
+
+/// What an import changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ImportOutcome {
+    pub import_id: i64,
+    pub hours: u64,
+    /// Footprint rows whose location-based emissions were recomputed with the series.
+    pub rows_updated: u64,
+}
+
+/// The footprint's database.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Stores the new batches of a push in one transaction and says which were new.
+    async fn ingest(&self, set: &IngestSet<'_>) -> Result<IngestOutcome, StoreError>;
+
+    async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    async fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revokes a token; false when no active token has that id.
+    async fn revoke_token(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Stores an intensity series and recomputes the emissions of the hours it covers.
+    async fn import_intensity(&self, import: &IntensityImport)
+    -> Result<ImportOutcome, StoreError>;
+    /// The imported hourly intensity of a zone, if a series covers that hour.
+    async fn intensity(&self, zone: &str, hour_s: i64) -> Result<Option<f64>, StoreError>;
+
+    async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError>;
+    async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError>;
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
+    /// Every footprint row of `[from_s, to_s)`, ordered by hour, host, project.
+    async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError>;
+    /// The coefficients used by the rows of `[from_s, to_s)`.
+    async fn coefficients_used(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<StoredCoefficient>, StoreError>;
+    /// The sum of the latest cumulative counters of every run of an agent (what the
+    /// agent says it measured), and the sum stored from its batches.
+    async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError>;
+
+    /// Records a coefficient (once) and gives its id.
+    async fn coefficient_id(&self, c: &Coefficient) -> Result<i64, StoreError>;
+}
