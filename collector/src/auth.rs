@@ -26,7 +26,7 @@ pub enum AuthError {
     Unknown,
     #[error("token {0} was revoked")]
     Revoked(String),
-    #[error("token {id} is a {kind} token; this needs a {needed} token")]
+    #[error("token {id} is {kind} token; this needs {needed} token")]
     WrongKind {
         id: String,
         kind: &'static str,
@@ -110,8 +110,8 @@ pub async fn verify(
     if record.kind != needed {
         return Err(AuthError::WrongKind {
             id: record.id,
-            kind: record.kind.as_str(),
-            needed: needed.as_str(),
+            kind: record.kind.with_article(),
+            needed: needed.with_article(),
         });
     }
     Ok(record)

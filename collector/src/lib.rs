@@ -2,10 +2,15 @@
 //! it, converts it to CO2e with coefficients a person can check, tracks sobriety
 //! objectives and serves the footprint (Prometheus, JSON API).
 
+pub mod api;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod footprint;
+pub mod ingest;
+pub mod metrics;
+pub mod objectives;
 pub mod period;
 pub mod plan;
+pub mod server;
 pub mod store;

@@ -74,6 +74,14 @@ impl TokenKind {
             TokenKind::Read => "read",
         }
     }
+
+    /// "an agent", "a read": for sentences.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            TokenKind::Agent => "an agent",
+            TokenKind::Read => "a read",
+        }
+    }
 }
 
 /// A stored token (never the secret, only its hash).

@@ -1,0 +1,176 @@
+//! Sobriety objectives: a monthly budget of energy and/or emissions per project (or for
+//! the whole organisation), fixed or set as a reduction against a baseline month.
+//!
+//! The energy of a budget is the IT equipment's energy at the meter (what the agents
+//! measure, without the facility's PUE); emissions are operational location-based plus
+//! embodied. The end-of-month projection assumes the rest of the month goes on at the
+//! month-to-date pace: `used / elapsed share of the month`.
+
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::config::{Objective, parse_month};
+use crate::period::{Month, month};
+use crate::store::{FootprintQuery, Grouping, Store, StoreError, Sums};
+
+/// What a budget counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetKind {
+    /// kWh of IT energy.
+    Energy,
+    /// kgCO2e, operational (location-based) and embodied.
+    Co2e,
+}
+
+impl BudgetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetKind::Energy => "energy",
+            BudgetKind::Co2e => "co2e",
+        }
+    }
+    pub fn unit(self) -> &'static str {
+        match self {
+            BudgetKind::Energy => "kWh",
+            BudgetKind::Co2e => "kgCO2e",
+        }
+    }
+    fn of(self, s: &Sums) -> f64 {
+        match self {
+            BudgetKind::Energy => s.energy_uj as f64 / 3.6e12,
+            BudgetKind::Co2e => (s.location_co2e_ug + s.embodied_co2e_ug) as f64 / 1e9,
+        }
+    }
+}
+
+/// Where an objective stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The month is not over and the projection is within the budget.
+    OnTrack,
+    /// The month is not over and the projection exceeds the budget.
+    ProjectedToExceed,
+    /// Already over the budget.
+    Exceeded,
+    /// The month is over, within the budget.
+    Met,
+    /// The baseline month has no data: the budget cannot be set.
+    NoBaseline,
+}
+
+/// One budget of one objective for one month.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ObjectiveStatus {
+    /// A project, or `*` for the organisation.
+    pub project: String,
+    pub month: String,
+    pub kind: BudgetKind,
+    pub unit: &'static str,
+    /// `None` when it could not be set (no baseline).
+    pub budget: Option<f64>,
+    /// How the budget was set, in words.
+    pub basis: String,
+    pub used: f64,
+    pub projected: f64,
+    pub used_ratio: Option<f64>,
+    pub projected_ratio: Option<f64>,
+    /// Share of the month elapsed at evaluation time (1 for a past month).
+    pub elapsed: f64,
+    pub verdict: Verdict,
+}
+
+async fn sums(store: &dyn Store, project: &str, m: &Month) -> Result<Sums, StoreError> {
+    let rows = store
+        .footprint(&FootprintQuery {
+            from_s: m.from_s,
+            to_s: m.to_s,
+            project: (project != "*").then(|| project.to_string()),
+            group: Grouping::Component,
+        })
+        .await?;
+    let mut total = Sums::default();
+    for (_, s) in &rows {
+        total.add(s);
+    }
+    Ok(total)
+}
+
+/// The status of every objective for the month `m`, evaluated at `now_s`.
+pub async fn evaluate(
+    store: &dyn Store,
+    objectives: &[Objective],
+    tz: &TimeZone,
+    m: &Month,
+    now_s: i64,
+) -> Result<Vec<ObjectiveStatus>, StoreError> {
+    let span = (m.to_s - m.from_s).max(1) as f64;
+    let elapsed = ((now_s - m.from_s) as f64 / span).clamp(0.0, 1.0);
+    let mut out = Vec::new();
+    for o in objectives {
+        let used = sums(store, &o.project, m).await?;
+        let baseline = match &o.baseline_month {
+            Some(b) => match parse_month(b).and_then(|(y, mo)| month(tz, y, mo)) {
+                Ok(bm) => Some((b.clone(), sums(store, &o.project, &bm).await?)),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        for kind in [BudgetKind::Energy, BudgetKind::Co2e] {
+            let fixed = match kind {
+                BudgetKind::Energy => o.monthly_energy_kwh,
+                BudgetKind::Co2e => o.monthly_co2e_kg,
+            };
+            let (budget, basis) = match (fixed, o.reduction_percent, &baseline) {
+                (Some(b), _, _) => (Some(b), format!("fixed budget of {b} {}", kind.unit())),
+                (None, Some(pct), Some((label, base))) => {
+                    let base_value = kind.of(base);
+                    if base_value > 0.0 {
+                        (
+                            Some(base_value * (1.0 - pct / 100.0)),
+                            format!(
+                                "{pct} % less than {label} ({base_value:.3} {})",
+                                kind.unit()
+                            ),
+                        )
+                    } else {
+                        (
+                            None,
+                            format!("{pct} % less than {label}, which has no data"),
+                        )
+                    }
+                }
+                _ => continue,
+            };
+            let used_value = kind.of(&used);
+            let projected = if elapsed > 0.0 {
+                used_value / elapsed
+            } else {
+                0.0
+            };
+            let verdict = match budget {
+                None => Verdict::NoBaseline,
+                Some(b) if used_value > b => Verdict::Exceeded,
+                Some(_) if elapsed >= 1.0 => Verdict::Met,
+                Some(b) if projected > b => Verdict::ProjectedToExceed,
+                Some(_) => Verdict::OnTrack,
+            };
+            out.push(ObjectiveStatus {
+                project: o.project.clone(),
+                month: m.label(),
+                kind,
+                unit: kind.unit(),
+                budget,
+                basis,
+                used: used_value,
+                projected,
+                used_ratio: budget.filter(|b| *b > 0.0).map(|b| used_value / b),
+                projected_ratio: budget.filter(|b| *b > 0.0).map(|b| projected / b),
+                elapsed,
+                verdict,
+            });
+        }
+    }
+    Ok(out)
+}

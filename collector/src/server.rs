@@ -1,0 +1,277 @@
+//! The collector's HTTP server: `fn router(state)` (tests call it without a socket),
+//! one [`AppError`] that gives clients a clear message, and `run` with graceful
+//! shutdown on SIGTERM.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use empreinte_shared::wire::{INGEST_PATH, Limits, WireProblem};
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::api;
+use crate::auth::AuthError;
+use crate::clock::now_unix_ms;
+use crate::config::CollectorConfig;
+use crate::ingest;
+use crate::metrics::Metrics;
+use crate::objectives;
+use crate::period::month_of;
+use crate::plan::Planner;
+use crate::store::{Store, StoreError};
+
+/// Everything a request needs.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub planner: Arc<Planner>,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub tz: TimeZone,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, planner: Arc<Planner>) -> Result<AppState, String> {
+        let config = planner.config();
+        let tz = TimeZone::get(&config.organisation.timezone)
+            .map_err(|e| format!("organisation.timezone: {e}"))?;
+        Ok(AppState {
+            store,
+            limits: config.limits.wire(),
+            max_body_bytes: config.limits.max_body_bytes,
+            planner,
+            metrics: Arc::new(Metrics::new()),
+            tz,
+        })
+    }
+}
+
+/// Every route: `(method, path)`. The OpenAPI document is checked against this list, and
+/// the router is built from the same handlers.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("POST", INGEST_PATH),
+    ("GET", "/api/v1/openapi.json"),
+    ("GET", "/api/v1/projects"),
+    ("GET", "/api/v1/footprint"),
+    ("GET", "/api/v1/objectives"),
+    ("GET", "/api/v1/agents"),
+    ("GET", "/api/v1/coefficients"),
+];
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.max_body_bytes;
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route(INGEST_PATH, post(ingest::handle))
+        .route("/api/v1/openapi.json", get(api::openapi))
+        .route("/api/v1/projects", get(api::projects))
+        .route("/api/v1/footprint", get(api::footprint))
+        .route("/api/v1/objectives", get(api::objectives))
+        .route("/api/v1/agents", get(api::agents))
+        .route("/api/v1/coefficients", get(api::coefficients))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn index() -> &'static str {
+    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /metrics            Prometheus metrics\n  GET  /healthz            liveness\n"
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    match state.store.agents().await {
+        Ok(agents) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            state.metrics.render(&agents, now_unix_ms()),
+        )
+            .into_response(),
+        Err(e) => AppError::Store(e).into_response(),
+    }
+}
+
+/// A request that failed, with what the client should know.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    #[error("this token was issued for agent {token_agent:?}, not {pushed:?}")]
+    WrongAgent { token_agent: String, pushed: String },
+    #[error(
+        "the body is larger than the {limit} bytes this collector accepts (limits.max_body_bytes)"
+    )]
+    TooLarge { limit: usize },
+    #[error("the body is not a valid push: {0}")]
+    Malformed(String),
+    #[error("the push has {} problem{}; nothing of it was stored", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    Invalid(Vec<WireProblem>),
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("the store failed; nothing was acknowledged")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    problems: Vec<String>,
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Auth(AuthError::Store(_) | AuthError::Random(_)) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            AppError::Auth(AuthError::WrongKind { .. }) | AppError::WrongAgent { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            AppError::Auth(_) => StatusCode::UNAUTHORIZED,
+            AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Malformed(_) | AppError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The label of `empreinte_collector_refused_pushes_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AppError::Auth(AuthError::WrongKind { .. }) | AppError::WrongAgent { .. } => {
+                "forbidden"
+            }
+            AppError::Auth(AuthError::Store(_) | AuthError::Random(_)) | AppError::Store(_) => {
+                "store_error"
+            }
+            AppError::Auth(_) => "unauthenticated",
+            AppError::TooLarge { .. } => "too_large",
+            AppError::Malformed(_) | AppError::BadQuery(_) | AppError::NotFound(_) => "malformed",
+            AppError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // The cause stays in the log; the client gets the sentence.
+            let cause = match &self {
+                AppError::Store(e) => e.to_string(),
+                AppError::Auth(e) => e.to_string(),
+                other => other.to_string(),
+            };
+            tracing::error!(error = %cause, "request failed");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = %self, "request refused");
+        }
+        let problems = match &self {
+            AppError::Invalid(p) => p.iter().map(ToString::to_string).collect(),
+            _ => Vec::new(),
+        };
+        let mut response = (
+            status,
+            axum::Json(ErrorBody {
+                error: self.to_string(),
+                problems,
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            if let Ok(v) = "Bearer realm=\"empreinte\"".parse() {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        response
+    }
+}
+
+/// Refreshes the budget and intensity gauges every `period`.
+pub async fn refresh_gauges(state: AppState, period: Duration) {
+    loop {
+        if let Err(e) = refresh_once(&state).await {
+            tracing::warn!(error = %e, "cannot refresh the budget and intensity gauges");
+        }
+        tokio::time::sleep(period).await;
+    }
+}
+
+/// One refresh of the budget and intensity gauges.
+pub async fn refresh_once(state: &AppState) -> Result<(), String> {
+    let now_s = i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX);
+    let config = state.planner.config();
+    let month = month_of(&state.tz, now_s)?;
+    let budgets = objectives::evaluate(
+        state.store.as_ref(),
+        &config.objectives,
+        &state.tz,
+        &month,
+        now_s,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    state.metrics.set_budgets(budgets);
+    let hour_s = now_s - now_s.rem_euclid(3600);
+    let mut zones: Vec<&str> = config.sites.iter().map(|s| s.zone.as_str()).collect();
+    zones.push(&config.default_site.zone);
+    zones.sort_unstable();
+    zones.dedup();
+    let mut intensity = BTreeMap::new();
+    for zone in zones {
+        let g = match state
+            .store
+            .intensity(zone, hour_s)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(g) => Some(g),
+            None => state.planner.defaults().grid(zone).map(|c| c.value),
+        };
+        if let Some(g) = g {
+            intensity.insert(zone.to_string(), g);
+        }
+    }
+    state.metrics.set_intensity(intensity);
+    Ok(())
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let refresher = tokio::spawn(refresh_gauges(state.clone(), Duration::from_secs(30)));
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    refresher.abort();
+    result
+}
+
+/// The collector's configuration problems that need the defaults, added to its own.
+pub fn all_problems(
+    config: &CollectorConfig,
+    planner: &Planner,
+) -> Vec<crate::config::ConfigProblem> {
+    let mut p = config.problems();
+    p.extend(planner.problems());
+    p
+}

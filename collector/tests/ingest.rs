@@ -1,0 +1,314 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The ingest endpoint through the real router and a real SQLite store: exact totals,
+//! replays ignored, and every kind of bad push refused with a clear 4xx and nothing
+//! stored.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use empreinte_collector::store::TokenKind;
+use empreinte_shared::{Component, SourceKind};
+
+const CONFIG: &str = r#"
+[[site]]
+name = "dc"
+zone = "DE"
+pue = 1.2
+pue_source = "measured"
+hosts = ["gpu-*"]
+"#;
+
+#[tokio::test]
+async fn stored_totals_are_exact_and_a_replay_counts_once() {
+    let h = Harness::new(CONFIG).await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(3);
+    // Two batches; the second crosses an hour boundary.
+    let p = push(
+        "gpu-01",
+        vec![
+            batch(
+                1,
+                1,
+                t0,
+                t0 + 15_000,
+                vec![
+                    record(
+                        "chat",
+                        Component::Gpu,
+                        SourceKind::Nvml,
+                        t0,
+                        t0 + 15_000,
+                        4_500_000_007,
+                    ),
+                    record(
+                        "web",
+                        Component::Cpu,
+                        SourceKind::Rapl,
+                        t0,
+                        t0 + 15_000,
+                        900_000_001,
+                    ),
+                ],
+            ),
+            batch(
+                1,
+                2,
+                t0 + 3_590_000,
+                t0 + 3_605_000,
+                vec![
+                    record(
+                        "chat",
+                        Component::Gpu,
+                        SourceKind::Nvml,
+                        t0 + 3_590_000,
+                        t0 + 3_605_000,
+                        3_000_000_003,
+                    ),
+                    record(
+                        "idle",
+                        Component::Cpu,
+                        SourceKind::Estimate,
+                        t0 + 3_590_000,
+                        t0 + 3_605_000,
+                        11,
+                    ),
+                ],
+            ),
+        ],
+    );
+    let (status, body) = h.push(&token, &p).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["accepted"],
+        2
+    );
+    // The same push again (a lost acknowledgement): ignored.
+    let (status, body) = h.push(&token, &p).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ack: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (ack["accepted"].as_u64(), ack["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
+
+    let from = jiff::Timestamp::from_millisecond(t0 as i64).unwrap();
+    let to = jiff::Timestamp::from_millisecond(t0 as i64 + 7_200_000).unwrap();
+    let (status, f) = h
+        .get(
+            &reader,
+            &format!("/api/v1/footprint?from={from}&to={to}&group_by=project"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{f}");
+    let exact = |key: &str| {
+        f["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap()["exact"]["energy_uj"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(exact("chat"), 7_500_000_010);
+    assert_eq!(exact("web"), 900_000_001);
+    assert_eq!(exact("idle"), 11);
+    assert_eq!(f["total"]["exact"]["energy_uj"], 8_400_000_022u64);
+    assert_eq!(f["total"]["exact"]["estimated_energy_uj"], 11);
+    // DE at 400 g/kWh and PUE 1.2, row by row: the chat GPU rows are 4,500,000,007 µJ
+    // and 2,000,000,002 + 1,000,000,001 µJ across the hour boundary.
+    let ug = |uj: f64| (uj * 1.2 * 400.0 / 3.6e6).round() as u64;
+    let expected = ug(4_500_000_007.0)
+        + ug(900_000_001.0)
+        + ug(2_000_000_002.0)
+        + ug(1_000_000_001.0)
+        + ug(7.0)
+        + ug(4.0);
+    assert_eq!(
+        f["total"]["exact"]["location_co2e_ug"].as_u64().unwrap(),
+        expected
+    );
+    let (by_hour_status, by_hour) = h
+        .get(
+            &reader,
+            &format!("/api/v1/footprint?from={from}&to={to}&group_by=hour"),
+        )
+        .await;
+    assert_eq!(by_hour_status, StatusCode::OK);
+    assert_eq!(by_hour["rows"].as_array().unwrap().len(), 2, "{by_hour}");
+}
+
+#[tokio::test]
+async fn bad_pushes_are_refused_clearly_and_nothing_is_stored() {
+    let h = Harness::new(CONFIG).await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let other = h.token(TokenKind::Agent, Some("gpu-02")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(1);
+    let good_batch = || {
+        batch(
+            1,
+            1,
+            t0,
+            t0 + 10_000,
+            vec![record(
+                "chat",
+                Component::Gpu,
+                SourceKind::Nvml,
+                t0,
+                t0 + 10_000,
+                1_000_000,
+            )],
+        )
+    };
+    let good = push("gpu-01", vec![good_batch()]);
+    let good_json = serde_json::to_string(&good).unwrap();
+    // A good batch next to a bad one: the whole push is refused.
+    let mut over = push(
+        "gpu-01",
+        vec![
+            good_batch(),
+            batch(
+                1,
+                2,
+                t0 + 10_000,
+                t0 + 20_000,
+                vec![
+                    // 100 kW for 10 s.
+                    record(
+                        "chat",
+                        Component::Gpu,
+                        SourceKind::Nvml,
+                        t0 + 10_000,
+                        t0 + 20_000,
+                        1_000_000_000_000,
+                    ),
+                ],
+            ),
+        ],
+    );
+    let over_json = serde_json::to_string(&over).unwrap();
+    over.batches.truncate(1);
+    let cases: Vec<(&str, Option<&str>, String, StatusCode, &str)> = vec![
+        (
+            "no token",
+            None,
+            good_json.clone(),
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer",
+        ),
+        (
+            "a read token",
+            Some(&reader),
+            good_json.clone(),
+            StatusCode::FORBIDDEN,
+            "needs an agent token",
+        ),
+        (
+            "another agent's token",
+            Some(&other),
+            good_json.clone(),
+            StatusCode::FORBIDDEN,
+            "issued for agent",
+        ),
+        (
+            "not JSON",
+            Some(&token),
+            "{\"version\": 1,".into(),
+            StatusCode::BAD_REQUEST,
+            "not a valid push",
+        ),
+        (
+            "negative energy",
+            Some(&token),
+            good_json.replace("\"energy_uj\":1000000", "\"energy_uj\":-5"),
+            StatusCode::BAD_REQUEST,
+            "batches[0].records[0].energy_uj",
+        ),
+        (
+            "NaN energy",
+            Some(&token),
+            good_json.replace("\"energy_uj\":1000000", "\"energy_uj\":NaN"),
+            StatusCode::BAD_REQUEST,
+            "not a valid push",
+        ),
+        (
+            "a float energy",
+            Some(&token),
+            good_json.replace("\"energy_uj\":1000000", "\"energy_uj\":1.5e300"),
+            StatusCode::BAD_REQUEST,
+            "energy_uj",
+        ),
+        (
+            "an unknown field",
+            Some(&token),
+            good_json.replace("\"seq\":1", "\"seq\":1,\"joules\":3"),
+            StatusCode::BAD_REQUEST,
+            "joules",
+        ),
+        (
+            "an unknown component",
+            Some(&token),
+            good_json.replace("\"gpu\"", "\"fan\""),
+            StatusCode::BAD_REQUEST,
+            "fan",
+        ),
+        (
+            "another version",
+            Some(&token),
+            good_json.replace("\"version\":1", "\"version\":7"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "accepts version 1",
+        ),
+        (
+            "more power than a host can draw",
+            Some(&token),
+            over_json,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "more than the 50000 W",
+        ),
+        (
+            "a batch in the future",
+            Some(&token),
+            good_json.replace(
+                &format!("\"end_unix_ms\":{}", t0 + 10_000),
+                &format!("\"end_unix_ms\":{}", t0 + 10 * 86_400_000),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "in the future",
+        ),
+        (
+            "oversized",
+            Some(&token),
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(17 * 1024 * 1024)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than",
+        ),
+    ];
+    for (what, tok, body, status, needle) in cases {
+        let (got, text) = h.push_raw(tok, body).await;
+        assert_eq!(got, status, "{what}: {text}");
+        assert!(text.contains(needle), "{what}: {needle:?} not in {text}");
+        assert_eq!(h.stored().await, (0, 0), "{what} stored something");
+    }
+    // And the good push still goes through afterwards.
+    let (status, body) = h.push(&token, &good).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(h.stored().await, (1_000_000, 1));
+    let (_, metrics) = h
+        .call(
+            axum::http::Request::get("/metrics")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let refused: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("empreinte_collector_refused_pushes_total"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(refused, 13.0, "{metrics}");
+}
