@@ -275,3 +275,43 @@ pub fn all_problems(
     p.extend(planner.problems());
     p
 }
+
+/// Opens the store in `config.data_dir`, checks the configuration against the built-in
+/// coefficients, and serves on `config.listen` until `shutdown` resolves. `on_ready` is
+/// told the address actually bound (port 0 picks one).
+pub async fn run(
+    config: CollectorConfig,
+    defaults: Arc<dyn crate::plan::Defaults>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    on_ready: impl FnOnce(std::net::SocketAddr, &AppState),
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = Arc::new(config);
+    let planner = Arc::new(Planner::new(config.clone(), defaults));
+    let problems = all_problems(&config, &planner);
+    if !problems.is_empty() {
+        return Err(crate::config::ConfigError::Invalid(problems).into());
+    }
+    let store = crate::store::sqlite::SqliteStore::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    tracing::info!(database = %store.path().display(), "store open");
+    let store = Arc::new(store);
+    let state = AppState::new(store.clone(), planner).map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set --listen or `listen` in the config)",
+                config.listen
+            )
+        })?;
+    let local = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    tracing::info!(address = %local, "collector serving");
+    on_ready(local, &state);
+    let served = serve(state, listener, shutdown).await;
+    store.close().await;
+    served.context("the HTTP server failed")
+}
