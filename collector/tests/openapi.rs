@@ -1,0 +1,250 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The OpenAPI document against the real router: the same routes, and every documented
+//! response of the read API validated against its schema (types, required fields,
+//! enums, nested objects and arrays) on a store with data.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use axum::http::StatusCode;
+use common::*;
+use empreinte_collector::api::OPENAPI;
+use empreinte_collector::server::ROUTES;
+use empreinte_collector::store::TokenKind;
+use empreinte_shared::{Component, SourceKind};
+use serde_json::Value;
+
+fn doc() -> Value {
+    serde_json::from_str(OPENAPI).unwrap()
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.strip_prefix("#/components/schemas/").unwrap();
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// Checks `value` against `schema`; pushes every mismatch with its JSON path.
+/// Fields the API sends that the schema does not list are mismatches too (`strict`).
+fn validate(doc: &Value, schema: &Value, value: &Value, path: &str, errors: &mut Vec<String>) {
+    check(doc, schema, value, path, errors, true);
+}
+
+fn properties<'a>(doc: &'a Value, schema: &'a Value, out: &mut BTreeSet<&'a str>) {
+    let schema = resolve(doc, schema);
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for s in all {
+            properties(doc, s, out);
+        }
+    }
+    if let Some(p) = schema.get("properties").and_then(Value::as_object) {
+        out.extend(p.keys().map(String::as_str));
+    }
+}
+
+fn check(
+    doc: &Value,
+    schema: &Value,
+    value: &Value,
+    path: &str,
+    errors: &mut Vec<String>,
+    strict: bool,
+) {
+    let schema = resolve(doc, schema);
+    if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
+        for s in all {
+            check(doc, s, value, path, errors, false);
+        }
+        if let Some(obj) = value.as_object() {
+            let mut known = BTreeSet::new();
+            properties(doc, schema, &mut known);
+            for k in obj.keys() {
+                if !known.contains(k.as_str()) {
+                    errors.push(format!("{path}.{k}: not documented"));
+                }
+            }
+        }
+        return;
+    }
+    if value.is_null() {
+        if schema.get("nullable") != Some(&Value::Bool(true)) {
+            errors.push(format!("{path}: null but not nullable"));
+        }
+        return;
+    }
+    let ok = match schema.get("type").and_then(Value::as_str) {
+        Some("object") => value.is_object(),
+        Some("array") => value.is_array(),
+        Some("string") => value.is_string(),
+        Some("integer") => value.is_u64() || value.is_i64(),
+        Some("number") => value.is_number(),
+        Some("boolean") => value.is_boolean(),
+        _ => true,
+    };
+    if !ok {
+        errors.push(format!("{path}: {value} is not of type {}", schema["type"]));
+        return;
+    }
+    if let Some(e) = schema.get("enum").and_then(Value::as_array) {
+        if !e.contains(value) {
+            errors.push(format!("{path}: {value} not in {e:?}"));
+        }
+    }
+    if let Some(req) = schema.get("required").and_then(Value::as_array) {
+        for r in req {
+            let k = r.as_str().unwrap();
+            if value.get(k).is_none() {
+                errors.push(format!("{path}: required {k} missing"));
+            }
+        }
+    }
+    if let (Some(props), Some(obj)) = (
+        schema.get("properties").and_then(Value::as_object),
+        value.as_object(),
+    ) {
+        for (k, v) in obj {
+            match props.get(k) {
+                Some(s) => check(doc, s, v, &format!("{path}.{k}"), errors, true),
+                None if strict => errors.push(format!("{path}.{k}: not documented")),
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            check(doc, items, v, &format!("{path}[{i}]"), errors, true);
+        }
+    }
+}
+
+#[test]
+fn the_document_lists_exactly_the_routes_of_the_router() {
+    let d = doc();
+    let documented: BTreeSet<(String, String)> = d["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    let routed: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, routed);
+}
+
+#[tokio::test]
+async fn every_documented_read_response_matches_its_schema() {
+    let h = Harness::new(
+        "[[site]]\nname='dc'\nzone='DE'\nhosts=['gpu-*']\nmarket_g_per_kwh=10.0\nmarket_source='contract'\n[[objective]]\nproject='chat'\nmonthly_energy_kwh=1.0\n[[objective]]\nproject='*'\nreduction_percent=10.0\nbaseline_month='2020-01'\n",
+    )
+    .await;
+    let agent = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(1);
+    let mut p = push(
+        "gpu-01",
+        vec![batch(
+            1,
+            1,
+            t0,
+            t0 + 15_000,
+            vec![
+                record(
+                    "chat",
+                    Component::Gpu,
+                    SourceKind::Nvml,
+                    t0,
+                    t0 + 15_000,
+                    5_000_000_000,
+                ),
+                record(
+                    "web",
+                    Component::Cpu,
+                    SourceKind::Estimate,
+                    t0,
+                    t0 + 15_000,
+                    1_000_000,
+                ),
+            ],
+        )],
+    );
+    p.batches[0].counters.push(empreinte_shared::wire::Counter {
+        project: "chat".into(),
+        component: Component::Gpu,
+        source: SourceKind::Nvml,
+        total_uj: 5_000_000_000,
+    });
+    let (status, ack) = h.push(&agent, &p).await;
+    assert_eq!(status, StatusCode::OK);
+    let d = doc();
+    let mut checked = 0;
+    for (path, ops) in d["paths"].as_object().unwrap() {
+        let Some(get) = ops.get("get") else { continue };
+        if !path.starts_with("/api/v1/") || path.ends_with("openapi.json") {
+            continue;
+        }
+        let queries: Vec<String> = if path.ends_with("/footprint") {
+            [
+                "project",
+                "host",
+                "site",
+                "component",
+                "source",
+                "day",
+                "hour",
+            ]
+            .iter()
+            .map(|g| format!("{path}?group_by={g}"))
+            .collect()
+        } else {
+            vec![path.clone()]
+        };
+        for q in queries {
+            let (status, body) = h.get(&reader, &q).await;
+            assert_eq!(status, StatusCode::OK, "{q}: {body}");
+            let schema = &get["responses"]["200"]["content"]["application/json"]["schema"];
+            let mut errors = Vec::new();
+            validate(&d, schema, &body, "$", &mut errors);
+            assert!(errors.is_empty(), "{q}: {errors:#?}\n{body}");
+            checked += 1;
+        }
+        // Without a token: 401, as documented.
+        let (status, body) = h.get("emp_nope_nope", path).await;
+        assert!(
+            get["responses"][status.as_str()].is_object(),
+            "{path}: {status} undocumented ({body})"
+        );
+    }
+    assert!(checked >= 11, "{checked}");
+    // The ingest acknowledgement and a refusal, too.
+    let post = &d["paths"]["/api/v1/ingest"]["post"];
+    let mut errors = Vec::new();
+    validate(
+        &d,
+        &post["responses"]["200"]["content"]["application/json"]["schema"],
+        &serde_json::from_str(&ack).unwrap(),
+        "$",
+        &mut errors,
+    );
+    let (status, refusal) = h.push_raw(Some(&agent), "{}").await;
+    let refusal: Value = serde_json::from_str(&refusal).unwrap();
+    validate(
+        &d,
+        &post["responses"][status.as_str()]["content"]["application/json"]["schema"],
+        &refusal,
+        "$",
+        &mut errors,
+    );
+    assert!(errors.is_empty(), "{errors:#?}");
+}
