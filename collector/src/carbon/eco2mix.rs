@@ -29,7 +29,10 @@ use super::units::FactorKind;
 
 const EXPECTED: &str = "an eCO2mix export (RTE download or ODRÉ CSV)";
 const PARIS: &str = "Europe/Paris";
-/// Used when a file holds a single point: the shortest eCO2mix step.
+/// eCO2mix steps: 15 minutes in real-time data, 30 in older consolidated data.
+const STEPS_S: [u32; 2] = [900, 1800];
+/// Used when no two points are one step apart: the shortest step, so that a point never
+/// claims more time than it may cover.
 const FALLBACK_STEP_S: u32 = 900;
 
 /// Parses an eCO2mix export of either shape. `progress` is called with the number of
@@ -191,6 +194,7 @@ pub(crate) fn parse_text(text: &str) -> Result<IntensitySeries, ImportError> {
         "FR".to_owned(),
         source.to_owned(),
         FactorKind::Direct,
+        &STEPS_S,
         FALLBACK_STEP_S,
     )
 }

@@ -25,7 +25,8 @@ use super::import::{
 use super::units::FactorKind;
 
 const EXPECTED: &str = "an Electricity Maps export (history CSV or API JSON)";
-/// Used when a file holds a single point: Electricity Maps' history is hourly.
+/// Used when a file holds a single point: Electricity Maps' history is hourly. Other
+/// steps (daily, monthly exports) are detected from the data.
 const FALLBACK_STEP_S: u32 = 3600;
 
 /// Parses an Electricity Maps export of either shape. `progress` is called with the
@@ -173,6 +174,7 @@ fn parse_csv(text: &str) -> Result<IntensitySeries, ImportError> {
         zone,
         "Electricity Maps, history export (CSV)".to_owned(),
         kind,
+        &[],
         FALLBACK_STEP_S,
     )
 }
@@ -283,6 +285,7 @@ fn parse_json(text: &str) -> Result<IntensitySeries, ImportError> {
         zone,
         "Electricity Maps API, carbon-intensity history".to_owned(),
         kind.unwrap_or(FactorKind::Lifecycle),
+        &[],
         FALLBACK_STEP_S,
     )
 }

@@ -2,8 +2,8 @@
 //! and the time-weighted mean the store uses for an hour.
 //!
 //! Every parser reads the whole input (reporting bytes read to a progress callback), turns
-//! rows into raw points through a [`PointCollector`], which validates values and records
-//! what it skips, then [`PointCollector::finish`] sorts, removes duplicates, detects the
+//! rows into raw points through a `PointCollector`, which validates values and records
+//! what it skips, then `PointCollector::finish` sorts, removes duplicates, detects the
 //! step and gives each point its duration: the time to the next point, capped at the step
 //! (the last point gets the step), so points never overlap and a hole stays a hole.
 
@@ -300,14 +300,16 @@ impl PointCollector {
         });
     }
 
-    /// Sorts, keeps the first of points at the same instant, detects the step (the most
-    /// common interval between points; `fallback_step_s` for a single point), sets
-    /// durations and counts gaps.
+    /// Sorts, keeps the first of points at the same instant, detects the step, sets
+    /// durations and counts gaps. The step is the most common interval between
+    /// consecutive points among `allowed_steps_s` (any interval if it is empty);
+    /// `fallback_step_s` when no interval qualifies (a single point, or only holes).
     pub(crate) fn finish(
         mut self,
         zone: String,
         source: String,
         kind: FactorKind,
+        allowed_steps_s: &[u32],
         fallback_step_s: u32,
     ) -> Result<IntensitySeries, ImportError> {
         if self.raw.is_empty() {
@@ -322,7 +324,9 @@ impl PointCollector {
         self.raw.dedup_by_key(|p| p.start_unix_s);
         self.report.duplicates_resolved += (before - self.raw.len()) as u64;
 
-        let step_s = detect_step(&self.raw).unwrap_or(fallback_step_s).max(1);
+        let step_s = detect_step(&self.raw, allowed_steps_s)
+            .unwrap_or(fallback_step_s)
+            .max(1);
         let step = i64::from(step_s);
         let mut points = Vec::with_capacity(self.raw.len());
         for (i, p) in self.raw.iter().enumerate() {
@@ -354,13 +358,16 @@ impl PointCollector {
     }
 }
 
-/// The most common interval between consecutive points (the shortest on a tie), if it
-/// fits in a `u32`.
-fn detect_step(raw: &[RawPoint]) -> Option<u32> {
+/// The most common interval between consecutive points (the shortest on a tie), among
+/// `allowed` if it is not empty, if it fits in a `u32`.
+fn detect_step(raw: &[RawPoint], allowed: &[u32]) -> Option<u32> {
     let mut counts: Vec<(i64, usize)> = Vec::new();
     for w in raw.windows(2) {
         if let [a, b] = w {
             let d = b.start_unix_s - a.start_unix_s;
+            if !allowed.is_empty() && !allowed.iter().any(|&s| i64::from(s) == d) {
+                continue;
+            }
             match counts.iter_mut().find(|(v, _)| *v == d) {
                 Some((_, n)) => *n += 1,
                 None => counts.push((d, 1)),
@@ -419,7 +426,7 @@ mod tests {
             c.push(at(s), g);
         }
         let s = c
-            .finish("FR".into(), "t".into(), FactorKind::Direct, 60)
+            .finish("FR".into(), "t".into(), FactorKind::Direct, &[], 60)
             .unwrap();
         assert_eq!(s.step_s, 900);
         let got: Vec<(i64, u32, f64)> = s
