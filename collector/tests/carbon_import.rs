@@ -380,6 +380,16 @@ fn detection_by_content_picks_the_right_parser() {
     }
 }
 
+#[test]
+fn detection_names_both_formats_when_neither_fits() {
+    let e = parse_intensity(b"when,value\n2024,3\n".as_slice(), &mut |_| {}).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "not a supported intensity export (RTE eCO2mix or Electricity Maps): \
+         the first line is neither `;` nor tab separated: \"when,value\""
+    );
+}
+
 /// A reader that hands out a few bytes at a time, as a slow file would.
 struct Trickle<'a>(&'a [u8]);
 

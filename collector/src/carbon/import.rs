@@ -161,7 +161,13 @@ pub fn parse_intensity<R: Read>(
     if looks_like_json || lower.contains("carbon intensity") || lower.contains("datetime (utc)") {
         super::electricitymaps::parse_text(&text)
     } else {
-        super::eco2mix::parse_text(&text)
+        super::eco2mix::parse_text(&text).map_err(|e| match e {
+            ImportError::NotFormat { found, .. } => ImportError::NotFormat {
+                expected: "a supported intensity export (RTE eCO2mix or Electricity Maps)",
+                found,
+            },
+            other => other,
+        })
     }
 }
 
