@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod carbon;
 pub mod clock;
 pub mod config;
 pub mod footprint;

@@ -1,0 +1,587 @@
+//! The carbon coefficients: grid intensity per zone, PUE per facility kind and embodied
+//! emissions per hardware model, each with its source and year.
+//!
+//! The built-in ones come from `collector/data/carbon.toml`, compiled in. An organisation's
+//! own file, in the same format, is merged over them ([`Coefficients::from_toml_str`]):
+//! its entries are marked `is_default = false`, the built-in ones `is_default = true`, so a
+//! report can flag every figure that is a default rather than the organisation's own.
+
+use serde::Deserialize;
+
+use super::units::{FactorKind, GramsPerKwh, KgCo2e};
+
+/// The built-in coefficients, as shipped.
+const BUILT_IN_TOML: &str = include_str!("../../data/carbon.toml");
+
+/// The highest grid intensity accepted (g/kWh); the dirtiest grids are below 1,000.
+pub const MAX_G_PER_KWH: f64 = 2000.0;
+
+/// Hours in a year, as Boavizta counts lifetimes (4 years = 35,040 h).
+const HOURS_PER_YEAR: f64 = 8760.0;
+
+/// Carbon intensity of a zone's electricity, over a year.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GridFactor {
+    /// ISO 3166 alpha-2 code, or `EU27`, `WORLD` (upper case).
+    pub zone: String,
+    pub name_fr: String,
+    pub name_en: String,
+    pub g_per_kwh: GramsPerKwh,
+    /// The year the figure describes.
+    pub year: i16,
+    /// Publisher, then document or dataset.
+    pub source: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub kind: FactorKind,
+    /// The entry [`Coefficients::grid`] returns for its zone (`default = true` in the file).
+    #[serde(default)]
+    pub default: bool,
+    /// Caveats a reader of a report should see.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// True for a built-in figure, false for the organisation's own. Not read from files.
+    #[serde(skip)]
+    pub is_default: bool,
+}
+
+/// The kind of facility a PUE default describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FacilityKind {
+    Hyperscale,
+    Colocation,
+    /// Edge sites and small server rooms (a municipal server room).
+    EdgeOrServerRoom,
+    /// The average over all data centres.
+    GlobalAverage,
+}
+
+/// A default power usage effectiveness (facility energy / IT energy, ≥ 1).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PueDefault {
+    pub kind: FacilityKind,
+    pub pue: f64,
+    pub year: i16,
+    pub source: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The entry [`Coefficients::pue`] returns for its kind.
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// True for a built-in figure, false for the organisation's own. Not read from files.
+    #[serde(skip)]
+    pub is_default: bool,
+}
+
+/// What a piece of hardware is, for embodied emissions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HardwareKind {
+    /// One accelerator card.
+    Gpu,
+    /// A server without its GPUs (add the cards separately).
+    Server,
+    /// A whole server, GPUs included.
+    ServerWithGpus,
+}
+
+/// Manufacturing footprint of a piece of hardware and the lifetime it is amortised over.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbodiedDefault {
+    /// Stable identifier, e.g. `nvidia-h100`.
+    pub id: String,
+    /// What it is, for people.
+    pub name: String,
+    pub kind: HardwareKind,
+    pub kgco2e: KgCo2e,
+    pub lifetime_years: f64,
+    pub year: i16,
+    pub source: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// True for a built-in figure, false for the organisation's own. Not read from files.
+    #[serde(skip)]
+    pub is_default: bool,
+}
+
+impl EmbodiedDefault {
+    /// The share of the footprint attributed to `used_s` seconds of use:
+    /// `kgco2e × used / lifetime` (Boavizta's amortisation; a year is 8,760 h).
+    pub fn amortised_kgco2e(&self, used_s: f64) -> KgCo2e {
+        let lifetime_s = self.lifetime_years * HOURS_PER_YEAR * 3600.0;
+        if lifetime_s <= 0.0 || !used_s.is_finite() || used_s <= 0.0 {
+            return KgCo2e(0.0);
+        }
+        KgCo2e(self.kgco2e.0 * used_s / lifetime_s)
+    }
+}
+
+/// The file format: the built-in data file and an organisation's own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CoefficientsFile {
+    #[serde(default)]
+    grid: Vec<GridFactor>,
+    #[serde(default)]
+    pue: Vec<PueDefault>,
+    #[serde(default)]
+    embodied: Vec<EmbodiedDefault>,
+}
+
+/// Why a coefficients file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CoefficientsError {
+    #[error("{origin}: not a valid coefficients file: {source}")]
+    Parse {
+        origin: &'static str,
+        #[source]
+        source: toml::de::Error,
+    },
+    #[error("{origin}: {} problem(s): {}", problems.len(), problems.join("; "))]
+    Invalid {
+        origin: &'static str,
+        problems: Vec<String>,
+    },
+}
+
+/// All coefficients: built-in ones, with an organisation's own merged over them.
+///
+/// Lookups prefer the organisation's entries, then the one marked `default = true`, then
+/// the most recent year.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Coefficients {
+    grid: Vec<GridFactor>,
+    pue: Vec<PueDefault>,
+    embodied: Vec<EmbodiedDefault>,
+}
+
+const BUILT_IN: &str = "built-in carbon.toml";
+const ORGANISATION: &str = "organisation's coefficients";
+
+impl Coefficients {
+    /// The built-in coefficients alone.
+    pub fn built_in() -> Result<Coefficients, CoefficientsError> {
+        let file = parse_file(BUILT_IN_TOML, BUILT_IN, true)?;
+        Ok(Coefficients {
+            grid: file.grid,
+            pue: file.pue,
+            embodied: file.embodied,
+        })
+    }
+
+    /// The built-in coefficients with an organisation's own file (same format) merged over
+    /// them. An organisation's entry replaces a built-in one with the same zone and source
+    /// (grid), kind and source (PUE) or id (embodied); other entries are added.
+    pub fn from_toml_str(organisation_toml: &str) -> Result<Coefficients, CoefficientsError> {
+        let mut merged = Coefficients::built_in()?;
+        let own = parse_file(organisation_toml, ORGANISATION, false)?;
+        for g in own.grid {
+            merged
+                .grid
+                .retain(|b| !(b.zone.eq_ignore_ascii_case(&g.zone) && b.source == g.source));
+            merged.grid.push(g);
+        }
+        for p in own.pue {
+            merged
+                .pue
+                .retain(|b| !(b.kind == p.kind && b.source == p.source));
+            merged.pue.push(p);
+        }
+        for e in own.embodied {
+            merged.embodied.retain(|b| b.id != e.id);
+            merged.embodied.push(e);
+        }
+        Ok(merged)
+    }
+
+    /// The factor to use for a zone: the organisation's own if it gives one, else the
+    /// entry marked `default = true`, else the most recent year. Zone codes are matched
+    /// without regard to case.
+    pub fn grid(&self, zone: &str) -> Option<&GridFactor> {
+        self.grid_all(zone)
+            .into_iter()
+            .max_by_key(|g| (!g.is_default, g.default, g.year))
+    }
+
+    /// Every factor known for a zone, in file order (built-in first).
+    pub fn grid_all(&self, zone: &str) -> Vec<&GridFactor> {
+        self.grid
+            .iter()
+            .filter(|g| g.zone.eq_ignore_ascii_case(zone))
+            .collect()
+    }
+
+    /// Every grid factor, every zone.
+    pub fn grid_factors(&self) -> &[GridFactor] {
+        &self.grid
+    }
+
+    /// The PUE to use for a kind of facility, chosen as [`Coefficients::grid`] chooses.
+    pub fn pue(&self, kind: FacilityKind) -> Option<&PueDefault> {
+        self.pue
+            .iter()
+            .filter(|p| p.kind == kind)
+            .max_by_key(|p| (!p.is_default, p.default, p.year))
+    }
+
+    /// Every PUE entry.
+    pub fn pue_all(&self) -> &[PueDefault] {
+        &self.pue
+    }
+
+    /// The embodied emissions of a hardware model, by id.
+    pub fn embodied(&self, id: &str) -> Option<&EmbodiedDefault> {
+        self.embodied.iter().find(|e| e.id == id)
+    }
+
+    /// Every embodied entry.
+    pub fn embodied_all(&self) -> &[EmbodiedDefault] {
+        &self.embodied
+    }
+}
+
+fn parse_file(
+    text: &str,
+    origin: &'static str,
+    is_default: bool,
+) -> Result<CoefficientsFile, CoefficientsError> {
+    let mut file: CoefficientsFile =
+        toml::from_str(text).map_err(|source| CoefficientsError::Parse { origin, source })?;
+    let problems = validate(&file);
+    if !problems.is_empty() {
+        return Err(CoefficientsError::Invalid { origin, problems });
+    }
+    file.grid.iter_mut().for_each(|g| g.is_default = is_default);
+    file.pue.iter_mut().for_each(|p| p.is_default = is_default);
+    file.embodied
+        .iter_mut()
+        .for_each(|e| e.is_default = is_default);
+    Ok(file)
+}
+
+/// Every problem in a file, so that all can be fixed at once.
+fn validate(file: &CoefficientsFile) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut check_common = |what: String, source: &str, year: i16| {
+        if source.trim().is_empty() {
+            problems.push(format!("{what}: `source` is empty"));
+        }
+        if !(1990..=2100).contains(&year) {
+            problems.push(format!("{what}: year {year} is not plausible"));
+        }
+    };
+    for g in &file.grid {
+        check_common(format!("grid zone {}", g.zone), &g.source, g.year);
+    }
+    for p in &file.pue {
+        check_common(format!("pue {:?}", p.kind), &p.source, p.year);
+    }
+    for e in &file.embodied {
+        check_common(format!("embodied {}", e.id), &e.source, e.year);
+    }
+
+    let mut seen_grid: Vec<(String, &str)> = Vec::new();
+    let mut defaults_per_zone: Vec<String> = Vec::new();
+    for g in &file.grid {
+        let what = format!("grid zone {}", g.zone);
+        let zone_ok = !g.zone.is_empty()
+            && g.zone
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-');
+        if !zone_ok {
+            problems.push(format!(
+                "{what}: a zone is an upper-case code (ISO 3166 alpha-2, EU27, WORLD or an Electricity Maps zone id)"
+            ));
+        }
+        let v = g.g_per_kwh.0;
+        if !(v.is_finite() && v > 0.0 && v <= MAX_G_PER_KWH) {
+            problems.push(format!(
+                "{what}: g_per_kwh {v} is outside (0, {MAX_G_PER_KWH}]"
+            ));
+        }
+        if g.name_fr.trim().is_empty() || g.name_en.trim().is_empty() {
+            problems.push(format!("{what}: name_fr and name_en are required"));
+        }
+        let key = (g.zone.to_ascii_uppercase(), g.source.as_str());
+        if seen_grid.contains(&key) {
+            problems.push(format!(
+                "{what}: two entries with the source \"{}\"",
+                g.source
+            ));
+        }
+        seen_grid.push(key);
+        if g.default {
+            if defaults_per_zone.contains(&g.zone) {
+                problems.push(format!("{what}: more than one entry has `default = true`"));
+            }
+            defaults_per_zone.push(g.zone.clone());
+        }
+    }
+
+    let mut seen_pue: Vec<(FacilityKind, &str)> = Vec::new();
+    let mut pue_defaults: Vec<FacilityKind> = Vec::new();
+    for p in &file.pue {
+        let what = format!("pue {:?}", p.kind);
+        if !(p.pue.is_finite() && (1.0..=4.0).contains(&p.pue)) {
+            problems.push(format!("{what}: pue {} is outside [1, 4]", p.pue));
+        }
+        if seen_pue.contains(&(p.kind, p.source.as_str())) {
+            problems.push(format!(
+                "{what}: two entries with the source \"{}\"",
+                p.source
+            ));
+        }
+        seen_pue.push((p.kind, p.source.as_str()));
+        if p.default {
+            if pue_defaults.contains(&p.kind) {
+                problems.push(format!("{what}: more than one entry has `default = true`"));
+            }
+            pue_defaults.push(p.kind);
+        }
+    }
+
+    let mut seen_ids: Vec<&str> = Vec::new();
+    for e in &file.embodied {
+        let what = format!("embodied {}", e.id);
+        if e.id.trim().is_empty() {
+            problems.push("embodied: an entry has an empty id".to_owned());
+        }
+        if seen_ids.contains(&e.id.as_str()) {
+            problems.push(format!("{what}: the id appears twice"));
+        }
+        seen_ids.push(&e.id);
+        if !(e.kgco2e.0.is_finite() && e.kgco2e.0 > 0.0) {
+            problems.push(format!("{what}: kgco2e {} is not positive", e.kgco2e.0));
+        }
+        if !(e.lifetime_years.is_finite() && e.lifetime_years > 0.0 && e.lifetime_years <= 30.0) {
+            problems.push(format!(
+                "{what}: lifetime_years {} is outside (0, 30]",
+                e.lifetime_years
+            ));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built_in() -> Coefficients {
+        Coefficients::built_in().unwrap()
+    }
+
+    #[test]
+    fn every_built_in_entry_has_a_source_a_plausible_year_and_a_positive_value() {
+        let c = built_in();
+        for g in c.grid_factors() {
+            assert!(!g.source.trim().is_empty(), "{}: empty source", g.zone);
+            assert!(
+                (2015..=2026).contains(&g.year),
+                "{}: year {}",
+                g.zone,
+                g.year
+            );
+            assert!(g.g_per_kwh.0 > 0.0 && g.g_per_kwh.0 <= MAX_G_PER_KWH);
+            assert!(g.is_default, "{}: built-in entries are defaults", g.zone);
+        }
+        for p in c.pue_all() {
+            assert!(!p.source.trim().is_empty());
+            assert!((2015..=2026).contains(&p.year));
+            assert!(p.pue >= 1.0);
+            assert!(p.is_default);
+        }
+        for e in c.embodied_all() {
+            assert!(!e.source.trim().is_empty(), "{}", e.id);
+            assert!((2015..=2026).contains(&e.year), "{}", e.id);
+            assert!(e.kgco2e.0 > 0.0 && e.lifetime_years > 0.0, "{}", e.id);
+            assert!(e.is_default);
+        }
+    }
+
+    #[test]
+    fn zone_and_source_pairs_are_unique() {
+        let c = built_in();
+        let mut pairs: Vec<(&str, &str)> = c
+            .grid_factors()
+            .iter()
+            .map(|g| (g.zone.as_str(), g.source.as_str()))
+            .collect();
+        let n = pairs.len();
+        pairs.sort_unstable();
+        pairs.dedup();
+        assert_eq!(pairs.len(), n);
+    }
+
+    #[test]
+    fn the_zones_the_issue_names_are_all_there() {
+        let c = built_in();
+        for zone in [
+            "FR", "DE", "PL", "ES", "IT", "GB", "SE", "NO", "US", "CN", "IN", "EU27", "WORLD",
+        ] {
+            assert!(c.grid(zone).is_some(), "{zone} missing");
+        }
+        for kind in [
+            FacilityKind::Hyperscale,
+            FacilityKind::Colocation,
+            FacilityKind::EdgeOrServerRoom,
+            FacilityKind::GlobalAverage,
+        ] {
+            assert!(c.pue(kind).is_some(), "{kind:?} missing");
+        }
+    }
+
+    #[test]
+    fn france_defaults_to_the_lifecycle_factor_and_keeps_the_others() {
+        let c = built_in();
+        let fr = c.grid("fr").unwrap();
+        assert_eq!(fr.g_per_kwh, GramsPerKwh(56.0));
+        assert_eq!(fr.kind, FactorKind::Lifecycle);
+        let all: Vec<f64> = c.grid_all("FR").iter().map(|g| g.g_per_kwh.0).collect();
+        assert_eq!(all, vec![56.0, 44.2, 21.7]);
+        let rte = c.grid_all("FR")[2];
+        assert_eq!(rte.kind, FactorKind::Direct);
+    }
+
+    #[test]
+    fn without_a_default_mark_the_most_recent_year_wins() {
+        let c = built_in();
+        // Two Uptime figures, 2024 marked default; an organisation file without marks:
+        let c2 = Coefficients::from_toml_str(
+            r#"
+            [[grid]]
+            zone = "XK"
+            name_fr = "Test"
+            name_en = "Test"
+            g_per_kwh = 100.0
+            year = 2020
+            kind = "direct"
+            source = "A"
+            [[grid]]
+            zone = "XK"
+            name_fr = "Test"
+            name_en = "Test"
+            g_per_kwh = 90.0
+            year = 2023
+            kind = "direct"
+            source = "B"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c2.grid("XK").unwrap().g_per_kwh, GramsPerKwh(90.0));
+        assert_eq!(c.pue(FacilityKind::GlobalAverage).unwrap().pue, 1.56);
+    }
+
+    #[test]
+    fn an_organisations_figures_win_and_are_not_flagged_as_defaults() {
+        let c = Coefficients::from_toml_str(
+            r#"
+            [[grid]]
+            zone = "FR"
+            name_fr = "France"
+            name_en = "France"
+            g_per_kwh = 52.0
+            year = 2025
+            kind = "lifecycle"
+            source = "ADEME, Base Empreinte, mix moyen consommation"
+
+            [[pue]]
+            kind = "edge_or_server_room"
+            pue = 1.8
+            year = 2025
+            source = "Mairie, relevé du compteur de la salle serveur"
+
+            [[embodied]]
+            id = "nvidia-h100"
+            name = "H100, our supplier's declaration"
+            kind = "gpu"
+            kgco2e = 200.0
+            lifetime_years = 5.0
+            year = 2025
+            source = "Supplier"
+            "#,
+        )
+        .unwrap();
+        let fr = c.grid("FR").unwrap();
+        assert_eq!(fr.g_per_kwh, GramsPerKwh(52.0));
+        assert!(!fr.is_default);
+        assert_eq!(c.grid_all("FR").len(), 4);
+        assert!(c.grid("DE").unwrap().is_default);
+        let pue = c.pue(FacilityKind::EdgeOrServerRoom).unwrap();
+        assert_eq!((pue.pue, pue.is_default), (1.8, false));
+        let h100 = c.embodied("nvidia-h100").unwrap();
+        assert_eq!((h100.kgco2e, h100.is_default), (KgCo2e(200.0), false));
+        assert_eq!(c.embodied_all().len(), built_in().embodied_all().len());
+    }
+
+    #[test]
+    fn bad_organisation_files_are_refused_with_every_problem() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[[grid]]\nzone = \"FR\"\nis_default = false",
+                &["is_default"],
+            ),
+            ("[[nonsense]]\nx = 1", &["nonsense"]),
+            (
+                r#"[[grid]]
+                zone = "fr"
+                name_fr = "France"
+                name_en = "France"
+                g_per_kwh = -3.0
+                year = 1850
+                kind = "lifecycle"
+                source = " ""#,
+                &[
+                    "upper-case",
+                    "g_per_kwh -3",
+                    "year 1850",
+                    "`source` is empty",
+                ],
+            ),
+            (
+                r#"[[embodied]]
+                id = "x"
+                name = "x"
+                kind = "gpu"
+                kgco2e = 0.0
+                lifetime_years = 0.0
+                year = 2024
+                source = "s""#,
+                &["kgco2e 0 is not positive", "lifetime_years 0"],
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = Coefficients::from_toml_str(text).unwrap_err().to_string();
+            assert!(message.starts_with(ORGANISATION), "{message}");
+            for e in *expected {
+                assert!(message.contains(e), "{message:?} should mention {e:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn amortisation_follows_the_lifetime() {
+        let c = built_in();
+        let h100 = c.embodied("nvidia-h100").unwrap();
+        // One year of a 3-year, 164 kg card: a third.
+        let one_year_s = 8760.0 * 3600.0;
+        let share = h100.amortised_kgco2e(one_year_s).0;
+        assert!((share - 164.0 / 3.0).abs() < 1e-9);
+        assert_eq!(
+            c.embodied("nvidia-h100-boavizta").unwrap().kgco2e,
+            KgCo2e(575.0)
+        );
+        assert_eq!(
+            c.embodied("gpu-server-8gpu-base").unwrap().kind,
+            HardwareKind::Server
+        );
+    }
+}
