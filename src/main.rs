@@ -1,5 +1,8 @@
 //! `empreinte`: one binary, with a subcommand per part of the system.
 
+mod carbon_cli;
+mod collector_cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +28,13 @@ struct Cli {
 enum Command {
     /// Run the agent: measure this host's energy and serve it on /metrics.
     Agent(AgentCommand),
+    /// Run the collector: receive the agents' energy, store it, turn it into CO2e and
+    /// serve the footprint (API, /metrics).
+    Collector(collector_cli::CollectorCommand),
+    /// Create, revoke and list the collector's access tokens.
+    Token(collector_cli::TokenCommand),
+    /// Carbon coefficients: list them, import grid intensity time series.
+    Carbon(carbon_cli::CarbonCommand),
 }
 
 #[derive(Args)]
@@ -125,6 +135,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Collector(cmd) => collector_cli::collector(cmd),
+        Command::Token(cmd) => collector_cli::token(cmd),
+        Command::Carbon(cmd) => carbon_cli::carbon(cmd),
         Command::Agent(AgentCommand {
             action: None,
             flags,

@@ -27,8 +27,8 @@ pub trait Defaults: Send + Sync {
     fn embodied(&self, id: &str) -> Option<EmbodiedFigure>;
 }
 
-/// Hours in a year (365.25 days), to amortise over lifetimes in years.
-pub const HOURS_PER_YEAR: f64 = 8_766.0;
+/// Hours in a year of use (365 days, as Boavizta counts), to amortise over lifetimes.
+pub const HOURS_PER_YEAR: f64 = 8_760.0;
 
 /// Host plans from the configuration and the defaults, made once per host.
 pub struct Planner {
@@ -252,5 +252,117 @@ impl Planner {
                 detail: parts.join("; "),
             },
         })
+    }
+}
+
+/// The built-in table (with an organisation's own file merged over it) as defaults.
+impl Defaults for crate::carbon::Coefficients {
+    fn grid(&self, zone: &str) -> Option<Coefficient> {
+        let g = crate::carbon::Coefficients::grid(self, zone)?;
+        Some(Coefficient {
+            kind: CoefficientKind::GridIntensity,
+            subject: g.zone.clone(),
+            value: g.g_per_kwh.0,
+            unit: "gCO2e/kWh",
+            source: g.source.clone(),
+            year: Some(i32::from(g.year)),
+            is_default: g.is_default,
+            detail: format!("{} factor", g.kind.as_str()),
+        })
+    }
+
+    fn pue(&self) -> Coefficient {
+        let chosen =
+            crate::carbon::Coefficients::pue(self, crate::carbon::FacilityKind::GlobalAverage);
+        match chosen {
+            Some(p) => Coefficient {
+                kind: CoefficientKind::Pue,
+                subject: String::new(),
+                value: p.pue,
+                unit: "",
+                source: p.source.clone(),
+                year: Some(i32::from(p.year)),
+                is_default: p.is_default,
+                detail: "global average: the site gives no PUE of its own".into(),
+            },
+            None => Coefficient {
+                kind: CoefficientKind::Pue,
+                subject: String::new(),
+                value: 1.0,
+                unit: "",
+                source: "no PUE known: IT energy only".into(),
+                year: None,
+                is_default: true,
+                detail: String::new(),
+            },
+        }
+    }
+
+    fn embodied(&self, id: &str) -> Option<EmbodiedFigure> {
+        let e = crate::carbon::Coefficients::embodied(self, id)?;
+        Some(EmbodiedFigure {
+            kgco2e: e.kgco2e.0,
+            lifetime_years: e.lifetime_years,
+            source: e.source.clone(),
+            year: Some(i32::from(e.year)),
+        })
+    }
+}
+
+/// The coefficients for `config`: the built-in table, with the organisation's
+/// `coefficients_file` merged over it.
+pub fn load_coefficients(config: &CollectorConfig) -> anyhow::Result<crate::carbon::Coefficients> {
+    use anyhow::Context;
+    match &config.coefficients_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read coefficients_file {}", path.display()))?;
+            crate::carbon::Coefficients::from_toml_str(&text)
+                .with_context(|| format!("in coefficients_file {}", path.display()))
+        }
+        None => {
+            crate::carbon::Coefficients::built_in().context("the built-in carbon.toml is invalid")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_defaults_give_france_and_flag_themselves() {
+        let c = crate::carbon::Coefficients::built_in().unwrap();
+        let fr = Defaults::grid(&c, "FR").unwrap();
+        assert!(
+            fr.is_default && fr.value > 10.0 && fr.year.is_some(),
+            "{fr:?}"
+        );
+        let pue = Defaults::pue(&c);
+        assert!(pue.is_default && pue.value > 1.0, "{pue:?}");
+        let config = CollectorConfig::from_toml(
+            "[[inventory]]\nhosts=['gpu-*']\nserver='gpu-server-8gpu-base'\ngpus=[{model='nvidia-h100', count=8}]\n",
+        )
+        .unwrap();
+        let planner = Planner::new(Arc::new(config), Arc::new(c));
+        assert_eq!(planner.problems(), vec![]);
+        let e = planner.host("gpu-01").embodied.clone().unwrap();
+        // 5,700 kg over 3 years + 8 × 164 kg over 3 years, per hour.
+        let expected = (5_700.0 + 8.0 * 164.0) * 1000.0 / (3.0 * HOURS_PER_YEAR);
+        assert!((e.coefficient.value - expected).abs() < 1e-9, "{e:?}");
+        assert!(e.coefficient.is_default);
+        assert!(planner.host("web-01").embodied.is_none());
+    }
+
+    #[test]
+    fn unknown_zones_and_hardware_are_named() {
+        let c = crate::carbon::Coefficients::built_in().unwrap();
+        let config = CollectorConfig::from_toml(
+            "[[site]]\nname='x'\nzone='ATLANTIS'\nhosts=['a']\n[[inventory]]\nhosts=['a']\ngpus=[{model='nvidia-h999', count=1}]\n",
+        )
+        .unwrap();
+        let planner = Planner::new(Arc::new(config), Arc::new(c));
+        let keys: Vec<String> = planner.problems().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["site[0].zone", "inventory[0].gpus[0].model"]);
     }
 }

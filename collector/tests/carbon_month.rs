@@ -22,11 +22,11 @@ hosts = ["srv-1"]
 
 [[inventory]]
 hosts = ["srv-1"]
-# 43.83 kg over one year (8,766 h): 5 g per hour.
-server_kgco2e = 43.83
+# 43.8 kg over one year (8,760 h): 5 g per hour.
+server_kgco2e = 43.8
 server_lifetime_years = 1.0
 server_source = "test figure"
-# 87.66 kg per card over one year: 10 g per hour per card.
+# 87.6 kg per card over one year: 10 g per hour per card.
 gpus = [{ model = "test-gpu", count = 2 }]
 
 [[objective]]

@@ -53,7 +53,7 @@ impl Defaults for TestDefaults {
     }
     fn embodied(&self, id: &str) -> Option<EmbodiedFigure> {
         (id == "test-gpu").then(|| EmbodiedFigure {
-            kgco2e: 87.66,
+            kgco2e: 87.6,
             lifetime_years: 1.0,
             source: "test".into(),
             year: Some(2024),

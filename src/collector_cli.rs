@@ -1,0 +1,213 @@
+//! `empreinte collector` and `empreinte token`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use empreinte_collector::config::{CollectorConfig, Overrides};
+use empreinte_collector::store::sqlite::SqliteStore;
+use empreinte_collector::store::{Store, TokenKind};
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CollectorCommand {
+    #[command(subcommand)]
+    action: Option<CollectorAction>,
+    #[command(flatten)]
+    flags: CollectorFlags,
+}
+
+#[derive(Subcommand)]
+enum CollectorAction {
+    /// Print the default configuration file, commented.
+    DefaultConfig,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct CollectorFlags {
+    /// Configuration file (TOML). Flags override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP server [default: 0.0.0.0:9820].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Where the database lives [default: /var/lib/empreinte].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl CollectorFlags {
+    pub fn load(&self) -> anyhow::Result<CollectorConfig> {
+        Ok(CollectorConfig::load(
+            self.config.as_deref(),
+            &Overrides {
+                listen: self.listen,
+                data_dir: self.data_dir.clone(),
+            },
+        )?)
+    }
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn collector(cmd: CollectorCommand) -> anyhow::Result<ExitCode> {
+    match cmd.action {
+        Some(CollectorAction::DefaultConfig) => {
+            print!("{}", CollectorConfig::example_toml());
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            let config = cmd.flags.load()?;
+            let coefficients = empreinte_collector::plan::load_coefficients(&config)?;
+            runtime()?.block_on(empreinte_collector::server::run(
+                config,
+                std::sync::Arc::new(coefficients),
+                empreinte_agent::server::shutdown_signal(),
+                |_, _| {},
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct TokenCommand {
+    #[command(subcommand)]
+    action: TokenAction,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Create a token and print it (only once: only its hash is kept).
+    Create {
+        #[command(flatten)]
+        flags: CollectorFlags,
+        /// `agent` (pushes one agent's energy) or `read` (reads the API).
+        #[arg(long, value_name = "agent|read", value_parser = parse_kind)]
+        kind: TokenKind,
+        /// The agent's id (its host name by default), for an agent token.
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        /// A note for the list (who holds it).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Revoke a token by its id.
+    Revoke {
+        #[command(flatten)]
+        flags: CollectorFlags,
+        id: String,
+    },
+    /// List tokens (ids, kinds, agents, dates; never secrets).
+    List {
+        #[command(flatten)]
+        flags: CollectorFlags,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<TokenKind, String> {
+    match s {
+        "agent" => Ok(TokenKind::Agent),
+        "read" => Ok(TokenKind::Read),
+        other => Err(format!(
+            "{other:?} is not a token kind: expected agent or read"
+        )),
+    }
+}
+
+async fn open_store(flags: &CollectorFlags) -> anyhow::Result<SqliteStore> {
+    let config = flags.load()?;
+    SqliteStore::open(&config.data_dir)
+        .await
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+}
+
+fn date(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(i64::try_from(ms).unwrap_or(i64::MAX))
+        .map(|t| t.strftime("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+pub fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let now = empreinte_collector::clock::now_unix_ms();
+        match cmd.action {
+            TokenAction::Create {
+                flags,
+                kind,
+                agent,
+                note,
+            } => {
+                if let Some(a) = &agent {
+                    empreinte_shared::wire::check_name(a)
+                        .map_err(|e| anyhow::anyhow!("--agent {a:?}: {e}"))?;
+                }
+                let agent = match (kind, agent) {
+                    (TokenKind::Agent, None) => anyhow::bail!(
+                        "an agent token is for one agent: give --agent NAME (the agent's id, by default its host name)"
+                    ),
+                    (TokenKind::Read, Some(_)) => {
+                        anyhow::bail!("a read token is not tied to an agent: leave out --agent")
+                    }
+                    (_, a) => a,
+                };
+                let store = open_store(&flags).await?;
+                let issued = empreinte_collector::auth::issue(
+                    &store,
+                    kind,
+                    agent.as_deref(),
+                    &note,
+                    now,
+                )
+                .await?;
+                store.close().await;
+                eprintln!(
+                    "created {} token {}{}; it is shown once:",
+                    kind.as_str(),
+                    issued.record.id,
+                    agent.map(|a| format!(" for agent {a}")).unwrap_or_default()
+                );
+                println!("{}", issued.token);
+                Ok(ExitCode::SUCCESS)
+            }
+            TokenAction::Revoke { flags, id } => {
+                let store = open_store(&flags).await?;
+                let done = store.revoke_token(&id, now).await?;
+                store.close().await;
+                if done {
+                    eprintln!("token {id} revoked");
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    eprintln!("error: no active token has the id {id:?} (see `empreinte token list`)");
+                    Ok(ExitCode::from(1))
+                }
+            }
+            TokenAction::List { flags } => {
+                let store = open_store(&flags).await?;
+                let tokens = store.tokens().await?;
+                store.close().await;
+                println!("{:<14} {:<6} {:<20} {:<22} {:<22} note", "id", "kind", "agent", "created", "revoked");
+                for t in tokens {
+                    println!(
+                        "{:<14} {:<6} {:<20} {:<22} {:<22} {}",
+                        t.id,
+                        t.kind.as_str(),
+                        t.agent_id.as_deref().unwrap_or("-"),
+                        date(t.created_ms),
+                        t.revoked_ms.map(date).unwrap_or_else(|| "-".into()),
+                        t.note
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
