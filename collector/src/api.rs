@@ -80,6 +80,7 @@ pub struct RangeParams {
     pub to: Option<String>,
     pub group_by: Option<String>,
     pub project: Option<String>,
+    pub host: Option<String>,
 }
 
 fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
@@ -170,6 +171,7 @@ pub async fn footprint(
             from_s,
             to_s,
             project: p.project.clone(),
+            host: p.host.clone(),
             group,
         })
         .await?;
@@ -233,6 +235,7 @@ pub async fn projects(
             from_s: m.from_s,
             to_s: m.to_s,
             project: None,
+            host: None,
             group: Grouping::Project,
         })
         .await?
@@ -329,7 +332,7 @@ pub async fn coefficients(
 ) -> Result<Json<CoefficientsResponse>, AppError> {
     reader(&state, &headers).await?;
     let Query(p) = params.map_err(|e| AppError::BadQuery(e.body_text()))?;
-    if p.group_by.is_some() || p.project.is_some() {
+    if p.group_by.is_some() || p.project.is_some() || p.host.is_some() {
         return Err(AppError::BadQuery(
             "coefficients take month or from/to only".into(),
         ));

@@ -87,6 +87,7 @@ async fn sums(store: &dyn Store, project: &str, m: &Month) -> Result<Sums, Store
             from_s: m.from_s,
             to_s: m.to_s,
             project: (project != "*").then(|| project.to_string()),
+            host: None,
             group: Grouping::Component,
         })
         .await?;

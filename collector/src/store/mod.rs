@@ -123,12 +123,13 @@ impl Grouping {
     }
 }
 
-/// A footprint query: hours in `[from_s, to_s)`, optionally one project.
+/// A footprint query: hours in `[from_s, to_s)`, optionally one project and one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FootprintQuery {
     pub from_s: i64,
     pub to_s: i64,
     pub project: Option<String>,
+    pub host: Option<String>,
     pub group: Grouping,
 }
 

@@ -427,6 +427,7 @@ impl Store for SqliteStore {
         let sql = format!(
             "SELECT {col} AS key, {SUMS} FROM footprint_hourly
              WHERE hour_s >= ? AND hour_s < ? AND (? IS NULL OR project = ?)
+               AND (? IS NULL OR host = ?)
              GROUP BY key ORDER BY key"
         );
         let rows = sqlx::query(&sql)
@@ -434,6 +435,8 @@ impl Store for SqliteStore {
             .bind(q.to_s)
             .bind(&q.project)
             .bind(&q.project)
+            .bind(&q.host)
+            .bind(&q.host)
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
