@@ -52,7 +52,7 @@ enum AgentAction {
     /// to fix what is not.
     Check {
         #[command(flatten)]
-        flags: AgentFlags,
+        flags: Box<AgentFlags>,
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
@@ -84,6 +84,19 @@ struct AgentFlags {
     /// Estimate what nothing measures ("fallback") or leave it out ("off").
     #[arg(long, value_name = "MODE", value_parser = parse_estimate_mode)]
     estimate: Option<EstimateMode>,
+    /// Push per-project energy to this collector (http:// or https:// base URL).
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// File holding this agent's token for the collector [default:
+    /// $EMPREINTE_AGENT_TOKEN].
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Where unacknowledged batches wait [default: /var/lib/empreinte/spool].
+    #[arg(long, value_name = "DIR")]
+    spool_dir: Option<PathBuf>,
+    /// This host's name in the footprint [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    agent_id: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -110,6 +123,10 @@ impl AgentFlags {
             nvml_library: self.nvml_library.clone(),
             procfs_root: self.procfs_root.clone(),
             estimate: self.estimate,
+            collector: self.collector.clone(),
+            token_file: self.token_file.clone(),
+            spool_dir: self.spool_dir.clone(),
+            agent_id: self.agent_id.clone(),
         };
         Ok(AgentConfig::load(self.config.as_deref(), &overrides)?)
     }

@@ -70,3 +70,9 @@ pub fn unix_time() -> Duration {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
 }
+
+/// Wall-clock time as milliseconds since the Unix epoch (UTC): the end of a sampling
+/// interval on the wire, and "now" for the spool's age limit.
+pub fn unix_ms() -> u64 {
+    u64::try_from(unix_time().as_millis()).unwrap_or(u64::MAX)
+}

@@ -39,6 +39,62 @@ pub struct AgentConfig {
     pub nvml: NvmlConfig,
     pub estimate: EstimateConfig,
     pub attribution: crate::attribution::rules::AttributionConfig,
+    pub push: PushConfig,
+}
+
+/// Default directory of the push spool (systemd's `StateDirectory=empreinte`).
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/empreinte/spool";
+/// Shortest and longest batch interval accepted.
+pub const MIN_BATCH_INTERVAL: Duration = Duration::from_secs(1);
+pub const MAX_BATCH_INTERVAL: Duration = Duration::from_secs(3600);
+/// The smallest spool accepted.
+pub const MIN_SPOOL_BYTES: u64 = 64 * 1024;
+/// The shortest spool age limit accepted.
+pub const MIN_SPOOL_AGE: Duration = Duration::from_secs(3600);
+/// The most batches a collector accepts in one push (the wire's default limit).
+pub const MAX_BATCHES_PER_PUSH: usize = 1_000;
+
+/// Pushing per-project energy to a collector (issue 4). Off unless `collector` is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// The collector's base URL (`http://` or `https://`); unset: no push, no spool.
+    pub collector: Option<String>,
+    /// A file holding this agent's token; else the `EMPREINTE_AGENT_TOKEN` variable.
+    pub token_file: Option<PathBuf>,
+    /// The host's name in the footprint; by default the host name.
+    pub agent_id: Option<String>,
+    /// Batches are sealed at multiples of this interval of Unix time.
+    #[serde(with = "humantime_serde")]
+    pub batch_interval: Duration,
+    /// Where sealed, unacknowledged batches wait.
+    pub spool_dir: PathBuf,
+    /// The spool's size limit: past it the oldest batches are dropped (and counted).
+    pub spool_max_bytes: u64,
+    /// The spool's age limit: older batches are dropped (and counted).
+    #[serde(with = "humantime_serde")]
+    pub spool_max_age: Duration,
+    /// Timeout of one push request.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The most batches sent in one request.
+    pub max_batches_per_push: usize,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            collector: None,
+            token_file: None,
+            agent_id: None,
+            batch_interval: Duration::from_secs(15),
+            spool_dir: PathBuf::from(DEFAULT_SPOOL_DIR),
+            spool_max_bytes: 256 * 1024 * 1024,
+            spool_max_age: Duration::from_secs(8 * 86_400),
+            timeout: Duration::from_secs(10),
+            max_batches_per_push: 500,
+        }
+    }
 }
 
 /// RAPL energy counters through Linux powercap sysfs.
@@ -98,6 +154,7 @@ impl Default for AgentConfig {
             nvml: NvmlConfig::default(),
             estimate: EstimateConfig::default(),
             attribution: crate::attribution::rules::AttributionConfig::default(),
+            push: PushConfig::default(),
         }
     }
 }
@@ -205,6 +262,10 @@ pub struct Overrides {
     pub nvml_library: Option<NvmlLibrary>,
     pub procfs_root: Option<PathBuf>,
     pub estimate: Option<EstimateMode>,
+    pub collector: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub spool_dir: Option<PathBuf>,
+    pub agent_id: Option<String>,
 }
 
 impl AgentConfig {
@@ -259,6 +320,18 @@ impl AgentConfig {
         }
         if let Some(v) = o.estimate {
             self.estimate.mode = v;
+        }
+        if let Some(v) = &o.collector {
+            self.push.collector = Some(v.clone());
+        }
+        if let Some(v) = &o.token_file {
+            self.push.token_file = Some(v.clone());
+        }
+        if let Some(v) = &o.spool_dir {
+            self.push.spool_dir = v.clone();
+        }
+        if let Some(v) = &o.agent_id {
+            self.push.agent_id = Some(v.clone());
         }
     }
 
@@ -325,6 +398,7 @@ impl AgentConfig {
                 message: e,
             });
         }
+        self.push.check(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -342,7 +416,8 @@ impl AgentConfig {
         format!(
             r#"# Empreinte agent configuration. Every key is optional; shown here with its default.
 # Command-line flags (--listen, --interval, --powercap-root, --nvml-library,
-# --procfs-root, --estimate) override these values.
+# --procfs-root, --estimate, --collector, --token-file, --spool-dir, --agent-id)
+# override these values.
 
 # Address of the HTTP server that serves Prometheus metrics on /metrics.
 listen = "{listen}"
@@ -409,6 +484,25 @@ ca_file = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 insecure_skip_tls_verify = false
 # node_name = "worker-1"
 refresh = "10s"
+
+[push]
+# Push per-project energy to an Empreinte collector, in batches, over HTTP(S). Off
+# while collector is unset: no push and no spool.
+# collector = "https://empreinte.example.org"
+# This agent's token, from a file (else the EMPREINTE_AGENT_TOKEN variable).
+# token_file = "/etc/empreinte/agent.token"
+# The host's name in the footprint; by default the host name.
+# agent_id = "gpu-node-01"
+# Batches end at multiples of this interval of Unix time (from {min_batch} to {max_batch}).
+batch_interval = "{batch_interval}"
+# Batches the collector has not acknowledged wait here, and are sent again when it is
+# back. Past either limit the oldest are dropped (empreinte_spool_dropped_batches_total).
+spool_dir = "{spool_dir}"
+spool_max_bytes = {spool_max_bytes}
+spool_max_age = "{spool_max_age}"
+# Timeout of one push request; the most batches in one request.
+timeout = "{push_timeout}"
+max_batches_per_push = {max_batches}
 "#,
             listen = d.listen,
             min = humantime::format_duration(MIN_INTERVAL),
@@ -420,8 +514,110 @@ refresh = "10s"
             procfs = d.procfs_root.display(),
             idle = d.estimate.cpu_idle_fraction,
             dram = d.estimate.dram_watts_per_gb,
+            min_batch = humantime::format_duration(MIN_BATCH_INTERVAL),
+            max_batch = humantime::format_duration(MAX_BATCH_INTERVAL),
+            batch_interval = humantime::format_duration(d.push.batch_interval),
+            spool_dir = d.push.spool_dir.display(),
+            spool_max_bytes = d.push.spool_max_bytes,
+            spool_max_age = humantime::format_duration(d.push.spool_max_age),
+            push_timeout = humantime::format_duration(d.push.timeout),
+            max_batches = d.push.max_batches_per_push,
         )
     }
+}
+
+impl PushConfig {
+    fn check(&self, problems: &mut Vec<ConfigProblem>) {
+        let mut bad = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: format!("push.{key}"),
+                message,
+            })
+        };
+        if let Some(url) = &self.collector {
+            if let Err(m) = check_collector_url(url) {
+                bad("collector", m);
+            }
+        }
+        if let Some(id) = &self.agent_id {
+            if let Err(m) = empreinte_shared::wire::check_name(id) {
+                bad("agent_id", format!("{id:?} {m}"));
+            }
+        }
+        let fmt = humantime::format_duration;
+        if self.batch_interval < MIN_BATCH_INTERVAL || self.batch_interval > MAX_BATCH_INTERVAL {
+            bad(
+                "batch_interval",
+                format!(
+                    "{} is out of range: allowed from {} to {}",
+                    fmt(self.batch_interval),
+                    fmt(MIN_BATCH_INTERVAL),
+                    fmt(MAX_BATCH_INTERVAL)
+                ),
+            );
+        }
+        if self.spool_dir.as_os_str().is_empty() {
+            bad(
+                "spool_dir",
+                format!("empty path: give the spool directory (default {DEFAULT_SPOOL_DIR})"),
+            );
+        }
+        if self.spool_max_bytes < MIN_SPOOL_BYTES {
+            bad(
+                "spool_max_bytes",
+                format!(
+                    "{} bytes is too small: at least {MIN_SPOOL_BYTES} bytes",
+                    self.spool_max_bytes
+                ),
+            );
+        }
+        if self.spool_max_age < MIN_SPOOL_AGE {
+            bad(
+                "spool_max_age",
+                format!(
+                    "{} is too short: at least {} (the default, 8 days, covers a long weekend of collector outage)",
+                    fmt(self.spool_max_age),
+                    fmt(MIN_SPOOL_AGE)
+                ),
+            );
+        }
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(300) {
+            bad(
+                "timeout",
+                format!(
+                    "{} is out of range: allowed above 0 and up to 5m",
+                    fmt(self.timeout)
+                ),
+            );
+        }
+        if !(1..=MAX_BATCHES_PER_PUSH).contains(&self.max_batches_per_push) {
+            bad(
+                "max_batches_per_push",
+                format!(
+                    "{} is out of range: allowed from 1 to {MAX_BATCHES_PER_PUSH} (the collector's limit)",
+                    self.max_batches_per_push
+                ),
+            );
+        }
+    }
+}
+
+/// Checks a collector URL: `http://` or `https://`, then a host.
+pub fn check_collector_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.chars().any(char::is_whitespace) {
+        return Err(format!("{url:?} has no host"));
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "{url:?}: give the collector's base URL, without query or fragment"
+        ));
+    }
+    Ok(())
 }
 
 /// Syntax errors, unknown keys and wrong types, with the line, the key and (for unknown
@@ -534,6 +730,49 @@ mod tests {
         };
         let e = AgentConfig::load(Some(&path), &o).unwrap_err();
         assert_eq!(e.problems[0].key, "interval");
+    }
+
+    #[test]
+    fn push_is_off_by_default_and_its_values_are_checked_at_once() {
+        assert_eq!(AgentConfig::default().push.collector, None);
+        let c = AgentConfig::from_toml(
+            "[push]\ncollector = \"https://c.example:8443\"\nbatch_interval = \"1m\"\nspool_max_age = \"7d\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.push.collector.as_deref(), Some("https://c.example:8443"));
+        assert_eq!(c.push.batch_interval, Duration::from_secs(60));
+        assert_eq!(c.push.spool_max_age, Duration::from_secs(7 * 86_400));
+        let e = AgentConfig::from_toml(
+            "[push]\ncollector = \"ftp://x\"\nagent_id = \"\"\nbatch_interval = \"2h\"\nspool_max_bytes = 10\nspool_max_age = \"5m\"\ntimeout = \"0s\"\nmax_batches_per_push = 5000\n",
+            "agent.toml",
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "push.collector",
+                "push.agent_id",
+                "push.batch_interval",
+                "push.spool_max_bytes",
+                "push.spool_max_age",
+                "push.timeout",
+                "push.max_batches_per_push"
+            ],
+            "{e}"
+        );
+        let e = AgentConfig::from_toml("[push]\ncolector = \"http://x\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("colector"), "{e}");
+    }
+
+    #[test]
+    fn collector_urls() {
+        assert_eq!(check_collector_url("http://127.0.0.1:9811"), Ok(()));
+        assert_eq!(check_collector_url("https://c.example/prefix/"), Ok(()));
+        assert!(check_collector_url("c.example").is_err());
+        assert!(check_collector_url("https://").is_err());
+        assert!(check_collector_url("https://c.example/?a=b").is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use empreinte_shared::Component;
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
+use crate::push::PushMetrics;
 use crate::sampler::{ChannelState, HostState};
 
 /// Version of this build, for `empreinte_agent_build_info`.
@@ -272,9 +273,104 @@ fn watts(uj: u64, secs: f64) -> f64 {
     }
 }
 
+/// The push and spool families, when pushing is configured; `now_unix_ms` dates the
+/// oldest batch's age.
+pub fn push_families(m: &PushMetrics, now_unix_ms: u64) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut batches = Family::new(
+        "empreinte_push_batches_total",
+        "Batches sent to the collector since the agent started, by outcome: accepted (stored), duplicate (the collector had it already: a replay), refused (4xx: kept in the spool for an operator), failed (no answer, 5xx or 429: kept and sent again).",
+        COUNTER,
+    );
+    for (outcome, n) in [
+        ("accepted", m.accepted_total),
+        ("duplicate", m.duplicate_total),
+        ("refused", m.refused_total),
+        ("failed", m.failed_total),
+    ] {
+        batches.push(&[("outcome", outcome)], n as f64);
+    }
+    let mut spooled = Family::new(
+        "empreinte_spool_batches",
+        "Sealed batches in the on-disk spool that the collector has not acknowledged yet.",
+        GAUGE,
+    );
+    spooled.push(&[], m.spool.batches as f64);
+    let mut bytes = Family::new(
+        "empreinte_spool_bytes",
+        "Size on disk of the batches the collector has not acknowledged yet, in bytes.",
+        GAUGE,
+    );
+    bytes.push(&[], m.spool.bytes as f64);
+    let mut age = Family::new(
+        "empreinte_spool_oldest_batch_age_seconds",
+        "Age of the oldest batch the collector has not acknowledged yet (from its start), in seconds; 0 when the spool is empty.",
+        GAUGE,
+    );
+    age.push(
+        &[],
+        m.spool
+            .oldest_start_unix_ms
+            .map_or(0.0, |s| now_unix_ms.saturating_sub(s) as f64 / 1e3),
+    );
+    let mut dropped = Family::new(
+        "empreinte_spool_dropped_batches_total",
+        "Batches dropped since the agent started because the spool went over its size or age limit: energy that will never reach the collector.",
+        COUNTER,
+    );
+    dropped.push(&[], m.spool.dropped_batches_total as f64);
+    let mut dropped_energy = Family::new(
+        "empreinte_spool_dropped_energy_joules_total",
+        "Energy of the batches dropped from the spool since the agent started, in joules.",
+        COUNTER,
+    );
+    dropped_energy.push(&[], m.dropped_energy_uj_total as f64 / 1e6);
+    let mut errors = Family::new(
+        "empreinte_spool_errors_total",
+        "Sampling cycles whose batches could not be written to the spool (disk full, permissions).",
+        COUNTER,
+    );
+    errors.push(&[], m.spool_errors_total as f64);
+    let mut last = Family::new(
+        "empreinte_push_last_success_timestamp_seconds",
+        "When the collector last acknowledged a push, in seconds since the Unix epoch.",
+        GAUGE,
+    );
+    if let Some(ms) = m.last_success_unix_ms {
+        last.push(&[], ms as f64 / 1e3);
+    }
+    [
+        batches,
+        spooled,
+        bytes,
+        age,
+        dropped,
+        dropped_energy,
+        errors,
+        last,
+    ]
+    .into_iter()
+    .map(|f| f.0)
+    .filter(|f| !f.get_metric().is_empty())
+    .collect()
+}
+
 /// The Prometheus text exposition of `host`.
 pub fn render(host: &HostState, info: &AgentInfo) -> Result<String, prometheus::Error> {
-    let families = families(host, info);
+    render_with_push(host, info, None)
+}
+
+/// The Prometheus text exposition of `host`, and of the push when `push` is given (with
+/// the current Unix time in ms).
+pub fn render_with_push(
+    host: &HostState,
+    info: &AgentInfo,
+    push: Option<(&PushMetrics, u64)>,
+) -> Result<String, prometheus::Error> {
+    let mut families = families(host, info);
+    if let Some((m, now)) = push {
+        families.extend(push_families(m, now));
+    }
     let mut buf = Vec::with_capacity(4096);
     TextEncoder::new().encode(&families, &mut buf)?;
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -139,6 +139,11 @@ impl Sampler {
         self
     }
 
+    /// The host's state as the last cycle left it (the sampler's own copy, no lock).
+    pub fn host(&self) -> &HostState {
+        &self.host
+    }
+
     /// The state this sampler publishes.
     pub fn state(&self) -> SharedState {
         self.state.clone()

@@ -117,6 +117,43 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Stops the agent with SIGTERM (a graceful shutdown) and waits up to 30 s for it to
+    /// exit; returns its status and what it wrote to stderr.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut e) = self.child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return (status, err);
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("the agent did not exit within 30 s of SIGTERM");
+    }
+
+    /// Sends `signal` (a name such as `STOP` or `CONT`) to the agent.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} {pid}");
+    }
+
+    /// Kills the agent with SIGKILL: nothing of it runs after this returns.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         let _ = self.child.kill();

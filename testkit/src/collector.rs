@@ -1,0 +1,208 @@
+//! A fake Empreinte collector: a loopback HTTP server that takes agents' pushes
+//! (`POST /api/v1/ingest`), checks them against the wire format, stores each batch once
+//! by its name `(agent_id, run_id, seq)` and answers with a `PushAck`, as the real one
+//! does. It can be made to fail for a while (`503`), or to store a push and then fail
+//! (an acknowledgement lost on the way back), to exercise the agent's spool.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+
+use empreinte_shared::wire::{Batch, INGEST_PATH, Limits, Push, PushAck};
+use empreinte_shared::{Component, SourceKind};
+
+/// How the fake answers pushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Store, then answer 200 with the acknowledgement.
+    Healthy,
+    /// Store nothing; answer 503.
+    Down,
+    /// Store, then answer 503: the agent never learns that it was stored.
+    LoseAcks,
+    /// Store nothing; answer 401 with a message.
+    Refuse,
+}
+
+#[derive(Default)]
+struct Inner {
+    mode: Option<Mode>,
+    stored: BTreeMap<(String, String, u64), Batch>,
+    requests: u64,
+    duplicates: u64,
+    authorizations: Vec<Option<String>>,
+    problems: Vec<String>,
+}
+
+/// The fake collector; it stops with the test process.
+pub struct FakeCollector {
+    /// The base URL to give the agent (`--collector`).
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeCollector {
+    pub fn start() -> FakeCollector {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let shared = inner.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        FakeCollector { url, inner }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Every batch stored, by name `(agent_id, run_id, seq)`.
+    pub fn stored(&self) -> BTreeMap<(String, String, u64), Batch> {
+        self.inner.lock().unwrap().stored.clone()
+    }
+
+    /// Energy stored per (project, component, source), in µJ.
+    pub fn energy_uj(&self) -> BTreeMap<(String, Component, SourceKind), u64> {
+        let mut out = BTreeMap::new();
+        for b in self.inner.lock().unwrap().stored.values() {
+            for r in &b.records {
+                *out.entry((r.project.clone(), r.component, r.source))
+                    .or_insert(0) += r.energy_uj;
+            }
+        }
+        out
+    }
+
+    /// All energy stored, in µJ.
+    pub fn total_uj(&self) -> u64 {
+        self.energy_uj().values().sum()
+    }
+
+    /// Pushes received (any answer).
+    pub fn requests(&self) -> u64 {
+        self.inner.lock().unwrap().requests
+    }
+
+    /// Batches received again after they were stored, and ignored.
+    pub fn duplicates(&self) -> u64 {
+        self.inner.lock().unwrap().duplicates
+    }
+
+    /// The `Authorization` header of every push.
+    pub fn authorizations(&self) -> Vec<Option<String>> {
+        self.inner.lock().unwrap().authorizations.clone()
+    }
+
+    /// Wire problems found in pushes (refused with 400); a correct agent causes none.
+    pub fn problems(&self) -> Vec<String> {
+        self.inner.lock().unwrap().problems.clone()
+    }
+}
+
+fn serve(stream: TcpStream, shared: &Mutex<Inner>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut length = None;
+    let mut authorization = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim().to_string();
+            match name.to_ascii_lowercase().as_str() {
+                "content-length" => length = value.parse::<usize>().ok(),
+                "authorization" => authorization = Some(value),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0u8; length.unwrap_or(0)];
+    let _ = reader.read_exact(&mut body);
+    let (status, answer) = handle(&request_line, length, authorization, &body, shared);
+    let _ = write!(
+        &stream,
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
+}
+
+fn handle(
+    request_line: &str,
+    length: Option<usize>,
+    authorization: Option<String>,
+    body: &[u8],
+    shared: &Mutex<Inner>,
+) -> (u16, String) {
+    if request_line.split_whitespace().take(2).collect::<Vec<_>>() != ["POST", INGEST_PATH] {
+        return (
+            404,
+            format!("{{\"error\":\"not found: {}\"}}", request_line.trim()),
+        );
+    }
+    if length.is_none() {
+        return (411, "{\"error\":\"Content-Length required\"}".into());
+    }
+    let mut inner = shared.lock().unwrap();
+    inner.requests += 1;
+    inner.authorizations.push(authorization);
+    let mode = inner.mode.unwrap_or(Mode::Healthy);
+    match mode {
+        Mode::Down => return (503, "{\"error\":\"down for a test\"}".into()),
+        Mode::Refuse => return (401, "{\"error\":\"unknown agent token\"}".into()),
+        Mode::Healthy | Mode::LoseAcks => {}
+    }
+    let push: Push = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => {
+            inner.problems.push(e.to_string());
+            return (400, format!("{{\"error\":{:?}}}", e.to_string()));
+        }
+    };
+    // The receiver's clock is taken as the newest batch's end: this checks the shape,
+    // spans, names and power, not the agent's clock.
+    let now = push
+        .batches
+        .iter()
+        .map(|b| b.end_unix_ms)
+        .max()
+        .unwrap_or(0);
+    let problems = push.problems(&Limits::default(), now);
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        inner.problems.extend(text.iter().cloned());
+        return (400, format!("{{\"error\":{:?}}}", text.join("; ")));
+    }
+    let mut ack = PushAck {
+        accepted: 0,
+        duplicates: 0,
+    };
+    for b in push.batches {
+        let name = (push.agent.agent_id.clone(), b.run_id.clone(), b.seq);
+        if let Some(before) = inner.stored.get(&name) {
+            if before != &b {
+                let text = format!("{name:?} was sent again with a different content");
+                inner.problems.push(text);
+            }
+            ack.duplicates += 1;
+            inner.duplicates += 1;
+        } else {
+            inner.stored.insert(name, b);
+            ack.accepted += 1;
+        }
+    }
+    if mode == Mode::LoseAcks {
+        return (503, "{\"error\":\"stored, but the answer is lost\"}".into());
+    }
+    (200, serde_json::to_string(&ack).unwrap())
+}
