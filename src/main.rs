@@ -2,6 +2,7 @@
 
 mod carbon_cli;
 mod collector_cli;
+mod up_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a collector with its embedded store and this host's agent pushing to it, in
+    /// one process, and print where the metrics, the API and this month's figures are.
+    Up(up_cli::UpCommand),
     /// Run the agent: measure this host's energy and serve it on /metrics.
     Agent(AgentCommand),
     /// Run the collector: receive the agents' energy, store it, turn it into CO2e and
@@ -152,6 +156,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Up(cmd) => up_cli::up(cmd),
         Command::Collector(cmd) => collector_cli::collector(cmd),
         Command::Token(cmd) => collector_cli::token(cmd),
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),

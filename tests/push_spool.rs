@@ -14,31 +14,9 @@ use empreinte_shared::Component;
 use empreinte_shared::wire::Batch;
 use empreinte_testkit::collector::{FakeCollector, Mode};
 use empreinte_testkit::powercap::FakePowercap;
-use serde_json::Value;
 
 const PACKAGES: [&str; 2] = ["intel-rapl:0", "intel-rapl:1"];
 const DRAM: [&str; 2] = ["intel-rapl:0:2", "intel-rapl:1:2"];
-
-fn debug(agent: &Agent) -> Value {
-    let url = agent.url.replace("/metrics", "/debug/attribution");
-    let text = ureq::get(&url)
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-/// The energy the agent has measured, in µJ, all channels.
-fn measured_uj(agent: &Agent) -> u64 {
-    debug(agent)["channels"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["total_uj"].as_u64().unwrap())
-        .sum()
-}
 
 fn truth(fp: &FakePowercap, zones: &[&str]) -> u64 {
     zones.iter().map(|z| fp.truth_uj(&fp.zone(z)) as u64).sum()

@@ -267,7 +267,7 @@ impl Metrics {
         );
         let mut spool = Family::new(
             "empreinte_collector_agent_spool_batches",
-            "Batches waiting in an agent's spool at its latest push.",
+            "Batches waiting in an agent's spool once its latest push was stored (0: it is up to date).",
             GAUGE,
         );
         let mut spool_age = Family::new(

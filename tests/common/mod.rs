@@ -235,3 +235,147 @@ pub fn set_proc_stat(dir: &Path, busy: u64, idle: u64) {
     std::fs::write(&tmp, format!("cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\n")).unwrap();
     std::fs::rename(tmp, dir.join("stat")).unwrap();
 }
+
+/// A running `empreinte collector`, killed on drop. Its log goes to `collector.log` in
+/// its data directory.
+pub struct Collector {
+    child: Child,
+    pub base: String,
+    pub port: u16,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl Collector {
+    /// Starts `empreinte collector --listen 127.0.0.1:PORT --data-dir DIR ARGS` and waits
+    /// until it answers.
+    pub fn spawn(data_dir: &Path, port: u16, args: &[&str]) -> Collector {
+        let listen = format!("127.0.0.1:{port}");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("collector.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("collector")
+            .args([
+                "--listen",
+                &listen,
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+            ])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn empreinte collector");
+        let mut c = Collector {
+            child,
+            base: format!("http://{listen}"),
+            port,
+            data_dir: data_dir.to_path_buf(),
+        };
+        for _ in 0..200 {
+            if ureq::get(&format!("{}/healthz", c.base)).call().is_ok() {
+                return c;
+            }
+            if let Some(status) = c.child.try_wait().unwrap() {
+                let log =
+                    std::fs::read_to_string(data_dir.join("collector.log")).unwrap_or_default();
+                panic!("collector exited with {status}: {log}");
+            }
+            sleep(Duration::from_millis(50));
+        }
+        panic!("collector did not answer on {} within 10 s", c.base);
+    }
+
+    /// GET `path` with a bearer token; the JSON body.
+    pub fn get(&self, token: &str, path: &str) -> serde_json::Value {
+        let text = ureq::get(&format!("{}{path}", self.base))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn metrics(&self) -> Vec<prometheus_parse::Sample> {
+        parse(
+            &ureq::get(&format!("{}/metrics", self.base))
+                .call()
+                .unwrap()
+                .body_mut()
+                .read_to_string()
+                .unwrap(),
+        )
+    }
+
+    /// Kills the collector with SIGKILL.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `empreinte token create ...` in `data_dir`: the token.
+pub fn create_token(data_dir: &Path, kind: &str, agent: Option<&str>) -> String {
+    let mut args = vec![
+        "token",
+        "create",
+        "--kind",
+        kind,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ];
+    if let Some(a) = agent {
+        args.extend(["--agent", a]);
+    }
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The agent's `/debug/attribution` JSON.
+pub fn debug(agent: &Agent) -> serde_json::Value {
+    let url = agent.url.replace("/metrics", "/debug/attribution");
+    let text = ureq::get(&url)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The energy the agent has measured, in µJ, all channels.
+pub fn measured_uj(agent: &Agent) -> u64 {
+    debug(agent)["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["total_uj"].as_u64().unwrap())
+        .sum()
+}
+
+/// µJ per project (all components) from a `/debug/attribution` document.
+pub fn projects_uj(d: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in d["attribution"]["projects"].as_array().unwrap() {
+        *out.entry(p["project"].as_str().unwrap().to_string())
+            .or_default() += p["total_uj"].as_u64().unwrap();
+    }
+    out
+}

@@ -284,6 +284,9 @@ impl Store for SqliteStore {
                 .await?;
             }
         }
+        // The agent's spool once this push is acknowledged: what it reported, less the
+        // batches of this push.
+        let waiting = set.spool.batches.saturating_sub(set.batches.len() as u64);
         sqlx::query(
             "INSERT INTO agents (agent_id, hostname, agent_version, first_push_ms, last_push_ms,
                 last_batch_end_ms, spool_batches, spool_bytes, spool_oldest_ms, spool_dropped)
@@ -300,9 +303,13 @@ impl Store for SqliteStore {
         .bind(i(set.now_ms))
         .bind(i(set.now_ms))
         .bind(last_end.map(i))
-        .bind(i(set.spool.batches))
-        .bind(i(set.spool.bytes))
-        .bind(set.spool.oldest_start_unix_ms.map(i))
+        .bind(i(waiting))
+        .bind(i(if waiting == 0 { 0 } else { set.spool.bytes }))
+        .bind(if waiting == 0 {
+            None
+        } else {
+            set.spool.oldest_start_unix_ms.map(i)
+        })
         .bind(i(set.spool.dropped_batches_total))
         .execute(&mut *tx)
         .await?;

@@ -1,0 +1,241 @@
+//! The real collector and three real agents, as separate processes, on fake powercap
+//! hosts with real busy processes in several projects. The collector is stopped for a
+//! while, then killed with SIGKILL right after it starts ingesting again, then
+//! restarted. At the end the stored totals equal, to the microjoule, the energy the
+//! test gave each fake host, and per project what each agent measured: nothing lost,
+//! nothing counted twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::*;
+use empreinte_testkit::powercap::FakePowercap;
+
+const ZONES: [(&str, u64); 4] = [
+    ("intel-rapl:0", 3_000_000),
+    ("intel-rapl:1", 2_000_000),
+    ("intel-rapl:0:2", 250_003),
+    ("intel-rapl:1:2", 150_001),
+];
+
+struct Busy(Child);
+
+impl Busy {
+    fn spawn(project: &str) -> Busy {
+        Busy(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .env("EMPREINTE_PROJECT", project)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn truth(fp: &FakePowercap) -> u64 {
+    ZONES
+        .iter()
+        .map(|(z, _)| fp.truth_uj(&fp.zone(z)) as u64)
+        .sum()
+}
+
+fn agent_config(dir: &Path, host: &str, port: u16, token: &str) -> std::path::PathBuf {
+    let token_file = dir.join(format!("{host}.token"));
+    std::fs::write(&token_file, token).unwrap();
+    let spool = dir.join(format!("{host}-spool"));
+    let path = dir.join(format!("{host}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "[push]\ncollector = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nagent_id = \"{host}\"\nbatch_interval = \"1s\"\nspool_dir = \"{}\"\n",
+            token_file.display(),
+            spool.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn pushes_stored(c: &Collector) -> f64 {
+    value(
+        &c.metrics(),
+        "empreinte_collector_pushes_total",
+        &[("outcome", "stored")],
+    )
+    .unwrap_or(0.0)
+}
+
+#[test]
+fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("collector");
+    std::fs::create_dir_all(&data).unwrap();
+    let port = free_port();
+    let hosts = ["host-a", "host-b", "host-c"];
+    let reader = create_token(&data, "read", None);
+    let tokens: Vec<String> = hosts
+        .iter()
+        .map(|h| create_token(&data, "agent", Some(h)))
+        .collect();
+    let mut collector = Collector::spawn(&data, port, &[]);
+
+    let _busy = [
+        Busy::spawn("alpha"),
+        Busy::spawn("alpha"),
+        Busy::spawn("beta"),
+    ];
+    let mut fakes: Vec<FakePowercap> = hosts
+        .iter()
+        .map(|_| FakePowercap::intel_two_socket())
+        .collect();
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .zip(&tokens)
+        .zip(&fakes)
+        .map(|((h, t), fp)| {
+            let cfg = agent_config(dir.path(), h, port, t);
+            Agent::spawn(&[
+                "--config",
+                cfg.to_str().unwrap(),
+                "--interval",
+                "200ms",
+                "--powercap-root",
+                fp.root().to_str().unwrap(),
+                "--nvml-library",
+                "off",
+            ])
+        })
+        .collect();
+    for a in &agents {
+        a.wait_cycles(2);
+    }
+    // Energy is counted from each agent's first sample: the ground truth starts now.
+    let start: Vec<u64> = fakes.iter().map(truth).collect();
+
+    // Each host draws its own load (host i at (i + 1) times the base steps) until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                for (i, fp) in fakes.iter_mut().enumerate() {
+                    for (z, uj) in ZONES {
+                        let zone = fp.zone(z);
+                        fp.advance_uj(&zone, uj * (i as u64 + 1));
+                    }
+                }
+                sleep(Duration::from_millis(50));
+            }
+            fakes
+        })
+    };
+
+    sleep(Duration::from_secs(2));
+    // The collector stops for a while: the agents keep measuring into their spools.
+    collector.kill();
+    sleep(Duration::from_secs(3));
+    // Back, and killed with SIGKILL as soon as it stores pushes again (the agents are
+    // sending their backlog), then back for good.
+    collector = Collector::spawn(&data, port, &[]);
+    for _ in 0..400 {
+        if pushes_stored(&collector) >= 1.0 {
+            break;
+        }
+        sleep(Duration::from_millis(5));
+    }
+    collector.kill();
+    sleep(Duration::from_millis(500));
+    collector = Collector::spawn(&data, port, &[]);
+    sleep(Duration::from_secs(2));
+
+    stop.store(true, Ordering::Relaxed);
+    let fakes = load.join().unwrap();
+    let given: Vec<u64> = fakes
+        .iter()
+        .zip(&start)
+        .map(|(fp, s)| truth(fp) - s)
+        .collect();
+    // Every agent has sampled the last counters…
+    for (a, g) in agents.iter().zip(&given) {
+        let mut ok = false;
+        for _ in 0..200 {
+            if measured_uj(a) == *g {
+                ok = true;
+                break;
+            }
+            sleep(Duration::from_millis(50));
+        }
+        assert!(
+            ok,
+            "agent measured {} µJ, the host was given {g}",
+            measured_uj(a)
+        );
+    }
+    // …and what it measured per project is now fixed.
+    let measured: Vec<_> = agents.iter().map(|a| projects_uj(&debug(a))).collect();
+    for m in &measured {
+        for p in ["alpha", "beta"] {
+            assert!(m.get(p).copied().unwrap_or(0) > 0, "{p} has energy: {m:?}");
+        }
+        // With idle and unassigned time, several projects per host.
+        assert!(m.len() >= 3, "{m:?}");
+    }
+    // SIGTERM: each agent seals its last batch and delivers what waits.
+    for a in agents {
+        let (status, err) = a.terminate();
+        assert!(status.success(), "{status}: {err}");
+    }
+
+    for (i, host) in hosts.iter().enumerate() {
+        let f = collector.get(
+            &reader,
+            &format!(
+                "/api/v1/footprint?from=2020-01-01&to=2100-01-01&group_by=project&host={host}"
+            ),
+        );
+        assert_eq!(
+            f["total"]["exact"]["energy_uj"].as_u64().unwrap(),
+            given[i],
+            "{host}: stored total against the energy the fake host was given"
+        );
+        let stored: std::collections::BTreeMap<String, u64> = f["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap().to_string(),
+                    r["exact"]["energy_uj"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            stored, measured[i],
+            "{host}: per project, stored against measured"
+        );
+        assert_eq!(f["total"]["measured_share"], 1.0);
+    }
+    let agents = collector.get(&reader, "/api/v1/agents");
+    for a in agents["agents"].as_array().unwrap() {
+        assert_eq!(a["counted_uj"], a["stored_uj"], "{a}");
+        assert_eq!(a["spool_batches"], 0, "{a}");
+    }
+    let log = std::fs::read_to_string(data.join("collector.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
