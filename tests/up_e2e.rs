@@ -21,7 +21,12 @@ fn scrape(url: &str) -> Option<String> {
 fn measured(agent_base: &str) -> u64 {
     let text = scrape(&format!("{agent_base}/debug/attribution")).unwrap();
     let d: serde_json::Value = serde_json::from_str(&text).unwrap();
-    d["channels"].as_array().unwrap().iter().map(|c| c["total_uj"].as_u64().unwrap()).sum()
+    d["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["total_uj"].as_u64().unwrap())
+        .sum()
 }
 
 #[test]
@@ -57,21 +62,33 @@ fn up_runs_both_and_nothing_measured_is_lost_at_shutdown() {
     let mut cycles = 0.0;
     for _ in 0..200 {
         if let Some(text) = scrape(&format!("{agent_base}/metrics")) {
-            cycles = value(&parse(&text), "empreinte_agent_sampling_cycles_total", &[]).unwrap_or(0.0);
+            cycles =
+                value(&parse(&text), "empreinte_agent_sampling_cycles_total", &[]).unwrap_or(0.0);
             if cycles >= 2.0 {
                 break;
             }
         }
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("up exited with {status}: {err}");
         }
         sleep(Duration::from_millis(50));
     }
     assert!(cycles >= 2.0, "the agent of up did not sample");
-    let zones = ["intel-rapl:0", "intel-rapl:1", "intel-rapl:0:2", "intel-rapl:1:2"];
-    let truth = |fp: &FakePowercap| -> u64 { zones.iter().map(|z| fp.truth_uj(&fp.zone(z)) as u64).sum() };
+    let zones = [
+        "intel-rapl:0",
+        "intel-rapl:1",
+        "intel-rapl:0:2",
+        "intel-rapl:1:2",
+    ];
+    let truth =
+        |fp: &FakePowercap| -> u64 { zones.iter().map(|z| fp.truth_uj(&fp.zone(z)) as u64).sum() };
     let start = truth(&fp);
     for i in 0..30u64 {
         for z in zones {
@@ -89,11 +106,19 @@ fn up_runs_both_and_nothing_measured_is_lost_at_shutdown() {
     }
     assert_eq!(measured(&agent_base), given);
 
-    let sent = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
     for needle in [
         format!("http://127.0.0.1:{agent_port}/metrics"),
         format!("http://127.0.0.1:{port}/metrics"),
@@ -107,6 +132,13 @@ fn up_runs_both_and_nothing_measured_is_lost_at_shutdown() {
     // The store, read by a collector on the same data directory with up's read token.
     let reader = std::fs::read_to_string(data.join("up").join("read.token")).unwrap();
     let collector = Collector::spawn(&data, free_port(), &[]);
-    let f = collector.get(reader.trim(), "/api/v1/footprint?from=2020-01-01&to=2100-01-01");
-    assert_eq!(f["total"]["exact"]["energy_uj"].as_u64().unwrap(), given, "{f}");
+    let f = collector.get(
+        reader.trim(),
+        "/api/v1/footprint?from=2020-01-01&to=2100-01-01",
+    );
+    assert_eq!(
+        f["total"]["exact"]["energy_uj"].as_u64().unwrap(),
+        given,
+        "{f}"
+    );
 }

@@ -171,6 +171,23 @@ impl Store for SqliteStore {
         let mut intensity: HashMap<i64, (f64, Option<i64>)> = HashMap::new();
         let mut outcome = IngestOutcome::default();
         let mut last_end: Option<u64> = None;
+        // Batch names first: only new batches count. Their parts are then summed per
+        // hourly row, so a backlog of many batches costs one upsert per row it touches.
+        type RowKey<'k> = (
+            i64,
+            &'k str,
+            empreinte_shared::Component,
+            empreinte_shared::SourceKind,
+        );
+        let mut rows: std::collections::BTreeMap<RowKey<'_>, (u64, u64)> = Default::default();
+        type CounterKey<'k> = (
+            &'k str,
+            &'k str,
+            empreinte_shared::Component,
+            empreinte_shared::SourceKind,
+        );
+        let mut counters: std::collections::BTreeMap<CounterKey<'_>, (u64, u64)> =
+            Default::default();
         for (batch, deltas) in &set.batches {
             let energy: u64 = deltas.iter().map(|d| d.energy_uj).sum();
             let inserted = sqlx::query(
@@ -194,95 +211,113 @@ impl Store for SqliteStore {
             }
             outcome.ack.accepted += 1;
             for d in deltas {
-                let (g_per_kwh, import_id) = match intensity.get(&d.hour_s) {
-                    Some(v) => *v,
-                    None => {
-                        let row = sqlx::query(
-                            "SELECT g_per_kwh, import_id FROM intensity_hourly WHERE zone = ? AND hour_s = ?",
-                        )
-                        .bind(&plan.zone)
-                        .bind(d.hour_s)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        let v = match row {
-                            Some(row) => {
-                                (row.try_get("g_per_kwh")?, Some(row.try_get("import_id")?))
-                            }
-                            None => (plan.grid_default.value, None),
-                        };
-                        intensity.insert(d.hour_s, v);
-                        v
-                    }
-                };
-                let location = operational_ug(d.energy_uj, plan.pue.value, g_per_kwh);
-                let market = plan
-                    .market
-                    .as_ref()
-                    .map(|m| operational_ug(d.energy_uj, plan.pue.value, m.value));
-                sqlx::query(
-                    "INSERT INTO footprint_hourly (hour_s, host, project, component, source, site, zone,
-                        energy_uj, pue, pue_coef, intensity_g_per_kwh, intensity_coef, intensity_import,
-                        location_co2e_ug, market_g_per_kwh, market_coef, market_co2e_ug,
-                        embodied_co2e_ug, embodied_coef)
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (hour_s, host, project, component, source) DO UPDATE SET
-                        energy_uj = energy_uj + excluded.energy_uj,
-                        embodied_co2e_ug = embodied_co2e_ug + excluded.embodied_co2e_ug,
-                        embodied_coef = COALESCE(embodied_coef, excluded.embodied_coef),
-                        location_co2e_ug = CAST(ROUND((energy_uj + excluded.energy_uj) * pue
-                            * intensity_g_per_kwh / 3600000.0) AS INTEGER),
-                        market_co2e_ug = CASE WHEN market_g_per_kwh IS NULL THEN NULL ELSE
-                            CAST(ROUND((energy_uj + excluded.energy_uj) * pue * market_g_per_kwh
-                            / 3600000.0) AS INTEGER) END",
-                )
-                .bind(d.hour_s)
-                .bind(host)
-                .bind(&d.project)
-                .bind(d.component.as_str())
-                .bind(d.source.as_str())
-                .bind(&plan.site)
-                .bind(&plan.zone)
-                .bind(i(d.energy_uj))
-                .bind(plan.pue.value)
-                .bind(pue_coef)
-                .bind(g_per_kwh)
-                .bind(if import_id.is_none() { Some(grid_coef) } else { None })
-                .bind(import_id)
-                .bind(i(location))
-                .bind(plan.market.as_ref().map(|m| m.value))
-                .bind(market_coef)
-                .bind(market.map(i))
-                .bind(i(d.embodied_ug))
-                .bind(embodied_coef)
-                .execute(&mut *tx)
-                .await?;
-                outcome.added.push(AddedPart {
-                    project: d.project.clone(),
-                    component: d.component,
-                    energy_uj: d.energy_uj,
-                    location_ug: location,
-                    market_ug: market,
-                    embodied_ug: d.embodied_ug,
-                });
+                let e = rows
+                    .entry((d.hour_s, d.project.as_str(), d.component, d.source))
+                    .or_default();
+                e.0 += d.energy_uj;
+                e.1 += d.embodied_ug;
             }
             for c in &batch.counters {
-                sqlx::query(
-                    "INSERT INTO run_counters (agent_id, run_id, project, component, source, total_uj, at_ms)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)
-                     ON CONFLICT (agent_id, run_id, project, component, source) DO UPDATE SET
-                        total_uj = excluded.total_uj, at_ms = excluded.at_ms
-                     WHERE excluded.at_ms >= at_ms",
-                )
-                .bind(host)
-                .bind(&batch.run_id)
-                .bind(&c.project)
-                .bind(c.component.as_str())
-                .bind(c.source.as_str())
-                .bind(i(c.total_uj))
-                .bind(i(batch.end_unix_ms))
-                .execute(&mut *tx)
-                .await?;
+                let e = counters
+                    .entry((
+                        batch.run_id.as_str(),
+                        c.project.as_str(),
+                        c.component,
+                        c.source,
+                    ))
+                    .or_default();
+                if batch.end_unix_ms >= e.1 {
+                    *e = (c.total_uj, batch.end_unix_ms);
+                }
             }
+        }
+        for ((hour_s, project, component, source), (energy_uj, embodied_ug)) in rows {
+            let (g_per_kwh, import_id) = match intensity.get(&hour_s) {
+                Some(v) => *v,
+                None => {
+                    let row = sqlx::query(
+                        "SELECT g_per_kwh, import_id FROM intensity_hourly WHERE zone = ? AND hour_s = ?",
+                    )
+                    .bind(&plan.zone)
+                    .bind(hour_s)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let v = match row {
+                        Some(row) => (row.try_get("g_per_kwh")?, Some(row.try_get("import_id")?)),
+                        None => (plan.grid_default.value, None),
+                    };
+                    intensity.insert(hour_s, v);
+                    v
+                }
+            };
+            let location = operational_ug(energy_uj, plan.pue.value, g_per_kwh);
+            let market = plan
+                .market
+                .as_ref()
+                .map(|m| operational_ug(energy_uj, plan.pue.value, m.value));
+            sqlx::query(
+                "INSERT INTO footprint_hourly (hour_s, host, project, component, source, site, zone,
+                    energy_uj, pue, pue_coef, intensity_g_per_kwh, intensity_coef, intensity_import,
+                    location_co2e_ug, market_g_per_kwh, market_coef, market_co2e_ug,
+                    embodied_co2e_ug, embodied_coef)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (hour_s, host, project, component, source) DO UPDATE SET
+                    energy_uj = energy_uj + excluded.energy_uj,
+                    embodied_co2e_ug = embodied_co2e_ug + excluded.embodied_co2e_ug,
+                    embodied_coef = COALESCE(embodied_coef, excluded.embodied_coef),
+                    location_co2e_ug = CAST(ROUND((energy_uj + excluded.energy_uj) * pue
+                        * intensity_g_per_kwh / 3600000.0) AS INTEGER),
+                    market_co2e_ug = CASE WHEN market_g_per_kwh IS NULL THEN NULL ELSE
+                        CAST(ROUND((energy_uj + excluded.energy_uj) * pue * market_g_per_kwh
+                        / 3600000.0) AS INTEGER) END",
+            )
+            .bind(hour_s)
+            .bind(host)
+            .bind(project)
+            .bind(component.as_str())
+            .bind(source.as_str())
+            .bind(&plan.site)
+            .bind(&plan.zone)
+            .bind(i(energy_uj))
+            .bind(plan.pue.value)
+            .bind(pue_coef)
+            .bind(g_per_kwh)
+            .bind(if import_id.is_none() { Some(grid_coef) } else { None })
+            .bind(import_id)
+            .bind(i(location))
+            .bind(plan.market.as_ref().map(|m| m.value))
+            .bind(market_coef)
+            .bind(market.map(i))
+            .bind(i(embodied_ug))
+            .bind(embodied_coef)
+            .execute(&mut *tx)
+            .await?;
+            outcome.added.push(AddedPart {
+                project: project.to_string(),
+                component,
+                energy_uj,
+                location_ug: location,
+                market_ug: market,
+                embodied_ug,
+            });
+        }
+        for ((run_id, project, component, source), (total_uj, at_ms)) in counters {
+            sqlx::query(
+                "INSERT INTO run_counters (agent_id, run_id, project, component, source, total_uj, at_ms)
+                 VALUES (?, ?, ?, ?, ?, ?, ?)
+                 ON CONFLICT (agent_id, run_id, project, component, source) DO UPDATE SET
+                    total_uj = excluded.total_uj, at_ms = excluded.at_ms
+                 WHERE excluded.at_ms >= at_ms",
+            )
+            .bind(host)
+            .bind(run_id)
+            .bind(project)
+            .bind(component.as_str())
+            .bind(source.as_str())
+            .bind(i(total_uj))
+            .bind(i(at_ms))
+            .execute(&mut *tx)
+            .await?;
         }
         // The agent's spool once this push is acknowledged: what it reported, less the
         // batches of this push.
