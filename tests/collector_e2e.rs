@@ -236,6 +236,41 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         assert_eq!(a["counted_uj"], a["stored_uj"], "{a}");
         assert_eq!(a["spool_batches"], 0, "{a}");
     }
+    // The collector's own metrics: valid exposition, the stored energy, the intensity.
+    let text = ureq::get(&format!("{}/metrics", collector.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    if let Some(p) = promtool() {
+        promtool_check(p, &text);
+    }
+    let samples = parse(&text);
+    let counted: f64 = samples
+        .iter()
+        .filter(|s| s.metric == "empreinte_footprint_energy_joules_total")
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) => v,
+            _ => 0.0,
+        })
+        .sum();
+    // The last collector process stored at least the agents' final batches.
+    assert!(counted > 0.0, "{text}");
+    let fr = empreinte_collector::carbon::Coefficients::built_in()
+        .unwrap()
+        .grid("FR")
+        .unwrap()
+        .g_per_kwh
+        .0;
+    assert_eq!(
+        value(
+            &samples,
+            "empreinte_grid_intensity_grams_per_kwh",
+            &[("zone", "FR")]
+        ),
+        Some(fr)
+    );
     let log = std::fs::read_to_string(data.join("collector.log")).unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -379,3 +379,28 @@ pub fn projects_uj(d: &serde_json::Value) -> std::collections::BTreeMap<String, 
     }
     out
 }
+
+/// Runs `promtool check metrics` on an exposition and fails the test on any complaint.
+pub fn promtool_check(promtool: &str, text: &str) {
+    use std::io::Write;
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
