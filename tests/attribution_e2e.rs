@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,29 +13,6 @@ use std::time::Duration;
 use common::*;
 use empreinte_testkit::powercap::FakePowercap;
 use serde_json::Value;
-
-struct Busy(Child);
-
-impl Busy {
-    /// A shell spinning on one CPU, with `EMPREINTE_PROJECT=project`.
-    fn spawn(project: &str) -> Busy {
-        Busy(
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .env("EMPREINTE_PROJECT", project)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn debug(agent: &Agent) -> Value {
     let url = agent.url.replace("/metrics", "/debug/attribution");

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
@@ -25,28 +24,6 @@ const ZONES: [(&str, u64); 4] = [
     ("intel-rapl:0:2", 250_003),
     ("intel-rapl:1:2", 150_001),
 ];
-
-struct Busy(Child);
-
-impl Busy {
-    fn spawn(project: &str) -> Busy {
-        Busy(
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .env("EMPREINTE_PROJECT", project)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn truth(fp: &FakePowercap) -> u64 {
     ZONES

@@ -5,7 +5,8 @@
 //! Names follow Prometheus conventions: base units, `_total` for counters.
 
 use empreinte_shared::Component;
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use empreinte_shared::exposition::Family;
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
 use crate::push::PushMetrics;
@@ -18,43 +19,6 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone, Debug)]
 pub struct AgentInfo {
     pub interval_seconds: f64,
-}
-
-struct Family(MetricFamily);
-
-impl Family {
-    fn new(name: &str, help: &str, kind: MetricType) -> Family {
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_help(help.to_string());
-        f.set_field_type(kind);
-        Family(f)
-    }
-
-    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut m = Metric::default();
-        m.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    let mut l = LabelPair::default();
-                    l.set_name((*k).to_string());
-                    l.set_value((*v).to_string());
-                    l
-                })
-                .collect(),
-        );
-        if self.0.get_field_type() == MetricType::COUNTER {
-            let mut c = Counter::default();
-            c.set_value(value);
-            m.set_counter(c);
-        } else {
-            let mut g = Gauge::default();
-            g.set_value(value);
-            m.set_gauge(g);
-        }
-        self.0.mut_metric().push(m);
-    }
 }
 
 /// Labels of a host series: component, device, source, and for GPUs gpu, uuid, model.

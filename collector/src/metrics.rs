@@ -8,8 +8,9 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use empreinte_shared::exposition::Family;
 use prometheus::core::Collector;
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, Histogram, HistogramOpts, TextEncoder};
 
 use crate::objectives::ObjectiveStatus;
@@ -44,43 +45,6 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-struct Family(MetricFamily);
-
-impl Family {
-    fn new(name: &str, help: &str, kind: MetricType) -> Family {
-        let mut f = MetricFamily::default();
-        f.set_name(name.to_string());
-        f.set_help(help.to_string());
-        f.set_field_type(kind);
-        Family(f)
-    }
-
-    fn push(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut m = Metric::default();
-        m.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    let mut l = LabelPair::default();
-                    l.set_name((*k).to_string());
-                    l.set_value((*v).to_string());
-                    l
-                })
-                .collect(),
-        );
-        if self.0.get_field_type() == MetricType::COUNTER {
-            let mut c = Counter::default();
-            c.set_value(value);
-            m.set_counter(c);
-        } else {
-            let mut g = Gauge::default();
-            g.set_value(value);
-            m.set_gauge(g);
-        }
-        self.0.mut_metric().push(m);
     }
 }
 

@@ -5,6 +5,8 @@
 //! hosts are exact; power is a derived figure ([`Watts`]). [`wire`] is the agent-to-
 //! collector format.
 
+#[cfg(feature = "exposition")]
+pub mod exposition;
 pub mod labels;
 pub mod split;
 pub mod units;

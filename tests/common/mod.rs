@@ -404,3 +404,26 @@ pub fn promtool_check(promtool: &str, text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A shell spinning on one CPU, with `EMPREINTE_PROJECT=project`; killed on drop.
+pub struct Busy(Child);
+
+impl Busy {
+    pub fn spawn(project: &str) -> Busy {
+        Busy(
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .env("EMPREINTE_PROJECT", project)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
