@@ -186,6 +186,12 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
                 "/api/v1/footprint?from=2020-01-01&to=2100-01-01&group_by=project&host={host}"
             ),
         );
+        eprintln!(
+            "{host}: given {} µJ, stored {} µJ, {} projects",
+            given[i],
+            f["total"]["exact"]["energy_uj"],
+            f["rows"].as_array().unwrap().len()
+        );
         assert_eq!(
             f["total"]["exact"]["energy_uj"].as_u64().unwrap(),
             given[i],
