@@ -21,6 +21,7 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 const FONT: &str = "sans-serif";
+const GRID: RGBColor = RGBColor(221, 226, 224);
 const WIDTH: u32 = 680;
 
 /// The colour of the `i`-th project of the report (projects are ordered by energy).
@@ -99,6 +100,8 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
             .x_labels(n.min(16))
             .x_label_formatter(&|x| {
                 let i = x.floor() as usize;
@@ -188,6 +191,8 @@ pub fn trend(data: &ReportData, lang: Lang) -> String {
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
             .x_labels(n)
             .x_label_formatter(&|x| {
                 months
@@ -262,6 +267,8 @@ pub fn objectives(data: &ReportData, lang: Lang) -> String {
         chart
             .configure_mesh()
             .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
             .y_labels(0)
             .x_label_formatter(&|x| percent(lang, *x))
             .label_style((FONT, 11))

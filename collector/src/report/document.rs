@@ -569,7 +569,7 @@ dl.facts { display: grid; grid-template-columns: 62mm 1fr; gap: 2pt 8pt; margin:
 dl.facts dt { font-weight: bold; }
 dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 table { border-collapse: collapse; width: 100%; margin: 0 0 8pt; table-layout: auto; font-size: 8.5pt; }
-th, td { border-bottom: 1px solid #d5dfdb; padding: 2pt 4pt; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+th, td { border-bottom: 1px solid #d5dfdb; padding: 2pt 4pt; text-align: left; vertical-align: top; overflow-wrap: break-word; hyphens: auto; }
 th.num, td.num { text-align: right; white-space: nowrap; }
 th { background: #e8f2ee; }
 tr { break-inside: avoid; }
