@@ -376,7 +376,28 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
     let trend = charts.iter().find(|c| c["name"] == "chart-trend").unwrap();
     assert!(trend["lines"].as_u64().unwrap() >= 1, "{trend}");
 
-    // The PDF: as many A4 pages as the page's height needs, give or take the page breaks
+    // The PDF: A4 pages (595 × 842 pt)…
+    let text = String::from_utf8_lossy(&pdf_bytes);
+    let boxes: Vec<Vec<f64>> = text
+        .split("/MediaBox [")
+        .skip(1)
+        .map(|s| {
+            s.split(']')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .map(|v| v.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(boxes.len(), pages, "one MediaBox per page");
+    for b in &boxes {
+        assert!(
+            (b[2] - 595.28).abs() < 1.0 && (b[3] - 841.89).abs() < 1.0,
+            "not A4: {b:?}"
+        );
+    }
+    // …as many as the page's height needs as the page's height needs, give or take the page breaks
     // that keep tables' rows and charts whole.
     let needed = (f("height") / CONTENT_HEIGHT_PX).ceil() as usize;
     assert!(

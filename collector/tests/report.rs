@@ -279,6 +279,30 @@ async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactl
         745.0,
         "chat's embodied (cards and 4/5 of the server)",
     );
+    // Per project: chat is all in Germany (1 kWh × 1.5 × 400 g), batch all in France.
+    close(
+        u(&project("chat")["exact"]["location_co2e_ug"]) as f64,
+        n * 1.5 * 400.0 * 1e6,
+        745.0,
+        "chat's location-based",
+    );
+    let batch_g: f64 = hours[..372]
+        .iter()
+        .map(|&hs| 0.2 * 1.2 * intensity(hs))
+        .sum();
+    close(
+        u(&project("batch")["exact"]["location_co2e_ug"]) as f64,
+        batch_g * 1e6,
+        372.0,
+        "batch's location-based",
+    );
+    close(
+        u(&project("batch")["exact"]["market_co2e_ug"]) as f64,
+        0.2 * 372.0 * 1.2 * 10.0 * 1e6,
+        372.0,
+        "batch's market-based (the contract)",
+    );
+    assert_eq!(u(&project("batch")["exact"]["measured_energy_uj"]), 0);
     let verdict = |p: &str| project(p)["objectives"][0]["verdict"].clone();
     assert_eq!(verdict("chat"), "exceeded");
     assert_eq!(verdict("web"), "met");

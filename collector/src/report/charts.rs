@@ -62,10 +62,26 @@ fn kwh(uj: u64) -> f64 {
     uj as f64 / 3.6e12
 }
 
-/// A legend line under a chart: a square and a name per project.
+/// Where each legend entry goes: `(x, line)`, wrapping before the right edge.
+fn legend_layout(names: &[String]) -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    let (mut x, mut line) = (60, 0);
+    for n in names {
+        let w = 24 + 7 * n.chars().count() as i32;
+        if x > 60 && x + w > WIDTH as i32 - 10 {
+            x = 60;
+            line += 1;
+        }
+        out.push((x, line));
+        x += w;
+    }
+    out
+}
+
+/// The legend under a chart: a square and a name per project.
 fn legend(area: &Area, names: &[String], y: i32) -> Result<(), String> {
-    let mut x = 60;
-    for (i, n) in names.iter().enumerate() {
+    for (i, (n, (x, line))) in names.iter().zip(legend_layout(names)).enumerate() {
+        let y = y + 18 * line;
         area.draw(&Rectangle::new(
             [(x, y - 9), (x + 10, y + 1)],
             colour(i).filled(),
@@ -73,7 +89,6 @@ fn legend(area: &Area, names: &[String], y: i32) -> Result<(), String> {
         .map_err(e)?;
         area.draw(&Text::new(n.clone(), (x + 14, y - 9), (FONT, 12)))
             .map_err(e)?;
-        x += 24 + 7 * n.chars().count() as i32;
     }
     Ok(())
 }
@@ -88,7 +103,11 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
         .map(|d| kwh(d.energy_uj.values().sum()))
         .fold(0.0, f64::max);
     let top = if max > 0.0 { max * 1.1 } else { 1.0 };
-    svg(300, "days", |root| {
+    let lines = legend_layout(&projects)
+        .last()
+        .map(|(_, l)| l + 1)
+        .unwrap_or(1);
+    svg(282 + 18 * lines as u32, "days", |root| {
         let (plot, foot) = root.split_vertically(270);
         let mut chart = ChartBuilder::on(&plot)
             .margin(8)
@@ -320,4 +339,24 @@ pub fn objectives(data: &ReportData, lang: Lang) -> String {
             .map_err(e)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_wraps_before_the_right_edge() {
+        let names: Vec<String> = (0..20).map(|i| format!("project-number-{i}")).collect();
+        let layout = legend_layout(&names);
+        assert!(layout.last().unwrap().1 >= 2, "{layout:?}");
+        for ((x, _), n) in layout.iter().zip(&names) {
+            let w = 24 + 7 * n.chars().count() as i32;
+            assert!(*x == 60 || x + w <= WIDTH as i32 - 10, "{x} {n}");
+        }
+        assert_eq!(
+            legend_layout(&names[..2]),
+            vec![(60, 0), (60 + 24 + 7 * 16, 0)]
+        );
+    }
 }
