@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::api::Figures;
 use crate::config::{CollectorConfig, parse_month};
 use crate::objectives::{self, ObjectiveStatus};
-use crate::period::{Month, local_day, month, month_of};
+use crate::period::{Month, local_day, month};
 use crate::store::{FootprintQuery, Grouping, HourlyRow, Store, StoreError, Sums};
 
 pub use i18n::Lang;
@@ -575,7 +575,6 @@ pub async fn build(
         })
         .collect();
 
-    let current = month_of(tz, now_s).ok();
     Ok(ReportData {
         schema: SCHEMA,
         organisation: config.organisation.name.clone(),
@@ -585,7 +584,7 @@ pub async fn build(
         to: instant(m.to_s),
         generated_at: instant(now_s),
         generated_s: now_s,
-        complete: now_s >= m.to_s && current != Some(*m),
+        complete: now_s >= m.to_s,
         has_data: !rows.is_empty(),
         perimeter,
         totals: Figures::from(&total),
