@@ -510,6 +510,16 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
     assert!(body.contains("<html lang=\"fr\">") && body.contains("<svg"));
     let (_, body) = call("/reports/2025-10.md?lang=en", Some(&reader)).await;
     assert!(body.starts_with("# AI energy and carbon footprint — October 2025"));
+    // The PDF, where the collector's machine has Chromium (required in CI).
+    match report::pdf::find_chromium(None) {
+        Ok(_) => {
+            let (status, body) = call("/reports/2025-10.pdf?lang=en", Some(&reader)).await;
+            assert_eq!(status, StatusCode::OK, "{body:.300}");
+            assert!(body.starts_with("%PDF-"), "{body:.300}");
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true: {e}"),
+        Err(e) => eprintln!("note: no PDF checked: {e}"),
+    }
     // Refusals: no token, a bad name, a month in the future.
     let (status, _) = call("/reports/2025-10.json", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
