@@ -2,6 +2,7 @@
 
 mod carbon_cli;
 mod collector_cli;
+mod report_cli;
 mod up_cli;
 
 use std::net::SocketAddr;
@@ -39,6 +40,9 @@ enum Command {
     Token(collector_cli::TokenCommand),
     /// Carbon coefficients: list them, import grid intensity time series.
     Carbon(carbon_cli::CarbonCommand),
+    /// The monthly footprint report (HTML, PDF, CSV, JSON or Markdown; French or
+    /// English), from a data directory or a running collector.
+    Report(report_cli::ReportCommand),
 }
 
 #[derive(Args)]
@@ -160,6 +164,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collector(cmd) => collector_cli::collector(cmd),
         Command::Token(cmd) => collector_cli::token(cmd),
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),
+        Command::Report(cmd) => report_cli::report(cmd),
         Command::Agent(AgentCommand {
             action: None,
             flags,

@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod objectives;
 pub mod period;
 pub mod plan;
+pub mod report;
 pub mod server;
 pub mod store;

@@ -66,6 +66,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/objectives"),
     ("GET", "/api/v1/agents"),
     ("GET", "/api/v1/coefficients"),
+    ("GET", "/reports/{file}"),
 ];
 
 pub fn router(state: AppState) -> Router {
@@ -81,12 +82,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/objectives", get(api::objectives))
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/coefficients", get(api::coefficients))
+        .route("/reports/{file}", get(crate::report::http::report))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
 async fn index() -> &'static str {
-    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /metrics            Prometheus metrics\n  GET  /healthz            liveness\n"
+    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /reports/YYYY-MM.html  monthly report (read token; also .pdf .csv .json .md, ?lang=fr|en)\n  GET  /metrics            Prometheus metrics\n  GET  /healthz            liveness\n"
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
@@ -124,6 +126,8 @@ pub enum AppError {
     NotFound(String),
     #[error("the store failed; nothing was acknowledged")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 #[derive(Serialize)]
@@ -147,7 +151,7 @@ impl AppError {
             AppError::Malformed(_) | AppError::BadQuery(_) => StatusCode::BAD_REQUEST,
             AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -157,9 +161,9 @@ impl AppError {
             AppError::Auth(AuthError::WrongKind { .. }) | AppError::WrongAgent { .. } => {
                 "forbidden"
             }
-            AppError::Auth(AuthError::Store(_) | AuthError::Random(_)) | AppError::Store(_) => {
-                "store_error"
-            }
+            AppError::Auth(AuthError::Store(_) | AuthError::Random(_))
+            | AppError::Store(_)
+            | AppError::Unavailable(_) => "store_error",
             AppError::Auth(_) => "unauthenticated",
             AppError::TooLarge { .. } => "too_large",
             AppError::Malformed(_) | AppError::BadQuery(_) | AppError::NotFound(_) => "malformed",

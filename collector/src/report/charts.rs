@@ -1,0 +1,362 @@
+//! The report's charts, drawn as SVG by plotters (SVG backend only: no system fonts; the
+//! browser lays the text out). Each chart is a string of SVG to inline in the HTML page.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::ReportData;
+use super::i18n::{Lang, number, percent};
+use crate::objectives::{BudgetKind, Verdict};
+
+/// Colours that stay distinct for colour-blind readers and in grey print (Okabe–Ito).
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),
+    RGBColor(230, 159, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(86, 180, 233),
+    RGBColor(213, 94, 0),
+    RGBColor(120, 120, 120),
+    RGBColor(240, 228, 66),
+];
+
+const FONT: &str = "sans-serif";
+const GRID: RGBColor = RGBColor(221, 226, 224);
+const WIDTH: u32 = 680;
+
+/// The colour of the `i`-th project of the report (projects are ordered by energy).
+pub fn colour(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// Draws with `f` on a `WIDTH × height` SVG; a drawing error leaves what was drawn and
+/// a note in the log (a chart is never worth failing the report for).
+fn svg(height: u32, name: &str, f: impl FnOnce(&Area) -> Result<(), String>) -> String {
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (WIDTH, height)).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(|e| e.to_string())
+            .and_then(|_| f(&root));
+        if let Err(e) = drawn {
+            tracing::warn!(chart = name, error = %e, "a chart of the report could not be drawn");
+        }
+        let _ = root.present();
+    }
+    // Scales with the page (the CSS sets the width), keeps its proportions.
+    s.replacen(
+        "<svg ",
+        &format!("<svg class=\"chart-{name}\" viewBox=\"0 0 {WIDTH} {height}\" "),
+        1,
+    )
+}
+
+fn e(err: impl std::fmt::Display) -> String {
+    err.to_string()
+}
+
+fn kwh(uj: u64) -> f64 {
+    uj as f64 / 3.6e12
+}
+
+/// Where each legend entry goes: `(x, line)`, wrapping before the right edge.
+fn legend_layout(names: &[String]) -> Vec<(i32, i32)> {
+    let mut out = Vec::new();
+    let (mut x, mut line) = (60, 0);
+    for n in names {
+        let w = 24 + 7 * n.chars().count() as i32;
+        if x > 60 && x + w > WIDTH as i32 - 10 {
+            x = 60;
+            line += 1;
+        }
+        out.push((x, line));
+        x += w;
+    }
+    out
+}
+
+/// The legend under a chart: a square and a name per project.
+fn legend(area: &Area, names: &[String], y: i32) -> Result<(), String> {
+    for (i, (n, (x, line))) in names.iter().zip(legend_layout(names)).enumerate() {
+        let y = y + 18 * line;
+        area.draw(&Rectangle::new(
+            [(x, y - 9), (x + 10, y + 1)],
+            colour(i).filled(),
+        ))
+        .map_err(e)?;
+        area.draw(&Text::new(n.clone(), (x + 14, y - 9), (FONT, 12)))
+            .map_err(e)?;
+    }
+    Ok(())
+}
+
+/// Energy per day, stacked by project.
+pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
+    let projects: Vec<String> = data.projects.iter().map(|p| p.project.clone()).collect();
+    let n = data.days.len().max(1);
+    let max = data
+        .days
+        .iter()
+        .map(|d| kwh(d.energy_uj.values().sum()))
+        .fold(0.0, f64::max);
+    let top = if max > 0.0 { max * 1.1 } else { 1.0 };
+    let lines = legend_layout(&projects)
+        .last()
+        .map(|(_, l)| l + 1)
+        .unwrap_or(1);
+    svg(282 + 18 * lines as u32, "days", |root| {
+        let (plot, foot) = root.split_vertically(270);
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(52)
+            .build_cartesian_2d(0f64..n as f64, 0f64..top)
+            .map_err(e)?;
+        let days = &data.days;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .x_labels(n.min(16))
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                days.get(i)
+                    .and_then(|d| d.day.get(8..10))
+                    .map(|s| s.trim_start_matches('0').to_string())
+                    .unwrap_or_default()
+            })
+            .y_label_formatter(&|y| number(lang, *y, 1))
+            .label_style((FONT, 11))
+            .draw()
+            .map_err(e)?;
+        for (i, d) in data.days.iter().enumerate() {
+            let mut base = 0.0;
+            for (pi, p) in projects.iter().enumerate() {
+                let v = kwh(d.energy_uj.get(p).copied().unwrap_or(0));
+                if v > 0.0 {
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(i as f64 + 0.12, base), (i as f64 + 0.88, base + v)],
+                            colour(pi).filled(),
+                        )))
+                        .map_err(e)?;
+                    base += v;
+                }
+            }
+        }
+        legend(&foot, &projects, 20)
+    })
+}
+
+/// Each project's share of the month's energy, as horizontal bars.
+pub fn shares(data: &ReportData, lang: Lang) -> String {
+    let n = data.projects.len().max(1);
+    let height = 30 + 26 * n as u32;
+    svg(height, "shares", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(8)
+            .build_cartesian_2d(0f64..1.0, 0f64..n as f64)
+            .map_err(e)?;
+        for (i, p) in data.projects.iter().enumerate() {
+            let y = (n - 1 - i) as f64;
+            let w = p.share * 0.62;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(0.0, y + 0.15), (w.max(0.002), y + 0.85)],
+                    colour(i).filled(),
+                )))
+                .map_err(e)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{} — {}", p.project, percent(lang, p.share)),
+                    (w + 0.01, y + 0.7),
+                    (FONT, 13),
+                )))
+                .map_err(e)?;
+        }
+        Ok(())
+    })
+}
+
+/// Twelve months: energy as bars, emissions as a line (right axis).
+pub fn trend(data: &ReportData, lang: Lang) -> String {
+    let n = data.trend.len().max(1);
+    let max_kwh = data
+        .trend
+        .iter()
+        .map(|m| kwh(m.figures.exact.energy_uj))
+        .fold(0.0, f64::max);
+    let max_kg = data
+        .trend
+        .iter()
+        .map(|m| (m.figures.exact.location_co2e_ug + m.figures.exact.embodied_co2e_ug) as f64 / 1e9)
+        .fold(0.0, f64::max);
+    let top_kwh = if max_kwh > 0.0 { max_kwh * 1.15 } else { 1.0 };
+    let top_kg = if max_kg > 0.0 { max_kg * 1.15 } else { 1.0 };
+    svg(260, "trend", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(52)
+            .right_y_label_area_size(52)
+            .build_cartesian_2d(0f64..n as f64, 0f64..top_kwh)
+            .map_err(e)?
+            .set_secondary_coord(0f64..n as f64, 0f64..top_kg);
+        let months = &data.trend;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                months
+                    .get(x.floor() as usize)
+                    .map(|m| m.month.get(2..).unwrap_or_default().to_string())
+                    .unwrap_or_default()
+            })
+            .y_desc("kWh")
+            .y_label_formatter(&|y| number(lang, *y, 0))
+            .label_style((FONT, 11))
+            .draw()
+            .map_err(e)?;
+        chart
+            .configure_secondary_axes()
+            .y_desc("kgCO2e")
+            .y_label_formatter(&|y| number(lang, *y, 1))
+            .label_style((FONT, 11))
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(data.trend.iter().enumerate().map(|(i, m)| {
+                Rectangle::new(
+                    [
+                        (i as f64 + 0.15, 0.0),
+                        (i as f64 + 0.85, kwh(m.figures.exact.energy_uj)),
+                    ],
+                    colour(0).mix(0.8).filled(),
+                )
+            }))
+            .map_err(e)?;
+        chart
+            .draw_secondary_series(LineSeries::new(
+                data.trend.iter().enumerate().map(|(i, m)| {
+                    (
+                        i as f64 + 0.5,
+                        (m.figures.exact.location_co2e_ug + m.figures.exact.embodied_co2e_ug)
+                            as f64
+                            / 1e9,
+                    )
+                }),
+                colour(5).stroke_width(3),
+            ))
+            .map_err(e)?;
+        Ok(())
+    })
+}
+
+/// Each objective's use (solid) and projection (light) against its budget (the line).
+pub fn objectives(data: &ReportData, lang: Lang) -> String {
+    let all: Vec<_> = data
+        .projects
+        .iter()
+        .flat_map(|p| p.objectives.iter())
+        .chain(data.organisation_objectives.iter())
+        .collect();
+    let n = all.len().max(1);
+    let height = 36 + 26 * n as u32;
+    let max = all
+        .iter()
+        .flat_map(|o| [o.used_ratio, o.projected_ratio])
+        .flatten()
+        .fold(1.0, f64::max);
+    let right = max * 1.05;
+    let t = lang.texts();
+    svg(height, "objectives", |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(8)
+            .x_label_area_size(20)
+            .y_label_area_size(170)
+            .build_cartesian_2d(0f64..right, 0f64..n as f64)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .y_labels(0)
+            .x_label_formatter(&|x| percent(lang, *x))
+            .label_style((FONT, 11))
+            .draw()
+            .map_err(e)?;
+        for (i, o) in all.iter().enumerate() {
+            let y = (n - 1 - i) as f64;
+            let bad = matches!(o.verdict, Verdict::Exceeded | Verdict::ProjectedToExceed);
+            let c = if bad { colour(5) } else { colour(2) };
+            if let Some(p) = o.projected_ratio {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y + 0.2), (p, y + 0.8)],
+                        c.mix(0.3).filled(),
+                    )))
+                    .map_err(e)?;
+            }
+            if let Some(u) = o.used_ratio {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y + 0.2), (u, y + 0.8)],
+                        c.filled(),
+                    )))
+                    .map_err(e)?;
+            }
+            let who = if o.project == "*" {
+                t.whole_organisation.to_string()
+            } else {
+                o.project.clone()
+            };
+            let kind = match o.kind {
+                BudgetKind::Energy => t.kind_energy,
+                BudgetKind::Co2e => t.kind_co2e,
+            };
+            let (x, yy) = chart.backend_coord(&(0.0, y + 0.75));
+            root.draw(&Text::new(
+                format!("{who} ({kind})"),
+                (8, yy - 12),
+                (FONT, 12),
+            ))
+            .map_err(e)?;
+            let _ = x;
+        }
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(1.0, 0.0), (1.0, n as f64)],
+                BLACK.stroke_width(2),
+            )))
+            .map_err(e)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_legend_wraps_before_the_right_edge() {
+        let names: Vec<String> = (0..20).map(|i| format!("project-number-{i}")).collect();
+        let layout = legend_layout(&names);
+        assert!(layout.last().unwrap().1 >= 2, "{layout:?}");
+        for ((x, _), n) in layout.iter().zip(&names) {
+            let w = 24 + 7 * n.chars().count() as i32;
+            assert!(*x == 60 || x + w <= WIDTH as i32 - 10, "{x} {n}");
+        }
+        assert_eq!(
+            legend_layout(&names[..2]),
+            vec![(60, 0), (60 + 24 + 7 * 16, 0)]
+        );
+    }
+}

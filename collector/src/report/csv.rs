@@ -1,0 +1,69 @@
+//! The report's rows as CSV: one line per stored hour, host, project, component and
+//! source, with the coefficients that made its emissions. Adding a column gives the
+//! report's total exactly (integers: µJ and µg).
+
+use super::{ReportData, ReportError};
+
+/// The header, in the order of the columns.
+pub const COLUMNS: &[&str] = &[
+    "hour_utc",
+    "local_day",
+    "host",
+    "site",
+    "zone",
+    "project",
+    "component",
+    "source",
+    "measured",
+    "energy_uj",
+    "pue",
+    "facility_energy_uj",
+    "intensity_g_per_kwh",
+    "intensity_from",
+    "location_co2e_ug",
+    "market_g_per_kwh",
+    "market_co2e_ug",
+    "embodied_co2e_ug",
+    "pue_coefficient",
+    "market_coefficient",
+    "embodied_coefficient",
+];
+
+pub fn render(data: &ReportData) -> Result<String, ReportError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let err = |e: csv::Error| ReportError::Render(format!("cannot write the CSV: {e}"));
+    w.write_record(COLUMNS).map_err(err)?;
+    let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for r in &data.rows {
+        w.write_record([
+            r.hour.clone(),
+            r.day.clone(),
+            r.host.clone(),
+            r.site.clone(),
+            r.zone.clone(),
+            r.project.clone(),
+            r.component.clone(),
+            r.source.clone(),
+            r.measured.to_string(),
+            r.energy_uj.to_string(),
+            r.pue.to_string(),
+            r.facility_energy_uj.to_string(),
+            r.intensity_g_per_kwh.to_string(),
+            r.intensity_from.clone(),
+            r.location_co2e_ug.to_string(),
+            r.market_g_per_kwh
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            r.market_co2e_ug.to_string(),
+            r.embodied_co2e_ug.to_string(),
+            r.pue_coef.to_string(),
+            opt(r.market_coef),
+            opt(r.embodied_coef),
+        ])
+        .map_err(err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| ReportError::Render(format!("cannot write the CSV: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| ReportError::Render(e.to_string()))
+}

@@ -1,0 +1,83 @@
+//! `GET /reports/YYYY-MM.{html,pdf,csv,json,md}` (read token; `?lang=fr|en`, the
+//! organisation's language by default): the same reports as `empreinte report`.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::{Format, Lang, ReportError, build, parse_report_month, pdf, render_text};
+use crate::auth;
+use crate::clock::now_unix_ms;
+use crate::server::{AppError, AppState};
+use crate::store::TokenKind;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportParams {
+    pub lang: Option<String>,
+}
+
+impl From<ReportError> for AppError {
+    fn from(e: ReportError) -> AppError {
+        match e {
+            ReportError::Store(s) => AppError::Store(s),
+            ReportError::BadMonth(_) | ReportError::Future { .. } => {
+                AppError::BadQuery(e.to_string())
+            }
+            ReportError::TimeZone(_) | ReportError::Render(_) => {
+                AppError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+pub async fn report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(file): Path<String>,
+    params: Result<Query<ReportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, AppError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    auth::verify(state.store.as_ref(), authorization, TokenKind::Read).await?;
+    let Query(p) = params.map_err(|e| AppError::BadQuery(e.body_text()))?;
+    let (label, ext) = file.rsplit_once('.').ok_or_else(|| {
+        AppError::NotFound(format!(
+            "/reports/{file}: reports are named YYYY-MM.html, .pdf, .csv, .json or .md"
+        ))
+    })?;
+    let format =
+        Format::parse(ext).map_err(|e| AppError::NotFound(format!("/reports/{file}: {e}")))?;
+    let config = state.planner.config();
+    let lang = Lang::parse(p.lang.as_deref().unwrap_or(&config.organisation.language))
+        .map_err(AppError::BadQuery)?;
+    let now_s = i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX);
+    let m = parse_report_month(&state.tz, label, now_s)?;
+    let data = build(state.store.as_ref(), config, &state.tz, &m, now_s).await?;
+    let body: Vec<u8> = if format == Format::Pdf {
+        let html = render_text(&data, Format::Html, lang)?;
+        tokio::task::spawn_blocking(move || {
+            pdf::find_chromium(None).and_then(|c| pdf::print(&html, &c))
+        })
+        .await
+        .map_err(|e| AppError::Unavailable(format!("the PDF task failed: {e}")))??
+    } else {
+        render_text(&data, format, lang)?.into_bytes()
+    };
+    let disposition = format!(
+        "inline; filename=\"empreinte-{}-{}.{}\"",
+        data.month,
+        lang.code(),
+        format.extension()
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}

@@ -1,0 +1,679 @@
+//! The monthly footprint report (issue 5): what the organisation's AI used and emitted in
+//! a month of its time zone, project by project, against its objectives, with the
+//! coefficients and the method behind every figure.
+//!
+//! [`build`] reads the store once into a pure [`ReportData`]; the renderers turn it into
+//! JSON ([`to_json`]), CSV ([`csv::render`]), Markdown and HTML ([`document`], through one
+//! list of blocks so both say the same thing) and PDF ([`pdf`], the HTML printed by
+//! headless Chromium). All user-facing words are in [`i18n`], French first.
+//!
+//! Architecture invariant: **every total of the report is the exact sum of its rows.**
+//! The totals are summed from the stored hourly rows that the CSV and the JSON carry, in
+//! integers (µJ, µg); a row's facility energy is its energy × PUE rounded once, so a
+//! spreadsheet adding the CSV's columns finds the report's totals to the unit.
+
+pub mod charts;
+pub mod csv;
+pub mod document;
+pub mod http;
+pub mod i18n;
+pub mod pdf;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::api::Figures;
+use crate::config::{CollectorConfig, parse_month};
+use crate::objectives::{self, ObjectiveStatus};
+use crate::period::{Month, local_day, month};
+use crate::store::{FootprintQuery, Grouping, HourlyRow, Store, StoreError, Sums};
+
+pub use i18n::Lang;
+
+/// The version of the JSON report's shape.
+pub const SCHEMA: &str = "empreinte-report/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{0}")]
+    BadMonth(String),
+    #[error(
+        "{month} is in the future (today is {today} in {timezone}): there is nothing to report yet"
+    )]
+    Future {
+        month: String,
+        today: String,
+        timezone: String,
+    },
+    #[error("organisation.timezone {0:?} is not a known time zone")]
+    TimeZone(String),
+    #[error("cannot read the footprint: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Render(String),
+}
+
+/// The report of one month.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportData {
+    pub schema: &'static str,
+    pub organisation: String,
+    pub timezone: String,
+    /// `YYYY-MM`.
+    pub month: String,
+    /// `[from, to)`, RFC 3339 instants.
+    pub from: String,
+    pub to: String,
+    pub generated_at: String,
+    #[serde(skip)]
+    pub generated_s: i64,
+    /// False while the month is not over: the figures are month-to-date.
+    pub complete: bool,
+    /// False when no row was stored for the month.
+    pub has_data: bool,
+    pub perimeter: Perimeter,
+    pub totals: Figures,
+    /// Sites whose electricity contract gives a market-based factor.
+    pub market_sites: Vec<String>,
+    pub projects: Vec<ProjectLine>,
+    /// Objectives of the whole organisation (`project = "*"`).
+    pub organisation_objectives: Vec<ObjectiveStatus>,
+    pub sites: Vec<Line>,
+    pub hosts: Vec<Line>,
+    pub components: Vec<Line>,
+    pub sources: Vec<Line>,
+    /// GPU energy by GPU model (from the inventory of each host).
+    pub gpu_models: Vec<Line>,
+    /// Energy per local day and project (µJ).
+    pub days: Vec<DayLine>,
+    /// The last twelve months, this one last.
+    pub trend: Vec<MonthLine>,
+    pub inference: Inference,
+    pub coefficients: Vec<CoefficientLine>,
+    pub intensity_series: Vec<SeriesLine>,
+    /// Every stored row behind the totals.
+    pub rows: Vec<ReportRow>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Perimeter {
+    pub hosts: Vec<String>,
+    pub sites: Vec<String>,
+    /// `(model, cards)` from the inventory of the hosts covered.
+    pub gpus: Vec<GpuCount>,
+    /// Agents the collector knows that stored nothing for the month.
+    pub silent_agents: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct GpuCount {
+    pub model: String,
+    pub count: u64,
+}
+
+/// One line of a breakdown.
+#[derive(Clone, Debug, Serialize)]
+pub struct Line {
+    pub key: String,
+    /// Share of the month's IT energy.
+    pub share: f64,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProjectLine {
+    pub project: String,
+    pub share: f64,
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// The previous month's figures, if it has data.
+    pub previous: Option<Figures>,
+    /// Change of IT energy against the previous month (0.1 = +10 %).
+    pub energy_change: Option<f64>,
+    /// The project's objectives; empty when it has none.
+    pub objectives: Vec<ObjectiveStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DayLine {
+    /// `YYYY-MM-DD`, local.
+    pub day: String,
+    /// IT energy per project, µJ.
+    pub energy_uj: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MonthLine {
+    pub month: String,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Inference {
+    pub available: bool,
+    pub note: &'static str,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CoefficientLine {
+    pub id: i64,
+    pub kind: String,
+    pub subject: String,
+    pub value: f64,
+    pub unit: String,
+    pub source: String,
+    pub year: Option<i64>,
+    pub is_default: bool,
+    pub detail: String,
+}
+
+/// An imported intensity series as used by the month's rows.
+#[derive(Clone, Debug, Serialize)]
+pub struct SeriesLine {
+    pub zone: String,
+    pub import_id: i64,
+    pub hours: u64,
+    pub min_g_per_kwh: f64,
+    pub max_g_per_kwh: f64,
+}
+
+/// One stored hourly row with what was computed from it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReportRow {
+    /// Start of the hour, RFC 3339 (UTC).
+    pub hour: String,
+    pub hour_s: i64,
+    /// The local day the hour belongs to.
+    pub day: String,
+    pub host: String,
+    pub site: String,
+    pub zone: String,
+    pub project: String,
+    pub component: String,
+    pub source: String,
+    pub measured: bool,
+    pub energy_uj: u64,
+    pub pue: f64,
+    /// `energy_uj × pue`, rounded once.
+    pub facility_energy_uj: u64,
+    pub intensity_g_per_kwh: f64,
+    /// `coefficient:ID` or `import:ID`.
+    pub intensity_from: String,
+    pub location_co2e_ug: u64,
+    /// The contractual factor, where the site has one.
+    pub market_g_per_kwh: Option<f64>,
+    /// Market-based emissions; the location-based figure where no contract is configured.
+    pub market_co2e_ug: u64,
+    pub embodied_co2e_ug: u64,
+    pub pue_coef: i64,
+    pub market_coef: Option<i64>,
+    pub embodied_coef: Option<i64>,
+}
+
+impl ReportRow {
+    fn from_stored(r: &HourlyRow, tz: &TimeZone) -> ReportRow {
+        ReportRow {
+            hour: instant(r.hour_s),
+            hour_s: r.hour_s,
+            day: local_day(tz, r.hour_s),
+            host: r.host.clone(),
+            site: r.site.clone(),
+            zone: r.zone.clone(),
+            project: r.project.clone(),
+            component: r.component.clone(),
+            source: r.source.clone(),
+            measured: r.source != "estimate",
+            energy_uj: r.energy_uj,
+            pue: r.pue,
+            facility_energy_uj: (r.energy_uj as f64 * r.pue).round() as u64,
+            intensity_g_per_kwh: r.intensity_g_per_kwh,
+            intensity_from: match (r.intensity_import, r.intensity_coef) {
+                (Some(i), _) => format!("import:{i}"),
+                (None, Some(c)) => format!("coefficient:{c}"),
+                (None, None) => String::new(),
+            },
+            location_co2e_ug: r.location_co2e_ug,
+            market_g_per_kwh: r.market_g_per_kwh,
+            market_co2e_ug: r.market_co2e_ug.unwrap_or(r.location_co2e_ug),
+            embodied_co2e_ug: r.embodied_co2e_ug,
+            pue_coef: r.pue_coef,
+            market_coef: r.market_coef,
+            embodied_coef: r.embodied_coef,
+        }
+    }
+
+    /// The row's contribution to every total.
+    pub fn sums(&self) -> Sums {
+        Sums {
+            energy_uj: self.energy_uj,
+            facility_energy_uj: self.facility_energy_uj,
+            measured_energy_uj: if self.measured { self.energy_uj } else { 0 },
+            estimated_energy_uj: if self.measured { 0 } else { self.energy_uj },
+            location_co2e_ug: self.location_co2e_ug,
+            market_co2e_ug: self.market_co2e_ug,
+            embodied_co2e_ug: self.embodied_co2e_ug,
+        }
+    }
+}
+
+fn instant(s: i64) -> String {
+    jiff::Timestamp::from_second(s)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// The organisation's time zone.
+pub fn time_zone(config: &CollectorConfig) -> Result<TimeZone, ReportError> {
+    TimeZone::get(&config.organisation.timezone)
+        .map_err(|_| ReportError::TimeZone(config.organisation.timezone.clone()))
+}
+
+/// Parses `YYYY-MM` into a month of `tz`, refusing a month that has not begun at `now_s`.
+pub fn parse_report_month(tz: &TimeZone, text: &str, now_s: i64) -> Result<Month, ReportError> {
+    let m = parse_month(text)
+        .and_then(|(y, mo)| month(tz, y, mo))
+        .map_err(ReportError::BadMonth)?;
+    if m.from_s > now_s {
+        let timezone = tz.iana_name().unwrap_or("the organisation's time zone");
+        return Err(ReportError::Future {
+            month: m.label(),
+            today: local_day(tz, now_s),
+            timezone: timezone.to_string(),
+        });
+    }
+    Ok(m)
+}
+
+fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+fn lines(map: BTreeMap<String, Sums>, total: u64) -> Vec<Line> {
+    let mut v: Vec<Line> = map
+        .into_iter()
+        .map(|(key, s)| Line {
+            key,
+            share: share(s.energy_uj, total),
+            figures: Figures::from(&s),
+        })
+        .collect();
+    v.sort_by(|a, b| {
+        b.figures
+            .exact
+            .energy_uj
+            .cmp(&a.figures.exact.energy_uj)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    v
+}
+
+async fn month_sums(
+    store: &dyn Store,
+    m: &Month,
+    group: Grouping,
+) -> Result<Vec<(String, Sums)>, StoreError> {
+    store
+        .footprint(&FootprintQuery {
+            from_s: m.from_s,
+            to_s: m.to_s,
+            project: None,
+            host: None,
+            group,
+        })
+        .await
+}
+
+/// The GPU model label of a host, from the inventory.
+fn gpu_models_of(config: &CollectorConfig, host: &str) -> Vec<(String, u64)> {
+    match config.inventory_of(host) {
+        Some(item) => item
+            .gpus
+            .iter()
+            .map(|g| {
+                (
+                    g.model
+                        .clone()
+                        .unwrap_or_else(|| "gpu (organisation's figure)".into()),
+                    u64::from(g.count),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Reads the month `m` from the store and computes the report, as of `now_s`.
+pub async fn build(
+    store: &dyn Store,
+    config: &CollectorConfig,
+    tz: &TimeZone,
+    m: &Month,
+    now_s: i64,
+) -> Result<ReportData, ReportError> {
+    if m.from_s > now_s {
+        return Err(ReportError::Future {
+            month: m.label(),
+            today: local_day(tz, now_s),
+            timezone: config.organisation.timezone.clone(),
+        });
+    }
+    let rows: Vec<ReportRow> = store
+        .hourly_rows(m.from_s, m.to_s)
+        .await?
+        .iter()
+        .map(|r| ReportRow::from_stored(r, tz))
+        .collect();
+
+    let mut total = Sums::default();
+    let mut by: [BTreeMap<String, Sums>; 6] = Default::default();
+    let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    let mut host_sites: BTreeMap<String, String> = BTreeMap::new();
+    let mut series: BTreeMap<(String, i64), (u64, f64, f64)> = BTreeMap::new();
+    for r in &rows {
+        let s = r.sums();
+        total.add(&s);
+        let gpu_key = if r.component == "gpu" {
+            let models = gpu_models_of(config, &r.host);
+            Some(match models.as_slice() {
+                [] => "not in the inventory".to_string(),
+                [(m, _)] => m.clone(),
+                many => many
+                    .iter()
+                    .map(|(m, _)| m.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+            })
+        } else {
+            None
+        };
+        for (i, key) in [
+            Some(&r.project),
+            Some(&r.site),
+            Some(&r.host),
+            Some(&r.component),
+            Some(&r.source),
+            gpu_key.as_ref(),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if let Some(k) = key {
+                by[i].entry(k.clone()).or_default().add(&s);
+            }
+        }
+        *days
+            .entry(r.day.clone())
+            .or_default()
+            .entry(r.project.clone())
+            .or_default() += r.energy_uj;
+        host_sites.insert(r.host.clone(), r.site.clone());
+        if let Some(id) = r.intensity_from.strip_prefix("import:") {
+            let id: i64 = id.parse().unwrap_or_default();
+            let e = series
+                .entry((r.zone.clone(), id))
+                .or_insert((0, f64::MAX, f64::MIN));
+            e.1 = e.1.min(r.intensity_g_per_kwh);
+            e.2 = e.2.max(r.intensity_g_per_kwh);
+        }
+    }
+    // Hours, not rows, per series.
+    let mut series_hours: BTreeMap<(String, i64), BTreeSet<i64>> = BTreeMap::new();
+    for r in &rows {
+        if let Some(id) = r.intensity_from.strip_prefix("import:") {
+            series_hours
+                .entry((r.zone.clone(), id.parse().unwrap_or_default()))
+                .or_default()
+                .insert(r.hour_s);
+        }
+    }
+    for (k, hours) in series_hours {
+        if let Some(e) = series.get_mut(&k) {
+            e.0 = hours.len() as u64;
+        }
+    }
+    let [
+        by_project,
+        by_site,
+        by_host,
+        by_component,
+        by_source,
+        by_gpu,
+    ] = by;
+
+    // Objectives and the previous month.
+    let statuses = objectives::evaluate(store, &config.objectives, tz, m, now_s).await?;
+    let previous: BTreeMap<String, Sums> = match m.previous(tz) {
+        Ok(p) => month_sums(store, &p, Grouping::Project)
+            .await?
+            .into_iter()
+            .collect(),
+        Err(_) => BTreeMap::new(),
+    };
+    let mut projects: Vec<ProjectLine> = lines(by_project, total.energy_uj)
+        .into_iter()
+        .map(|l| {
+            let prev = previous.get(&l.key).filter(|s| s.energy_uj > 0);
+            ProjectLine {
+                energy_change: prev.map(|p| {
+                    (l.figures.exact.energy_uj as f64 - p.energy_uj as f64) / p.energy_uj as f64
+                }),
+                previous: prev.map(Figures::from),
+                objectives: statuses
+                    .iter()
+                    .filter(|o| o.project == l.key)
+                    .cloned()
+                    .collect(),
+                project: l.key,
+                share: l.share,
+                figures: l.figures,
+            }
+        })
+        .collect();
+    // Projects with an objective but no energy this month are listed too.
+    let listed: BTreeSet<String> = projects.iter().map(|p| p.project.clone()).collect();
+    let mut idle_with_objective: BTreeSet<String> = BTreeSet::new();
+    for o in &statuses {
+        if o.project != "*" && !listed.contains(&o.project) {
+            idle_with_objective.insert(o.project.clone());
+        }
+    }
+    for p in idle_with_objective {
+        let prev = previous.get(&p).filter(|s| s.energy_uj > 0);
+        projects.push(ProjectLine {
+            energy_change: prev.map(|_| -1.0),
+            previous: prev.map(Figures::from),
+            objectives: statuses
+                .iter()
+                .filter(|o| o.project == p)
+                .cloned()
+                .collect(),
+            project: p,
+            share: 0.0,
+            figures: Figures::default(),
+        });
+    }
+
+    // Twelve months of trend, this one last.
+    let mut trend = Vec::new();
+    let mut cursor = Some(*m);
+    let mut months = Vec::new();
+    for _ in 0..12 {
+        let Some(c) = cursor else { break };
+        months.push(c);
+        cursor = c.previous(tz).ok();
+    }
+    months.reverse();
+    for mo in months {
+        let s = if mo == *m {
+            total.clone()
+        } else {
+            let mut s = Sums::default();
+            for (_, x) in month_sums(store, &mo, Grouping::Component).await? {
+                s.add(&x);
+            }
+            s
+        };
+        trend.push(MonthLine {
+            month: mo.label(),
+            figures: Figures::from(&s),
+        });
+    }
+
+    // Perimeter.
+    let mut gpus: BTreeMap<String, u64> = BTreeMap::new();
+    for host in host_sites.keys() {
+        for (model, n) in gpu_models_of(config, host) {
+            *gpus.entry(model).or_default() += n;
+        }
+    }
+    let silent_agents = store
+        .agents()
+        .await?
+        .into_iter()
+        .map(|a| a.agent_id)
+        .filter(|a| !host_sites.contains_key(a))
+        .collect();
+    let sites: BTreeSet<String> = host_sites.values().cloned().collect();
+    let perimeter = Perimeter {
+        hosts: host_sites.keys().cloned().collect(),
+        sites: sites.into_iter().collect(),
+        gpus: gpus
+            .into_iter()
+            .map(|(model, count)| GpuCount { model, count })
+            .collect(),
+        silent_agents,
+    };
+    let market_sites = config
+        .sites
+        .iter()
+        .filter(|s| s.market_g_per_kwh.is_some())
+        .map(|s| s.name.clone())
+        .collect();
+
+    let coefficients = store
+        .coefficients_used(m.from_s, m.to_s)
+        .await?
+        .into_iter()
+        .map(|c| CoefficientLine {
+            id: c.id,
+            kind: c.kind,
+            subject: c.subject,
+            value: c.value,
+            unit: c.unit,
+            source: c.source,
+            year: c.year,
+            is_default: c.is_default,
+            detail: c.detail,
+        })
+        .collect();
+
+    Ok(ReportData {
+        schema: SCHEMA,
+        organisation: config.organisation.name.clone(),
+        timezone: config.organisation.timezone.clone(),
+        month: m.label(),
+        from: instant(m.from_s),
+        to: instant(m.to_s),
+        generated_at: instant(now_s),
+        generated_s: now_s,
+        complete: now_s >= m.to_s,
+        has_data: !rows.is_empty(),
+        perimeter,
+        totals: Figures::from(&total),
+        market_sites,
+        projects,
+        organisation_objectives: statuses.into_iter().filter(|o| o.project == "*").collect(),
+        sites: lines(by_site, total.energy_uj),
+        hosts: lines(by_host, total.energy_uj),
+        components: lines(by_component, total.energy_uj),
+        sources: lines(by_source, total.energy_uj),
+        gpu_models: lines(by_gpu, total.energy_uj),
+        days: days
+            .into_iter()
+            .map(|(day, energy_uj)| DayLine { day, energy_uj })
+            .collect(),
+        trend,
+        inference: Inference {
+            available: false,
+            note: "no inference counts (requests, tokens) are collected yet",
+        },
+        coefficients,
+        intensity_series: series
+            .into_iter()
+            .map(|((zone, import_id), (hours, min, max))| SeriesLine {
+                zone,
+                import_id,
+                hours,
+                min_g_per_kwh: min,
+                max_g_per_kwh: max,
+            })
+            .collect(),
+        rows,
+    })
+}
+
+/// The report as JSON (every row included).
+pub fn to_json(data: &ReportData) -> Result<String, ReportError> {
+    serde_json::to_string_pretty(data).map_err(|e| ReportError::Render(e.to_string()))
+}
+
+/// The formats a report is rendered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Html,
+    Pdf,
+    Csv,
+    Json,
+    Md,
+}
+
+impl Format {
+    pub fn parse(text: &str) -> Result<Format, String> {
+        match text {
+            "html" => Ok(Format::Html),
+            "pdf" => Ok(Format::Pdf),
+            "csv" => Ok(Format::Csv),
+            "json" => Ok(Format::Json),
+            "md" => Ok(Format::Md),
+            other => Err(format!(
+                "{other:?} is not a report format: html, pdf, csv, json or md"
+            )),
+        }
+    }
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Html => "html",
+            Format::Pdf => "pdf",
+            Format::Csv => "csv",
+            Format::Json => "json",
+            Format::Md => "md",
+        }
+    }
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Html => "text/html; charset=utf-8",
+            Format::Pdf => "application/pdf",
+            Format::Csv => "text/csv; charset=utf-8",
+            Format::Json => "application/json",
+            Format::Md => "text/markdown; charset=utf-8",
+        }
+    }
+}
+
+/// Renders `data` in every format but PDF (which needs a browser: [`pdf::print`]).
+pub fn render_text(data: &ReportData, format: Format, lang: Lang) -> Result<String, ReportError> {
+    match format {
+        Format::Json => to_json(data),
+        Format::Csv => csv::render(data),
+        Format::Md => Ok(document::markdown(data, lang)),
+        Format::Html | Format::Pdf => Ok(document::html(data, lang)),
+    }
+}

@@ -1,0 +1,162 @@
+//! The PDF: the HTML report printed by headless Chromium (`--print-to-pdf`), so that the
+//! PDF is the same document as the page. Chromium is found from an explicit path, then
+//! `$EMPREINTE_CHROMIUM`, then `chromium`, `chromium-browser`, `google-chrome` on `PATH`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::ReportError;
+
+/// The environment variable naming the Chromium binary.
+pub const CHROMIUM_ENV: &str = "EMPREINTE_CHROMIUM";
+
+const CANDIDATES: &[&str] = &["chromium", "chromium-browser", "google-chrome"];
+
+/// How long Chromium may take to print (polled in steps, no clock read).
+const STEPS: u32 = 1200;
+const STEP: Duration = Duration::from_millis(100);
+
+/// The Chromium to use: `explicit`, else `$EMPREINTE_CHROMIUM`, else the first candidate
+/// on `PATH`.
+pub fn find_chromium(explicit: Option<&Path>) -> Result<PathBuf, ReportError> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(CHROMIUM_ENV).filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        for c in CANDIDATES {
+            let p = dir.join(c);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(ReportError::Render(format!(
+        "a PDF needs headless Chromium, and none was found: give --chromium PATH, set {CHROMIUM_ENV}, or install it (Debian: apt-get install chromium)"
+    )))
+}
+
+/// A directory removed when dropped.
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub fn new() -> Result<ScratchDir, ReportError> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ReportError::Render(format!("no randomness for a temp dir: {e}")))?;
+        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("empreinte-report-{name}"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ReportError::Render(format!("cannot create {}: {e}", dir.display())))?;
+        Ok(ScratchDir(dir))
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The flags every headless run gets: no sandbox (containers, root), no GPU, no network
+/// chatter, a fresh profile.
+pub fn headless_args(profile: &Path) -> Vec<String> {
+    vec![
+        "--headless".into(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--disable-dev-shm-usage".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ]
+}
+
+/// Runs `chromium` with `args` until it exits (killed after two minutes); the error
+/// carries what it wrote to stderr.
+pub fn run_chromium(chromium: &Path, args: &[String]) -> Result<(), ReportError> {
+    let mut child = Command::new(chromium)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            ReportError::Render(format!(
+                "cannot start Chromium ({}): {e}",
+                chromium.display()
+            ))
+        })?;
+    for _ in 0..STEPS {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut s) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut s, &mut err);
+                }
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(ReportError::Render(format!(
+                        "Chromium ({}) failed ({status}): {}",
+                        chromium.display(),
+                        err.trim()
+                    )))
+                };
+            }
+            Ok(None) => std::thread::sleep(STEP),
+            Err(e) => {
+                return Err(ReportError::Render(format!(
+                    "cannot wait for Chromium: {e}"
+                )));
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    Err(ReportError::Render(
+        "Chromium did not finish printing within two minutes".into(),
+    ))
+}
+
+/// Prints `html` to PDF with `chromium`; gives the PDF's bytes.
+pub fn print(html: &str, chromium: &Path) -> Result<Vec<u8>, ReportError> {
+    let dir = ScratchDir::new()?;
+    let page = dir.path().join("report.html");
+    let out = dir.path().join("report.pdf");
+    std::fs::write(&page, html)
+        .map_err(|e| ReportError::Render(format!("cannot write {}: {e}", page.display())))?;
+    let mut args = headless_args(&dir.path().join("profile"));
+    args.push("--no-pdf-header-footer".into());
+    args.push(format!("--print-to-pdf={}", out.display()));
+    args.push(format!("file://{}", page.display()));
+    run_chromium(chromium, &args)?;
+    std::fs::read(&out).map_err(|e| {
+        ReportError::Render(format!(
+            "Chromium exited but wrote no PDF ({}): {e}",
+            out.display()
+        ))
+    })
+}
+
+/// The number of pages of a PDF (its `/Type /Page` objects).
+pub fn page_count(pdf: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(pdf);
+    let mut n = 0;
+    for (i, _) in text.match_indices("/Type /Page") {
+        let next = text[i + "/Type /Page".len()..].chars().next();
+        if next != Some('s') {
+            n += 1;
+        }
+    }
+    n
+}

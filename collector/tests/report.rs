@@ -1,0 +1,532 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The monthly report against a month computed by hand: October 2025 in Europe/Paris
+//! (the DST change on the 26th: 745 hours), three projects on two hosts in two sites, a
+//! grid intensity that changes every hour in France and a yearly factor in Germany, a
+//! contractual factor on one site, embodied emissions shared by use, one objective
+//! missed, one met and a project without objective. Every total of the JSON report is
+//! checked against the hand computation and against the sum of the CSV's rows; the
+//! French and English Markdown are compared with golden files.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use empreinte_collector::period::month;
+use empreinte_collector::report::{self, Format, Lang, ReportData};
+use empreinte_collector::store::{IntensityImport, Store, TokenKind};
+use empreinte_shared::{Component, SourceKind};
+
+const CONFIG: &str = r#"
+[organisation]
+name = "Ville de Bourg-Test"
+timezone = "Europe/Paris"
+language = "fr"
+
+[limits]
+max_batch_age = "36500days"
+
+[[site]]
+name = "mairie"
+zone = "FR"
+pue = 1.2
+pue_source = "facilities measurement 2025"
+hosts = ["srv-1"]
+market_g_per_kwh = 10.0
+market_source = "guarantees of origin contract 2025"
+
+[[site]]
+name = "datacentre"
+zone = "DE"
+hosts = ["gpu-*"]
+
+[[inventory]]
+hosts = ["gpu-1"]
+# 43.8 kg over one year (8,760 h): 5 g per hour.
+server_kgco2e = 43.8
+server_lifetime_years = 1.0
+server_source = "test figure"
+# 87.6 kg per card over one year: 10 g per hour per card.
+gpus = [{ model = "test-gpu", count = 2 }]
+
+[[objective]]
+project = "chat"
+monthly_energy_kwh = 700.0
+
+[[objective]]
+project = "web"
+monthly_energy_kwh = 600.0
+"#;
+
+const KWH: u64 = 3_600_000_000_000;
+
+/// The French grid's intensity for the hour starting at `hour_s`: 20 to 77.5 g/kWh.
+fn intensity(hour_s: i64) -> f64 {
+    20.0 + 2.5 * ((hour_s / 3600) % 24) as f64
+}
+
+fn paris() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
+}
+
+/// 2025-11-05T10:00:00Z: the report's "now" (October is over).
+const NOW_S: i64 = 1_762_336_800;
+
+/// Fills a store with the month; gives the harness and October's hours.
+async fn october() -> (Harness, Vec<i64>) {
+    let h = Harness::new(CONFIG).await;
+    let m = month(&paris(), 2025, 10).unwrap();
+    let hours: Vec<i64> = (m.from_s..m.to_s).step_by(3600).collect();
+    assert_eq!(hours.len(), 745, "October 2025 in Paris has the DST hour");
+    h.store
+        .import_intensity(&IntensityImport {
+            zone: "FR".into(),
+            source: "test series".into(),
+            kind: "direct".into(),
+            file: "test".into(),
+            now_ms: 1,
+            hours: hours.iter().map(|&h| (h, intensity(h), 1.0)).collect(),
+        })
+        .await
+        .unwrap();
+    let srv = h.token(TokenKind::Agent, Some("srv-1")).await;
+    let gpu = h.token(TokenKind::Agent, Some("gpu-1")).await;
+    let ms = |s: i64| s as u64 * 1000;
+    // srv-1: web 0.5 kWh/h (RAPL) all month; batch 0.2 kWh/h (estimated) the first 372 hours.
+    let srv_batches: Vec<_> = hours
+        .iter()
+        .enumerate()
+        .map(|(i, &hs)| {
+            let (s, e) = (ms(hs), ms(hs) + 3_600_000);
+            let mut records = vec![record(
+                "web",
+                Component::Cpu,
+                SourceKind::Rapl,
+                s,
+                e,
+                KWH / 2,
+            )];
+            if i < 372 {
+                records.push(record(
+                    "batch",
+                    Component::Dram,
+                    SourceKind::Estimate,
+                    s,
+                    e,
+                    KWH / 5,
+                ));
+            }
+            batch(1, i as u64 + 1, s, e, records)
+        })
+        .collect();
+    // gpu-1: chat 1 kWh/h (NVML), web 0.25 kWh/h (RAPL), all month.
+    let gpu_batches: Vec<_> = hours
+        .iter()
+        .enumerate()
+        .map(|(i, &hs)| {
+            let (s, e) = (ms(hs), ms(hs) + 3_600_000);
+            batch(
+                2,
+                i as u64 + 1,
+                s,
+                e,
+                vec![
+                    record("chat", Component::Gpu, SourceKind::Nvml, s, e, KWH),
+                    record("web", Component::Cpu, SourceKind::Rapl, s, e, KWH / 4),
+                ],
+            )
+        })
+        .collect();
+    for chunk in srv_batches.chunks(500) {
+        let (status, body) = h.push(&srv, &push("srv-1", chunk.to_vec())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for chunk in gpu_batches.chunks(500) {
+        let (status, body) = h.push(&gpu, &push("gpu-1", chunk.to_vec())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // September: chat used 10 kWh in one hour (for the change against the previous month).
+    let sep = month(&paris(), 2025, 9).unwrap();
+    let s = ms(sep.from_s + 3600 * 100);
+    let (status, body) = h
+        .push(
+            &gpu,
+            &push(
+                "gpu-1",
+                vec![batch(
+                    3,
+                    1,
+                    s,
+                    s + 3_600_000,
+                    vec![record(
+                        "chat",
+                        Component::Gpu,
+                        SourceKind::Nvml,
+                        s,
+                        s + 3_600_000,
+                        10 * KWH,
+                    )],
+                )],
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    (h, hours)
+}
+
+async fn build(h: &Harness, label: &str) -> Result<ReportData, report::ReportError> {
+    let config = h.state.planner.config();
+    let m = report::parse_report_month(&paris(), label, NOW_S)?;
+    report::build(h.store.as_ref(), config, &paris(), &m, NOW_S).await
+}
+
+fn close(got: f64, want: f64, tolerance: f64, what: &str) {
+    assert!(
+        (got - want).abs() <= tolerance,
+        "{what}: {got} vs {want} (± {tolerance})"
+    );
+}
+
+#[tokio::test]
+async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactly() {
+    let (h, hours) = october().await;
+    let data = build(&h, "2025-10").await.unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&report::render_text(&data, Format::Json, Lang::En).unwrap()).unwrap();
+    let n = hours.len() as f64;
+    let t = &json["totals"]["exact"];
+    let u = |v: &serde_json::Value| v.as_u64().unwrap();
+
+    // Energy, exact to the microjoule.
+    let e_srv = KWH / 2 * 745 + KWH / 5 * 372;
+    let e_gpu = KWH * 745 + KWH / 4 * 745;
+    assert_eq!(u(&t["energy_uj"]), e_srv + e_gpu);
+    assert_eq!(u(&t["estimated_energy_uj"]), KWH / 5 * 372);
+    assert_eq!(u(&t["measured_energy_uj"]), e_srv + e_gpu - KWH / 5 * 372);
+    // Facility: 1.2 in the town hall, the default 1.5 in the data centre.
+    close(
+        u(&t["facility_energy_uj"]) as f64,
+        e_srv as f64 * 1.2 + e_gpu as f64 * 1.5,
+        745.0 * 3.0,
+        "facility energy",
+    );
+
+    // Location-based: hour by hour in France (series), 400 g/kWh in Germany (yearly).
+    let fr_kwh_per_hour = |i: usize| 0.5 + if i < 372 { 0.2 } else { 0.0 };
+    let fr_g: f64 = hours
+        .iter()
+        .enumerate()
+        .map(|(i, &hs)| fr_kwh_per_hour(i) * 1.2 * intensity(hs))
+        .sum();
+    let de_g = 1.25 * n * 1.5 * 400.0;
+    let rows = 745.0 + 372.0 + 745.0 * 2.0; // one µg of rounding per row at most
+    close(
+        u(&t["location_co2e_ug"]) as f64,
+        (fr_g + de_g) * 1e6,
+        rows,
+        "location-based",
+    );
+    // Market-based: the contract's 10 g/kWh in France; Germany has none (location stands in).
+    let fr_market_g = (0.5 * n + 0.2 * 372.0) * 1.2 * 10.0;
+    close(
+        u(&t["market_co2e_ug"]) as f64,
+        (fr_market_g + de_g) * 1e6,
+        rows,
+        "market-based",
+    );
+    // Embodied: gpu-1's server 5 g/h and cards 20 g/h; srv-1 has no inventory.
+    close(
+        u(&t["embodied_co2e_ug"]) as f64,
+        25.0 * n * 1e6,
+        rows,
+        "embodied",
+    );
+
+    // Projects: energy, share, change, objectives.
+    let project = |p: &str| {
+        json["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["project"] == p)
+            .unwrap_or_else(|| panic!("{p} missing"))
+            .clone()
+    };
+    assert_eq!(u(&project("chat")["exact"]["energy_uj"]), KWH * 745);
+    assert_eq!(
+        u(&project("web")["exact"]["energy_uj"]),
+        KWH / 2 * 745 + KWH / 4 * 745
+    );
+    assert_eq!(u(&project("batch")["exact"]["energy_uj"]), KWH / 5 * 372);
+    close(
+        project("chat")["share"].as_f64().unwrap(),
+        745.0 / (0.5 * 745.0 + 0.2 * 372.0 + 1.25 * 745.0),
+        1e-12,
+        "chat's share",
+    );
+    close(
+        project("chat")["energy_change"].as_f64().unwrap(),
+        (745.0 - 10.0) / 10.0,
+        1e-9,
+        "chat against September",
+    );
+    assert!(project("web")["energy_change"].is_null(), "web is new");
+    close(
+        u(&project("chat")["exact"]["embodied_co2e_ug"]) as f64,
+        24.0 * n * 1e6,
+        745.0,
+        "chat's embodied (cards and 4/5 of the server)",
+    );
+    // Per project: chat is all in Germany (1 kWh × 1.5 × 400 g), batch all in France.
+    close(
+        u(&project("chat")["exact"]["location_co2e_ug"]) as f64,
+        n * 1.5 * 400.0 * 1e6,
+        745.0,
+        "chat's location-based",
+    );
+    let batch_g: f64 = hours[..372]
+        .iter()
+        .map(|&hs| 0.2 * 1.2 * intensity(hs))
+        .sum();
+    close(
+        u(&project("batch")["exact"]["location_co2e_ug"]) as f64,
+        batch_g * 1e6,
+        372.0,
+        "batch's location-based",
+    );
+    close(
+        u(&project("batch")["exact"]["market_co2e_ug"]) as f64,
+        0.2 * 372.0 * 1.2 * 10.0 * 1e6,
+        372.0,
+        "batch's market-based (the contract)",
+    );
+    assert_eq!(u(&project("batch")["exact"]["measured_energy_uj"]), 0);
+    let verdict = |p: &str| project(p)["objectives"][0]["verdict"].clone();
+    assert_eq!(verdict("chat"), "exceeded");
+    assert_eq!(verdict("web"), "met");
+    assert_eq!(project("batch")["objectives"], serde_json::json!([]));
+
+    // Days in Paris time: 31 days, the 26th has 25 hours.
+    let days = json["days"].as_array().unwrap();
+    assert_eq!(days.len(), 31);
+    let day = |d: &str| days.iter().find(|x| x["day"] == d).unwrap().clone();
+    assert_eq!(u(&day("2025-10-26")["energy_uj"]["chat"]), 25 * KWH);
+    assert_eq!(u(&day("2025-10-27")["energy_uj"]["chat"]), 24 * KWH);
+
+    // Perimeter, breakdowns, trend, coefficients.
+    assert_eq!(
+        json["perimeter"]["hosts"],
+        serde_json::json!(["gpu-1", "srv-1"])
+    );
+    assert_eq!(
+        json["perimeter"]["gpus"],
+        serde_json::json!([{ "model": "test-gpu", "count": 2 }])
+    );
+    let gpu_line = &json["gpu_models"][0];
+    assert_eq!(gpu_line["key"], "test-gpu");
+    assert_eq!(u(&gpu_line["exact"]["energy_uj"]), KWH * 745);
+    let trend = json["trend"].as_array().unwrap();
+    assert_eq!(trend.len(), 12);
+    assert_eq!(trend[11]["month"], "2025-10");
+    assert_eq!(trend[10]["month"], "2025-09");
+    assert_eq!(u(&trend[10]["exact"]["energy_uj"]), 10 * KWH);
+    assert_eq!(trend[0]["month"], "2024-11");
+    let coefs = json["coefficients"].as_array().unwrap();
+    let default_pue = coefs
+        .iter()
+        .find(|c| c["kind"] == "pue" && c["subject"] == "datacentre")
+        .unwrap();
+    assert_eq!(default_pue["is_default"], true);
+    assert_eq!(default_pue["value"], 1.5);
+    assert!(
+        coefs
+            .iter()
+            .any(|c| c["kind"] == "market_factor" && c["value"] == 10.0)
+    );
+    assert_eq!(json["intensity_series"][0]["hours"], 745);
+    assert_eq!(json["inference"]["available"], false);
+    assert_eq!(json["market_sites"], serde_json::json!(["mairie"]));
+
+    // The CSV's rows add up to the totals, exactly, column by column and per project.
+    let csv_text = report::render_text(&data, Format::Csv, Lang::Fr).unwrap();
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let mut sums: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut per_project: BTreeMap<String, u64> = BTreeMap::new();
+    let mut lines = 0;
+    for rec in reader.records() {
+        let rec = rec.unwrap();
+        lines += 1;
+        for c in [
+            "energy_uj",
+            "facility_energy_uj",
+            "location_co2e_ug",
+            "market_co2e_ug",
+            "embodied_co2e_ug",
+        ] {
+            *sums.entry(c).or_default() += rec[col(c)].parse::<u64>().unwrap();
+        }
+        *per_project
+            .entry(rec[col("project")].to_string())
+            .or_default() += rec[col("energy_uj")].parse::<u64>().unwrap();
+        // Each row's figures follow from its own coefficients.
+        let e: f64 = rec[col("energy_uj")].parse().unwrap();
+        let pue: f64 = rec[col("pue")].parse().unwrap();
+        let g: f64 = rec[col("intensity_g_per_kwh")].parse().unwrap();
+        let loc: f64 = rec[col("location_co2e_ug")].parse().unwrap();
+        close(
+            loc,
+            e / 3.6e12 * pue * g * 1e6,
+            1.0,
+            "a row's location-based",
+        );
+    }
+    assert_eq!(lines, 745 + 372 + 745 * 2);
+    for (c, k) in [
+        ("energy_uj", "energy_uj"),
+        ("facility_energy_uj", "facility_energy_uj"),
+        ("location_co2e_ug", "location_co2e_ug"),
+        ("market_co2e_ug", "market_co2e_ug"),
+        ("embodied_co2e_ug", "embodied_co2e_ug"),
+    ] {
+        assert_eq!(sums[c], u(&t[k]), "column {c}");
+    }
+    for p in ["chat", "web", "batch"] {
+        assert_eq!(per_project[p], u(&project(p)["exact"]["energy_uj"]), "{p}");
+    }
+    // The JSON carries the same rows.
+    assert_eq!(json["rows"].as_array().unwrap().len(), lines);
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+    if expected != actual {
+        let line = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{} differs from the output at line {}:\n  expected: {:?}\n  actual:   {:?}\n(UPDATE_GOLDEN=1 rewrites it)",
+            path.display(),
+            line + 1,
+            expected.lines().nth(line),
+            actual.lines().nth(line)
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_markdown_reports_match_the_golden_files_in_french_and_english() {
+    let (h, _) = october().await;
+    let data = build(&h, "2025-10").await.unwrap();
+    let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
+    let en = report::render_text(&data, Format::Md, Lang::En).unwrap();
+    golden("report-2025-10.fr.md", &fr);
+    golden("report-2025-10.en.md", &en);
+    // What a reader checks first, in each language's way of writing numbers.
+    assert!(fr.contains("| chat | 745,00\u{202F}kWh |"), "{fr}");
+    assert!(en.contains("| chat | 745.00 kWh |"), "{en}");
+    assert!(fr.contains("| batch |") && fr.contains("pas d'objectif"));
+    assert!(en.contains("no objective"));
+    assert!(
+        fr.contains("énergie\u{202F}: dépassé"),
+        "chat missed its objective"
+    );
+    assert!(en.contains("energy: met"), "web met its objective");
+    assert!(
+        en.contains("yes: default value"),
+        "the default PUE is flagged"
+    );
+    assert!(en.contains("Not available"), "no inference counts");
+}
+
+#[tokio::test]
+async fn a_month_without_data_a_future_month_and_a_bad_month_are_clearly_worded() {
+    let (h, _) = october().await;
+    // No data in June 2025: a report that says so, with zero totals.
+    let data = build(&h, "2025-06").await.unwrap();
+    assert!(!data.has_data);
+    assert_eq!(data.totals.exact.energy_uj, 0);
+    let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
+    assert!(
+        fr.contains("Aucune donnée n'a été enregistrée pour cette période"),
+        "{fr}"
+    );
+    let en = report::render_text(&data, Format::Html, Lang::En).unwrap();
+    assert!(en.contains("No data was recorded for this period"));
+    // The objectives are still evaluated: nothing used, so met.
+    assert!(en.contains("<td>met</td>"), "{en}");
+    // A month in the future: an error that says so.
+    let e = build(&h, "2030-01").await.unwrap_err().to_string();
+    assert!(e.starts_with("2030-01 is in the future"), "{e}");
+    assert!(e.contains("2025-11-05"), "{e}");
+    // Not a month.
+    let e = build(&h, "2025-13").await.unwrap_err().to_string();
+    assert!(e.contains("YYYY-MM"), "{e}");
+    // The current month is month-to-date, and says so.
+    let data = build(&h, "2025-11").await.unwrap();
+    assert!(!data.complete);
+    let en = report::render_text(&data, Format::Md, Lang::En).unwrap();
+    assert!(en.contains("The month is not over"), "{en}");
+}
+
+#[tokio::test]
+async fn the_collector_serves_the_reports_with_a_read_token() {
+    let (h, _) = october().await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let call = |path: &str, token: Option<&str>| {
+        let mut req = Request::get(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        h.call(req.body(Body::empty()).unwrap())
+    };
+    let (status, body) = call("/reports/2025-10.json", Some(&reader)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["month"], "2025-10");
+    assert_eq!(
+        json["totals"]["exact"]["energy_uj"].as_u64().unwrap(),
+        KWH / 2 * 745 + KWH / 5 * 372 + KWH * 745 + KWH / 4 * 745
+    );
+    let (status, body) = call("/reports/2025-10.csv", Some(&reader)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("hour_utc,local_day,host"), "{body:.200}");
+    // French by default (the organisation's language), English on request.
+    let (status, body) = call("/reports/2025-10.html", Some(&reader)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<html lang=\"fr\">") && body.contains("<svg"));
+    let (_, body) = call("/reports/2025-10.md?lang=en", Some(&reader)).await;
+    assert!(body.starts_with("# AI energy and carbon footprint — October 2025"));
+    // The PDF, where the collector's machine has Chromium (required in CI).
+    match report::pdf::find_chromium(None) {
+        Ok(_) => {
+            let (status, body) = call("/reports/2025-10.pdf?lang=en", Some(&reader)).await;
+            assert_eq!(status, StatusCode::OK, "{body:.300}");
+            assert!(body.starts_with("%PDF-"), "{body:.300}");
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true: {e}"),
+        Err(e) => eprintln!("note: no PDF checked: {e}"),
+    }
+    // Refusals: no token, a bad name, a month in the future.
+    let (status, _) = call("/reports/2025-10.json", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = call("/reports/2025-10.docx", Some(&reader)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("html, pdf, csv, json or md"), "{body}");
+    let (status, body) = call("/reports/2100-01.json", Some(&reader)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("2100-01 is in the future"), "{body}");
+}

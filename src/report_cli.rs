@@ -1,0 +1,199 @@
+//! `empreinte report`: the monthly footprint report, from a data directory or from a
+//! running collector (`--collector URL` with a read token).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use empreinte_collector::clock::now_unix_ms;
+use empreinte_collector::config::{CollectorConfig, Overrides};
+use empreinte_collector::period::month_of;
+use empreinte_collector::report::{self, Format, Lang, pdf};
+use empreinte_collector::store::sqlite::SqliteStore;
+
+#[derive(Args)]
+pub struct ReportCommand {
+    /// The month, YYYY-MM, in the organisation's time zone [default: last month].
+    #[arg(long, value_name = "YYYY-MM")]
+    month: Option<String>,
+    /// html, pdf, csv, json or md.
+    #[arg(long, value_name = "FORMAT", default_value = "html", value_parser = Format::parse)]
+    format: Format,
+    /// fr or en [default: the organisation's language, French unless configured].
+    #[arg(long, value_name = "LANG", value_parser = Lang::parse)]
+    lang: Option<Lang>,
+    /// Where to write the report [default: standard output; for a PDF,
+    /// empreinte-YYYY-MM-LANG.pdf].
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Read from this running collector (base URL) instead of a data directory.
+    #[arg(long, value_name = "URL", conflicts_with = "data_dir")]
+    collector: Option<String>,
+    /// File holding a read token for --collector [default: $EMPREINTE_READ_TOKEN].
+    #[arg(long, value_name = "PATH", requires = "collector")]
+    token_file: Option<PathBuf>,
+    /// The collector's configuration (organisation, time zone, sites, objectives).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The collector's data directory [default: the configuration's, /var/lib/empreinte].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Headless Chromium, for PDF [default: $EMPREINTE_CHROMIUM, then chromium on PATH].
+    #[arg(long, value_name = "PATH")]
+    chromium: Option<PathBuf>,
+}
+
+fn now_s() -> i64 {
+    i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX)
+}
+
+pub fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
+    let (bytes, month, lang) = match &cmd.collector {
+        Some(url) => remote(&cmd, url)?,
+        None => local(&cmd)?,
+    };
+    let out = match (&cmd.output, cmd.format) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Format::Pdf) => Some(PathBuf::from(format!(
+            "empreinte-{month}-{}.pdf",
+            lang.map(Lang::code).unwrap_or("report")
+        ))),
+        (None, _) => None,
+    };
+    match out {
+        Some(path) => {
+            std::fs::write(&path, &bytes)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?;
+            eprintln!("report for {month} written to {}", path.display());
+        }
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .context("cannot write the report to standard output")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The month asked for, or last month.
+fn month_label(cmd: &ReportCommand, config: &CollectorConfig) -> anyhow::Result<String> {
+    if let Some(m) = &cmd.month {
+        return Ok(m.clone());
+    }
+    let tz = report::time_zone(config)?;
+    let this = month_of(&tz, now_s()).map_err(anyhow::Error::msg)?;
+    Ok(this.previous(&tz).map_err(anyhow::Error::msg)?.label())
+}
+
+fn pdf_of(html: &str, chromium: Option<&Path>) -> anyhow::Result<Vec<u8>> {
+    let chromium = pdf::find_chromium(chromium)?;
+    Ok(pdf::print(html, &chromium)?)
+}
+
+fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
+    let config = CollectorConfig::load(
+        cmd.config.as_deref(),
+        &Overrides {
+            listen: None,
+            data_dir: cmd.data_dir.clone(),
+        },
+    )?;
+    if !config.data_dir.is_dir() {
+        bail!(
+            "no data directory at {} (give --data-dir, or --collector URL to read from a running collector)",
+            config.data_dir.display()
+        );
+    }
+    let lang = match cmd.lang {
+        Some(l) => l,
+        None => Lang::parse(&config.organisation.language).map_err(anyhow::Error::msg)?,
+    };
+    let tz = report::time_zone(&config)?;
+    let label = month_label(cmd, &config)?;
+    let now = now_s();
+    let m = report::parse_report_month(&tz, &label, now).map_err(|e| match e {
+        report::ReportError::Future { .. } => anyhow::anyhow!("--month {e}"),
+        other => other.into(),
+    })?;
+    let runtime = crate::collector_cli::runtime()?;
+    let data = runtime.block_on(async {
+        let store = SqliteStore::open(&config.data_dir)
+            .await
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        let data = report::build(&store, &config, &tz, &m, now).await;
+        store.close().await;
+        anyhow::Ok(data?)
+    })?;
+    let bytes = match cmd.format {
+        Format::Pdf => pdf_of(
+            &report::render_text(&data, Format::Html, lang)?,
+            cmd.chromium.as_deref(),
+        )?,
+        f => report::render_text(&data, f, lang)?.into_bytes(),
+    };
+    Ok((bytes, data.month, Some(lang)))
+}
+
+fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
+    let token = match &cmd.token_file {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read the token file {}", p.display()))?
+            .trim()
+            .to_string(),
+        None => std::env::var("EMPREINTE_READ_TOKEN").context(
+            "--collector needs a read token: give --token-file or set EMPREINTE_READ_TOKEN",
+        )?,
+    };
+    let config = CollectorConfig::load(cmd.config.as_deref(), &Overrides::default())?;
+    let label = month_label(cmd, &config)?;
+    // A PDF is printed here, from the collector's HTML.
+    let fetched = if cmd.format == Format::Pdf {
+        Format::Html
+    } else {
+        cmd.format
+    };
+    let mut address = format!(
+        "{}/reports/{label}.{}",
+        url.trim_end_matches('/'),
+        fetched.extension()
+    );
+    if let Some(l) = cmd.lang {
+        address.push_str(&format!("?lang={}", l.code()));
+    }
+    let agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(300)))
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(&address)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .with_context(|| format!("cannot reach the collector at {address}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(512 * 1024 * 1024)
+        .read_to_vec()
+        .with_context(|| format!("cannot read the collector's answer from {address}"))?;
+    if status != 200 {
+        let text = String::from_utf8_lossy(&body);
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        let message = message.strip_prefix("bad query: ").unwrap_or(&message);
+        if message.contains("is in the future") {
+            bail!("--month {message}");
+        }
+        bail!("the collector refused the report ({status}): {message}");
+    }
+    let bytes = if cmd.format == Format::Pdf {
+        pdf_of(&String::from_utf8_lossy(&body), cmd.chromium.as_deref())?
+    } else {
+        body
+    };
+    Ok((bytes, label, cmd.lang))
+}
