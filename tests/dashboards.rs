@@ -1,0 +1,176 @@
+//! The Grafana dashboards: the committed French and English JSON are exactly what the
+//! generator renders from the one source in dashboards/src, every text is translated,
+//! and no panel reads a metric that neither the agent, the collector, the rules nor the
+//! inference servers export.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod dashgen;
+
+use std::collections::BTreeSet;
+
+use dashgen::*;
+
+#[test]
+fn committed_dashboards_are_what_the_generator_renders() {
+    let bless = std::env::var("EMPREINTE_BLESS").is_ok_and(|v| v == "1");
+    let dir = dashboards_dir();
+    let mut stale = Vec::new();
+    for (path, text) in render_all() {
+        let full = dir.join(&path);
+        let committed = std::fs::read_to_string(&full).unwrap_or_default();
+        if committed != text {
+            if bless {
+                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+                std::fs::write(&full, &text).unwrap();
+            } else {
+                stale.push(path.display().to_string());
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "dashboards/{stale:?} differ from what dashboards/src renders: run `EMPREINTE_BLESS=1 cargo test --test dashboards` and commit"
+    );
+    // Nothing else lies in the language folders (no hand-kept copy).
+    for lang in LANGS {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("grafana").join(lang))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        let expected: Vec<String> = DASHBOARDS.iter().map(|d| format!("{d}.json")).collect();
+        assert_eq!(names, expected, "dashboards/grafana/{lang}");
+    }
+}
+
+#[test]
+fn every_text_is_translated_and_every_translation_used() {
+    let table = table();
+    let mut used = BTreeSet::new();
+    for lang in LANGS {
+        for name in DASHBOARDS {
+            let (d, keys) = render(name, lang);
+            used.extend(keys);
+            let text = d.to_string();
+            assert!(!text.contains("@{"), "{name} ({lang}) keeps a key: {text}");
+        }
+    }
+    for (key, texts) in &table {
+        assert!(
+            used.contains(key),
+            "@{{{key}}} is translated but never used"
+        );
+        for lang in LANGS {
+            let t = texts.get(lang).map(String::as_str).unwrap_or_default();
+            assert!(!t.trim().is_empty(), "@{{{key}}} has no {lang} text");
+        }
+    }
+    // The two languages differ where people read them.
+    let (en, _) = render("footprint", "en");
+    let (fr, _) = render("footprint", "fr");
+    assert_ne!(en["title"], fr["title"]);
+    assert_eq!(fr["panels"][1]["type"], "row");
+    assert_eq!(fr["uid"], "empreinte-footprint-fr");
+}
+
+/// The metric names the agent and the collector export, read from their sources, and
+/// the series the rules record.
+fn known_metrics() -> BTreeSet<String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut known = BTreeSet::new();
+    for file in ["agent/src/metrics.rs", "collector/src/metrics.rs"] {
+        let src = std::fs::read_to_string(root.join(file)).unwrap();
+        for part in src.split('"').skip(1).step_by(2) {
+            if part.starts_with("empreinte_") && !part.contains(' ') {
+                known.insert(part.to_string());
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    known.insert(format!("{part}{suffix}"));
+                }
+            }
+        }
+    }
+    let rules = std::fs::read_to_string(root.join("deploy/prometheus/rules.yml")).unwrap();
+    for l in rules.lines() {
+        if let Some(r) = l.trim().strip_prefix("- record: ") {
+            known.insert(r.trim().to_string());
+        }
+    }
+    // Exported by Prometheus itself and by the inference servers (vLLM).
+    known.extend(
+        [
+            "up",
+            "vllm:request_success_total",
+            "vllm:generation_tokens_total",
+        ]
+        .map(String::from),
+    );
+    known
+}
+
+#[test]
+fn dashboards_and_rules_name_only_exported_metrics() {
+    let known = known_metrics();
+    assert!(known.contains("empreinte_host_energy_joules_total"));
+    assert!(known.contains("empreinte_collector_store_duration_seconds_bucket"));
+    let mut names = BTreeSet::new();
+    for q in committed_queries() {
+        let found = metric_names(&q.expr);
+        assert!(
+            !found.is_empty(),
+            "{} {}: no metric in {}",
+            q.file,
+            q.panel,
+            q.expr
+        );
+        for n in found {
+            assert!(
+                known.contains(&n),
+                "{} «{}» reads {n}, which nobody exports: {}",
+                q.file,
+                q.panel,
+                q.expr
+            );
+            names.insert(n);
+        }
+    }
+    let rules = rules();
+    assert!(rules.len() >= 14, "{rules:?}");
+    for (rule, expr) in rules {
+        let found = metric_names(&expr);
+        assert!(!found.is_empty(), "rule {rule}: no metric in {expr}");
+        for n in found {
+            assert!(
+                known.contains(&n),
+                "rule {rule} reads {n}, which nobody exports: {expr}"
+            );
+        }
+    }
+    // The fleet, footprint and inference readers' metrics are all there.
+    for n in [
+        "empreinte_footprint_energy_joules_total",
+        "empreinte_budget_projected_ratio",
+        "empreinte_grid_intensity_grams_per_kwh",
+        "empreinte_collector_agent_lag_seconds",
+        "empreinte_agent_sampling_seconds_total",
+        "vllm:request_success_total",
+    ] {
+        assert!(names.contains(n), "no dashboard shows {n}");
+    }
+}
+
+#[test]
+fn metric_names_skip_labels_and_strings() {
+    let n = metric_names(
+        r#"sum by (instance, component) (rate(empreinte_host_energy_joules_total{source="empreinte_x:y"}[5m])) / on (project) project:x:rate5m or up == 0"#,
+    );
+    let n: Vec<&str> = n.iter().map(String::as_str).collect();
+    assert_eq!(
+        n,
+        [
+            "empreinte_host_energy_joules_total",
+            "project:x:rate5m",
+            "up"
+        ]
+    );
+}
