@@ -36,28 +36,6 @@ const ZONES: [(&str, u64); 4] = [
 /// Millijoules the fake GPU draws per load step.
 const GPU_STEP_MJ: u64 = 12_345;
 
-struct Busy(Child);
-
-impl Busy {
-    fn spawn(project: &str) -> Busy {
-        Busy(
-            Command::new("sh")
-                .args(["-c", "while :; do :; done"])
-                .env("EMPREINTE_PROJECT", project)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A Prometheus server on a free port with its own storage, killed on drop.
 struct Prometheus {
     child: Child,
