@@ -211,3 +211,158 @@ fn compose_and_dockerfile_name_files_that_exist() {
         "not multi-stage"
     );
 }
+
+/// systemd-tmpfiles applies empreinte-rapl.conf to a copy of a real powercap layout
+/// (zones under devices/, symlinks in class/powercap): every energy counter, and nothing
+/// else, becomes readable to the `empreinte` group only.
+#[test]
+fn tmpfiles_rule_gives_the_agent_group_the_rapl_counters() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(tmpfiles) = tool("systemd-tmpfiles", "--version", "Debian package systemd") else {
+        return;
+    };
+    let fp = empreinte_testkit::powercap::FakePowercap::intel_two_socket();
+    let scratch = tempfile::tempdir().unwrap();
+    let r = scratch.path();
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(fp.temp_dir())
+        .arg(r.join("sys"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::create_dir_all(r.join("etc")).unwrap();
+    std::fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(r.join("etc/group"), "root:x:0:\nempreinte:x:4242:\n").unwrap();
+    let out = Command::new(tmpfiles)
+        .arg(format!("--root={}", r.display()))
+        .arg("--create")
+        .arg(root().join("deploy/systemd/empreinte-rapl.conf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "systemd-tmpfiles: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut counters = 0;
+    let mut stack = vec![r.join("sys/devices")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if e.file_name() == "energy_uj" {
+                assert_eq!(m.mode() & 0o777, 0o440, "{}", e.path().display());
+                assert_eq!((m.uid(), m.gid()), (0, 4242), "{}", e.path().display());
+                counters += 1;
+            } else {
+                assert_ne!(m.gid(), 4242, "{} changed", e.path().display());
+            }
+        }
+    }
+    assert_eq!(counters, fp.zones().len(), "every zone's counter");
+}
+
+/// The TOML embedded in `name: |` of a Kubernetes ConfigMap.
+fn embedded(manifest: &str, key: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in manifest.lines() {
+        if line.trim() == format!("{key}: |") {
+            inside = true;
+        } else if inside {
+            if line.starts_with("    ") || line.trim().is_empty() {
+                out.push_str(line.strip_prefix("    ").unwrap_or(""));
+                out.push('\n');
+            } else {
+                break;
+            }
+        }
+    }
+    assert!(!out.trim().is_empty(), "no {key} in the manifest");
+    out
+}
+
+/// The configurations the manifests embed are valid for the binary, and every flag the
+/// units, manifests and compose file give the binary exists.
+#[test]
+fn shipped_configs_and_flags_are_accepted_by_the_binary() {
+    let k8s = root().join("deploy/kubernetes");
+    // In the pod, NODE_NAME (from the pod's spec) names the node whose pods it looks up.
+    let agent_toml = embedded(&read(&k8s.join("agent.yaml")), "agent.toml").replace(
+        "mode = \"api\"\n",
+        "mode = \"api\"\nnode_name = \"node-1\"\n",
+    );
+    let agent = empreinte_agent::config::AgentConfig::from_toml(&agent_toml, "agent.yaml")
+        .unwrap_or_else(|e| panic!("agent.yaml's agent.toml: {e}"));
+    let agent_dbg = format!("{agent:?}");
+    assert!(
+        agent_dbg.contains("empreinte-collector.empreinte.svc:9820"),
+        "{agent_dbg}"
+    );
+    empreinte_collector::config::CollectorConfig::from_toml(&embedded(
+        &read(&k8s.join("collector.yaml")),
+        "collector.toml",
+    ))
+    .unwrap_or_else(|e| panic!("collector.yaml's collector.toml: {e}"));
+
+    let help = |cmd: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_empreinte"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (agent_help, collector_help) = (help("agent"), help("collector"));
+    let mut checked = 0;
+    for file in [
+        "compose.yaml",
+        "deploy/kubernetes/agent.yaml",
+        "deploy/kubernetes/collector.yaml",
+        "deploy/systemd/empreinte-agent.service",
+        "deploy/systemd/empreinte-collector.service",
+    ] {
+        let text = read(&root().join(file));
+        // Each command line: the subcommand, then its flags (comments skipped; a word
+        // after a flag is its value, not a subcommand).
+        let mut command = "";
+        let mut previous = "";
+        let words = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .flat_map(|l| l.split(|c: char| c.is_whitespace() || "[]\",".contains(c)))
+            .filter(|w| !w.is_empty());
+        for word in words {
+            if word.ends_with(':') || word == "---" {
+                command = ""; // a YAML key: another service or setting
+            } else if !previous.starts_with("--") {
+                match word {
+                    "agent" | "collector" => command = word,
+                    "token" | "up" => command = "",
+                    _ => {}
+                }
+            }
+            let is_flag = word
+                .strip_prefix("--")
+                .is_some_and(|f| f.starts_with(|c: char| c.is_ascii_lowercase()));
+            if is_flag && !command.is_empty() {
+                let flag = word.split('=').next().unwrap();
+                let h = if command == "agent" {
+                    &agent_help
+                } else {
+                    &collector_help
+                };
+                assert!(
+                    h.contains(&format!("{flag} ")) || h.contains(&format!("{flag}=")),
+                    "{file}: `empreinte {command}` has no flag {flag}"
+                );
+                checked += 1;
+            }
+            previous = word;
+        }
+    }
+    assert!(checked >= 15, "{checked} flags checked");
+}
