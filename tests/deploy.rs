@@ -366,3 +366,27 @@ fn shipped_configs_and_flags_are_accepted_by_the_binary() {
     }
     assert!(checked >= 15, "{checked} flags checked");
 }
+
+/// compose.yaml against the Compose specification's schema (vendored by
+/// check-jsonschema: no network).
+#[test]
+fn compose_file_matches_the_compose_specification() {
+    let Some(check) = tool(
+        "check-jsonschema",
+        "--version",
+        "PyPI package check-jsonschema, in a virtual environment",
+    ) else {
+        return;
+    };
+    let out = Command::new(check)
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(root().join("compose.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "compose.yaml: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -69,3 +69,27 @@ fn every_alert_has_unit_tests_firing_and_silent_and_they_pass() {
         assert!(said.contains("SUCCESS"), "{said}");
     }
 }
+
+/// The example scrape configuration that compose.yaml mounts, with its rule file.
+#[test]
+fn example_prometheus_config_passes_promtool_check_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = read(&root().join("deploy/prometheus/prometheus.yml"));
+    assert!(config.contains("/etc/prometheus/empreinte-rules.yml"));
+    for job in ["job_name: empreinte-agent", "job_name: empreinte-collector"] {
+        assert!(config.contains(job), "the dashboards expect {job}");
+    }
+    let path = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &path,
+        config.replace(
+            "/etc/prometheus/empreinte-rules.yml",
+            root().join("deploy/prometheus/rules.yml").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    if let Some(said) = promtool(&["check", "config", path.to_str().unwrap()]) {
+        assert!(said.contains("SUCCESS"), "{said}");
+        assert!(said.contains("rules found"), "{said}");
+    }
+}
