@@ -263,7 +263,7 @@ pub fn render(name: &str, lang: &str) -> (Value, BTreeSet<String>) {
         "schemaVersion": 39,
         "version": 1,
         "refresh": "1m",
-        "time": {"from": time, "to": if time.contains('/') { "now/M" } else { "now" }},
+        "time": {"from": time, "to": "now"},
         "links": [{
             "type": "dashboards", "tags": ["empreinte", lang], "asDropdown": true,
             "title": "Empreinte", "includeVars": true, "keepTime": true
