@@ -174,3 +174,45 @@ fn metric_names_skip_labels_and_strings() {
         ]
     );
 }
+
+/// Grafana shows the panels where the layout puts them: unique ids, inside the 24-column
+/// grid, no two overlapping; every data panel reads the datasource variable and says
+/// its unit.
+#[test]
+fn panels_tile_the_grid_and_say_their_units() {
+    for lang in LANGS {
+        for name in DASHBOARDS {
+            let (d, _) = render(name, lang);
+            let panels = d["panels"].as_array().unwrap();
+            let mut ids = BTreeSet::new();
+            let mut boxes: Vec<(u64, u64, u64, u64, String)> = Vec::new();
+            for p in panels {
+                let title = p["title"].as_str().unwrap().to_string();
+                assert!(
+                    ids.insert(p["id"].as_u64().unwrap()),
+                    "{name}: id of {title}"
+                );
+                let g = &p["gridPos"];
+                let (x, y, w, h) = (
+                    g["x"].as_u64().unwrap(),
+                    g["y"].as_u64().unwrap(),
+                    g["w"].as_u64().unwrap(),
+                    g["h"].as_u64().unwrap(),
+                );
+                assert!(x + w <= 24 && w > 0 && h > 0, "{name}: {title} {g}");
+                for (x2, y2, w2, h2, t2) in &boxes {
+                    let apart = x + w <= *x2 || x2 + w2 <= x || y + h <= *y2 || y2 + h2 <= y;
+                    assert!(apart, "{name} ({lang}): «{title}» overlaps «{t2}»");
+                }
+                boxes.push((x, y, w, h, title.clone()));
+                if !["row", "text"].contains(&p["type"].as_str().unwrap()) {
+                    assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
+                    assert!(
+                        p["fieldConfig"]["defaults"]["unit"].is_string(),
+                        "{name} ({lang}): «{title}» has no unit"
+                    );
+                }
+            }
+        }
+    }
+}
