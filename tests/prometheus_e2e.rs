@@ -547,6 +547,22 @@ scrape_configs:
         "{attributed:?}"
     );
 
+    // The variables filter what they name: project alpha alone, host-b alone.
+    let alpha = prom.query(&substitute(
+        &checks["project_energy_kwh"].replace("$project", "alpha"),
+    ));
+    assert!(
+        !alpha.is_empty() && alpha.iter().all(|(l, _)| l["project"] == "alpha"),
+        "{alpha:?}"
+    );
+    let b = prom.query(&substitute(
+        &checks["host_energy_kwh"].replace("$host", "host-b"),
+    ));
+    assert!(
+        !b.is_empty() && b.iter().all(|(l, _)| l["instance"] == "host-b"),
+        "{b:?}"
+    );
+
     // Host A delivers its last batch on SIGTERM: the collector's counters, as Prometheus
     // reads them, hold exactly what it measured, per project (host B's were refused).
     let (status, err) = agent_a.terminate();

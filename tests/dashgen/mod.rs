@@ -193,9 +193,22 @@ fn panel(p: &Value, id: u64, grid: Value) -> Value {
         })
         .collect();
     if kind == "table" && targets.len() > 1 {
+        // One row per series, one column per query, named by its legend.
+        let names: Map<String, Value> = targets
+            .iter()
+            .map(|t| {
+                (
+                    format!("Value #{}", t["refId"].as_str().unwrap()),
+                    t["legendFormat"].clone(),
+                )
+            })
+            .collect();
         out.insert(
             "transformations".into(),
-            json!([{"id": "merge", "options": {}}]),
+            json!([
+                {"id": "merge", "options": {}},
+                {"id": "organize", "options": {"excludeByName": {"Time": true}, "renameByName": names}}
+            ]),
         );
     }
     out.insert("targets".into(), Value::Array(targets));
