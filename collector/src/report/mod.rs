@@ -158,18 +158,8 @@ pub struct Inference {
     pub note: &'static str,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct CoefficientLine {
-    pub id: i64,
-    pub kind: String,
-    pub subject: String,
-    pub value: f64,
-    pub unit: String,
-    pub source: String,
-    pub year: Option<i64>,
-    pub is_default: bool,
-    pub detail: String,
-}
+/// A coefficient line of the report is the stored coefficient itself.
+pub type CoefficientLine = crate::store::StoredCoefficient;
 
 /// An imported intensity series as used by the month's rows.
 #[derive(Clone, Debug, Serialize)]
@@ -558,22 +548,7 @@ pub async fn build(
         .map(|s| s.name.clone())
         .collect();
 
-    let coefficients = store
-        .coefficients_used(m.from_s, m.to_s)
-        .await?
-        .into_iter()
-        .map(|c| CoefficientLine {
-            id: c.id,
-            kind: c.kind,
-            subject: c.subject,
-            value: c.value,
-            unit: c.unit,
-            source: c.source,
-            year: c.year,
-            is_default: c.is_default,
-            detail: c.detail,
-        })
-        .collect();
+    let coefficients = store.coefficients_used(m.from_s, m.to_s).await?;
 
     Ok(ReportData {
         schema: SCHEMA,
