@@ -131,7 +131,7 @@ async fn month_line(state: &AppState) -> String {
     } else {
         0.0
     };
-    let kwh = total.energy_uj as f64 / 3.6e12;
+    let kwh = empreinte_collector::footprint::kwh(total.energy_uj);
     let energy = if kwh < 1.0 {
         format!("{:.3} Wh", kwh * 1e3)
     } else {

@@ -56,8 +56,8 @@ pub struct Figures {
 impl From<&Sums> for Figures {
     fn from(s: &Sums) -> Figures {
         Figures {
-            energy_kwh: s.energy_uj as f64 / 3.6e12,
-            facility_energy_kwh: s.facility_energy_uj as f64 / 3.6e12,
+            energy_kwh: crate::footprint::kwh(s.energy_uj),
+            facility_energy_kwh: crate::footprint::kwh(s.facility_energy_uj),
             measured_share: if s.energy_uj > 0 {
                 s.measured_energy_uj as f64 / s.energy_uj as f64
             } else {

@@ -15,6 +15,11 @@ use serde::Serialize;
 
 /// Microjoules in a kilowatt-hour.
 pub const UJ_PER_KWH: f64 = 3.6e12;
+
+/// `uj` microjoules in kilowatt-hours, for display (sums stay in microjoules).
+pub fn kwh(uj: u64) -> f64 {
+    uj as f64 / UJ_PER_KWH
+}
 /// Milliseconds in an hour.
 pub const MS_PER_HOUR: u64 = 3_600_000;
 

@@ -38,7 +38,7 @@ impl BudgetKind {
     }
     fn of(self, s: &Sums) -> f64 {
         match self {
-            BudgetKind::Energy => s.energy_uj as f64 / 3.6e12,
+            BudgetKind::Energy => crate::footprint::kwh(s.energy_uj),
             BudgetKind::Co2e => (s.location_co2e_ug + s.embodied_co2e_ug) as f64 / 1e9,
         }
     }

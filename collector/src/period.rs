@@ -3,7 +3,7 @@
 //! month and day boundaries except a few (India, Nepal…), where a boundary hour is
 //! counted in the period it starts in.
 
-use jiff::civil::{Date, date};
+use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, Zoned};
 
@@ -82,11 +82,6 @@ pub fn parse_bound(tz: &TimeZone, text: &str) -> Result<i64, String> {
     Err(format!(
         "{text:?} is not a date (YYYY-MM-DD, local to the organisation) or an RFC 3339 instant (2026-03-01T00:00:00Z)"
     ))
-}
-
-/// 1 January 2000, the earliest date the API accepts (a guard against typos).
-pub fn earliest() -> Date {
-    date(2000, 1, 1)
 }
 
 #[cfg(test)]

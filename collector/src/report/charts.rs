@@ -59,7 +59,7 @@ fn e(err: impl std::fmt::Display) -> String {
 }
 
 fn kwh(uj: u64) -> f64 {
-    uj as f64 / 3.6e12
+    crate::footprint::kwh(uj)
 }
 
 /// Where each legend entry goes: `(x, line)`, wrapping before the right edge.

@@ -91,7 +91,7 @@ pub fn with_unit(lang: Lang, value: String, unit: &str) -> String {
 }
 
 pub fn kwh(lang: Lang, uj: u64) -> String {
-    with_unit(lang, number(lang, uj as f64 / 3.6e12, 2), "kWh")
+    with_unit(lang, number(lang, crate::footprint::kwh(uj), 2), "kWh")
 }
 
 pub fn kg(lang: Lang, ug: u64) -> String {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use empreinte_shared::wire::{AgentInfo, Batch, PushAck, SpoolStatus};
 use serde::Serialize;
 
-use crate::footprint::{Coefficient, HostPlan, HourlyDelta};
+use crate::footprint::{HostPlan, HourlyDelta};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -280,7 +280,4 @@ pub trait Store: Send + Sync {
     /// The sum of the latest cumulative counters of every run of an agent (what the
     /// agent says it measured), and the sum stored from its batches.
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError>;
-
-    /// Records a coefficient (once) and gives its id.
-    async fn coefficient_id(&self, c: &Coefficient) -> Result<i64, StoreError>;
 }

@@ -612,10 +612,4 @@ impl Store for SqliteStore {
         .await?;
         Ok((u(counted), u(stored)))
     }
-
-    async fn coefficient_id(&self, c: &Coefficient) -> Result<i64, StoreError> {
-        let _write = self.write.lock().await;
-        let mut conn = self.pool.acquire().await?;
-        coefficient_id_in(&mut conn, c).await
-    }
 }
