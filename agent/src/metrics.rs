@@ -207,6 +207,20 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         GAUGE,
     );
     last.push(&[], host.last_cycle_seconds);
+    let mut longest = Family::new(
+        "empreinte_agent_sampling_duration_max_seconds",
+        "Wall time of the longest sampling cycle since the agent started, in seconds.",
+        GAUGE,
+    );
+    longest.push(&[], host.max_cycle_seconds);
+    let mut gap = Family::new(
+        "empreinte_agent_sampling_gap_max_seconds",
+        "Longest time between two consecutive samples since the agent started, in seconds: the sampling interval when no cycle was late (minus it: the worst lateness).",
+        GAUGE,
+    );
+    if let Some(g) = host.max_interval {
+        gap.push(&[], g.as_secs_f64());
+    }
     let mut interval = Family::new(
         "empreinte_agent_sampling_interval_seconds",
         "Configured sampling interval, in seconds.",
@@ -230,6 +244,8 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         cycles,
         spent,
         last,
+        longest,
+        gap,
         interval,
         build,
     ]

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use empreinte_shared::{Component, MicroJoules, SourceKind};
 use serde::Serialize;
@@ -206,6 +207,10 @@ impl Attributor {
 
     /// Resolves every running process now (for `empreinte agent check`).
     pub fn resolve_all(&mut self) -> Result<Vec<ProcessResolution>, String> {
+        if let Some(pods) = &self.pods {
+            // `check` is not the sampling path: it may wait for the first pod list.
+            pods.wait_first_list(super::kube::REQUEST_TIMEOUT + Duration::from_secs(1));
+        }
         self.scan.clear();
         self.procs
             .scan(&mut self.scan)
