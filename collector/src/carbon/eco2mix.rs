@@ -276,37 +276,24 @@ fn parse_local(date: &str, time: &str, local: &mut LocalResolver) -> Result<Plac
     local.place(d.to_datetime(t))
 }
 
+/// `YYYY-MM-DD` (ODRÉ) or `DD/MM/YYYY` (the eCO2mix download), parsed by jiff.
 fn parse_date(s: &str) -> Option<Date> {
-    let (y, m, d) = if s.contains('/') {
-        let mut it = s.split('/');
-        let (d, m, y) = (it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() {
-            return None;
-        }
-        (y, m, d)
+    let format = if s.contains('/') {
+        "%d/%m/%Y"
     } else {
-        let mut it = s.split('-');
-        let (y, m, d) = (it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() {
-            return None;
-        }
-        (y, m, d)
+        "%Y-%m-%d"
     };
-    Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?).ok()
+    Date::strptime(format, s).ok()
 }
 
+/// `HH:MM` or `HH:MM:SS`, parsed by jiff.
 fn parse_time(s: &str) -> Option<Time> {
-    let mut it = s.split(':');
-    let h = it.next()?.parse().ok()?;
-    let m = it.next()?.parse().ok()?;
-    let sec = match it.next() {
-        Some(x) => x.parse().ok()?,
-        None => 0,
+    let format = if s.matches(':').count() == 2 {
+        "%H:%M:%S"
+    } else {
+        "%H:%M"
     };
-    if it.next().is_some() {
-        return None;
-    }
-    Time::new(h, m, sec, 0).ok()
+    Time::strptime(format, s).ok()
 }
 
 fn csv_error(e: &csv::Error) -> ImportError {
