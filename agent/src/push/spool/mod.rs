@@ -83,6 +83,8 @@ pub struct SpoolCounts {
     pub rejected_energy_uj_total: u64,
     /// Lines that were not a batch: a torn write cut off, or garbage skipped.
     pub corrupt_lines_total: u64,
+    /// The `acked` cursor did not point at a batch present and was reset to the oldest.
+    pub cursor_reset: bool,
     /// Open batches of an earlier run sealed at opening: (run id, seq).
     pub recovered: Vec<(String, u64)>,
 }

@@ -32,9 +32,11 @@ impl Spool {
         }
         numbers.sort_unstable();
         let cursor_path = dir.join(CURSOR);
+        let mut unreadable = false;
         let (cur_seg, cur_off) = match fs::read_to_string(&cursor_path) {
             Ok(text) => parse_cursor(&text).unwrap_or_else(|| {
                 tracing::warn!(path = %cursor_path.display(), content = %text.trim(), "unreadable spool cursor; resending from the oldest batch (the collector ignores batches it already has)");
+                unreadable = true;
                 (0, 0)
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (0, 0),
@@ -59,6 +61,7 @@ impl Spool {
             index_at_open: 0,
         };
         let (cur_seg, cur_off) = spool.checked_cursor(&numbers, cur_seg, cur_off, &cursor_path)?;
+        spool.counts.cursor_reset |= unreadable;
         let last_number = numbers.last().copied();
         for n in numbers {
             let path = spool.segment_path(n);
@@ -105,7 +108,7 @@ impl Spool {
     /// deletion was interrupted); otherwise, with a warning, the oldest batch present.
     /// Nothing is lost by falling back: the collector stores a batch's name once.
     fn checked_cursor(
-        &self,
+        &mut self,
         numbers: &[u64],
         segment: u64,
         offset: u64,
@@ -131,6 +134,7 @@ impl Spool {
                 newest_segment = last,
                 "the spool cursor does not point at a batch in the segments present; resending from the oldest batch (the collector ignores batches it already has)"
             );
+            self.counts.cursor_reset = true;
             return Ok((first, 0));
         }
         Ok((segment, offset))
