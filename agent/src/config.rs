@@ -19,6 +19,8 @@ pub const DEFAULT_POWERCAP_ROOT: &str = "/sys/class/powercap";
 pub const DEFAULT_NVML_LIBRARY: &str = "libnvidia-ml.so.1";
 /// Default procfs root (CPU utilisation, CPU model and memory size for the estimate).
 pub const DEFAULT_PROCFS_ROOT: &str = "/proc";
+/// Default EDAC memory-controller directory (memory modules, for the DRAM estimate).
+pub const DEFAULT_EDAC_ROOT: &str = "/sys/devices/system/edac/mc";
 
 /// Shortest and longest sampling interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -128,10 +130,15 @@ pub struct EstimateConfig {
     pub mode: EstimateMode,
     /// Thermal design power of one CPU socket in watts; overrides the built-in table.
     pub cpu_tdp_watts: Option<f64>,
-    /// CPU power at zero utilisation as a fraction of its maximum.
+    /// CPU power at zero utilisation as a fraction of TDP: the first point of the
+    /// built-in curve (agent/data/estimate.toml).
     pub cpu_idle_fraction: f64,
-    /// DRAM power per gigabyte (10^9 bytes) of installed memory, in watts.
+    /// DRAM power per gigabyte (10^9 bytes) of installed memory, in watts, on top of the
+    /// data file's power per module.
     pub dram_watts_per_gb: f64,
+    /// The EDAC driver's memory-controller directory, where the installed modules are
+    /// listed without root; a missing directory makes the estimate infer them.
+    pub edac_root: PathBuf,
 }
 
 /// When the estimate runs.
@@ -183,6 +190,7 @@ impl Default for EstimateConfig {
             cpu_tdp_watts: None,
             cpu_idle_fraction: crate::sources::estimate::DEFAULT_CPU_IDLE_FRACTION,
             dram_watts_per_gb: crate::sources::estimate::DEFAULT_DRAM_WATTS_PER_GB,
+            edac_root: PathBuf::from(DEFAULT_EDAC_ROOT),
         }
     }
 }
@@ -441,12 +449,14 @@ library = "{nvml}"
 # source="estimate"; "off": leave unmeasured components out.
 mode = "fallback"
 # Thermal design power of one CPU socket, in watts, when the CPU model is not in the
-# built-in table (agent/data/cpu_tdp.toml). Unset by default.
+# built-in table (agent/data/cpu_models.toml). Unset by default.
 # cpu_tdp_watts = 205.0
-# CPU power at zero utilisation, as a fraction of its maximum.
+# CPU power at zero utilisation, as a fraction of TDP (Teads/Boavizta profile).
 cpu_idle_fraction = {idle}
-# DRAM power per GB of installed memory, in watts.
+# DRAM power per GB of installed memory, in watts, on top of 2 W per module.
 dram_watts_per_gb = {dram}
+# Where the EDAC driver lists the memory modules (readable without root).
+edac_root = "{edac}"
 
 [attribution]
 # Where the energy of idle CPU time goes: "separate" (to the project named by
@@ -514,6 +524,7 @@ max_batches_per_push = {max_batches}
             procfs = d.procfs_root.display(),
             idle = d.estimate.cpu_idle_fraction,
             dram = d.estimate.dram_watts_per_gb,
+            edac = d.estimate.edac_root.display(),
             min_batch = humantime::format_duration(MIN_BATCH_INTERVAL),
             max_batch = humantime::format_duration(MAX_BATCH_INTERVAL),
             batch_interval = humantime::format_duration(d.push.batch_interval),

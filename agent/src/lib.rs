@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod counter;
 pub mod metrics;
+pub mod procfs;
 pub mod push;
 pub mod sampler;
 pub mod server;
