@@ -1,6 +1,7 @@
 //! The real collector and three real agents, as separate processes, on fake powercap
-//! hosts with real busy processes in several projects. The collector is stopped for a
-//! while, then killed with SIGKILL right after it starts ingesting again, then
+//! hosts with real busy processes in several projects. The collector is killed while
+//! every agent keeps a backlog in its spool, then killed with SIGKILL again right after
+//! it starts ingesting that backlog (checked: batches were still waiting), then
 //! restarted. At the end the stored totals equal, to the microjoule, the energy the
 //! test gave each fake host, and per project what each agent measured: nothing lost,
 //! nothing counted twice.
@@ -40,13 +41,18 @@ fn agent_config(dir: &Path, host: &str, port: u16, token: &str) -> std::path::Pa
     std::fs::write(
         &path,
         format!(
-            "[push]\ncollector = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nagent_id = \"{host}\"\nbatch_interval = \"1s\"\nspool_dir = \"{}\"\n",
+            "[push]\ncollector = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nagent_id = \"{host}\"\nbatch_interval = \"1s\"\nspool_dir = \"{}\"\nmax_batches_per_push = 1\n",
             token_file.display(),
             spool.display()
         ),
     )
     .unwrap();
     path
+}
+
+/// Batches waiting in the agent's spool.
+fn spooled(a: &Agent) -> u64 {
+    value(&a.samples(), "empreinte_spool_batches", &[]).unwrap_or(0.0) as u64
 }
 
 fn pushes_stored(c: &Collector) -> f64 {
@@ -123,23 +129,33 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         })
     };
 
-    sleep(Duration::from_secs(2));
-    // The collector stops for a while: the agents keep measuring into their spools.
+    wait_for("every agent to deliver a batch", PATIENCE, || {
+        pushes_stored(&collector) >= hosts.len() as f64
+    });
+    // The collector goes away: the agents keep measuring into their spools until each
+    // has a backlog of several batches (one batch a push: several pushes to catch up).
     collector.kill();
-    sleep(Duration::from_secs(3));
-    // Back, and killed with SIGKILL as soon as it stores pushes again (the agents are
-    // sending their backlog), then back for good.
+    wait_for("a backlog of 3 batches in every spool", PATIENCE, || {
+        agents.iter().all(|a| spooled(a) >= 3)
+    });
+    // Back, and killed with SIGKILL as soon as it stores pushes again, while the agents
+    // are still sending their backlog; then back for good.
     collector = Collector::spawn(&data, port, &[]);
-    for _ in 0..400 {
-        if pushes_stored(&collector) >= 1.0 {
-            break;
-        }
-        sleep(Duration::from_millis(5));
-    }
+    wait_for(
+        "the collector to store a push of the backlog",
+        PATIENCE,
+        || pushes_stored(&collector) >= 1.0,
+    );
     collector.kill();
-    sleep(Duration::from_millis(500));
+    let waiting: u64 = agents.iter().map(spooled).sum();
+    assert!(
+        waiting > 0,
+        "the collector was killed after the backlog was delivered: the scenario did not happen"
+    );
     collector = Collector::spawn(&data, port, &[]);
-    sleep(Duration::from_secs(2));
+    wait_for("the agents to deliver their backlog", PATIENCE, || {
+        agents.iter().all(|a| spooled(a) == 0)
+    });
 
     stop.store(true, Ordering::Relaxed);
     let fakes = load.join().unwrap();
@@ -150,18 +166,10 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         .collect();
     // Every agent has sampled the last counters…
     for (a, g) in agents.iter().zip(&given) {
-        let mut ok = false;
-        for _ in 0..200 {
-            if measured_uj(a) == *g {
-                ok = true;
-                break;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        assert!(
-            ok,
-            "agent measured {} µJ, the host was given {g}",
-            measured_uj(a)
+        wait_for(
+            &format!("the agent to measure the {g} µJ its host was given"),
+            PATIENCE,
+            || measured_uj(a) == *g,
         );
     }
     // …and what it measured per project is now fixed.
