@@ -11,27 +11,11 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::sleep;
 use std::time::Duration;
 
 use common::*;
+use empreinte_testkit::load::{Load, TWO_SOCKET_STEPS_UJ, given_uj, step};
 use empreinte_testkit::powercap::FakePowercap;
-
-const ZONES: [(&str, u64); 4] = [
-    ("intel-rapl:0", 3_000_000),
-    ("intel-rapl:1", 2_000_000),
-    ("intel-rapl:0:2", 250_003),
-    ("intel-rapl:1:2", 150_001),
-];
-
-fn truth(fp: &FakePowercap) -> u64 {
-    ZONES
-        .iter()
-        .map(|(z, _)| fp.truth_uj(&fp.zone(z)) as u64)
-        .sum()
-}
 
 fn agent_config(dir: &Path, host: &str, port: u16, token: &str) -> std::path::PathBuf {
     let token_file = dir.join(format!("{host}.token"));
@@ -83,7 +67,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         Busy::spawn("alpha"),
         Busy::spawn("beta"),
     ];
-    let mut fakes: Vec<FakePowercap> = hosts
+    let fakes: Vec<FakePowercap> = hosts
         .iter()
         .map(|_| FakePowercap::intel_two_socket())
         .collect();
@@ -109,25 +93,17 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         a.wait_cycles(2);
     }
     // Energy is counted from each agent's first sample: the ground truth starts now.
-    let start: Vec<u64> = fakes.iter().map(truth).collect();
+    let start: Vec<u64> = fakes
+        .iter()
+        .map(|fp| given_uj(fp, &TWO_SOCKET_STEPS_UJ))
+        .collect();
 
     // Each host draws its own load (host i at (i + 1) times the base steps) until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                for (i, fp) in fakes.iter_mut().enumerate() {
-                    for (z, uj) in ZONES {
-                        let zone = fp.zone(z);
-                        fp.advance_uj(&zone, uj * (i as u64 + 1));
-                    }
-                }
-                sleep(Duration::from_millis(50));
-            }
-            fakes
-        })
-    };
+    let load = Load::start(fakes, Duration::from_millis(50), |fakes| {
+        for (i, fp) in fakes.iter_mut().enumerate() {
+            step(fp, &TWO_SOCKET_STEPS_UJ, i as u64 + 1);
+        }
+    });
 
     wait_for("every agent to deliver a batch", PATIENCE, || {
         pushes_stored(&collector) >= hosts.len() as f64
@@ -157,12 +133,11 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         agents.iter().all(|a| spooled(a) == 0)
     });
 
-    stop.store(true, Ordering::Relaxed);
-    let fakes = load.join().unwrap();
+    let fakes = load.finish();
     let given: Vec<u64> = fakes
         .iter()
         .zip(&start)
-        .map(|(fp, s)| truth(fp) - s)
+        .map(|(fp, s)| given_uj(fp, &TWO_SOCKET_STEPS_UJ) - s)
         .collect();
     // Every agent has sampled the last counters…
     for (a, g) in agents.iter().zip(&given) {

@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod kube;
+pub mod load;
 pub mod nvml;
 pub mod powercap;
 pub mod procfs;

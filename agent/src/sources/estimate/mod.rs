@@ -26,14 +26,8 @@ pub mod model;
 
 pub use model::{CpuBasis, CpuPowerModel, CpuTable, EstimateData};
 
-/// The zero-load point of the built-in CPU curve (`estimate.cpu_idle_fraction`'s default):
-/// 0.12 × TDP, Teads/Boavizta profile (2021). A test keeps it equal to the data file.
-pub const DEFAULT_CPU_IDLE_FRACTION: f64 = 0.12;
-
-/// DRAM watts per GB installed (`estimate.dram_watts_per_gb`'s default), on top of
-/// `watts_per_module` per module (agent/data/estimate.toml). A test keeps it equal to the
-/// data file.
-pub const DEFAULT_DRAM_WATTS_PER_GB: f64 = 0.065;
+/// The configuration's defaults, equal to the data file's figures (a test checks).
+pub use crate::config::estimate::{DEFAULT_CPU_IDLE_FRACTION, DEFAULT_DRAM_WATTS_PER_GB};
 
 /// Which components to estimate: those that no measuring source covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
