@@ -12,6 +12,7 @@ pub mod config;
 pub mod counter;
 pub mod interval;
 pub mod metrics;
+pub mod procfs;
 pub mod push;
 pub mod sampler;
 pub mod server;
