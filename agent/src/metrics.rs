@@ -174,6 +174,12 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             GAUGE,
         );
         tracked.push(&[], a.processes_seen as f64);
+        let mut unreadable = Family::new(
+            "empreinte_attribution_unreadable_processes",
+            "Processes tracked in the last interval whose environment could not be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules.",
+            GAUGE,
+        );
+        unreadable.push(&[], a.unreadable_processes as f64);
         let mut errors = Family::new(
             "empreinte_attribution_errors_total",
             "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
@@ -186,7 +192,7 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             COUNTER,
         );
         failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
-        extra.extend([energy, power, tracked, errors, failed]);
+        extra.extend([energy, power, tracked, unreadable, errors, failed]);
     }
 
     let mut cycles = Family::new(

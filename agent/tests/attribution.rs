@@ -45,7 +45,7 @@ fn process(procfs: &FakeProcfs, pid: u32, project: Option<&str>, ticks: u64) {
         cpu_ticks: ticks,
         cmdline: "python serve.py",
         environ: &env,
-        cgroup: "0::/system.slice/app.service\n",
+        cgroup: "0::/user.slice/user-1000.slice/session-3.scope\n",
     });
 }
 

@@ -49,6 +49,8 @@ struct Tracked {
     delta: u64,
     /// In a pod whose metadata was not known yet: resolved again next cycle.
     provisional: bool,
+    /// Its environment could not be read (another user's process).
+    environ_unreadable: bool,
 }
 
 /// A project's energy for one (component, source).
@@ -89,6 +91,9 @@ pub struct ProcessResolution {
     pub rule: Option<usize>,
     pub reason: Arc<str>,
     pub cmdline: Arc<str>,
+    /// False when its environment could not be read (another user's process and no
+    /// CAP_SYS_PTRACE): rules on environment variables could not see it.
+    pub environ_readable: bool,
 }
 
 /// The split of the last interval and the totals so far.
@@ -97,6 +102,10 @@ pub struct AttributionState {
     pub projects: Vec<ProjectEnergy>,
     pub top_processes: Vec<ProcessShare>,
     pub processes_seen: usize,
+    /// Tracked processes whose environment could not be read (other users' processes,
+    /// without CAP_SYS_PTRACE): rules on environment variables (`EMPREINTE_PROJECT`)
+    /// cannot place them, so they fall to the next rules.
+    pub unreadable_processes: usize,
     /// Host CPU time of the last interval, in ticks, and how it was explained.
     pub host_ticks: u64,
     pub process_ticks: u64,
@@ -124,6 +133,7 @@ struct Resolved {
     reason: Arc<str>,
     cmdline: Arc<str>,
     provisional: bool,
+    environ_unreadable: bool,
 }
 
 /// Splits each interval's energy between projects.
@@ -150,6 +160,8 @@ pub struct Attributor {
     state: AttributionState,
     failed_intervals: u64,
     failed_energy: MicroJoules,
+    /// The unreadable processes were logged once (at the first interval that had any).
+    warned_unreadable: bool,
 }
 
 impl Attributor {
@@ -183,6 +195,7 @@ impl Attributor {
             state: AttributionState::default(),
             failed_intervals: 0,
             failed_energy: MicroJoules::ZERO,
+            warned_unreadable: false,
         };
         a.idle = a.intern(&config.idle_project);
         a.unassigned = a.intern(&config.unassigned_project);
@@ -225,10 +238,16 @@ impl Attributor {
                     rule: r.rule,
                     reason: r.reason,
                     cmdline: r.cmdline,
+                    environ_readable: !r.environ_unreadable,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// True when some rule reads processes' environment.
+    pub fn needs_environ(&self) -> bool {
+        self.resolver.needs_environ()
     }
 
     /// The state after the last interval.
@@ -474,6 +493,7 @@ impl Attributor {
                 program(&details.cmdline)
             }),
             provisional,
+            environ_unreadable: !details.environ_readable,
         })
     }
 
@@ -517,6 +537,7 @@ impl Attributor {
                         seen: self.cycle,
                         delta: if first { 0 } else { s.cpu_ticks },
                         provisional: r.provisional,
+                        environ_unreadable: r.environ_unreadable,
                     },
                 );
             }
@@ -578,10 +599,23 @@ impl Attributor {
                 }
             }
         }
+        let unreadable_processes = self
+            .tracked
+            .values()
+            .filter(|t| t.environ_unreadable)
+            .count();
+        if unreadable_processes > 0 && !self.warned_unreadable && self.resolver.needs_environ() {
+            self.warned_unreadable = true;
+            tracing::warn!(
+                processes = unreadable_processes,
+                "the environment of some processes cannot be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules (systemd unit, pod, user); empreinte_attribution_unreadable_processes counts them, `empreinte agent check` lists them"
+            );
+        }
         self.state = AttributionState {
             projects,
             top_processes,
             processes_seen: self.tracked.len(),
+            unreadable_processes,
             host_ticks,
             process_ticks: ticks.process,
             unexplained_busy_ticks: ticks.unexplained,

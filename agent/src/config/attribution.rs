@@ -148,7 +148,14 @@ impl RuleConfig {
 }
 
 /// The rules used when the configuration gives none: the `EMPREINTE_PROJECT` variable,
-/// then a pod's `empreinte.io/project` label, then a pod's namespace.
+/// then a pod's `empreinte.io/project` label, then a pod's namespace, then the systemd
+/// service (`vllm.service` → `vllm`).
+///
+/// The last rule needs no privilege: the shipped unit runs the agent as an unprivileged
+/// user, which cannot read other users' `/proc/PID/environ` (that takes CAP_SYS_PTRACE,
+/// which would also let it read their memory), so a service labelled only by
+/// `EMPREINTE_PROJECT` still lands in a project named after its unit rather than in
+/// `unassigned`. See docs/attribution.md.
 pub fn default_rules() -> Vec<RuleConfig> {
     vec![
         RuleConfig {
@@ -164,6 +171,11 @@ pub fn default_rules() -> Vec<RuleConfig> {
         RuleConfig {
             pod_namespace: Some("*".into()),
             project_from: Some(ProjectFrom::PodNamespace),
+            ..RuleConfig::default()
+        },
+        RuleConfig {
+            systemd_unit: Some("*.service".into()),
+            project_from: Some(ProjectFrom::SystemdUnit),
             ..RuleConfig::default()
         },
     ]

@@ -61,7 +61,9 @@ debug_full_cmdline = false
 docker_root = "/var/lib/docker"
 # Ordered rules, first match wins; giving any replaces the defaults, which are:
 # the EMPREINTE_PROJECT environment variable, then a pod's empreinte.io/project label,
-# then a pod's namespace. Matchers (all given must match): env, env_value (regex),
+# then a pod's namespace, then the systemd service (vllm.service: project "vllm"). An
+# unprivileged agent (the shipped unit) cannot read other users' environment: their
+# processes fall to the later rules (docs/attribution.md). Matchers (all given must match): env, env_value (regex),
 # systemd_unit (glob), container (glob on the id or Docker name), container_label,
 # pod_namespace (glob), pod_label, pod_annotation, user, cmdline (regex). Project:
 # project = "name", or project_from = "env" | "systemd_unit" | "container_name" |
