@@ -180,6 +180,19 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             GAUGE,
         );
         unreadable.push(&[], a.unreadable_processes as f64);
+        let mut projects = Family::new(
+            "empreinte_attribution_projects",
+            "Projects the attribution holds: active (energy or a live process within attribution.project_window: in memory and in these metrics) or dormant (totals parked, resumed if the project comes back).",
+            GAUGE,
+        );
+        projects.push(&[("state", "active")], a.projects_active as f64);
+        projects.push(&[("state", "dormant")], a.projects_dormant as f64);
+        let mut forgotten = Family::new(
+            "empreinte_attribution_forgotten_projects_total",
+            "Dormant projects forgotten because more than attribution.max_dormant_projects were parked; one that comes back starts its counters from zero.",
+            COUNTER,
+        );
+        forgotten.push(&[], a.projects_forgotten_total as f64);
         let mut errors = Family::new(
             "empreinte_attribution_errors_total",
             "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
@@ -192,7 +205,9 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             COUNTER,
         );
         failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
-        extra.extend([energy, power, tracked, unreadable, errors, failed]);
+        extra.extend([
+            energy, power, tracked, unreadable, projects, forgotten, errors, failed,
+        ]);
     }
 
     let mut cycles = Family::new(

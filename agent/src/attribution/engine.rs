@@ -31,8 +31,7 @@ use crate::sources::GpuActivity;
 use crate::sources::estimate::CpuTimes;
 use empreinte_shared::split::split_exact;
 
-/// An interned project name.
-type ProjectId = usize;
+use super::projects::{ProjectId, Projects};
 
 /// How many processes the debug endpoint lists.
 pub const TOP_PROCESSES: usize = 25;
@@ -102,6 +101,11 @@ pub struct AttributionState {
     pub projects: Vec<ProjectEnergy>,
     pub top_processes: Vec<ProcessShare>,
     pub processes_seen: usize,
+    /// Projects in memory (active within `attribution.project_window`), parked
+    /// (dormant, totals kept) and forgotten since the start.
+    pub projects_active: usize,
+    pub projects_dormant: usize,
+    pub projects_forgotten_total: u64,
     /// Tracked processes whose environment could not be read (other users' processes,
     /// without CAP_SYS_PTRACE): rules on environment variables (`EMPREINTE_PROJECT`)
     /// cannot place them, so they fall to the next rules.
@@ -147,11 +151,9 @@ pub struct Attributor {
     show_cmdline: bool,
     tracked: HashMap<u32, Tracked>,
     departed: HashMap<u32, ProjectId>,
-    names: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, ProjectId>,
+    projects: Projects,
     idle: ProjectId,
     unassigned: ProjectId,
-    totals: HashMap<(ProjectId, Component, SourceKind), (MicroJoules, MicroJoules)>,
     last_host: Option<CpuTimes>,
     cycle: u64,
     scan: Vec<ProcStat>,
@@ -182,11 +184,9 @@ impl Attributor {
             show_cmdline: config.debug_full_cmdline,
             tracked: HashMap::new(),
             departed: HashMap::new(),
-            names: Vec::new(),
-            ids: HashMap::new(),
+            projects: Projects::new(config.project_window, config.max_dormant_projects),
             idle: 0,
             unassigned: 0,
-            totals: HashMap::new(),
             last_host: None,
             cycle: 0,
             scan: Vec::with_capacity(1024),
@@ -209,13 +209,7 @@ impl Attributor {
     }
 
     fn intern(&mut self, name: &str) -> ProjectId {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let name: Arc<str> = Arc::from(name);
-        self.names.push(name.clone());
-        self.ids.insert(name, self.names.len() - 1);
-        self.names.len() - 1
+        self.projects.intern(name)
     }
 
     /// Resolves every running process now (for `empreinte agent check`).
@@ -234,7 +228,7 @@ impl Attributor {
             if let Some(r) = self.resolve(pid) {
                 out.push(ProcessResolution {
                     pid,
-                    project: self.names[r.project].clone(),
+                    project: self.projects.name(r.project).clone(),
                     rule: r.rule,
                     reason: r.reason,
                     cmdline: r.cmdline,
@@ -265,7 +259,7 @@ impl Attributor {
     /// returned.
     pub fn attribute(&mut self, interval: &IntervalEnergy) -> Result<(), String> {
         self.cycle += 1;
-        for v in self.totals.values_mut() {
+        for v in self.projects.totals.values_mut() {
             v.1 = MicroJoules::ZERO;
         }
         let split = self
@@ -275,7 +269,7 @@ impl Attributor {
             Ok(ticks) => (ticks, Ok(())),
             Err(e) => {
                 // Take back whatever this interval gave, then give it all to unassigned.
-                for v in self.totals.values_mut() {
+                for v in self.projects.totals.values_mut() {
                     v.0 = MicroJoules(v.0.0.saturating_sub(v.1.0));
                     v.1 = MicroJoules::ZERO;
                 }
@@ -293,6 +287,15 @@ impl Attributor {
                 (Ticks::default(), Err(e))
             }
         };
+        // Projects with live processes stay; the others leave after the window.
+        for t in self.tracked.values() {
+            self.projects.touch(t.project);
+        }
+        let (idle, unassigned) = (self.idle, self.unassigned);
+        self.projects
+            .advance(interval.duration.unwrap_or_default(), |id| {
+                id == idle || id == unassigned
+            });
         self.publish(ticks, interval);
         result
     }
@@ -332,7 +335,7 @@ impl Attributor {
         let idle_ticks = host_ticks.saturating_sub(busy_ticks.max(process_ticks));
 
         // CPU-time weights per project, in a fixed order: project ids.
-        let n = self.names.len();
+        let n = self.projects.len();
         self.weights.clear();
         self.weights.resize(n, 0);
         for t in self.tracked.values() {
@@ -383,6 +386,7 @@ impl Attributor {
     fn check_conservation(&self, interval: &IntervalEnergy) -> Result<(), String> {
         for (component, source, host) in interval.host_totals() {
             let given = self
+                .projects
                 .totals
                 .iter()
                 .filter(|((_, c, s), _)| *c == component && *s == source)
@@ -404,9 +408,7 @@ impl Attributor {
         source: SourceKind,
         e: MicroJoules,
     ) {
-        let entry = self.totals.entry((project, component, source)).or_default();
-        entry.0 += e;
-        entry.1 += e;
+        self.projects.add(project, component, source, e);
     }
 
     fn add_parts(&mut self, component: Component, source: SourceKind) {
@@ -558,10 +560,11 @@ impl Attributor {
     fn publish(&mut self, ticks: Ticks, interval: &IntervalEnergy) {
         let host_ticks = ticks.host;
         let mut projects: Vec<ProjectEnergy> = self
+            .projects
             .totals
             .iter()
             .map(|(&(p, component, source), &(total, last))| ProjectEnergy {
-                project: self.names[p].clone(),
+                project: self.projects.name(p).clone(),
                 component,
                 source,
                 total_uj: total.0,
@@ -615,6 +618,9 @@ impl Attributor {
             projects,
             top_processes,
             processes_seen: self.tracked.len(),
+            projects_active: self.projects.active(),
+            projects_dormant: self.projects.dormant(),
+            projects_forgotten_total: self.projects.forgotten_total,
             unreadable_processes,
             host_ticks,
             process_ticks: ticks.process,
@@ -631,7 +637,7 @@ impl Attributor {
     fn share(&self, pid: u32, t: &Tracked, host_ticks: u64) -> ProcessShare {
         ProcessShare {
             pid,
-            project: self.names[t.project].clone(),
+            project: self.projects.name(t.project).clone(),
             rule: t.rule,
             reason: t.reason.clone(),
             cmdline: t.cmdline.clone(),

@@ -59,6 +59,11 @@ passwd_file = "/etc/passwd"
 debug_full_cmdline = false
 # Docker's data root: container names and labels for container rules.
 docker_root = "/var/lib/docker"
+# A project with no energy and no live process for this long leaves memory and
+# /metrics; its totals are parked (up to max_dormant_projects, then the longest-dormant
+# are forgotten) and resumed if it comes back.
+project_window = "{project_window}"
+max_dormant_projects = {max_dormant}
 # Ordered rules, first match wins; giving any replaces the defaults, which are:
 # the EMPREINTE_PROJECT environment variable, then a pod's empreinte.io/project label,
 # then a pod's namespace, then the systemd service (vllm.service: project "vllm"). An
@@ -123,6 +128,8 @@ max_batches_per_push = {max_batches}
             spool_max_age = humantime::format_duration(d.push.spool_max_age),
             push_timeout = humantime::format_duration(d.push.timeout),
             max_batches = d.push.max_batches_per_push,
+            project_window = humantime::format_duration(d.attribution.project_window),
+            max_dormant = d.attribution.max_dormant_projects,
         )
     }
 }
