@@ -15,6 +15,8 @@ use empreinte_testkit::procfs::{FakeProcess, FakeProcfs};
 use empreinte_testkit::wait::wait_until;
 
 const UID: &str = "11111111-2222-3333-4444-555555555555";
+/// A pod the API never lists: its process misses the cache on every cycle.
+const GHOST: &str = "99999999-8888-7777-6666-555555555555";
 /// The agent's sampling interval in this test, in seconds.
 const INTERVAL_S: f64 = 1.0;
 
@@ -29,18 +31,20 @@ fn a_stalling_api_server_never_makes_a_sampling_cycle_late() {
     }]);
     server.set_delay(Duration::from_secs(3));
     let procfs = FakeProcfs::new();
-    procfs.add(&FakeProcess {
-        pid: 42,
-        start_ticks: 42,
-        cpu_ticks: 0,
-        cmdline: "vllm serve",
-        environ: &[],
-        cgroup: &format!(
-            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope\n",
-            UID.replace('-', "_"),
-            "ab".repeat(32)
-        ),
-    });
+    for (pid, uid) in [(42, UID), (43, GHOST)] {
+        procfs.add(&FakeProcess {
+            pid,
+            start_ticks: pid.into(),
+            cpu_ticks: 0,
+            cmdline: "vllm serve",
+            environ: &[],
+            cgroup: &format!(
+                "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{}.scope\n",
+                uid.replace('-', "_"),
+                "ab".repeat(32)
+            ),
+        });
+    }
     let mut fp = FakePowercap::intel_two_socket();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("agent.toml");
@@ -74,7 +78,8 @@ fn a_stalling_api_server_never_makes_a_sampling_cycle_late() {
         fp.advance_uj(&pkg, 50_000_000);
         agent.wait_cycles(1);
     };
-    // Until the stalled server has been asked three times (6 s of stalls at least).
+    // Until the stalled server has been asked three times (6 s of stalls at least): the
+    // ghost pod's process asks again on every cycle, at most every `refresh`.
     wait_until(
         "three stalled pod list requests",
         Duration::from_secs(30),
