@@ -36,6 +36,12 @@ pub struct CollectorFlags {
     /// Where the database lives [default: /var/lib/empreinte].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM; reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl CollectorFlags {
@@ -45,6 +51,8 @@ impl CollectorFlags {
             &Overrides {
                 listen: self.listen,
                 data_dir: self.data_dir.clone(),
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
             },
         )?)
     }

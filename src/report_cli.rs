@@ -88,15 +88,19 @@ fn month_label(cmd: &ReportCommand, config: &CollectorConfig) -> anyhow::Result<
 
 fn pdf_of(html: &str, chromium: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     let chromium = pdf::find_chromium(chromium)?;
-    Ok(pdf::print(html, &chromium)?)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(pdf::print(html, &chromium))?)
 }
 
 fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
     let config = CollectorConfig::load(
         cmd.config.as_deref(),
         &Overrides {
-            listen: None,
             data_dir: cmd.data_dir.clone(),
+            ..Overrides::default()
         },
     )?;
     if !config.data_dir.is_dir() {

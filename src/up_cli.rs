@@ -164,6 +164,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             }),
+            ..Overrides::default()
         },
     )?;
     let data_dir = collector_config.data_dir.clone();
@@ -257,7 +258,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         println!("Empreinte is up: a collector and this host's agent ({agent_id}).");
         println!("  Agent metrics      http://{agent_listen}/metrics");
-        println!("  Collector metrics  http://{host}/metrics");
+        println!("  Collector metrics  http://{host}/metrics  (read token)");
         println!("  API                http://{host}/api/v1/  (OpenAPI: /api/v1/openapi.json)");
         println!("  Read token         {}", read_token.display());
         println!("  This month         curl -H \"Authorization: Bearer $(cat {})\" 'http://{host}/api/v1/footprint?month={month}'", read_token.display());

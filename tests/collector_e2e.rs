@@ -49,9 +49,9 @@ fn agent_config(dir: &Path, host: &str, port: u16, token: &str) -> std::path::Pa
     path
 }
 
-fn pushes_stored(c: &Collector) -> f64 {
+fn pushes_stored(c: &Collector, reader: &str) -> f64 {
     value(
-        &c.metrics(),
+        &c.metrics(reader),
         "empreinte_collector_pushes_total",
         &[("outcome", "stored")],
     )
@@ -131,7 +131,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     // sending their backlog), then back for good.
     collector = Collector::spawn(&data, port, &[]);
     for _ in 0..400 {
-        if pushes_stored(&collector) >= 1.0 {
+        if pushes_stored(&collector, &reader) >= 1.0 {
             break;
         }
         sleep(Duration::from_millis(5));
@@ -221,6 +221,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     }
     // The collector's own metrics: valid exposition, the stored energy, the intensity.
     let text = ureq::get(&format!("{}/metrics", collector.base))
+        .header("Authorization", &format!("Bearer {reader}"))
         .call()
         .unwrap()
         .body_mut()

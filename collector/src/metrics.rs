@@ -32,6 +32,13 @@ struct Counts {
     /// reason → refused pushes.
     refused: BTreeMap<&'static str, u64>,
     records: u64,
+    /// reason → connections closed (done, header_timeout, tls_handshake, error).
+    closed: BTreeMap<&'static str, u64>,
+    /// limit → times it was reached (connections, ingests, pdf).
+    saturated: BTreeMap<&'static str, u64>,
+    accept_errors: u64,
+    open_connections: u64,
+    connection_limit: u64,
     budgets: Vec<ObjectiveStatus>,
     intensity: BTreeMap<String, f64>,
 }
@@ -118,6 +125,32 @@ impl Metrics {
         let mut c = self.counts();
         *c.pushes.entry("refused").or_default() += 1;
         *c.refused.entry(reason).or_default() += 1;
+    }
+
+    /// A connection accepted.
+    pub fn connection_opened(&self) {
+        self.counts().open_connections += 1;
+    }
+
+    /// A connection closed, with why.
+    pub fn connection_closed(&self, reason: &'static str) {
+        let mut c = self.counts();
+        c.open_connections = c.open_connections.saturating_sub(1);
+        *c.closed.entry(reason).or_default() += 1;
+    }
+
+    /// `accept` failed (out of file descriptors, most often).
+    pub fn accept_error(&self) {
+        self.counts().accept_errors += 1;
+    }
+
+    /// A limit was reached: `connections`, `ingests` or `pdf`.
+    pub fn saturated(&self, limit: &'static str) {
+        *self.counts().saturated.entry(limit).or_default() += 1;
+    }
+
+    pub fn set_connection_limit(&self, limit: usize) {
+        self.counts().connection_limit = limit as u64;
     }
 
     pub fn set_budgets(&self, budgets: Vec<ObjectiveStatus>) {
@@ -259,6 +292,40 @@ impl Metrics {
             );
             dropped.push(&labels, a.spool_dropped as f64);
         }
+        let mut open = Family::new(
+            "empreinte_collector_open_connections",
+            "Client connections open now.",
+            GAUGE,
+        );
+        open.push(&[], c.open_connections as f64);
+        let mut limit = Family::new(
+            "empreinte_collector_connection_limit",
+            "The most connections served at once (limits.max_connections, kept below the open-files limit); more wait in the kernel's queue.",
+            GAUGE,
+        );
+        limit.push(&[], c.connection_limit as f64);
+        let mut closed = Family::new(
+            "empreinte_collector_connections_closed_total",
+            "Client connections closed, by reason: done (the client or an idle timeout closed it), header_timeout (headers not sent in time), tls_handshake (failed or too slow), error.",
+            COUNTER,
+        );
+        for (reason, n) in &c.closed {
+            closed.push(&[("reason", reason)], *n as f64);
+        }
+        let mut saturated = Family::new(
+            "empreinte_collector_saturated_total",
+            "Times a limit was reached, by limit: connections (new ones wait in the kernel's queue), ingests (a push got 503), pdf (a PDF request waited past its queue timeout and got 503).",
+            COUNTER,
+        );
+        for (what, n) in &c.saturated {
+            saturated.push(&[("limit", what)], *n as f64);
+        }
+        let mut accept_errors = Family::new(
+            "empreinte_collector_accept_errors_total",
+            "Connections the collector could not accept (most often: out of file descriptors).",
+            COUNTER,
+        );
+        accept_errors.push(&[], c.accept_errors as f64);
         let mut build = Family::new(
             "empreinte_collector_build_info",
             "The collector's version.",
@@ -267,8 +334,26 @@ impl Metrics {
         build.push(&[("version", VERSION)], 1.0);
         drop(c);
         let mut families: Vec<MetricFamily> = [
-            energy, co2e, used, projected, intensity, pushes, batches, refused, records, lag,
-            last_push, spool, spool_age, dropped, build,
+            energy,
+            co2e,
+            used,
+            projected,
+            intensity,
+            pushes,
+            batches,
+            refused,
+            records,
+            lag,
+            last_push,
+            spool,
+            spool_age,
+            dropped,
+            open,
+            limit,
+            closed,
+            saturated,
+            accept_errors,
+            build,
         ]
         .into_iter()
         .map(|f| f.0)

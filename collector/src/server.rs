@@ -35,6 +35,15 @@ pub struct AppState {
     pub limits: Limits,
     pub tz: TimeZone,
     pub max_body_bytes: usize,
+    /// A push's body must arrive within this time.
+    pub body_timeout: Duration,
+    /// Pushes being read or stored now (`limits.max_ingests_in_flight`).
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// Chromium processes printing now (`limits.max_pdf_renders`).
+    pub pdf_slots: Arc<tokio::sync::Semaphore>,
+    pub pdf_queue_timeout: Duration,
+    /// `/metrics` without a token (`[metrics] public`).
+    pub metrics_public: bool,
 }
 
 impl AppState {
@@ -42,10 +51,16 @@ impl AppState {
         let config = planner.config();
         let tz = TimeZone::get(&config.organisation.timezone)
             .map_err(|e| format!("organisation.timezone: {e}"))?;
+        let l = &config.limits;
         Ok(AppState {
             store,
-            limits: config.limits.wire(),
-            max_body_bytes: config.limits.max_body_bytes,
+            limits: l.wire(),
+            max_body_bytes: l.max_body_bytes,
+            body_timeout: l.body_timeout,
+            ingest_slots: Arc::new(tokio::sync::Semaphore::new(l.max_ingests_in_flight.max(1))),
+            pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
+            pdf_queue_timeout: l.pdf_queue_timeout,
+            metrics_public: config.metrics.public,
             planner,
             metrics: Arc::new(Metrics::new()),
             tz,
@@ -88,10 +103,27 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn index() -> &'static str {
-    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /reports/YYYY-MM.html  monthly report (read token; also .pdf .csv .json .md, ?lang=fr|en)\n  GET  /metrics            Prometheus metrics\n  GET  /healthz            liveness\n"
+    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /reports/YYYY-MM.html  monthly report (read token; also .pdf .csv .json .md, ?lang=fr|en)\n  GET  /metrics            Prometheus metrics (read token unless [metrics] public)\n  GET  /healthz            liveness\n"
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !state.metrics_public {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = crate::auth::verify(
+            state.store.as_ref(),
+            authorization,
+            crate::store::TokenKind::Read,
+        )
+        .await
+        {
+            return AppError::Auth(e).into_response();
+        }
+    }
     match state.store.agents().await {
         Ok(agents) => (
             [(
@@ -128,6 +160,11 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unavailable(String),
+    /// A limit is reached: try again after `retry_after_s`.
+    #[error("{what}; try again in {retry_after_s} s")]
+    Saturated { what: String, retry_after_s: u64 },
+    #[error("the body did not arrive within {0} s (limits.body_timeout)")]
+    BodyTimeout(u64),
 }
 
 #[derive(Serialize)]
@@ -151,7 +188,10 @@ impl AppError {
             AppError::Malformed(_) | AppError::BadQuery(_) => StatusCode::BAD_REQUEST,
             AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Store(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Unavailable(_) | AppError::Saturated { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -168,6 +208,8 @@ impl AppError {
             AppError::TooLarge { .. } => "too_large",
             AppError::Malformed(_) | AppError::BadQuery(_) | AppError::NotFound(_) => "malformed",
             AppError::Invalid(_) => "invalid",
+            AppError::Saturated { .. } => "saturated",
+            AppError::BodyTimeout(_) => "body_timeout",
         }
     }
 }
@@ -175,7 +217,13 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        let retry_after = match &self {
+            AppError::Saturated { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
+        if retry_after.is_some() {
+            tracing::debug!(error = %self, "request refused: a limit is reached");
+        } else if status.is_server_error() {
             // The cause stays in the log; the client gets the sentence.
             let cause = match &self {
                 AppError::Store(e) => e.to_string(),
@@ -198,6 +246,11 @@ impl IntoResponse for AppError {
             }),
         )
             .into_response();
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+        }
         if status == StatusCode::UNAUTHORIZED {
             if let Ok(v) = "Bearer realm=\"empreinte\"".parse() {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -256,17 +309,27 @@ pub async fn refresh_once(state: &AppState) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves.
+/// Serves `state` on `listener` (TLS when `tls` is set) until `shutdown` resolves.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::Reloadable>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let refresher = tokio::spawn(refresh_gauges(state.clone(), Duration::from_secs(30)));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let config = state.planner.config();
+    let limits = crate::listen::ConnectionLimits {
+        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout,
+    };
+    let reloader = tls.clone().map(|t| tokio::spawn(t.reload_on_sighup()));
+    let metrics = state.metrics.clone();
+    let result =
+        crate::listen::serve(listener, router(state), tls, limits, metrics, shutdown).await;
     refresher.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     result
 }
 
@@ -301,6 +364,11 @@ pub async fn run(
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(database = %store.path().display(), "store open");
     let store = Arc::new(store);
+    let tls = if config.tls.enabled() {
+        Some(Arc::new(crate::tls::Reloadable::open(&config.tls)?))
+    } else {
+        None
+    };
     let state = AppState::new(store.clone(), planner).map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -313,9 +381,18 @@ pub async fn run(
     let local = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    tracing::info!(address = %local, "collector serving");
+    if tls.is_some() {
+        tracing::info!(address = %local, "collector serving HTTPS");
+    } else if local.ip().is_loopback() {
+        tracing::info!(address = %local, "collector serving HTTP on loopback");
+    } else {
+        tracing::warn!(
+            address = %local,
+            "collector serving plain HTTP on a network address: tokens and figures travel in clear; set [tls] cert_file and key_file (or --tls-cert and --tls-key)"
+        );
+    }
     on_ready(local, &state);
-    let served = serve(state, listener, shutdown).await;
+    let served = serve(state, listener, tls, shutdown).await;
     store.close().await;
     served.context("the HTTP server failed")
 }

@@ -298,17 +298,114 @@ async fn bad_pushes_are_refused_clearly_and_nothing_is_stored() {
     let (status, body) = h.push(&token, &good).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(h.stored().await, (1_000_000, 1));
-    let (_, metrics) = h
-        .call(
-            axum::http::Request::get("/metrics")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
+    // /metrics shows per-project figures: a read token is needed, as for the API.
+    let metrics_with = |auth: Option<String>| {
+        let mut req = axum::http::Request::get("/metrics");
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        h.call(req.body(axum::body::Body::empty()).unwrap())
+    };
+    let (status, body) = metrics_with(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = metrics_with(Some(format!("Bearer {token}"))).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an agent token reads no figures: {body}"
+    );
+    let reader = h.token(TokenKind::Read, None).await;
+    let (status, metrics) = metrics_with(Some(format!("Bearer {reader}"))).await;
+    assert_eq!(status, StatusCode::OK, "{metrics}");
     let refused: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("empreinte_collector_refused_pushes_total"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(refused, 13.0, "{metrics}");
+}
+
+/// A request body whose bytes never come (a client that sent its headers only).
+struct NeverBody;
+
+impl http_body::Body for NeverBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn pushes_past_the_in_flight_limit_get_503_with_retry_after_and_slow_bodies_408() {
+    let h = Harness::new("[limits]\nmax_ingests_in_flight = 1\nbody_timeout = \"300ms\"\n").await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let request = |body: axum::body::Body| {
+        axum::http::Request::post("/api/v1/ingest")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .unwrap()
+    };
+    // No token: refused from the headers, the body is never read.
+    let (status, text) = h
+        .call(
+            axum::http::Request::post("/api/v1/ingest")
+                .body(axum::body::Body::new(NeverBody))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    // One push whose body never arrives holds the only slot…
+    let app = empreinte_collector::server::router(h.state.clone());
+    let slow = tokio::spawn(tower::ServiceExt::oneshot(
+        app,
+        request(axum::body::Body::new(NeverBody)),
+    ));
+    testkit_wait(|| h.state.ingest_slots.available_permits() == 0).await;
+    // …so the next one is told to come back.
+    let resp = tower::ServiceExt::oneshot(
+        empreinte_collector::server::router(h.state.clone()),
+        request(axum::body::Body::from("{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    // The slow one runs out of time (408) and frees its slot.
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(h.state.ingest_slots.available_permits(), 1);
+    let good = push(
+        "gpu-01",
+        vec![batch(
+            1,
+            1,
+            hour_ago(1),
+            hour_ago(1) + 10_000,
+            vec![record(
+                "chat",
+                Component::Gpu,
+                SourceKind::Nvml,
+                hour_ago(1),
+                hour_ago(1) + 10_000,
+                1_000_000,
+            )],
+        )],
+    );
+    let (status, body) = h.push(&token, &good).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Waits (up to 10 s) until `cond` holds.
+async fn testkit_wait(cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 10 s");
 }
