@@ -105,6 +105,9 @@ struct AgentFlags {
     /// This host's name in the footprint [default: the host name].
     #[arg(long, value_name = "NAME")]
     agent_id: Option<String>,
+    /// Trust this CA (PEM) for an https:// collector, besides the system's store.
+    #[arg(long, value_name = "FILE")]
+    collector_ca: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -135,6 +138,7 @@ impl AgentFlags {
             token_file: self.token_file.clone(),
             spool_dir: self.spool_dir.clone(),
             agent_id: self.agent_id.clone(),
+            collector_ca: self.collector_ca.clone(),
         };
         Ok(AgentConfig::load(self.config.as_deref(), &overrides)?)
     }

@@ -35,6 +35,9 @@ pub struct ReportCommand {
     /// File holding a read token for --collector [default: $EMPREINTE_READ_TOKEN].
     #[arg(long, value_name = "PATH", requires = "collector")]
     token_file: Option<PathBuf>,
+    /// Trust this CA (PEM) for an https:// collector, besides the system's store.
+    #[arg(long, value_name = "FILE", requires = "collector")]
+    collector_ca: Option<PathBuf>,
     /// The collector's configuration (organisation, time zone, sites, objectives).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -165,16 +168,24 @@ fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Op
     if let Some(l) = cmd.lang {
         address.push_str(&format!("?lang={}", l.code()));
     }
+    let tls = empreinte_agent::push::tls::client_config(cmd.collector_ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("--collector-ca: {e}"))?;
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(300)))
         .http_status_as_error(false)
+        .tls_config(tls)
         .build()
         .new_agent();
     let mut response = agent
         .get(&address)
         .header("Authorization", &format!("Bearer {token}"))
         .call()
-        .with_context(|| format!("cannot reach the collector at {address}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the collector at {address}: {}",
+                empreinte_agent::push::tls::explain(&e, "--collector-ca FILE")
+            )
+        })?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()

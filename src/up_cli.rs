@@ -195,6 +195,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
         token_file: Some(agent_token.clone()),
         spool_dir: Some(data_dir.join("spool")),
         agent_id: None,
+        collector_ca: None,
     };
     let mut agent_config = AgentConfig::load(
         cmd.agent_config.as_deref(),

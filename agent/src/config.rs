@@ -79,6 +79,9 @@ pub struct PushConfig {
     pub timeout: Duration,
     /// The most batches sent in one request.
     pub max_batches_per_push: usize,
+    /// A CA certificate file (PEM) trusted for an `https://` collector, in addition to
+    /// the system's store (an internal CA, a self-signed collector).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PushConfig {
@@ -93,6 +96,7 @@ impl Default for PushConfig {
             spool_max_age: Duration::from_secs(8 * 86_400),
             timeout: Duration::from_secs(10),
             max_batches_per_push: 500,
+            ca_file: None,
         }
     }
 }
@@ -266,6 +270,7 @@ pub struct Overrides {
     pub token_file: Option<PathBuf>,
     pub spool_dir: Option<PathBuf>,
     pub agent_id: Option<String>,
+    pub collector_ca: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -323,6 +328,9 @@ impl AgentConfig {
         }
         if let Some(v) = &o.collector {
             self.push.collector = Some(v.clone());
+        }
+        if let Some(v) = &o.collector_ca {
+            self.push.ca_file = Some(v.clone());
         }
         if let Some(v) = &o.token_file {
             self.push.token_file = Some(v.clone());
@@ -491,6 +499,9 @@ refresh = "10s"
 # collector = "https://empreinte.example.org"
 # This agent's token, from a file (else the EMPREINTE_AGENT_TOKEN variable).
 # token_file = "/etc/empreinte/agent.token"
+# An https:// collector's certificate is checked against the system's CA store; an
+# internal or self-signed CA is added here (PEM), or with --collector-ca FILE.
+# ca_file = "/etc/empreinte/collector-ca.pem"
 # The host's name in the footprint; by default the host name.
 # agent_id = "gpu-node-01"
 # Batches end at multiples of this interval of Unix time (from {min_batch} to {max_batch}).

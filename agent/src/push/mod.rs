@@ -11,6 +11,7 @@
 pub mod batcher;
 pub mod client;
 pub mod spool;
+pub mod tls;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
