@@ -69,6 +69,25 @@ enum AgentAction {
     DefaultConfig,
 }
 
+/// How the agent measures: shared by `agent`, `agent check` and `up`, declared once.
+#[derive(Args, Clone, Default)]
+pub(crate) struct MeasureFlags {
+    /// Sampling interval, e.g. "1s", "500ms" [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Root of the powercap sysfs tree, where RAPL counters are read [default:
+    /// /sys/class/powercap].
+    #[arg(long, value_name = "DIR")]
+    pub powercap_root: Option<PathBuf>,
+    /// NVML library to load, or "off" [default: libnvidia-ml.so.1].
+    #[arg(long, value_name = "PATH|off")]
+    pub nvml_library: Option<NvmlLibrary>,
+    /// Root of procfs: the processes and their CPU time (attribution), the CPU's
+    /// utilisation and model and the memory size (estimate) [default: /proc].
+    #[arg(long, value_name = "DIR")]
+    pub procfs_root: Option<PathBuf>,
+}
+
 #[derive(Args, Clone, Default)]
 struct AgentFlags {
     /// Configuration file (TOML). Flags override its values.
@@ -77,18 +96,8 @@ struct AgentFlags {
     /// Address for /metrics [default: 0.0.0.0:9810].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Sampling interval, e.g. "1s", "500ms" [default: 1s].
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    interval: Option<Duration>,
-    /// Root of the powercap sysfs tree [default: /sys/class/powercap].
-    #[arg(long, value_name = "DIR")]
-    powercap_root: Option<PathBuf>,
-    /// NVML library to load, or "off" [default: libnvidia-ml.so.1].
-    #[arg(long, value_name = "PATH|off")]
-    nvml_library: Option<NvmlLibrary>,
-    /// Root of procfs, for the estimate [default: /proc].
-    #[arg(long, value_name = "DIR")]
-    procfs_root: Option<PathBuf>,
+    #[command(flatten)]
+    measure: MeasureFlags,
     /// Estimate what nothing measures ("fallback") or leave it out ("off").
     #[arg(long, value_name = "MODE", value_parser = parse_estimate_mode)]
     estimate: Option<EstimateMode>,
@@ -129,10 +138,10 @@ impl AgentFlags {
     fn load(&self) -> anyhow::Result<AgentConfig> {
         let overrides = Overrides {
             listen: self.listen,
-            interval: self.interval,
-            powercap_root: self.powercap_root.clone(),
-            nvml_library: self.nvml_library.clone(),
-            procfs_root: self.procfs_root.clone(),
+            interval: self.measure.interval,
+            powercap_root: self.measure.powercap_root.clone(),
+            nvml_library: self.measure.nvml_library.clone(),
+            procfs_root: self.measure.procfs_root.clone(),
             estimate: self.estimate,
             collector: self.collector.clone(),
             token_file: self.token_file.clone(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use empreinte_agent::config::{
-    AgentConfig, MAX_BATCH_INTERVAL, MIN_BATCH_INTERVAL, NvmlLibrary, Overrides as AgentOverrides,
+    AgentConfig, MAX_BATCH_INTERVAL, MIN_BATCH_INTERVAL, Overrides as AgentOverrides,
 };
 use empreinte_collector::config::{CollectorConfig, Overrides};
 use empreinte_collector::period::month_of;
@@ -44,21 +44,12 @@ pub struct UpCommand {
     /// Address of the agent's own /metrics [default: 127.0.0.1:9810].
     #[arg(long, value_name = "ADDR")]
     agent_listen: Option<SocketAddr>,
-    /// Sampling interval of the agent, e.g. "1s" [default: 1s].
-    #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration)]
-    interval: Option<Duration>,
     /// How often the agent seals a batch for the collector [default: 15s].
     #[arg(long, value_name = "DURATION", value_parser = crate::parse_duration)]
     batch_interval: Option<Duration>,
-    /// Root of the powercap sysfs tree [default: /sys/class/powercap].
-    #[arg(long, value_name = "DIR")]
-    powercap_root: Option<PathBuf>,
-    /// NVML library to load, or "off" [default: libnvidia-ml.so.1].
-    #[arg(long, value_name = "PATH|off")]
-    nvml_library: Option<NvmlLibrary>,
-    /// Root of procfs [default: /proc].
-    #[arg(long, value_name = "DIR")]
-    procfs_root: Option<PathBuf>,
+    /// How the local agent measures.
+    #[command(flatten)]
+    measure: crate::MeasureFlags,
 }
 
 /// A token of `up`, kept in a file of the data directory (mode 0600) and created again
@@ -186,10 +177,10 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
     // The agent's flags are checked before anything starts.
     let agent_overrides = |collector: String| AgentOverrides {
         listen: Some(cmd.agent_listen.unwrap_or(default_agent_listen)),
-        interval: cmd.interval,
-        powercap_root: cmd.powercap_root.clone(),
-        nvml_library: cmd.nvml_library.clone(),
-        procfs_root: cmd.procfs_root.clone(),
+        interval: cmd.measure.interval,
+        powercap_root: cmd.measure.powercap_root.clone(),
+        nvml_library: cmd.measure.nvml_library.clone(),
+        procfs_root: cmd.measure.procfs_root.clone(),
         estimate: None,
         collector: Some(collector),
         token_file: Some(agent_token.clone()),

@@ -1,6 +1,7 @@
 //! The real collector and three real agents, as separate processes, on fake powercap
-//! hosts with real busy processes in several projects. The collector is stopped for a
-//! while, then killed with SIGKILL right after it starts ingesting again, then
+//! hosts with real busy processes in several projects. The collector is killed while
+//! every agent keeps a backlog in its spool, then killed with SIGKILL again right after
+//! it starts ingesting that backlog (checked: batches were still waiting), then
 //! restarted. At the end the stored totals equal, to the microjoule, the energy the
 //! test gave each fake host, and per project what each agent measured: nothing lost,
 //! nothing counted twice.
@@ -10,27 +11,11 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::sleep;
 use std::time::Duration;
 
 use common::*;
+use empreinte_testkit::load::{Load, TWO_SOCKET_STEPS_UJ, given_uj, step};
 use empreinte_testkit::powercap::FakePowercap;
-
-const ZONES: [(&str, u64); 4] = [
-    ("intel-rapl:0", 3_000_000),
-    ("intel-rapl:1", 2_000_000),
-    ("intel-rapl:0:2", 250_003),
-    ("intel-rapl:1:2", 150_001),
-];
-
-fn truth(fp: &FakePowercap) -> u64 {
-    ZONES
-        .iter()
-        .map(|(z, _)| fp.truth_uj(&fp.zone(z)) as u64)
-        .sum()
-}
 
 fn agent_config(dir: &Path, host: &str, port: u16, token: &str) -> std::path::PathBuf {
     let token_file = dir.join(format!("{host}.token"));
@@ -40,13 +25,18 @@ fn agent_config(dir: &Path, host: &str, port: u16, token: &str) -> std::path::Pa
     std::fs::write(
         &path,
         format!(
-            "[push]\ncollector = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nagent_id = \"{host}\"\nbatch_interval = \"1s\"\nspool_dir = \"{}\"\n",
+            "[push]\ncollector = \"http://127.0.0.1:{port}\"\ntoken_file = \"{}\"\nagent_id = \"{host}\"\nbatch_interval = \"1s\"\nspool_dir = \"{}\"\nmax_batches_per_push = 1\n",
             token_file.display(),
             spool.display()
         ),
     )
     .unwrap();
     path
+}
+
+/// Batches waiting in the agent's spool.
+fn spooled(a: &Agent) -> u64 {
+    value(&a.samples(), "empreinte_spool_batches", &[]).unwrap_or(0.0) as u64
 }
 
 fn pushes_stored(c: &Collector, reader: &str) -> f64 {
@@ -77,7 +67,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         Busy::spawn("alpha"),
         Busy::spawn("beta"),
     ];
-    let mut fakes: Vec<FakePowercap> = hosts
+    let fakes: Vec<FakePowercap> = hosts
         .iter()
         .map(|_| FakePowercap::intel_two_socket())
         .collect();
@@ -103,65 +93,58 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
         a.wait_cycles(2);
     }
     // Energy is counted from each agent's first sample: the ground truth starts now.
-    let start: Vec<u64> = fakes.iter().map(truth).collect();
+    let start: Vec<u64> = fakes
+        .iter()
+        .map(|fp| given_uj(fp, &TWO_SOCKET_STEPS_UJ))
+        .collect();
 
     // Each host draws its own load (host i at (i + 1) times the base steps) until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                for (i, fp) in fakes.iter_mut().enumerate() {
-                    for (z, uj) in ZONES {
-                        let zone = fp.zone(z);
-                        fp.advance_uj(&zone, uj * (i as u64 + 1));
-                    }
-                }
-                sleep(Duration::from_millis(50));
-            }
-            fakes
-        })
-    };
-
-    sleep(Duration::from_secs(2));
-    // The collector stops for a while: the agents keep measuring into their spools.
-    collector.kill();
-    sleep(Duration::from_secs(3));
-    // Back, and killed with SIGKILL as soon as it stores pushes again (the agents are
-    // sending their backlog), then back for good.
-    collector = Collector::spawn(&data, port, &[]);
-    for _ in 0..400 {
-        if pushes_stored(&collector, &reader) >= 1.0 {
-            break;
+    let load = Load::start(fakes, Duration::from_millis(50), |fakes| {
+        for (i, fp) in fakes.iter_mut().enumerate() {
+            step(fp, &TWO_SOCKET_STEPS_UJ, i as u64 + 1);
         }
-        sleep(Duration::from_millis(5));
-    }
-    collector.kill();
-    sleep(Duration::from_millis(500));
-    collector = Collector::spawn(&data, port, &[]);
-    sleep(Duration::from_secs(2));
+    });
 
-    stop.store(true, Ordering::Relaxed);
-    let fakes = load.join().unwrap();
+    wait_for("every agent to deliver a batch", PATIENCE, || {
+        pushes_stored(&collector, &reader) >= hosts.len() as f64
+    });
+    // The collector goes away: the agents keep measuring into their spools until each
+    // has a backlog of several batches (one batch a push: several pushes to catch up).
+    collector.kill();
+    wait_for("a backlog of 3 batches in every spool", PATIENCE, || {
+        agents.iter().all(|a| spooled(a) >= 3)
+    });
+    // Back, and killed with SIGKILL as soon as it stores pushes again, while the agents
+    // are still sending their backlog; then back for good.
+    collector = Collector::spawn(&data, port, &[]);
+    wait_for(
+        "the collector to store a push of the backlog",
+        PATIENCE,
+        || pushes_stored(&collector, &reader) >= 1.0,
+    );
+    collector.kill();
+    let waiting: u64 = agents.iter().map(spooled).sum();
+    assert!(
+        waiting > 0,
+        "the collector was killed after the backlog was delivered: the scenario did not happen"
+    );
+    collector = Collector::spawn(&data, port, &[]);
+    wait_for("the agents to deliver their backlog", PATIENCE, || {
+        agents.iter().all(|a| spooled(a) == 0)
+    });
+
+    let fakes = load.finish();
     let given: Vec<u64> = fakes
         .iter()
         .zip(&start)
-        .map(|(fp, s)| truth(fp) - s)
+        .map(|(fp, s)| given_uj(fp, &TWO_SOCKET_STEPS_UJ) - s)
         .collect();
     // Every agent has sampled the last counters…
     for (a, g) in agents.iter().zip(&given) {
-        let mut ok = false;
-        for _ in 0..200 {
-            if measured_uj(a) == *g {
-                ok = true;
-                break;
-            }
-            sleep(Duration::from_millis(50));
-        }
-        assert!(
-            ok,
-            "agent measured {} µJ, the host was given {g}",
-            measured_uj(a)
+        wait_for(
+            &format!("the agent to measure the {g} µJ its host was given"),
+            PATIENCE,
+            || measured_uj(a) == *g,
         );
     }
     // …and what it measured per project is now fixed.

@@ -11,27 +11,34 @@ use std::collections::BTreeSet;
 
 use dashgen::*;
 
+/// The committed file for a rendered dashboard. `UPDATE_EXPECT=1 cargo test --test
+/// dashboards` rewrites them (expect-test, the one golden-file mechanism of the tests).
+fn committed(path: &str) -> expect_test::ExpectFile {
+    match path {
+        "grafana/en/fleet.json" => expect_test::expect_file!["../dashboards/grafana/en/fleet.json"],
+        "grafana/en/footprint.json" => {
+            expect_test::expect_file!["../dashboards/grafana/en/footprint.json"]
+        }
+        "grafana/en/inference.json" => {
+            expect_test::expect_file!["../dashboards/grafana/en/inference.json"]
+        }
+        "grafana/fr/fleet.json" => expect_test::expect_file!["../dashboards/grafana/fr/fleet.json"],
+        "grafana/fr/footprint.json" => {
+            expect_test::expect_file!["../dashboards/grafana/fr/footprint.json"]
+        }
+        "grafana/fr/inference.json" => {
+            expect_test::expect_file!["../dashboards/grafana/fr/inference.json"]
+        }
+        other => panic!("dashboards/{other}: a new dashboard needs its line in `committed`"),
+    }
+}
+
 #[test]
 fn committed_dashboards_are_what_the_generator_renders() {
-    let bless = std::env::var("EMPREINTE_BLESS").is_ok_and(|v| v == "1");
     let dir = dashboards_dir();
-    let mut stale = Vec::new();
     for (path, text) in render_all() {
-        let full = dir.join(&path);
-        let committed = std::fs::read_to_string(&full).unwrap_or_default();
-        if committed != text {
-            if bless {
-                std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-                std::fs::write(&full, &text).unwrap();
-            } else {
-                stale.push(path.display().to_string());
-            }
-        }
+        committed(&path.to_string_lossy()).assert_eq(&text);
     }
-    assert!(
-        stale.is_empty(),
-        "dashboards/{stale:?} differ from what dashboards/src renders: run `EMPREINTE_BLESS=1 cargo test --test dashboards` and commit"
-    );
     // Nothing else lies in the language folders (no hand-kept copy).
     for lang in LANGS {
         let mut names: Vec<String> = std::fs::read_dir(dir.join("grafana").join(lang))

@@ -17,22 +17,15 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::Duration;
 
 use common::*;
+use empreinte_testkit::load::{Load, TWO_SOCKET_STEPS_UJ, step};
 use empreinte_testkit::nvml::{FakeGpu, FakeNvml, Scenario};
 use empreinte_testkit::powercap::FakePowercap;
 use serde_json::Value;
 
-const ZONES: [(&str, u64); 4] = [
-    ("intel-rapl:0", 3_000_000),
-    ("intel-rapl:1", 2_000_000),
-    ("intel-rapl:0:2", 250_003),
-    ("intel-rapl:1:2", 150_001),
-];
 /// Millijoules the fake GPU draws per load step.
 const GPU_STEP_MJ: u64 = 12_345;
 
@@ -274,10 +267,7 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
         ]);
         seed.wait_cycles(3);
         let mut seed_fp = seed_fp;
-        for (z, uj) in ZONES {
-            let zone = seed_fp.zone(z);
-            seed_fp.advance_uj(&zone, uj * 10);
-        }
+        step(&mut seed_fp, &TWO_SOCKET_STEPS_UJ, 10);
         seed.wait_cycles(3);
         let (status, err) = seed.terminate();
         assert!(status.success(), "{status}: {err}");
@@ -286,8 +276,8 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     let collector = Collector::spawn(&data, port, &collector_args);
 
     let vllm = fake_vllm();
-    let mut fp = FakePowercap::intel_two_socket();
-    let mut scenario = Scenario {
+    let fp = FakePowercap::intel_two_socket();
+    let scenario = Scenario {
         gpus: vec![FakeGpu::new(0, "NVIDIA H100 80GB HBM3")],
         ..Scenario::default()
     };
@@ -364,25 +354,17 @@ scrape_configs:
 
     // Host A draws power on every RAPL zone and its GPU until told to stop.
     agent_a.wait_cycles(2);
-    let stop = Arc::new(AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut gpu_mj = 0;
-            while !stop.load(Ordering::Relaxed) {
-                for (z, uj) in ZONES {
-                    let zone = fp.zone(z);
-                    fp.advance_uj(&zone, uj);
-                }
-                gpu_mj += GPU_STEP_MJ;
-                scenario.gpus[0].energy_mj = Some(gpu_mj);
-                scenario.gpus[0].power_mw = Some(250_000);
-                nvml.play(&scenario);
-                sleep(Duration::from_millis(50));
-            }
-            (fp, nvml)
-        })
-    };
+    let load = Load::start(
+        (fp, nvml, scenario, 0),
+        Duration::from_millis(50),
+        |(fp, nvml, scenario, gpu_mj)| {
+            step(fp, &TWO_SOCKET_STEPS_UJ, 1);
+            *gpu_mj += GPU_STEP_MJ;
+            scenario.gpus[0].energy_mj = Some(*gpu_mj);
+            scenario.gpus[0].power_mw = Some(250_000);
+            nvml.play(scenario);
+        },
+    );
 
     // Every query of every dashboard and every rule returns finite numbers, and every
     // rule evaluates without error, every alert pending or firing.
@@ -454,8 +436,7 @@ scrape_configs:
     assert_eq!(loaded, rules.len(), "rules loaded by Prometheus");
 
     // Host A's figures, once it stops drawing power: exactly what it measured.
-    stop.store(true, Ordering::Relaxed);
-    let (_fp, _nvml) = load.join().unwrap();
+    let (_fp, _nvml, _, _) = load.finish();
     let mut stable = measured_uj(&agent_a);
     for _ in 0..100 {
         agent_a.wait_cycles(2);

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use empreinte_agent::attribution::engine::Attributor;
 use empreinte_agent::attribution::procs::ProcFs;
-use empreinte_agent::attribution::rules::{AttributionConfig, IdlePolicy, Resolver};
+use empreinte_agent::attribution::rules::Resolver;
 use empreinte_agent::attribution::users::UserNames;
 use empreinte_agent::clock::SampleTime;
+use empreinte_agent::config::{AttributionConfig, IdlePolicy};
 use empreinte_agent::sampler::{HostState, Sampler};
 use empreinte_agent::sources::EnergySource;
 use empreinte_agent::sources::nvml::NvmlSource;

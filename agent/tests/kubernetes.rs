@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use empreinte_agent::attribution::engine::Attributor;
-use empreinte_agent::attribution::kube::{KubeMode, KubernetesConfig, PodCache};
+use empreinte_agent::attribution::kube::PodCache;
 use empreinte_agent::attribution::procs::ProcFs;
-use empreinte_agent::attribution::rules::{AttributionConfig, Resolver};
+use empreinte_agent::attribution::rules::Resolver;
 use empreinte_agent::attribution::users::UserNames;
+use empreinte_agent::config::AttributionConfig;
+use empreinte_agent::config::{KubeMode, KubernetesConfig};
 use empreinte_agent::sampler::ChannelState;
 use empreinte_agent::sources::Channel;
 use empreinte_shared::{Component, MicroJoules, SourceKind, Watts};

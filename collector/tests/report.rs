@@ -401,40 +401,15 @@ async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactl
     assert_eq!(json["rows"].as_array().unwrap().len(), lines);
 }
 
-fn golden(name: &str, actual: &str) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
-    if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or(expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output at line {}:\n  expected: {:?}\n  actual:   {:?}\n(UPDATE_GOLDEN=1 rewrites it)",
-            path.display(),
-            line + 1,
-            expected.lines().nth(line),
-            actual.lines().nth(line)
-        );
-    }
-}
-
 #[tokio::test]
 async fn the_markdown_reports_match_the_golden_files_in_french_and_english() {
     let (h, _) = october().await;
     let data = build(&h, "2025-10").await.unwrap();
     let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
     let en = report::render_text(&data, Format::Md, Lang::En).unwrap();
-    golden("report-2025-10.fr.md", &fr);
-    golden("report-2025-10.en.md", &en);
+    // `UPDATE_EXPECT=1 cargo test -p empreinte-collector --test report` rewrites them.
+    expect_test::expect_file!["golden/report-2025-10.fr.md"].assert_eq(&fr);
+    expect_test::expect_file!["golden/report-2025-10.en.md"].assert_eq(&en);
     // What a reader checks first, in each language's way of writing numbers.
     assert!(fr.contains("| chat | 745,00\u{202F}kWh |"), "{fr}");
     assert!(en.contains("| chat | 745.00 kWh |"), "{en}");

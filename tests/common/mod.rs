@@ -7,8 +7,8 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
-use std::time::Duration;
+
+pub use empreinte_testkit::wait::{PATIENCE, wait_for, wait_until};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_empreinte");
 
@@ -54,9 +54,10 @@ impl Agent {
             child,
             url: format!("http://{listen}/metrics"),
         };
-        for _ in 0..200 {
+        let what = format!("the agent to serve {}", agent.url);
+        wait_for(&what, PATIENCE, || {
             if agent.try_scrape().is_some() {
-                return agent;
+                return true;
             }
             if let Some(status) = agent.child.try_wait().unwrap() {
                 let mut err = String::new();
@@ -69,9 +70,9 @@ impl Agent {
                     .unwrap();
                 panic!("agent exited with {status}: {err}");
             }
-            sleep(Duration::from_millis(50));
-        }
-        panic!("agent did not serve {} within 10 s", agent.url);
+            false
+        });
+        agent
     }
 
     pub fn try_scrape(&self) -> Option<String> {
@@ -101,19 +102,19 @@ impl Agent {
             &[],
         )
         .unwrap_or(0.0) as u64;
-        for _ in 0..400 {
-            let now = value(
-                &self.samples(),
-                "empreinte_agent_sampling_cycles_total",
-                &[],
-            )
-            .unwrap_or(0.0) as u64;
-            if now >= start + n {
-                return;
-            }
-            sleep(Duration::from_millis(25));
-        }
-        panic!("agent did not run {n} cycles in 10 s");
+        wait_for(
+            &format!("the agent to run {n} more cycles"),
+            PATIENCE,
+            || {
+                let now = value(
+                    &self.samples(),
+                    "empreinte_agent_sampling_cycles_total",
+                    &[],
+                )
+                .unwrap_or(0.0) as u64;
+                now >= start + n
+            },
+        );
     }
 }
 
@@ -124,17 +125,14 @@ impl Agent {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(sent.success(), "kill -TERM {pid}");
-        for _ in 0..600 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                if let Some(mut e) = self.child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                return (status, err);
-            }
-            sleep(Duration::from_millis(50));
+        let status = wait_until("the agent to exit after SIGTERM", PATIENCE, || {
+            self.child.try_wait().unwrap()
+        });
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
         }
-        panic!("the agent did not exit within 30 s of SIGTERM");
+        (status, err)
     }
 
     /// Sends `signal` (a name such as `STOP` or `CONT`) to the agent.
@@ -275,18 +273,19 @@ impl Collector {
             port,
             data_dir: data_dir.to_path_buf(),
         };
-        for _ in 0..200 {
+        let what = format!("the collector to answer on {}", c.base);
+        wait_for(&what, PATIENCE, || {
             if ureq::get(&format!("{}/healthz", c.base)).call().is_ok() {
-                return c;
+                return true;
             }
             if let Some(status) = c.child.try_wait().unwrap() {
                 let log =
                     std::fs::read_to_string(data_dir.join("collector.log")).unwrap_or_default();
                 panic!("collector exited with {status}: {log}");
             }
-            sleep(Duration::from_millis(50));
-        }
-        panic!("collector did not answer on {} within 10 s", c.base);
+            false
+        });
+        c
     }
 
     /// GET `path` with a bearer token; the JSON body.

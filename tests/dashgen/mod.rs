@@ -3,7 +3,7 @@
 //! `dashboards/src/i18n.json`; it is rendered as Grafana's JSON model once per language
 //! into `dashboards/grafana/LANG/NAME.json`. The French and English dashboards are thus
 //! one source: `tests/dashboards.rs` fails when a committed file differs from what this
-//! renders (`EMPREINTE_BLESS=1 cargo test --test dashboards` rewrites them).
+//! renders (`UPDATE_EXPECT=1 cargo test --test dashboards` rewrites them).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

@@ -22,12 +22,13 @@ use super::cgroup::parse_proc_cgroup;
 use super::docker::ContainerCache;
 use super::kube::PodCache;
 use super::procs::{ProcStat, ProcessSource};
-use super::rules::{AttributionConfig, IdlePolicy, ProcessFacts, Resolver};
-use super::split::split_exact;
+use super::rules::{ProcessFacts, Resolver};
 use super::users::UserNames;
+use crate::config::attribution::{AttributionConfig, IdlePolicy};
 use crate::sampler::ChannelState;
 use crate::sources::GpuActivity;
 use crate::sources::estimate::CpuTimes;
+use empreinte_shared::split::split_exact;
 
 /// An interned project name.
 type ProjectId = usize;

@@ -3,65 +3,14 @@
 //! every `refresh` on a miss.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::rules::PodMeta;
 use crate::clock::Stopwatch;
-
-/// Where pod metadata comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KubeMode {
-    /// No lookup: pod rules see no pod (the default outside Kubernetes).
-    Off,
-    /// The API server: `GET /api/v1/pods?fieldSelector=spec.nodeName=NODE`.
-    Api,
-    /// The node's kubelet: `GET /pods`.
-    Kubelet,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KubernetesConfig {
-    pub mode: KubeMode,
-    /// `https://kubernetes.default.svc` for the API server, `https://127.0.0.1:10250` for
-    /// the kubelet; plain `http://` is accepted (tests, proxies).
-    pub url: String,
-    /// Bearer token (the service account's).
-    pub token_file: Option<PathBuf>,
-    /// CA bundle (PEM) to verify the server; the webpki roots when unset.
-    pub ca_file: Option<PathBuf>,
-    /// Skip certificate verification (kubelets with self-signed certificates).
-    pub insecure_skip_tls_verify: bool,
-    /// This node's name, for the API server's field selector (usually from the
-    /// downward API, `NODE_NAME`).
-    pub node_name: Option<String>,
-    /// Shortest time between two refreshes of the pod list on a cache miss.
-    #[serde(with = "humantime_serde")]
-    pub refresh: Duration,
-}
-
-impl Default for KubernetesConfig {
-    fn default() -> Self {
-        KubernetesConfig {
-            mode: KubeMode::Off,
-            url: "https://kubernetes.default.svc".into(),
-            token_file: Some(PathBuf::from(
-                "/var/run/secrets/kubernetes.io/serviceaccount/token",
-            )),
-            ca_file: Some(PathBuf::from(
-                "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
-            )),
-            insecure_skip_tls_verify: false,
-            node_name: None,
-            refresh: Duration::from_secs(10),
-        }
-    }
-}
+use crate::config::kubernetes::{KubeMode, KubernetesConfig};
 
 #[derive(Deserialize)]
 struct PodList {
@@ -106,7 +55,7 @@ impl PodCache {
             KubeMode::Off => return Ok(None),
             KubeMode::Kubelet => format!("{}/pods", cfg.url.trim_end_matches('/')),
             KubeMode::Api => {
-                let node = cfg.node_name.clone().or_else(|| std::env::var("NODE_NAME").ok()).ok_or(
+                let node = cfg.node_name.clone().ok_or(
                     "attribution.kubernetes.node_name is not set (nor NODE_NAME): the API server lookup lists this node's pods",
                 )?;
                 format!(

@@ -7,7 +7,6 @@ pub mod engine;
 pub mod kube;
 pub mod procs;
 pub mod rules;
-pub mod split;
 pub mod users;
 
 use crate::config::AgentConfig;
@@ -16,13 +15,7 @@ use crate::config::AgentConfig;
 /// where configured, the Kubernetes pod lookup.
 pub fn build(config: &AgentConfig) -> Result<engine::Attributor, String> {
     let a = &config.attribution;
-    let resolver = rules::Resolver::new(a).map_err(|problems| {
-        problems
-            .iter()
-            .map(|p| format!("{}: {}", p.key, p.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    let resolver = rules::Resolver::new(a)?;
     let pods = kube::PodCache::new(&a.kubernetes)?;
     if resolver.needs_pods() && pods.is_none() {
         tracing::debug!(

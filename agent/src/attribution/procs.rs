@@ -340,11 +340,23 @@ mod tests {
         };
         let before = ticks(&mut p);
         assert!(p.open_stats.contains_key(&me), "the file is kept open");
-        // Spin until the kernel has charged at least 3 more ticks (30 ms at USER_HZ=100).
+        // Spin until the kernel has charged at least 3 more ticks, as a freshly opened
+        // /proc/self/stat says: CPU time, not wall time, so a loaded machine only makes
+        // this take longer. Then the kept-open file must show them too.
+        let fresh = || {
+            let text = std::fs::read(format!("/proc/{me}/stat")).unwrap();
+            parse_pid_stat(me, &text).unwrap().cpu_ticks
+        };
         let mut x = 0u64;
         let spin = crate::clock::Stopwatch::start();
-        while spin.elapsed() < std::time::Duration::from_millis(300) {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        while fresh() < before + 3 {
+            for _ in 0..100_000 {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            assert!(
+                spin.elapsed() < std::time::Duration::from_secs(120),
+                "the kernel charged no CPU time to a spinning thread in 2 minutes"
+            );
         }
         std::hint::black_box(x);
         assert!(

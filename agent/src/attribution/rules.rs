@@ -1,165 +1,18 @@
-//! Project resolution: an ordered list of rules from configuration, first match wins; a
-//! process matched by no rule goes to the `unassigned` project.
-//!
-//! ```toml
-//! [[attribution.rules]]              # the citizen chatbot's inference servers
-//! systemd_unit = "vllm-*.service"
-//! user = "chatbot"
-//! project = "chatbot"
-//!
-//! [[attribution.rules]]              # any pod: its label, e.g. empreinte.io/project
-//! pod_label = "empreinte.io/project"
-//! project_from = "pod_label"
-//! ```
-//!
-//! Giving `rules` replaces the default rules ([`default_rules`]).
+//! Project resolution: the ordered rules of [`AttributionConfig`], compiled; first match
+//! wins; a process matched by no rule goes to the `unassigned` project. The rules'
+//! configuration and its validation live in [`crate::config::attribution`].
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
 
 use super::cgroup::CgroupRef;
 pub use super::docker::ContainerMeta;
 use super::procs::environ_value;
-use crate::config::ConfigProblem;
-
-/// The environment variable of the default first rule.
-pub const DEFAULT_ENV_VAR: &str = "EMPREINTE_PROJECT";
-/// The pod label of the default second rule.
-pub const DEFAULT_POD_LABEL: &str = "empreinte.io/project";
-/// Longest project name accepted.
-pub const MAX_PROJECT_LEN: usize = 128;
-
-/// Where the energy that no process's CPU time explains goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IdlePolicy {
-    /// To a project of its own, `idle` by default.
-    Separate,
-    /// To the active projects, in proportion to their activity.
-    Proportional,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AttributionConfig {
-    pub idle_policy: IdlePolicy,
-    pub idle_project: String,
-    pub unassigned_project: String,
-    /// Unix user names for `user` rules (a containerised agent points it at the host's).
-    pub passwd_file: PathBuf,
-    /// Ordered rules, first match wins. Empty: the default rules.
-    pub rules: Vec<RuleConfig>,
-    /// Show whole command lines in `/debug/attribution` and `check` (arguments can hold
-    /// secrets: by default only the program name is shown).
-    pub debug_full_cmdline: bool,
-    /// Docker's data root, for container names and labels (`container`,
-    /// `container_label` rules).
-    pub docker_root: PathBuf,
-    pub kubernetes: super::kube::KubernetesConfig,
-}
-
-impl Default for AttributionConfig {
-    fn default() -> Self {
-        AttributionConfig {
-            idle_policy: IdlePolicy::Separate,
-            idle_project: "idle".into(),
-            unassigned_project: "unassigned".into(),
-            passwd_file: PathBuf::from("/etc/passwd"),
-            rules: Vec::new(),
-            debug_full_cmdline: false,
-            docker_root: PathBuf::from("/var/lib/docker"),
-            kubernetes: super::kube::KubernetesConfig::default(),
-        }
-    }
-}
-
-/// Where a rule takes the project name from, instead of a fixed `project`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProjectFrom {
-    /// The value of the rule's `env` variable (or `EMPREINTE_PROJECT`).
-    Env,
-    /// The systemd unit name without its `.service` suffix.
-    SystemdUnit,
-    PodNamespace,
-    PodName,
-    /// The value of the rule's `pod_label`.
-    PodLabel,
-    /// The value of the rule's `pod_annotation`.
-    PodAnnotation,
-    /// The container name (Docker).
-    ContainerName,
-    /// The value of the rule's `container_label` (Docker).
-    ContainerLabel,
-    User,
-}
-
-/// One rule: every matcher given must match (at least one is required), then the
-/// project is `project`, or taken from what matched (`project_from`).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub project: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub project_from: Option<ProjectFrom>,
-    /// The process has this environment variable, not empty.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env: Option<String>,
-    /// A regular expression the `env` variable's value must match.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub env_value: Option<String>,
-    /// A glob on the systemd unit (`vllm-*.service`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub systemd_unit: Option<String>,
-    /// A glob on the container id or (Docker) name.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<String>,
-    /// The container has this label (Docker).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container_label: Option<String>,
-    /// A glob on the pod's namespace.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_namespace: Option<String>,
-    /// The pod has this label.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_label: Option<String>,
-    /// The pod has this annotation.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_annotation: Option<String>,
-    /// The process's Unix user (a name, or a numeric uid).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// A regular expression on the command line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cmdline: Option<String>,
-}
-
-/// The rules used when the configuration gives none: the `EMPREINTE_PROJECT` variable,
-/// then a pod's `empreinte.io/project` label, then a pod's namespace.
-pub fn default_rules() -> Vec<RuleConfig> {
-    vec![
-        RuleConfig {
-            env: Some(DEFAULT_ENV_VAR.into()),
-            project_from: Some(ProjectFrom::Env),
-            ..RuleConfig::default()
-        },
-        RuleConfig {
-            pod_label: Some(DEFAULT_POD_LABEL.into()),
-            project_from: Some(ProjectFrom::PodLabel),
-            ..RuleConfig::default()
-        },
-        RuleConfig {
-            pod_namespace: Some("*".into()),
-            project_from: Some(ProjectFrom::PodNamespace),
-            ..RuleConfig::default()
-        },
-    ]
-}
+use crate::config::attribution::{
+    AttributionConfig, DEFAULT_ENV_VAR, ProjectFrom, RuleConfig, sanitize_project,
+};
 
 /// What the Kubernetes lookup knows of a pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -229,119 +82,31 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// Checks a project name: trimmed, not empty, at most [`MAX_PROJECT_LEN`] characters,
-/// no control characters. Returns the cleaned name.
-pub fn sanitize_project(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err("a project name cannot be empty".into());
-    }
-    if name.chars().count() > MAX_PROJECT_LEN {
-        return Err(format!(
-            "a project name has at most {MAX_PROJECT_LEN} characters"
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("a project name cannot hold control characters".into());
-    }
-    Ok(name.to_string())
-}
-
 impl Resolver {
-    /// Compiles `config.rules` (or the defaults), reporting every problem at once.
-    pub fn new(config: &AttributionConfig) -> Result<Resolver, Vec<ConfigProblem>> {
-        let mut problems = Vec::new();
-        for (key, name) in [
-            ("attribution.idle_project", &config.idle_project),
-            ("attribution.unassigned_project", &config.unassigned_project),
-        ] {
-            if let Err(e) = sanitize_project(name) {
-                problems.push(ConfigProblem {
-                    key: key.into(),
-                    message: format!("{name:?}: {e}"),
-                });
-            }
-        }
-        let configs = if config.rules.is_empty() {
-            default_rules()
-        } else {
-            config.rules.clone()
-        };
+    /// Compiles `config.rules` (or the defaults). The configuration was validated
+    /// ([`crate::config::AgentConfig::validate`]); a rule that still does not compile is
+    /// named in the error.
+    pub fn new(config: &AttributionConfig) -> Result<Resolver, String> {
         let mut rules = Vec::new();
-        for (i, c) in configs.into_iter().enumerate() {
-            let key = |k: &str| format!("attribution.rules[{i}].{k}");
-            let mut bad = |k: &str, message: String| {
-                problems.push(ConfigProblem {
-                    key: key(k),
-                    message,
-                })
+        for (i, c) in config.effective_rules().into_iter().enumerate() {
+            let regex = |k: &str, v: &Option<String>| -> Result<Option<Regex>, String> {
+                v.as_ref()
+                    .map(|r| {
+                        Regex::new(r).map_err(|e| {
+                            format!("attribution.rules[{i}].{k}: {r:?} is not a valid regular expression: {e}")
+                        })
+                    })
+                    .transpose()
             };
-            let regex = |k: &str, v: &Option<String>, bad: &mut dyn FnMut(&str, String)| {
-                v.as_ref().and_then(|r| match Regex::new(r) {
-                    Ok(re) => Some(re),
-                    Err(e) => {
-                        bad(k, format!("{r:?} is not a valid regular expression: {e}"));
-                        None
-                    }
-                })
-            };
-            let env_value = regex("env_value", &c.env_value, &mut bad);
-            let cmdline = regex("cmdline", &c.cmdline, &mut bad);
-            let has_matcher = c.env.is_some()
-                || c.systemd_unit.is_some()
-                || c.container.is_some()
-                || c.container_label.is_some()
-                || c.pod_namespace.is_some()
-                || c.pod_label.is_some()
-                || c.pod_annotation.is_some()
-                || c.user.is_some()
-                || c.cmdline.is_some();
-            if !has_matcher {
-                bad("", "a rule needs at least one matcher: env, systemd_unit, container, container_label, pod_namespace, pod_label, pod_annotation, user or cmdline".into());
-            }
-            if c.env_value.is_some() && c.env.is_none() {
-                bad(
-                    "env_value",
-                    "env_value needs env (the variable whose value it matches)".into(),
-                );
-            }
-            let project = match (&c.project, c.project_from) {
-                (Some(_), Some(_)) => {
-                    bad(
-                        "project",
-                        "give either project (a fixed name) or project_from, not both".into(),
-                    );
-                    None
-                }
-                (None, None) => {
-                    bad("project", "give project (a fixed name) or project_from (env, systemd_unit, pod_namespace, pod_name, pod_label, pod_annotation, container_name, container_label, user)".into());
-                    None
-                }
-                (Some(p), None) => match sanitize_project(p) {
-                    Ok(p) => Some(Arc::from(p.as_str())),
-                    Err(e) => {
-                        bad("project", format!("{p:?}: {e}"));
-                        None
-                    }
-                },
-                (None, Some(from)) => {
-                    let needs = match from {
-                        ProjectFrom::PodLabel if c.pod_label.is_none() => Some("pod_label"),
-                        ProjectFrom::PodAnnotation if c.pod_annotation.is_none() => {
-                            Some("pod_annotation")
-                        }
-                        _ => None,
-                    };
-                    if let Some(n) = needs {
-                        bad(
-                            "project_from",
-                            format!(
-                                "project_from = {from:?} needs {n} (the key whose value names the project)"
-                            ),
-                        );
-                    }
-                    None
-                }
+            let env_value = regex("env_value", &c.env_value)?;
+            let cmdline = regex("cmdline", &c.cmdline)?;
+            let project = match &c.project {
+                Some(p) => Some(Arc::from(
+                    sanitize_project(p)
+                        .map_err(|e| format!("attribution.rules[{i}].project: {p:?}: {e}"))?
+                        .as_str(),
+                )),
+                None => None,
             };
             rules.push(Rule {
                 config: c,
@@ -350,14 +115,15 @@ impl Resolver {
                 project,
             });
         }
-        if problems.is_empty() {
-            Ok(Resolver {
-                rules,
-                unassigned: Arc::from(config.unassigned_project.trim()),
-            })
-        } else {
-            Err(problems)
-        }
+        Ok(Resolver {
+            rules,
+            unassigned: Arc::from(config.unassigned_project.trim()),
+        })
+    }
+
+    /// True when some rule reads processes' environment (`/proc/PID/environ`).
+    pub fn needs_environ(&self) -> bool {
+        self.rules.iter().any(|r| r.config.needs_environ())
     }
 
     /// True when some rule looks at container names or labels (Docker's state is read).
@@ -506,6 +272,7 @@ impl Rule {
 mod tests {
     use super::*;
     use crate::attribution::cgroup::parse_proc_cgroup;
+    use crate::config::attribution::DEFAULT_POD_LABEL;
 
     fn facts<'a>(
         env: &'a [u8],
@@ -708,68 +475,5 @@ mod tests {
                 .project,
             "spaced"
         );
-    }
-
-    #[test]
-    fn every_bad_rule_is_reported_at_once() {
-        let cfg = AttributionConfig {
-            rules: vec![
-                RuleConfig {
-                    project: Some("a".into()),
-                    ..RuleConfig::default()
-                },
-                RuleConfig {
-                    cmdline: Some("(unclosed".into()),
-                    project: Some("b".into()),
-                    ..RuleConfig::default()
-                },
-                RuleConfig {
-                    user: Some("x".into()),
-                    ..RuleConfig::default()
-                },
-                RuleConfig {
-                    pod_namespace: Some("*".into()),
-                    project_from: Some(ProjectFrom::PodLabel),
-                    ..RuleConfig::default()
-                },
-                RuleConfig {
-                    env_value: Some("x".into()),
-                    user: Some("u".into()),
-                    project: Some("\u{7}".into()),
-                    ..RuleConfig::default()
-                },
-            ],
-            ..AttributionConfig::default()
-        };
-        let problems = Resolver::new(&cfg).err().unwrap();
-        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "attribution.rules[0].",
-                "attribution.rules[1].cmdline",
-                "attribution.rules[2].project",
-                "attribution.rules[3].project_from",
-                "attribution.rules[4].env_value",
-                "attribution.rules[4].project",
-            ]
-        );
-        assert!(
-            problems[1]
-                .message
-                .contains("not a valid regular expression")
-        );
-    }
-
-    #[test]
-    fn rules_parse_from_toml() {
-        let cfg: AttributionConfig = toml::from_str(
-            "idle_policy = \"proportional\"\n[[rules]]\nsystemd_unit = \"ollama.service\"\nproject = \"assistant\"\n[[rules]]\npod_label = \"app\"\nproject_from = \"pod_label\"\n",
-        )
-        .unwrap();
-        assert_eq!(cfg.idle_policy, IdlePolicy::Proportional);
-        assert_eq!(cfg.rules.len(), 2);
-        assert_eq!(cfg.rules[1].project_from, Some(ProjectFrom::PodLabel));
-        assert!(toml::from_str::<AttributionConfig>("[[rules]]\nsystemd = \"x\"\n").is_err());
     }
 }

@@ -25,11 +25,11 @@ pub const DEFAULT_CPU_MAX_WATTS_PER_THREAD: f64 = 3.5;
 
 /// CPU power at zero utilisation as a fraction of its maximum: 0.74 W / 3.5 W per vCPU,
 /// Cloud Carbon Footprint's AWS averages (CCF methodology, 2021, from SPECpower results).
-pub const DEFAULT_CPU_IDLE_FRACTION: f64 = 0.21;
+pub use crate::config::estimate::DEFAULT_CPU_IDLE_FRACTION;
 
 /// DRAM power per GB of installed memory: 0.392 W/GB, Cloud Carbon Footprint's memory
 /// coefficient (CCF methodology, 2021).
-pub const DEFAULT_DRAM_WATTS_PER_GB: f64 = 0.392;
+pub use crate::config::estimate::DEFAULT_DRAM_WATTS_PER_GB;
 
 /// Which components to estimate: those that no measuring source covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
