@@ -409,3 +409,132 @@ async fn testkit_wait(cond: impl Fn() -> bool) {
     }
     panic!("condition not met within 10 s");
 }
+
+#[tokio::test]
+async fn values_past_what_is_stored_are_refused_and_reads_keep_answering() {
+    let h = Harness::new("").await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(1);
+    let one = |seq: u64, total_uj: u64| {
+        let mut p = push(
+            "gpu-01",
+            vec![batch(
+                1,
+                seq,
+                t0,
+                t0 + 10_000,
+                vec![record(
+                    "chat",
+                    Component::Gpu,
+                    SourceKind::Nvml,
+                    t0,
+                    t0 + 10_000,
+                    1_000_000,
+                )],
+            )],
+        );
+        p.batches[0].counters.push(empreinte_shared::wire::Counter {
+            project: "chat".into(),
+            component: Component::Gpu,
+            source: SourceKind::Nvml,
+            total_uj,
+        });
+        p
+    };
+    let (status, body) = h.push(&token, &one(1, 1_000_000)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, before) = h.get(&reader, "/api/v1/agents").await;
+    for seq in [2, 3] {
+        let (status, body) = h.push(&token, &one(seq, u64::MAX)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body.contains("batches[0].counters[0].total_uj"), "{body}");
+    }
+    let (status, body) = h.push(&token, &one(u64::MAX, 1_000_000)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("batches[0].seq"), "{body}");
+    for path in ["/api/v1/agents", "/api/v1/projects", "/api/v1/footprint"] {
+        let (status, body) = h.get(&reader, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, after) = h.get(&reader, "/api/v1/agents").await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn reports_neutralise_formulas_and_html_in_names() {
+    let h = Harness::new("").await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(1);
+    let names = [
+        "=HYPERLINK(\"http://evil.example\",\"x\")",
+        "<img src=x onerror=alert(1)>",
+        "[click](javascript:alert(1))",
+    ];
+    let records = names
+        .iter()
+        .map(|n| {
+            record(
+                n,
+                Component::Cpu,
+                SourceKind::Rapl,
+                t0,
+                t0 + 10_000,
+                1_000_000,
+            )
+        })
+        .collect();
+    let (status, body) = h
+        .push(
+            &token,
+            &push("gpu-01", vec![batch(1, 1, t0, t0 + 10_000, records)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let month = empreinte_collector::period::month_of(&tz, (t0 / 1000) as i64)
+        .unwrap()
+        .label();
+    let (status, csv) = h
+        .call(
+            axum::http::Request::get(format!("/reports/{month}.csv"))
+                .header("authorization", format!("Bearer {reader}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{csv}");
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let projects: Vec<String> = rows
+        .records()
+        .map(|r| r.unwrap().get(5).unwrap().to_string())
+        .collect();
+    assert!(!projects.is_empty(), "{csv}");
+    for p in &projects {
+        assert!(
+            !p.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "a live formula in the CSV: {p}"
+        );
+    }
+    assert!(
+        projects.iter().any(|p| p.starts_with("'=HYPERLINK")),
+        "{projects:?}"
+    );
+    for lang in ["fr", "en"] {
+        let (status, md) = h
+            .call(
+                axum::http::Request::get(format!("/reports/{month}.md?lang={lang}"))
+                    .header("authorization", format!("Bearer {reader}"))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{md}");
+        assert!(md.contains("&lt;img src=x onerror=alert(1)&gt;"), "{md}");
+        assert!(!md.contains("<img"), "{md}");
+        // No link: every bracket is escaped.
+        assert!(!md.replace("\\]", "").contains("](javascript:"), "{md}");
+        assert!(md.contains("\\[click\\](javascript:alert(1))"), "{md}");
+    }
+}
