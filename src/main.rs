@@ -156,10 +156,7 @@ impl AgentFlags {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -169,6 +166,16 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `RUST_LOG` (default `info`), with the HTTP and TLS libraries capped at `debug`: at
+/// `trace` such libraries may write what crosses the wire, and secrets are never logged
+/// (ureq's own debug lines leave `Authorization` out).
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    const CAPS: &str = "ureq=debug,ureq_proto=debug,rustls=debug,hyper=debug,hyper_util=debug";
+    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    tracing_subscriber::EnvFilter::try_new(format!("{base},{CAPS}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{CAPS}")))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
