@@ -40,6 +40,9 @@ enum Command {
     Token(collector_cli::TokenCommand),
     /// Carbon coefficients: list them, import grid intensity time series.
     Carbon(carbon_cli::CarbonCommand),
+    /// A consistent copy of the collector's database, taken while it runs
+    /// (docs/operations.md says how to restore it).
+    Backup(collector_cli::BackupCommand),
     /// The monthly footprint report (HTML, PDF, CSV, JSON or Markdown; French or
     /// English), from a data directory or a running collector.
     Report(report_cli::ReportCommand),
@@ -154,6 +157,9 @@ impl AgentFlags {
 }
 
 fn main() -> ExitCode {
+    // Everything this program creates (database, spool, lock, backups, reports) is
+    // private to its user, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
@@ -183,6 +189,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(cmd) => up_cli::up(cmd),
         Command::Collector(cmd) => collector_cli::collector(cmd),
         Command::Token(cmd) => collector_cli::token(cmd),
+        Command::Backup(cmd) => collector_cli::backup(cmd),
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),
         Command::Report(cmd) => report_cli::report(cmd),
         Command::Agent(AgentCommand {

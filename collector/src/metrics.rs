@@ -1,9 +1,10 @@
 //! The collector's Prometheus exposition.
 //!
-//! Footprint counters count what this collector process has stored since it started
-//! (integer µJ and µg, rendered at scrape time), so they only go up and `increase()`
-//! works across restarts; long-term totals come from the API and the report. Budget
-//! and intensity gauges are refreshed from the store in the background.
+//! Footprint counters are the store's totals: at start they are read from the database
+//! ([`Metrics::seed`]), then each stored push adds to them (integer µJ and µg, rendered
+//! at scrape time). A restart, even after a SIGKILL, is therefore not a counter reset,
+//! and `increase()` over a month is right across crashes. Budget and intensity gauges
+//! are refreshed from the store in the background.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -77,6 +78,31 @@ impl Metrics {
         self.counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the footprint counters from the stored totals (`lines` over all time).
+    pub fn seed(&self, lines: &[crate::store::AggregateLine]) {
+        let mut c = self.counts();
+        c.energy.clear();
+        c.co2e.clear();
+        for l in lines {
+            let Some(component) = component_label(&l.component) else {
+                continue;
+            };
+            *c.energy
+                .entry((l.project.clone(), l.site.clone(), component))
+                .or_default() += l.sums.energy_uj;
+            for (scope, method, ug) in [
+                ("operational", "location", l.sums.location_co2e_ug),
+                ("operational", "market", l.sums.market_co2e_ug),
+                ("embodied", "location", l.sums.embodied_co2e_ug),
+                ("embodied", "market", l.sums.embodied_co2e_ug),
+            ] {
+                *c.co2e
+                    .entry((l.project.clone(), l.site.clone(), scope, method))
+                    .or_default() += ug;
+            }
+        }
     }
 
     /// A push stored: its new parts and how many batches were new or replays.
@@ -167,7 +193,7 @@ impl Metrics {
         let c = self.counts();
         let mut energy = Family::new(
             "empreinte_footprint_energy_joules_total",
-            "IT energy stored by this collector since it started, per project, site and component, in joules (at the meter, without PUE).",
+            "IT energy stored by this collector (all time: the database's totals), per project, site and component, in joules (at the meter, without PUE).",
             COUNTER,
         );
         for ((project, site, component), uj) in &c.energy {
@@ -182,7 +208,7 @@ impl Metrics {
         }
         let mut co2e = Family::new(
             "empreinte_footprint_co2e_grams_total",
-            "Emissions stored by this collector since it started, per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
+            "Emissions stored by this collector (all time: the database's totals), per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
             COUNTER,
         );
         for ((project, site, scope, method), ug) in &c.co2e {
@@ -368,4 +394,16 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The `component` label of a stored component name.
+fn component_label(name: &str) -> Option<&'static str> {
+    [
+        empreinte_shared::Component::Cpu,
+        empreinte_shared::Component::Dram,
+        empreinte_shared::Component::Gpu,
+    ]
+    .into_iter()
+    .map(|c| c.as_str())
+    .find(|c| *c == name)
 }

@@ -210,7 +210,8 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let retry_after = match &self {
-            AppError::Saturated { retry_after_s, .. } => Some(*retry_after_s),
+            AppError::Saturated { retry_after_s, .. }
+            | AppError::Store(StoreError::Busy { retry_after_s }) => Some(*retry_after_s),
             _ => None,
         };
         if retry_after.is_some() {
@@ -231,10 +232,6 @@ impl IntoResponse for AppError {
                 p.iter().map(ToString::to_string).collect()
             }
             _ => Vec::new(),
-        };
-        let retry_after = match &self {
-            AppError::Store(StoreError::Busy { retry_after_s }) => Some(*retry_after_s),
-            _ => None,
         };
         let mut response = (
             status,
@@ -340,6 +337,20 @@ pub async fn serve(
     result
 }
 
+/// Starts the footprint counters from the totals stored over all time (whole months of
+/// the organisation's time zone: the monthly rollups answer).
+pub async fn seed_metrics(state: &AppState) -> Result<(), String> {
+    let from = crate::period::month(&state.tz, 1970, 1)?.from_s;
+    let to = crate::period::month(&state.tz, 2200, 1)?.from_s;
+    let lines = state
+        .store
+        .lines(from, to)
+        .await
+        .map_err(|e| e.to_string())?;
+    state.metrics.seed(&lines);
+    Ok(())
+}
+
 /// The collector's configuration problems that need the defaults, added to its own.
 pub fn all_problems(
     config: &CollectorConfig,
@@ -384,6 +395,9 @@ pub async fn run(
         None
     };
     let state = AppState::new(store.clone(), planner).map_err(anyhow::Error::msg)?;
+    seed_metrics(&state).await.map_err(|e| {
+        anyhow::anyhow!("cannot read the stored totals for the footprint counters: {e}")
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
