@@ -96,6 +96,9 @@ refresh = "10s"
 # collector = "https://empreinte.example.org"
 # This agent's token, from a file (else the EMPREINTE_AGENT_TOKEN variable).
 # token_file = "/etc/empreinte/agent.token"
+# An https:// collector's certificate is checked against the system's CA store; an
+# internal or self-signed CA is added here (PEM), or with --collector-ca FILE.
+# ca_file = "/etc/empreinte/collector-ca.pem"
 # The host's name in the footprint; by default the host name.
 # agent_id = "gpu-node-01"
 # Batches end at multiples of this interval of Unix time (from {min_batch} to {max_batch}).
