@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use empreinte_shared::{Component, MicroJoules, SourceKind};
-use serde::Serialize;
 
 use super::cgroup::parse_proc_cgroup;
 use super::docker::ContainerCache;
@@ -31,7 +30,9 @@ use crate::sources::GpuActivity;
 use crate::sources::estimate::CpuTimes;
 use empreinte_shared::split::split_exact;
 
+use super::gpu::{gpu_process_weights, program};
 use super::projects::{ProjectId, Projects};
+pub use super::state::{AttributionState, ProcessResolution, ProcessShare, ProjectEnergy};
 
 /// How many processes the debug endpoint lists.
 pub const TOP_PROCESSES: usize = 25;
@@ -50,76 +51,6 @@ struct Tracked {
     provisional: bool,
     /// Its environment could not be read (another user's process).
     environ_unreadable: bool,
-}
-
-/// A project's energy for one (component, source).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ProjectEnergy {
-    pub project: Arc<str>,
-    pub component: Component,
-    pub source: SourceKind,
-    /// Energy since the agent started, in µJ: only ever grows.
-    pub total_uj: u64,
-    /// Energy of the last interval, in µJ.
-    pub last_uj: u64,
-}
-
-/// A process as the debug endpoint shows it.
-#[derive(Clone, Debug, Serialize)]
-pub struct ProcessShare {
-    pub pid: u32,
-    pub project: Arc<str>,
-    /// Index of the rule that matched, `null` when none did.
-    pub rule: Option<usize>,
-    /// Why the process landed in its project.
-    pub reason: Arc<str>,
-    pub cmdline: Arc<str>,
-    /// CPU time in the last interval, in clock ticks.
-    pub cpu_ticks: u64,
-    /// Share of the host's CPU time in the last interval, from 0 to 1.
-    pub cpu_share: f64,
-    /// GPU SM-utilisation share, per GPU device, where the process ran on a GPU.
-    pub gpu_shares: Vec<(String, f64)>,
-}
-
-/// How one process resolves to a project.
-#[derive(Clone, Debug, Serialize)]
-pub struct ProcessResolution {
-    pub pid: u32,
-    pub project: Arc<str>,
-    pub rule: Option<usize>,
-    pub reason: Arc<str>,
-    pub cmdline: Arc<str>,
-    /// False when its environment could not be read (another user's process and no
-    /// CAP_SYS_PTRACE): rules on environment variables could not see it.
-    pub environ_readable: bool,
-}
-
-/// The split of the last interval and the totals so far.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct AttributionState {
-    pub projects: Vec<ProjectEnergy>,
-    pub top_processes: Vec<ProcessShare>,
-    pub processes_seen: usize,
-    /// Projects in memory (active within `attribution.project_window`), parked
-    /// (dormant, totals kept) and forgotten since the start.
-    pub projects_active: usize,
-    pub projects_dormant: usize,
-    pub projects_forgotten_total: u64,
-    /// Tracked processes whose environment could not be read (other users' processes,
-    /// without CAP_SYS_PTRACE): rules on environment variables (`EMPREINTE_PROJECT`)
-    /// cannot place them, so they fall to the next rules.
-    pub unreadable_processes: usize,
-    /// Host CPU time of the last interval, in ticks, and how it was explained.
-    pub host_ticks: u64,
-    pub process_ticks: u64,
-    pub unexplained_busy_ticks: u64,
-    pub idle_ticks: u64,
-    /// Intervals whose attribution failed or read figures that did not add up: their
-    /// energy went to the unassigned project whole.
-    pub failed_intervals_total: u64,
-    /// The energy those intervals gave to the unassigned project, in µJ.
-    pub failed_energy_uj_total: u64,
 }
 
 /// How the host's CPU time of an interval was explained.
@@ -649,104 +580,5 @@ impl Attributor {
             },
             gpu_shares: Vec::new(),
         }
-    }
-}
-
-/// The program name of a command line (the first word's last path segment): what the
-/// debug endpoint and `check` show unless full command lines are enabled, since
-/// arguments can hold secrets.
-fn program(cmdline: &str) -> &str {
-    let first = cmdline.split(' ').next().unwrap_or("");
-    first.rsplit('/').next().unwrap_or(first)
-}
-
-/// Per-process weights on one GPU for one interval: the sum of SM utilisation samples
-/// when any process has one; else used GPU memory; else equal shares. Sorted by PID.
-pub fn gpu_process_weights(activity: &GpuActivity) -> Vec<(u32, u64)> {
-    let mut by_pid: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-    for s in &activity.samples {
-        *by_pid.entry(s.pid).or_default() += u64::from(s.sm_util);
-    }
-    if by_pid.values().any(|&w| w > 0) {
-        return by_pid.into_iter().collect();
-    }
-    let memory: Vec<(u32, u64)> = activity
-        .processes
-        .iter()
-        .map(|p| (p.pid, p.used_gpu_memory.unwrap_or(0)))
-        .collect();
-    let mut out: Vec<(u32, u64)> = if memory.iter().any(|(_, m)| *m > 0) {
-        memory
-    } else {
-        activity.processes.iter().map(|p| (p.pid, 1)).collect()
-    };
-    out.sort_unstable();
-    out.dedup_by_key(|(pid, _)| *pid);
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_program_name_is_shown_by_default() {
-        assert_eq!(
-            program("/usr/bin/python3 serve.py --api-key s3cr3t"),
-            "python3"
-        );
-        assert_eq!(program("[kthreadd]"), "[kthreadd]");
-        assert_eq!(program(""), "");
-    }
-
-    #[test]
-    fn gpu_weights_prefer_samples_then_memory_then_equal_shares() {
-        use crate::sources::{GpuProcess, GpuSample};
-        let procs = vec![
-            GpuProcess {
-                pid: 2,
-                used_gpu_memory: Some(300),
-            },
-            GpuProcess {
-                pid: 1,
-                used_gpu_memory: Some(100),
-            },
-        ];
-        let samples = vec![
-            GpuSample {
-                pid: 2,
-                timestamp_us: 1,
-                sm_util: 10,
-            },
-            GpuSample {
-                pid: 2,
-                timestamp_us: 2,
-                sm_util: 30,
-            },
-        ];
-        let a = GpuActivity {
-            processes: procs.clone(),
-            samples,
-        };
-        assert_eq!(gpu_process_weights(&a), [(2, 40)]);
-        let a = GpuActivity {
-            processes: procs.clone(),
-            samples: Vec::new(),
-        };
-        assert_eq!(gpu_process_weights(&a), [(1, 100), (2, 300)]);
-        let none: Vec<GpuProcess> = procs
-            .iter()
-            .map(|p| GpuProcess {
-                used_gpu_memory: None,
-                ..*p
-            })
-            .collect();
-        assert_eq!(
-            gpu_process_weights(&GpuActivity {
-                processes: none,
-                samples: Vec::new()
-            }),
-            [(1, 1), (2, 1)]
-        );
     }
 }

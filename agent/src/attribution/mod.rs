@@ -4,10 +4,12 @@
 pub mod cgroup;
 pub mod docker;
 pub mod engine;
+pub mod gpu;
 pub mod kube;
 pub mod procs;
 pub mod projects;
 pub mod rules;
+pub mod state;
 pub mod users;
 
 use crate::config::AgentConfig;
