@@ -32,8 +32,28 @@ struct Counts {
     /// reason → refused pushes.
     refused: BTreeMap<&'static str, u64>,
     records: u64,
+    /// project → when it last had energy stored (Unix ms), to bound the series.
+    last_stored: BTreeMap<String, u64>,
+    last_sweep_ms: u64,
     budgets: Vec<ObjectiveStatus>,
     intensity: BTreeMap<String, f64>,
+}
+
+/// Per-project series are kept while the project had energy stored within this window:
+/// past it they leave `/metrics` (and memory), so the series are bounded by the projects
+/// active in the last hour, not by every name ever pushed. A project that comes back
+/// starts its series again from 0, which `rate()` and `increase()` read as a counter
+/// reset; long-term totals come from the API and the report.
+pub const ACTIVE_PROJECT_WINDOW_MS: u64 = 3_600_000;
+
+impl Counts {
+    /// Drops the series of projects with no energy stored since `since` (Unix ms).
+    fn forget_quiet(&mut self, since: u64) {
+        self.last_stored.retain(|_, at| *at >= since);
+        let active = &self.last_stored;
+        self.energy.retain(|k, _| active.contains_key(&k.0));
+        self.co2e.retain(|k, _| active.contains_key(&k.0));
+    }
 }
 
 /// The collector's metrics.
@@ -86,7 +106,9 @@ impl Metrics {
         *c.batches.entry("accepted").or_default() += accepted;
         *c.batches.entry("duplicate").or_default() += duplicates;
         c.records += added.len() as u64;
+        let now = crate::clock::now_unix_ms();
         for p in added {
+            c.last_stored.insert(p.project.clone(), now);
             *c.energy
                 .entry((p.project.clone(), site.to_string(), p.component.as_str()))
                 .or_default() += p.energy_uj;
@@ -106,6 +128,10 @@ impl Metrics {
                     .entry((p.project.clone(), site.to_string(), "embodied", method))
                     .or_default() += p.embodied_ug;
             }
+        }
+        if now.saturating_sub(c.last_sweep_ms) >= 60_000 {
+            c.last_sweep_ms = now;
+            c.forget_quiet(now.saturating_sub(ACTIVE_PROJECT_WINDOW_MS));
         }
         drop(c);
         if let Some(h) = &self.store_seconds {
@@ -282,5 +308,28 @@ impl Metrics {
             return String::new();
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_projects_quiet_past_the_window_are_forgotten() {
+        let mut c = Counts::default();
+        for (project, at) in [("old", 1_000u64), ("live", 5_000_000)] {
+            c.last_stored.insert(project.into(), at);
+            c.energy.insert((project.into(), "site".into(), "cpu"), 7);
+            c.co2e.insert(
+                (project.into(), "site".into(), "operational", "location"),
+                3,
+            );
+        }
+        c.forget_quiet(5_000_000 - ACTIVE_PROJECT_WINDOW_MS);
+        let projects: Vec<&str> = c.energy.keys().map(|k| k.0.as_str()).collect();
+        assert_eq!(projects, ["live"]);
+        assert_eq!(c.co2e.len(), 1);
+        assert_eq!(c.last_stored.len(), 1);
     }
 }
