@@ -59,8 +59,8 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         COUNTER,
     );
     let mut corrections = Family::new(
-        "empreinte_counter_corrections_total",
-        "Hardware energy counter anomalies corrected without losing energy: kind wrap (counter wrapped past its maximum) or reset (counter restarted, e.g. a GPU driver reload).",
+        "empreinte_energy_reading_corrections_total",
+        "Readings of a hardware energy counter that went backwards or jumped, by kind: wrap (wrapped past its maximum: the energy across the wrap is counted), reset (restarted from zero, e.g. a GPU driver reload: the energy since the restart is counted), glitch (a step no power within the zone's ceiling explains: no energy is taken from it).",
         COUNTER,
     );
     for c in &host.channels {
@@ -90,7 +90,12 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             .zone
             .as_ref()
             .map_or(c.channel.device.as_str(), |z| z.id.as_str());
-        for (kind, n) in [("wrap", c.wraps_total), ("reset", c.resets_total)] {
+        let k = &c.corrections;
+        for (kind, n) in [
+            ("wrap", k.wraps),
+            ("reset", k.resets),
+            ("glitch", k.glitches),
+        ] {
             if n > 0 {
                 corrections.push(
                     &[
@@ -171,11 +176,17 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         tracked.push(&[], a.processes_seen as f64);
         let mut errors = Family::new(
             "empreinte_attribution_errors_total",
-            "Intervals whose attribution failed (processes could not be listed).",
+            "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
             COUNTER,
         );
-        errors.push(&[], host.attribution_errors_total as f64);
-        extra.extend([energy, power, tracked, errors]);
+        errors.push(&[], a.failed_intervals_total as f64);
+        let mut failed = Family::new(
+            "empreinte_attribution_failed_energy_joules_total",
+            "Energy of the intervals whose attribution failed, given to the unassigned project, in joules.",
+            COUNTER,
+        );
+        failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
+        extra.extend([energy, power, tracked, errors, failed]);
     }
 
     let mut cycles = Family::new(
