@@ -30,10 +30,11 @@ fn at(s: u64) -> SampleTime {
     SampleTime::from_monotonic(Duration::from_secs(s))
 }
 
-/// The metric names `agent/src/metrics.rs` declares.
+/// The metric names `agent/src/metrics.rs` and `agent/src/push/metrics.rs` declare.
 fn declared_families() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/agent/src/metrics.rs"))
-        .unwrap();
+    let src = ["/agent/src/metrics.rs", "/agent/src/push/metrics.rs"]
+        .map(|f| std::fs::read_to_string(format!("{}{f}", env!("CARGO_MANIFEST_DIR"))).unwrap())
+        .concat();
     src.split('"')
         .filter(|s| s.starts_with("empreinte_") && !s.contains(' '))
         .map(str::to_string)
