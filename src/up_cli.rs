@@ -17,7 +17,7 @@ use empreinte_collector::config::{CollectorConfig, Overrides};
 use empreinte_collector::period::month_of;
 use empreinte_collector::server::AppState;
 use empreinte_collector::store::sqlite::SqliteStore;
-use empreinte_collector::store::{FootprintQuery, Grouping, Sums, TokenKind};
+use empreinte_collector::store::{Sums, TokenKind};
 
 use crate::collector_cli::runtime;
 
@@ -104,19 +104,11 @@ async fn month_line(state: &AppState) -> String {
     let Ok(m) = month_of(&state.tz, now_s) else {
         return String::new();
     };
-    let rows = state
-        .store
-        .footprint(&FootprintQuery {
-            from_s: m.from_s,
-            to_s: m.to_s,
-            project: None,
-            host: None,
-            group: Grouping::Project,
-        })
+    let rows = empreinte_collector::api::month_to_date_by_project(state, &m)
         .await
         .unwrap_or_default();
     let mut total = Sums::default();
-    for (_, s) in &rows {
+    for s in rows.values() {
         total.add(s);
     }
     let measured = if total.energy_uj > 0 {
@@ -157,6 +149,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             }),
+            ..Overrides::default()
         },
     )?;
     let data_dir = collector_config.data_dir.clone();
@@ -192,6 +185,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
         token_file: Some(agent_token.clone()),
         spool_dir: Some(data_dir.join("spool")),
         agent_id: None,
+        collector_ca: None,
     };
     let mut agent_config = AgentConfig::load(
         cmd.agent_config.as_deref(),
@@ -255,7 +249,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         println!("Empreinte is up: a collector and this host's agent ({agent_id}).");
         println!("  Agent metrics      http://{agent_listen}/metrics");
-        println!("  Collector metrics  http://{host}/metrics");
+        println!("  Collector metrics  http://{host}/metrics  (read token)");
         println!("  API                http://{host}/api/v1/  (OpenAPI: /api/v1/openapi.json)");
         println!("  Read token         {}", read_token.display());
         println!("  This month         curl -H \"Authorization: Bearer $(cat {})\" 'http://{host}/api/v1/footprint?month={month}'", read_token.display());

@@ -1,9 +1,10 @@
 //! The collector's Prometheus exposition.
 //!
-//! Footprint counters count what this collector process has stored since it started
-//! (integer µJ and µg, rendered at scrape time), so they only go up and `increase()`
-//! works across restarts; long-term totals come from the API and the report. Budget
-//! and intensity gauges are refreshed from the store in the background.
+//! Footprint counters are the store's totals: at start they are read from the database
+//! ([`Metrics::seed`]), then each stored push adds to them (integer µJ and µg, rendered
+//! at scrape time). A restart, even after a SIGKILL, is therefore not a counter reset,
+//! and `increase()` over a month is right across crashes. Budget and intensity gauges
+//! are refreshed from the store in the background.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -32,24 +33,78 @@ struct Counts {
     /// reason → refused pushes.
     refused: BTreeMap<&'static str, u64>,
     records: u64,
+    /// reason → connections closed (done, header_timeout, tls_handshake, error).
+    closed: BTreeMap<&'static str, u64>,
+    /// limit → times it was reached (connections, ingests, pdf).
+    saturated: BTreeMap<&'static str, u64>,
+    accept_errors: u64,
+    open_connections: u64,
+    connection_limit: u64,
+    budgets: Vec<ObjectiveStatus>,
+    intensity: BTreeMap<String, f64>,
     /// project → when it last had energy stored (Unix ms), to bound the series.
     last_stored: BTreeMap<String, u64>,
     last_sweep_ms: u64,
-    budgets: Vec<ObjectiveStatus>,
-    intensity: BTreeMap<String, f64>,
+    /// Projects whose series were forgotten (a fixed-size Bloom filter: bounded).
+    forgotten: Forgotten,
+    /// Projects back after their series were forgotten, waiting for their stored totals
+    /// ([`reseed_returning`]); their new energy is in those totals.
+    returning: std::collections::BTreeSet<String>,
 }
 
 /// Per-project series are kept while the project had energy stored within this window:
 /// past it they leave `/metrics` (and memory), so the series are bounded by the projects
 /// active in the last hour, not by every name ever pushed. A project that comes back
-/// starts its series again from 0, which `rate()` and `increase()` read as a counter
-/// reset; long-term totals come from the API and the report.
+/// starts again from its stored totals (read from the store in the background), so the
+/// counters stay the store's totals.
 pub const ACTIVE_PROJECT_WINDOW_MS: u64 = 3_600_000;
+
+/// Names of forgotten projects, as a Bloom filter of 128 KiB whatever their number; a
+/// false positive only costs one read of the stored totals.
+struct Forgotten(Vec<u64>);
+
+impl Default for Forgotten {
+    fn default() -> Self {
+        Forgotten(vec![0; (1 << 20) / 64])
+    }
+}
+
+impl Forgotten {
+    fn bits(project: &str) -> [usize; 3] {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut out = [0; 3];
+        for (i, b) in out.iter_mut().enumerate() {
+            let mut h = DefaultHasher::new();
+            (i, project).hash(&mut h);
+            *b = (h.finish() % (1 << 20)) as usize;
+        }
+        out
+    }
+    fn insert(&mut self, project: &str) {
+        for b in Self::bits(project) {
+            self.0[b / 64] |= 1 << (b % 64);
+        }
+    }
+    fn may_contain(&self, project: &str) -> bool {
+        Self::bits(project)
+            .iter()
+            .all(|b| self.0[b / 64] & (1 << (b % 64)) != 0)
+    }
+}
 
 impl Counts {
     /// Drops the series of projects with no energy stored since `since` (Unix ms).
     fn forget_quiet(&mut self, since: u64) {
-        self.last_stored.retain(|_, at| *at >= since);
+        let quiet: Vec<String> = self
+            .last_stored
+            .iter()
+            .filter(|(p, at)| **at < since && !self.returning.contains(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &quiet {
+            self.last_stored.remove(p);
+            self.forgotten.insert(p);
+        }
         let active = &self.last_stored;
         self.energy.retain(|k, _| active.contains_key(&k.0));
         self.co2e.retain(|k, _| active.contains_key(&k.0));
@@ -92,6 +147,33 @@ impl Metrics {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Starts the footprint counters from the stored totals (`lines` over all time).
+    pub fn seed(&self, lines: &[crate::store::AggregateLine]) {
+        let mut c = self.counts();
+        c.energy.clear();
+        c.co2e.clear();
+        let now = crate::clock::now_unix_ms();
+        for l in lines {
+            c.last_stored.insert(l.project.clone(), now);
+            let Some(component) = component_label(&l.component) else {
+                continue;
+            };
+            *c.energy
+                .entry((l.project.clone(), l.site.clone(), component))
+                .or_default() += l.sums.energy_uj;
+            for (scope, method, ug) in [
+                ("operational", "location", l.sums.location_co2e_ug),
+                ("operational", "market", l.sums.market_co2e_ug),
+                ("embodied", "location", l.sums.embodied_co2e_ug),
+                ("embodied", "market", l.sums.embodied_co2e_ug),
+            ] {
+                *c.co2e
+                    .entry((l.project.clone(), l.site.clone(), scope, method))
+                    .or_default() += ug;
+            }
+        }
+    }
+
     /// A push stored: its new parts and how many batches were new or replays.
     pub fn stored(
         &self,
@@ -108,7 +190,15 @@ impl Metrics {
         c.records += added.len() as u64;
         let now = crate::clock::now_unix_ms();
         for p in added {
+            if !c.last_stored.contains_key(&p.project) && c.forgotten.may_contain(&p.project) {
+                // Back after its series were forgotten: its totals (this push included)
+                // come from the store (`reseed_returning`).
+                c.returning.insert(p.project.clone());
+            }
             c.last_stored.insert(p.project.clone(), now);
+            if c.returning.contains(&p.project) {
+                continue;
+            }
             *c.energy
                 .entry((p.project.clone(), site.to_string(), p.component.as_str()))
                 .or_default() += p.energy_uj;
@@ -139,11 +229,73 @@ impl Metrics {
         }
     }
 
+    /// Projects back after their series were forgotten, whose totals are to be read from
+    /// the store.
+    pub fn returning(&self) -> Vec<String> {
+        self.counts().returning.iter().cloned().collect()
+    }
+
+    /// Sets the counters of `projects` to their stored totals (`lines` over all time).
+    pub fn reseed_projects(&self, projects: &[String], lines: &[crate::store::AggregateLine]) {
+        let mut c = self.counts();
+        let wanted: std::collections::BTreeSet<&str> =
+            projects.iter().map(String::as_str).collect();
+        c.energy.retain(|k, _| !wanted.contains(k.0.as_str()));
+        c.co2e.retain(|k, _| !wanted.contains(k.0.as_str()));
+        for l in lines.iter().filter(|l| wanted.contains(l.project.as_str())) {
+            let Some(component) = component_label(&l.component) else {
+                continue;
+            };
+            *c.energy
+                .entry((l.project.clone(), l.site.clone(), component))
+                .or_default() += l.sums.energy_uj;
+            for (scope, method, ug) in [
+                ("operational", "location", l.sums.location_co2e_ug),
+                ("operational", "market", l.sums.market_co2e_ug),
+                ("embodied", "location", l.sums.embodied_co2e_ug),
+                ("embodied", "market", l.sums.embodied_co2e_ug),
+            ] {
+                *c.co2e
+                    .entry((l.project.clone(), l.site.clone(), scope, method))
+                    .or_default() += ug;
+            }
+        }
+        for p in projects {
+            c.returning.remove(p);
+        }
+    }
+
     /// A push refused, with the reason's label.
     pub fn refused(&self, reason: &'static str) {
         let mut c = self.counts();
         *c.pushes.entry("refused").or_default() += 1;
         *c.refused.entry(reason).or_default() += 1;
+    }
+
+    /// A connection accepted.
+    pub fn connection_opened(&self) {
+        self.counts().open_connections += 1;
+    }
+
+    /// A connection closed, with why.
+    pub fn connection_closed(&self, reason: &'static str) {
+        let mut c = self.counts();
+        c.open_connections = c.open_connections.saturating_sub(1);
+        *c.closed.entry(reason).or_default() += 1;
+    }
+
+    /// `accept` failed (out of file descriptors, most often).
+    pub fn accept_error(&self) {
+        self.counts().accept_errors += 1;
+    }
+
+    /// A limit was reached: `connections`, `ingests` or `pdf`.
+    pub fn saturated(&self, limit: &'static str) {
+        *self.counts().saturated.entry(limit).or_default() += 1;
+    }
+
+    pub fn set_connection_limit(&self, limit: usize) {
+        self.counts().connection_limit = limit as u64;
     }
 
     pub fn set_budgets(&self, budgets: Vec<ObjectiveStatus>) {
@@ -160,7 +312,7 @@ impl Metrics {
         let c = self.counts();
         let mut energy = Family::new(
             "empreinte_footprint_energy_joules_total",
-            "IT energy stored by this collector since it started, per project, site and component, in joules (at the meter, without PUE).",
+            "IT energy stored by this collector (all time: the database's totals), per project, site and component, in joules (at the meter, without PUE).",
             COUNTER,
         );
         for ((project, site, component), uj) in &c.energy {
@@ -175,7 +327,7 @@ impl Metrics {
         }
         let mut co2e = Family::new(
             "empreinte_footprint_co2e_grams_total",
-            "Emissions stored by this collector since it started, per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
+            "Emissions stored by this collector (all time: the database's totals), per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
             COUNTER,
         );
         for ((project, site, scope, method), ug) in &c.co2e {
@@ -285,6 +437,40 @@ impl Metrics {
             );
             dropped.push(&labels, a.spool_dropped as f64);
         }
+        let mut open = Family::new(
+            "empreinte_collector_open_connections",
+            "Client connections open now.",
+            GAUGE,
+        );
+        open.push(&[], c.open_connections as f64);
+        let mut limit = Family::new(
+            "empreinte_collector_connection_limit",
+            "The most connections served at once (limits.max_connections, kept below the open-files limit); more wait in the kernel's queue.",
+            GAUGE,
+        );
+        limit.push(&[], c.connection_limit as f64);
+        let mut closed = Family::new(
+            "empreinte_collector_connections_closed_total",
+            "Client connections closed, by reason: done (the client or an idle timeout closed it), header_timeout (headers not sent in time), tls_handshake (failed or too slow), error.",
+            COUNTER,
+        );
+        for (reason, n) in &c.closed {
+            closed.push(&[("reason", reason)], *n as f64);
+        }
+        let mut saturated = Family::new(
+            "empreinte_collector_saturated_total",
+            "Times a limit was reached, by limit: connections (new ones wait in the kernel's queue), ingests (a push got 503), pdf (a PDF request waited past its queue timeout and got 503).",
+            COUNTER,
+        );
+        for (what, n) in &c.saturated {
+            saturated.push(&[("limit", what)], *n as f64);
+        }
+        let mut accept_errors = Family::new(
+            "empreinte_collector_accept_errors_total",
+            "Connections the collector could not accept (most often: out of file descriptors).",
+            COUNTER,
+        );
+        accept_errors.push(&[], c.accept_errors as f64);
         let mut build = Family::new(
             "empreinte_collector_build_info",
             "The collector's version.",
@@ -293,8 +479,26 @@ impl Metrics {
         build.push(&[("version", VERSION)], 1.0);
         drop(c);
         let mut families: Vec<MetricFamily> = [
-            energy, co2e, used, projected, intensity, pushes, batches, refused, records, lag,
-            last_push, spool, spool_age, dropped, build,
+            energy,
+            co2e,
+            used,
+            projected,
+            intensity,
+            pushes,
+            batches,
+            refused,
+            records,
+            lag,
+            last_push,
+            spool,
+            spool_age,
+            dropped,
+            open,
+            limit,
+            closed,
+            saturated,
+            accept_errors,
+            build,
         ]
         .into_iter()
         .map(|f| f.0)
@@ -311,12 +515,43 @@ impl Metrics {
     }
 }
 
+/// The `component` label of a stored component name.
+fn component_label(name: &str) -> Option<&'static str> {
+    [
+        empreinte_shared::Component::Cpu,
+        empreinte_shared::Component::Dram,
+        empreinte_shared::Component::Gpu,
+    ]
+    .into_iter()
+    .map(|c| c.as_str())
+    .find(|c| *c == name)
+}
+
+/// Reads the stored totals of the projects back after their series were forgotten, and
+/// starts their counters from them (in the background after a push; a push stored
+/// between the read and the update is not counted until the project's next push).
+pub async fn reseed_returning(state: &crate::server::AppState) -> Result<(), String> {
+    let projects = state.metrics.returning();
+    if projects.is_empty() {
+        return Ok(());
+    }
+    let from = crate::period::month(&state.tz, 1970, 1)?.from_s;
+    let to = crate::period::month(&state.tz, 2200, 1)?.from_s;
+    let lines = state
+        .store
+        .lines(from, to)
+        .await
+        .map_err(|e| e.to_string())?;
+    state.metrics.reseed_projects(&projects, &lines);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn series_of_projects_quiet_past_the_window_are_forgotten() {
+    fn series_of_quiet_projects_are_forgotten_and_a_returning_one_restarts_from_the_store() {
         let mut c = Counts::default();
         for (project, at) in [("old", 1_000u64), ("live", 5_000_000)] {
             c.last_stored.insert(project.into(), at);
@@ -331,5 +566,41 @@ mod tests {
         assert_eq!(projects, ["live"]);
         assert_eq!(c.co2e.len(), 1);
         assert_eq!(c.last_stored.len(), 1);
+        assert!(c.forgotten.may_contain("old"));
+        assert!(!c.forgotten.may_contain("never-seen"));
+        // "old" comes back: its push is not added, its totals come from the store.
+        let m = Metrics::new();
+        *m.counts() = c;
+        m.stored(
+            "site",
+            &[AddedPart {
+                project: "old".into(),
+                component: empreinte_shared::Component::Cpu,
+                energy_uj: 5,
+                location_ug: 1,
+                market_ug: None,
+                embodied_ug: 0,
+            }],
+            1,
+            0,
+            0.0,
+        );
+        assert_eq!(m.returning(), ["old"]);
+        let line = crate::store::AggregateLine {
+            host: "h".into(),
+            project: "old".into(),
+            component: "cpu".into(),
+            source: "rapl".into(),
+            site: "site".into(),
+            zone: "FR".into(),
+            sums: crate::store::Sums {
+                energy_uj: 12,
+                ..crate::store::Sums::default()
+            },
+        };
+        m.reseed_projects(&["old".to_string()], &[line]);
+        assert!(m.returning().is_empty());
+        let energy = &m.counts().energy;
+        assert_eq!(energy[&("old".to_string(), "site".to_string(), "cpu")], 12);
     }
 }
