@@ -221,6 +221,10 @@ fn assert_close(got: f64, want: f64, what: &str) {
     );
 }
 
+/// Alerts on energy lost or set aside by an agent: this healthy scenario loses nothing,
+/// so they are checked for errors here and shown firing by `rules.test.yml`.
+const LOSS_ALERTS: [&str; 2] = ["EmpreinteEnergyLost", "EmpreinteBatchesSetAside"];
+
 #[test]
 fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents() {
     let Some(prometheus) = tools::tool("prometheus", "--version", "Debian package prometheus")
@@ -398,6 +402,9 @@ scrape_configs:
             }
         }
         for (name, expr) in &rules {
+            if LOSS_ALERTS.contains(&name.as_str()) {
+                continue;
+            }
             let result = prom.query(expr);
             if result.is_empty() || result.iter().any(|(_, v)| !v.is_finite()) {
                 missing.push(format!("rule {name}: {expr} -> {result:?}"));
@@ -412,7 +419,10 @@ scrape_configs:
                 assert_ne!(r["health"], "err", "rule {name}: {}", r["lastError"]);
                 if r["health"] != "ok" {
                     missing.push(format!("rule {name} not evaluated yet"));
-                } else if r["type"] == "alerting" && r["state"] == "inactive" {
+                } else if r["type"] == "alerting"
+                    && r["state"] == "inactive"
+                    && !LOSS_ALERTS.contains(&name)
+                {
                     missing.push(format!("alert {name} is inactive"));
                 }
             }

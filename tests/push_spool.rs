@@ -1,6 +1,7 @@
 //! The real agent on a fake powercap host, pushing to a fake collector: through lost
 //! acknowledgements, a SIGKILL and a restart on the same spool, the collector ends up
-//! with exactly the energy the fake hardware was given, each batch once.
+//! with exactly the energy the fake hardware was given, each batch once. A second agent
+//! on the same spool exits 2 naming the first one's PID.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -134,6 +135,22 @@ fn a_killed_agent_resends_its_spool_and_nothing_is_lost_or_counted_twice() {
     collector.set_mode(Mode::Healthy);
     let agent = Agent::spawn(&args);
     agent.wait_cycles(2);
+    // A second agent on the same spool exits 2, naming the live one's PID (from the
+    // lock file it holds), and touches nothing: the totals below stay exact.
+    let holder = std::fs::read_to_string(spool.join("agent.lock")).unwrap();
+    let second = std::process::Command::new(BIN)
+        .arg("agent")
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let second_err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{second_err}");
+    assert!(
+        second_err.contains(&format!("PID {}", holder.trim())),
+        "{second_err}"
+    );
     let (cpu_before, dram_before) = (truth(&fp, &PACKAGES), truth(&fp, &DRAM));
     run_load(&mut fp, 40);
     let run2_uj = truth(&fp, &PACKAGES) + truth(&fp, &DRAM) - cpu_before - dram_before;

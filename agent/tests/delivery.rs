@@ -501,3 +501,49 @@ fn a_damaged_cursor_falls_back_to_the_oldest_batch_with_a_warning() {
         assert_eq!(collector.total_uj(), measured, "{damage}: nothing lost");
     }
 }
+
+#[test]
+fn a_disk_full_for_longer_than_memory_keeps_batches_counts_what_it_drops() {
+    use empreinte_agent::push::MAX_UNWRITTEN_BATCHES;
+    let fs = SmallFs::mount();
+    let spool_dir = fs.path().join("spool");
+    let collector = FakeCollector::start();
+    let client = client(&collector, 500);
+    // A spool limit below the filesystem's size, with small segments.
+    let cfg = PushConfig {
+        spool_max_bytes: 32 * 1024,
+        ..config(&spool_dir, Duration::from_secs(1))
+    };
+    let p = Mutex::new(Pipeline::open(&cfg, run_id(10), T0).unwrap());
+    let mut now = T0;
+    let mut measured = feed(&p, &mut now, 5, |i| vec![project("chat", 1_000 + i)]);
+    let filler = fill(fs.path());
+    let full_cycles = MAX_UNWRITTEN_BATCHES as u64 + 40;
+    measured += feed(&p, &mut now, full_cycles, |i| {
+        vec![project("chat", 2_000 + i)]
+    });
+    let m = metrics(&p);
+    assert_eq!(m.unwritten_batches, MAX_UNWRITTEN_BATCHES as u64);
+    assert!(m.spool.dropped_batches_total >= 30, "{m:?}");
+    assert!(m.dropped_energy_uj_total > 0);
+    std::fs::remove_file(filler).unwrap();
+    // Space is back: each cycle appends what the limits let in, each push frees
+    // segments, until memory holds nothing.
+    for i in 0..200 {
+        measured += feed(&p, &mut now, 1, |_| vec![project("chat", 3_000 + i)]);
+        drain(&p, &client);
+        if metrics(&p).unwritten_batches == 0 {
+            break;
+        }
+    }
+    assert_eq!(metrics(&p).unwritten_batches, 0);
+    p.lock().unwrap().seal(now).unwrap();
+    drain(&p, &client);
+    let m = metrics(&p);
+    assert_eq!(collector.problems(), Vec::<String>::new());
+    assert_eq!(
+        collector.total_uj() + m.dropped_energy_uj_total,
+        measured,
+        "collector + counted dropped = measured, to the µJ"
+    );
+}

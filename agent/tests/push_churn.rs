@@ -1,7 +1,8 @@
 //! Bounded by what is active (issue 18 item 7): 5,000 one-off project names over a run
-//! (as `project_from = pod_name` makes) leave the batches, and the pipeline's memory, as
+//! (as `project_from = pod_name` makes) leave the batches, and the push's memory, as
 //! large as the projects active within the window; a project that comes back resumes its
-//! cumulative counter. Prints the figures (batch sizes, keys in memory, RSS):
+//! cumulative counter. Prints the figures (batch size, counters, keys in memory, the
+//! process's RSS; the fake collector keeps only batch names):
 //! `cargo test -p empreinte-agent --test push_churn -- --nocapture`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,6 +20,7 @@ use empreinte_testkit::collector::FakeCollector;
 
 const T0: u64 = 1_800_000_000_000;
 const WINDOW_S: u64 = 60;
+const NAMES: u64 = 5_000;
 
 fn project(name: &str, uj: u64) -> ProjectEnergy {
     ProjectEnergy {
@@ -30,9 +32,6 @@ fn project(name: &str, uj: u64) -> ProjectEnergy {
     }
 }
 
-/// This test process's resident memory: the pipeline's, but also the fake collector's,
-/// which keeps every batch it stored (so it grows with the run; the agent's part does
-/// not: see the keys in memory).
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -53,14 +52,28 @@ fn drain(p: &Mutex<Pipeline>, client: &Client) {
     panic!("did not drain");
 }
 
-#[test]
-fn five_thousand_one_off_projects_leave_batches_and_memory_flat_after_the_window() {
-    // The spool on a RAM filesystem where there is one: this test is about sizes, and
-    // 5,000 fdatasync calls on a loaded disk only make it slow.
+/// One figure, every 500 names.
+#[derive(Debug)]
+struct Figure {
+    names: u64,
+    batch_bytes: usize,
+    counters: usize,
+    keys: usize,
+    rss_kib: u64,
+}
+
+/// A run of `NAMES` one-off projects (one new per 1 s cycle, a steady one, and "back",
+/// which leaves for over an hour of cycles and comes back), with keys kept in memory
+/// while active within `window`. Returns the figures, and the last counter of "back"
+/// against its measured total.
+fn run(window: Duration) -> (Vec<Figure>, u64, u64) {
+    // The spool on a RAM filesystem where there is one: this is about sizes, and
+    // thousands of fdatasync calls on a loaded disk only make it slow.
     let dir = tempfile::tempdir_in("/dev/shm")
         .or_else(|_| tempfile::tempdir())
         .unwrap();
     let collector = FakeCollector::start();
+    collector.keep_names_only();
     let client = Client::new(
         &collector.url,
         None,
@@ -80,15 +93,15 @@ fn five_thousand_one_off_projects_leave_batches_and_memory_flat_after_the_window
     let p = Mutex::new(
         Pipeline::open(&cfg, format!("{:032x}", 1), T0)
             .unwrap()
-            .with_active_window(Duration::from_secs(WINDOW_S)),
+            .with_active_window(window),
     );
     let mut now = T0;
     let mut measured = 0u64;
     let mut back_total = 0u64;
+    let mut last_back_counter = 0u64;
     let mut figures = Vec::new();
-    for i in 0..5_000u64 {
+    for i in 0..NAMES {
         now += 1_000;
-        // A steady project, a one-off one per cycle, and one that leaves and comes back.
         let mut projects = vec![
             project("steady", 50_000_000),
             project(&format!("pod-{i:05}"), 1_000_003 + i),
@@ -102,53 +115,53 @@ fn five_thousand_one_off_projects_leave_batches_and_memory_flat_after_the_window
             .unwrap()
             .on_cycle(now, Duration::from_secs(1), &projects)
             .unwrap();
-        if i % 500 == 499 {
+        if i % 100 == 99 {
+            // What waits in the spool is what goes on the wire.
+            let pending = p.lock().unwrap().spool().read_pending(1_000).unwrap();
+            for b in &pending.batches {
+                for c in b.counters.iter().filter(|c| c.project == "back") {
+                    last_back_counter = last_back_counter.max(c.total_uj);
+                }
+            }
+            if (i + 1) % 500 == 0 {
+                let last = pending.batches.last().unwrap();
+                figures.push(Figure {
+                    names: i + 1,
+                    batch_bytes: serde_json::to_vec(last).unwrap().len(),
+                    counters: last.counters.len(),
+                    keys: p.lock().unwrap().batcher().active_keys(),
+                    rss_kib: rss_kib(),
+                });
+            }
             drain(&p, &client);
-            let keys = p.lock().unwrap().batcher().active_keys();
-            figures.push((i + 1, keys, rss_kib()));
         }
     }
     p.lock().unwrap().seal(now).unwrap();
     drain(&p, &client);
     assert_eq!(collector.problems(), Vec::<String>::new());
     assert_eq!(collector.total_uj(), measured);
+    (figures, last_back_counter, back_total)
+}
 
-    let stored = collector.stored();
-    let sizes: Vec<(u64, usize, usize)> = stored
-        .iter()
-        .map(|(k, b)| (k.2, serde_json::to_vec(b).unwrap().len(), b.counters.len()))
-        .collect();
-    let at = |seq: u64| sizes.iter().find(|s| s.0 == seq).unwrap();
-    for (cycles, keys, rss) in &figures {
-        let (_, bytes, counters) = at(*cycles);
+#[test]
+fn five_thousand_one_off_projects_leave_batches_and_memory_flat_after_the_window() {
+    let (bounded, back_counter, back_total) = run(Duration::from_secs(WINDOW_S));
+    println!("one-off projects | window {WINDOW_S} s: batch bytes, counters, keys, RSS KiB");
+    for a in &bounded {
         println!(
-            "after {cycles:>5} one-off projects: batch {bytes:>5} bytes, {counters:>3} counters, {keys:>3} keys in memory, test process RSS {rss} KiB (fake collector included)"
+            "{:>5} | {:>7} {:>5} {:>5} {:>6}",
+            a.names, a.batch_bytes, a.counters, a.keys, a.rss_kib
         );
     }
-    // Past the window, a batch carries the counters of the projects active within it
-    // (the steady one, ~60 one-off ones, "back" while it is active), whatever the run
-    // saw before.
-    let after_window: Vec<_> = sizes.iter().filter(|s| s.0 > 2 * WINDOW_S).collect();
-    let max_counters = after_window.iter().map(|s| s.2).max().unwrap();
-    assert!(
-        max_counters <= WINDOW_S as usize + 4,
-        "{max_counters} counters"
-    );
-    let (min_b, max_b) = (
-        after_window.iter().map(|s| s.1).min().unwrap(),
-        after_window.iter().map(|s| s.1).max().unwrap(),
-    );
-    assert!(max_b < min_b + min_b / 5, "batch sizes {min_b}..{max_b}");
-    for (_, keys, _) in &figures {
-        assert!(*keys <= WINDOW_S as usize + 4, "{keys} keys in memory");
+    // With the window: a batch carries the counters of the projects active within it
+    // (the steady one, ~60 one-off ones, "back" while active), whatever the run saw.
+    for f in &bounded {
+        assert!(f.counters <= WINDOW_S as usize + 4, "{f:?}");
+        assert!(f.keys <= WINDOW_S as usize + 4, "{f:?}");
     }
-    // "back" resumed its run total: its counter after its return is everything it had.
-    let last_back = stored
-        .values()
-        .flat_map(|b| b.counters.iter())
-        .filter(|c| c.project == "back")
-        .map(|c| c.total_uj)
-        .max()
-        .unwrap();
-    assert_eq!(last_back, back_total);
+    let bytes: Vec<usize> = bounded.iter().map(|f| f.batch_bytes).collect();
+    let (min_b, max_b) = (*bytes.iter().min().unwrap(), *bytes.iter().max().unwrap());
+    assert!(max_b < min_b + min_b / 5, "batch sizes {bytes:?}");
+    // "back" resumed its run total: its counter after its return is all it had.
+    assert_eq!(back_counter, back_total);
 }

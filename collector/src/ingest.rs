@@ -121,6 +121,14 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
         outcome.ack.duplicates,
         watch.elapsed_seconds(),
     );
+    if !state.metrics.returning().is_empty() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::reseed_returning(&state).await {
+                tracing::warn!(error = %e, "cannot read the stored totals of projects back after an hour without energy; their counters wait for the next try");
+            }
+        });
+    }
     tracing::debug!(
         agent = %push.agent.agent_id,
         accepted = outcome.ack.accepted,

@@ -42,6 +42,73 @@ struct Counts {
     connection_limit: u64,
     budgets: Vec<ObjectiveStatus>,
     intensity: BTreeMap<String, f64>,
+    /// project → when it last had energy stored (Unix ms), to bound the series.
+    last_stored: BTreeMap<String, u64>,
+    last_sweep_ms: u64,
+    /// Projects whose series were forgotten (a fixed-size Bloom filter: bounded).
+    forgotten: Forgotten,
+    /// Projects back after their series were forgotten, waiting for their stored totals
+    /// ([`reseed_returning`]); their new energy is in those totals.
+    returning: std::collections::BTreeSet<String>,
+}
+
+/// Per-project series are kept while the project had energy stored within this window:
+/// past it they leave `/metrics` (and memory), so the series are bounded by the projects
+/// active in the last hour, not by every name ever pushed. A project that comes back
+/// starts again from its stored totals (read from the store in the background), so the
+/// counters stay the store's totals.
+pub const ACTIVE_PROJECT_WINDOW_MS: u64 = 3_600_000;
+
+/// Names of forgotten projects, as a Bloom filter of 128 KiB whatever their number; a
+/// false positive only costs one read of the stored totals.
+struct Forgotten(Vec<u64>);
+
+impl Default for Forgotten {
+    fn default() -> Self {
+        Forgotten(vec![0; (1 << 20) / 64])
+    }
+}
+
+impl Forgotten {
+    fn bits(project: &str) -> [usize; 3] {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut out = [0; 3];
+        for (i, b) in out.iter_mut().enumerate() {
+            let mut h = DefaultHasher::new();
+            (i, project).hash(&mut h);
+            *b = (h.finish() % (1 << 20)) as usize;
+        }
+        out
+    }
+    fn insert(&mut self, project: &str) {
+        for b in Self::bits(project) {
+            self.0[b / 64] |= 1 << (b % 64);
+        }
+    }
+    fn may_contain(&self, project: &str) -> bool {
+        Self::bits(project)
+            .iter()
+            .all(|b| self.0[b / 64] & (1 << (b % 64)) != 0)
+    }
+}
+
+impl Counts {
+    /// Drops the series of projects with no energy stored since `since` (Unix ms).
+    fn forget_quiet(&mut self, since: u64) {
+        let quiet: Vec<String> = self
+            .last_stored
+            .iter()
+            .filter(|(p, at)| **at < since && !self.returning.contains(*p))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &quiet {
+            self.last_stored.remove(p);
+            self.forgotten.insert(p);
+        }
+        let active = &self.last_stored;
+        self.energy.retain(|k, _| active.contains_key(&k.0));
+        self.co2e.retain(|k, _| active.contains_key(&k.0));
+    }
 }
 
 /// The collector's metrics.
@@ -85,7 +152,9 @@ impl Metrics {
         let mut c = self.counts();
         c.energy.clear();
         c.co2e.clear();
+        let now = crate::clock::now_unix_ms();
         for l in lines {
+            c.last_stored.insert(l.project.clone(), now);
             let Some(component) = component_label(&l.component) else {
                 continue;
             };
@@ -119,7 +188,17 @@ impl Metrics {
         *c.batches.entry("accepted").or_default() += accepted;
         *c.batches.entry("duplicate").or_default() += duplicates;
         c.records += added.len() as u64;
+        let now = crate::clock::now_unix_ms();
         for p in added {
+            if !c.last_stored.contains_key(&p.project) && c.forgotten.may_contain(&p.project) {
+                // Back after its series were forgotten: its totals (this push included)
+                // come from the store (`reseed_returning`).
+                c.returning.insert(p.project.clone());
+            }
+            c.last_stored.insert(p.project.clone(), now);
+            if c.returning.contains(&p.project) {
+                continue;
+            }
             *c.energy
                 .entry((p.project.clone(), site.to_string(), p.component.as_str()))
                 .or_default() += p.energy_uj;
@@ -140,9 +219,49 @@ impl Metrics {
                     .or_default() += p.embodied_ug;
             }
         }
+        if now.saturating_sub(c.last_sweep_ms) >= 60_000 {
+            c.last_sweep_ms = now;
+            c.forget_quiet(now.saturating_sub(ACTIVE_PROJECT_WINDOW_MS));
+        }
         drop(c);
         if let Some(h) = &self.store_seconds {
             h.observe(seconds);
+        }
+    }
+
+    /// Projects back after their series were forgotten, whose totals are to be read from
+    /// the store.
+    pub fn returning(&self) -> Vec<String> {
+        self.counts().returning.iter().cloned().collect()
+    }
+
+    /// Sets the counters of `projects` to their stored totals (`lines` over all time).
+    pub fn reseed_projects(&self, projects: &[String], lines: &[crate::store::AggregateLine]) {
+        let mut c = self.counts();
+        let wanted: std::collections::BTreeSet<&str> =
+            projects.iter().map(String::as_str).collect();
+        c.energy.retain(|k, _| !wanted.contains(k.0.as_str()));
+        c.co2e.retain(|k, _| !wanted.contains(k.0.as_str()));
+        for l in lines.iter().filter(|l| wanted.contains(l.project.as_str())) {
+            let Some(component) = component_label(&l.component) else {
+                continue;
+            };
+            *c.energy
+                .entry((l.project.clone(), l.site.clone(), component))
+                .or_default() += l.sums.energy_uj;
+            for (scope, method, ug) in [
+                ("operational", "location", l.sums.location_co2e_ug),
+                ("operational", "market", l.sums.market_co2e_ug),
+                ("embodied", "location", l.sums.embodied_co2e_ug),
+                ("embodied", "market", l.sums.embodied_co2e_ug),
+            ] {
+                *c.co2e
+                    .entry((l.project.clone(), l.site.clone(), scope, method))
+                    .or_default() += ug;
+            }
+        }
+        for p in projects {
+            c.returning.remove(p);
         }
     }
 
@@ -406,4 +525,82 @@ fn component_label(name: &str) -> Option<&'static str> {
     .into_iter()
     .map(|c| c.as_str())
     .find(|c| *c == name)
+}
+
+/// Reads the stored totals of the projects back after their series were forgotten, and
+/// starts their counters from them (in the background after a push; a push stored
+/// between the read and the update is not counted until the project's next push).
+pub async fn reseed_returning(state: &crate::server::AppState) -> Result<(), String> {
+    let projects = state.metrics.returning();
+    if projects.is_empty() {
+        return Ok(());
+    }
+    let from = crate::period::month(&state.tz, 1970, 1)?.from_s;
+    let to = crate::period::month(&state.tz, 2200, 1)?.from_s;
+    let lines = state
+        .store
+        .lines(from, to)
+        .await
+        .map_err(|e| e.to_string())?;
+    state.metrics.reseed_projects(&projects, &lines);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_of_quiet_projects_are_forgotten_and_a_returning_one_restarts_from_the_store() {
+        let mut c = Counts::default();
+        for (project, at) in [("old", 1_000u64), ("live", 5_000_000)] {
+            c.last_stored.insert(project.into(), at);
+            c.energy.insert((project.into(), "site".into(), "cpu"), 7);
+            c.co2e.insert(
+                (project.into(), "site".into(), "operational", "location"),
+                3,
+            );
+        }
+        c.forget_quiet(5_000_000 - ACTIVE_PROJECT_WINDOW_MS);
+        let projects: Vec<&str> = c.energy.keys().map(|k| k.0.as_str()).collect();
+        assert_eq!(projects, ["live"]);
+        assert_eq!(c.co2e.len(), 1);
+        assert_eq!(c.last_stored.len(), 1);
+        assert!(c.forgotten.may_contain("old"));
+        assert!(!c.forgotten.may_contain("never-seen"));
+        // "old" comes back: its push is not added, its totals come from the store.
+        let m = Metrics::new();
+        *m.counts() = c;
+        m.stored(
+            "site",
+            &[AddedPart {
+                project: "old".into(),
+                component: empreinte_shared::Component::Cpu,
+                energy_uj: 5,
+                location_ug: 1,
+                market_ug: None,
+                embodied_ug: 0,
+            }],
+            1,
+            0,
+            0.0,
+        );
+        assert_eq!(m.returning(), ["old"]);
+        let line = crate::store::AggregateLine {
+            host: "h".into(),
+            project: "old".into(),
+            component: "cpu".into(),
+            source: "rapl".into(),
+            site: "site".into(),
+            zone: "FR".into(),
+            sums: crate::store::Sums {
+                energy_uj: 12,
+                ..crate::store::Sums::default()
+            },
+        };
+        m.reseed_projects(&["old".to_string()], &[line]);
+        assert!(m.returning().is_empty());
+        let energy = &m.counts().energy;
+        assert_eq!(energy[&("old".to_string(), "site".to_string(), "cpu")], 12);
+    }
 }

@@ -288,3 +288,54 @@ fn read_token(cfg: &PushConfig, collector: &str) -> anyhow::Result<Option<String
     }
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use empreinte_shared::{Component, SourceKind};
+
+    fn input(end: u64, projects: &[(&str, u64)]) -> CycleInput {
+        CycleInput {
+            end_unix_ms: end,
+            length: Duration::from_secs(1),
+            projects: projects
+                .iter()
+                .map(|(p, uj)| ProjectEnergy {
+                    project: Arc::from(*p),
+                    component: Component::Cpu,
+                    source: SourceKind::Rapl,
+                    total_uj: 0,
+                    last_uj: *uj,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_stalled_writer_costs_bounded_memory_and_no_energy() {
+        // Nobody takes from the feed (the writer waits on a stalled disk): sending never
+        // blocks, the queue stays bounded, and merged cycles keep every microjoule.
+        let feed = Feed::default();
+        let mut fed = 0;
+        for i in 0..1_000u64 {
+            let (a, b) = (1_000 + i, 7 * i);
+            fed += a + b;
+            feed.send(input(
+                1_000 * (i + 1),
+                &[("a", a), (if i % 2 == 0 { "b" } else { "c" }, b)],
+            ));
+        }
+        feed.close();
+        let cycles = feed.take().unwrap();
+        assert!(cycles.len() <= MAX_QUEUED_CYCLES, "{}", cycles.len());
+        let kept: u64 = cycles
+            .iter()
+            .flat_map(|c| c.projects.iter().map(|p| p.last_uj))
+            .sum();
+        assert_eq!(kept, fed);
+        let span: Duration = cycles.iter().map(|c| c.length).sum();
+        assert_eq!(span, Duration::from_secs(1_000), "time is kept too");
+        assert_eq!(cycles.last().unwrap().end_unix_ms, 1_000_000);
+        assert!(feed.take().is_none(), "closed and drained");
+    }
+}

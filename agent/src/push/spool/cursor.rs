@@ -32,7 +32,11 @@ impl Spool {
         self.refresh_oldest()
     }
 
-    /// Persists the cursor, then deletes segments wholly behind it.
+    /// Persists the cursor, then deletes segments wholly behind it. On a full disk the
+    /// cursor may not be writable until space is freed: the segments behind it are then
+    /// deleted all the same, and the cursor written again. A cursor left older than the
+    /// oldest segment only means that segment is sent again from its start (the
+    /// collector ignores what it has), never that a batch is skipped.
     pub(super) fn normalize(&mut self) -> Result<(), SpoolError> {
         // A cursor at the end of a segment that is not the last moves to the next one.
         while let [first, second, ..] = self.segments[..] {
@@ -43,7 +47,8 @@ impl Spool {
                     self.cursor.segment = second.number;
                     self.cursor.offset = 0;
                 }
-                self.persist_cursor()?;
+                // Best effort here; written for sure below, once space is freed.
+                let _ = self.persist_cursor();
                 let path = self.segment_path(first.number);
                 match fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

@@ -204,10 +204,17 @@ pub(super) fn write_replace(path: &Path, data: &[u8], sync: bool) -> Result<(), 
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = File::create(&tmp).map_err(io(&tmp))?;
-    file.write_all(data).map_err(io(&tmp))?;
-    if sync {
-        file.sync_data().map_err(io(&tmp))?;
+    let written = File::create(&tmp).and_then(|mut file| {
+        file.write_all(data)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written {
+        // A half-written temporary file would only take space (a full disk).
+        let _ = fs::remove_file(&tmp);
+        return Err(io(&tmp)(e));
     }
     fs::rename(&tmp, path).map_err(io(path))
 }

@@ -237,3 +237,54 @@ fn past_the_age_limit_the_oldest_batches_are_dropped_and_counted() {
         (5..=10).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_batch_dated_in_the_future_still_ages_from_when_the_spool_found_it() {
+    // A batch dated 30 days ahead (a wall clock that was wrong when it was sealed) is
+    // found at opening: its age counts from then, so the age limit still applies.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Spool::open(dir.path(), limits(), NOW).unwrap();
+        s.append(&batch(RUN, 1, NOW + 30 * DAY, 5)).unwrap();
+        s.append(&batch(RUN, 2, NOW, 6)).unwrap();
+    }
+    let s = Spool::open(dir.path(), limits(), NOW).unwrap();
+    assert_eq!(s.batches(), 2);
+    drop(s);
+    let s = Spool::open(dir.path(), limits(), NOW + 9 * DAY).unwrap();
+    assert_eq!(
+        s.counts().dropped_batches_total,
+        0,
+        "found 0 days ago by this run"
+    );
+    let mut s = s;
+    s.enforce_limits(NOW + 18 * DAY).unwrap();
+    assert_eq!(s.counts().dropped_batches_total, 2);
+    assert_eq!(s.counts().dropped_energy_uj_total, 11);
+}
+
+#[test]
+fn a_cursor_that_points_inside_a_line_falls_back_to_the_oldest_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = Spool::open(dir.path(), limits(), NOW).unwrap();
+        for seq in 1..=5 {
+            s.append(&batch(RUN, seq, NOW, 1)).unwrap();
+        }
+        let p = s.read_pending(2).unwrap();
+        s.ack(p.end).unwrap();
+    }
+    // A valid cursor is kept.
+    let s = Spool::open(dir.path(), limits(), NOW).unwrap();
+    assert!(!s.counts().cursor_reset);
+    assert_eq!(seqs(&s.read_pending(10).unwrap()), [3, 4, 5]);
+    drop(s);
+    // One byte off: inside a line.
+    let text = fs::read_to_string(dir.path().join("acked")).unwrap();
+    let (seg, off) = text.trim().split_once(' ').unwrap();
+    let off: u64 = off.parse().unwrap();
+    fs::write(dir.path().join("acked"), format!("{seg} {}\n", off + 1)).unwrap();
+    let s = Spool::open(dir.path(), limits(), NOW).unwrap();
+    assert!(s.counts().cursor_reset);
+    assert_eq!(seqs(&s.read_pending(10).unwrap()), [1, 2, 3, 4, 5]);
+}
