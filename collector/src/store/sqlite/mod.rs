@@ -154,13 +154,23 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Batches waiting for the writer or being written now.
+    pub fn queued_batches(&self) -> usize {
+        self.queue_size - self.queue.available_permits()
+    }
+
     /// The time zone of the daily and monthly rollups.
     pub fn timezone(&self) -> &str {
         &self.tz_name
     }
 
-    /// Closes the pool (checkpoints the WAL).
+    /// Stops the writer (after the jobs queued before) and closes every connection
+    /// (the WAL is checkpointed).
     pub async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).await.is_ok() {
+            let _ = wait.await;
+        }
         self.pool.close().await;
     }
 

@@ -74,6 +74,8 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub enum Job {
     Ingest(Box<PreparedPush>, Reply<IngestOutcome>),
     Import(Box<IntensityImport>, Reply<ImportOutcome>),
+    /// Stop: the connection is closed (the WAL checkpointed) before the answer.
+    Close(oneshot::Sender<()>),
 }
 
 /// Days and months of the rollups: the Unix second where the local day (month) of an
@@ -336,18 +338,19 @@ impl Writer {
         }
     }
 
-    /// Takes jobs until every sender is gone.
+    /// Takes jobs until told to close or every sender is gone.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut pending: Option<Job> = None;
-        loop {
+        let closed = loop {
             let first = match pending.take() {
                 Some(j) => j,
                 None => match rx.blocking_recv() {
                     Some(j) => j,
-                    None => return,
+                    None => break None,
                 },
             };
             match first {
+                Job::Close(done) => break Some(done),
                 Job::Import(import, reply) => {
                     let r = self.import(&import);
                     if r.is_err() {
@@ -370,6 +373,10 @@ impl Writer {
                     self.ingest_group(group);
                 }
             }
+        };
+        drop(self);
+        if let Some(done) = closed {
+            let _ = done.send(());
         }
     }
 
