@@ -622,7 +622,10 @@ async fn a_damaged_an_emptied_or_a_lost_database_is_refused_at_start() {
         *b = (i * 7 + 13) as u8;
     }
     std::fs::write(&db, &bytes).unwrap();
-    let err = SqliteStore::open(dir.path()).await.err().expect("refused");
+    let err = SqliteStore::open_with(dir.path(), &StoreOptions::default())
+        .await
+        .err()
+        .expect("refused");
     refused(err, dir.path(), "damaged");
 
     // Emptied.

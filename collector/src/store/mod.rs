@@ -72,6 +72,9 @@ pub struct StoreOptions {
     /// The most a host can draw: its energy in any hour, across batches, is bounded by
     /// this × 1 h.
     pub max_host_power_watts: f64,
+    /// Check the database (`PRAGMA quick_check`) before opening it: the collector does
+    /// at start; a command that only reads (a report) does not.
+    pub integrity_check: bool,
     /// The longest the integrity check at start may take.
     pub integrity_check_budget: std::time::Duration,
 }
@@ -82,6 +85,7 @@ impl Default for StoreOptions {
             timezone: None,
             max_queued_batches: 10_000,
             max_host_power_watts: empreinte_shared::wire::Limits::default().max_host_power_watts,
+            integrity_check: true,
             integrity_check_budget: std::time::Duration::from_secs(30),
         }
     }

@@ -65,10 +65,18 @@ fn stored(v: u64, what: &str) -> Result<i64, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating it if needed) the database in `data_dir` and migrates it, with the
-    /// default options (the rollups keep the time zone they have).
+    /// Opens (creating it if needed) the database in `data_dir` and migrates it, for a
+    /// command (token, report, import): the rollups keep the time zone they have, and
+    /// the full integrity check is left to the collector's start.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(data_dir, &StoreOptions::default()).await
+        SqliteStore::open_with(
+            data_dir,
+            &StoreOptions {
+                integrity_check: false,
+                ..StoreOptions::default()
+            },
+        )
+        .await
     }
 
     /// Opens the store: refuses a database lost or emptied after tokens were issued and
@@ -84,7 +92,7 @@ impl SqliteStore {
         })?;
         let path = data_dir.join(DB_FILE);
         startup::check_not_lost(data_dir, &path)?;
-        if path.exists() {
+        if options.integrity_check && path.exists() {
             let conn =
                 startup::writer_connection(&path).map_err(|e| startup::damaged_or(&path, e))?;
             startup::quick_check(&conn, &path, options.integrity_check_budget)?;
@@ -686,15 +694,12 @@ impl Store for SqliteStore {
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
         // Summed here, in u128: many runs' counters may add up past SQLite's integers.
-        let counters: Vec<i64> =
-            sqlx::query_scalar("SELECT total_uj FROM run_counters WHERE agent_id = ?")
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT counted_uj, stored_uj FROM runs WHERE agent_id = ?")
                 .bind(agent_id)
                 .fetch_all(&self.pool)
                 .await?;
-        let runs: Vec<i64> = sqlx::query_scalar("SELECT stored_uj FROM runs WHERE agent_id = ?")
-            .bind(agent_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let (counters, runs): (Vec<i64>, Vec<i64>) = rows.into_iter().unzip();
         let sum = |v: Vec<i64>, what: &str| -> Result<u64, StoreError> {
             let mut total: u128 = 0;
             for x in v {
@@ -703,7 +708,7 @@ impl Store for SqliteStore {
             Ok(u64::try_from(total).unwrap_or(u64::MAX))
         };
         Ok((
-            sum(counters, "run_counters.total_uj")?,
+            sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
     }

@@ -267,7 +267,6 @@ struct PlanCoefs {
 }
 
 type HourKey = (i64, String, Component, SourceKind);
-type CounterKey = (String, String, String, Component, SourceKind);
 
 /// Everything a group of pushes adds, summed per key.
 #[derive(Default)]
@@ -278,8 +277,6 @@ struct Group {
     host_hours: HashMap<(String, i64), u64>,
     /// `(agent, run)` → the run after this group, with its stored energy and times.
     runs: HashMap<(String, String), RunState>,
-    /// `(agent, run, project, component, source)` → latest `(total_uj, at_ms)`.
-    counters: BTreeMap<CounterKey, (u64, u64)>,
     agents: BTreeMap<String, AgentRow>,
 }
 
@@ -289,8 +286,51 @@ pub struct RunState {
     pub stored_uj: u64,
     pub first_ms: u64,
     pub last_ms: u64,
+    counters: RunCounters,
     holes_changed: bool,
     is_new: bool,
+}
+
+impl RunState {
+    fn counters_text(&self) -> String {
+        let mut out = String::new();
+        for ((p, c, s), (total, at)) in &self.counters {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
+        }
+        out
+    }
+
+    fn counted_uj(&self) -> u128 {
+        self.counters.values().map(|(t, _)| u128::from(*t)).sum()
+    }
+}
+
+/// `(project, component, source)` → latest `(total_uj, at_ms)`.
+type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
+
+fn parse_counters(text: &str) -> rusqlite::Result<RunCounters> {
+    let bad = || {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            "runs.counters is not in its format".into(),
+        )
+    };
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [p, c, s, t, a] = f.as_slice() else {
+            return Err(bad());
+        };
+        out.insert(
+            (p.to_string(), c.to_string(), s.to_string()),
+            (t.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?),
+        );
+    }
+    Ok(out)
 }
 
 struct AgentRow {
@@ -314,6 +354,9 @@ pub struct Writer {
     runs: HashMap<(String, String), RunState>,
     /// Batches stored per second, smoothed: how fast a full queue drains.
     pace: Arc<AtomicU64>,
+    /// Hourly rows and host hours as last committed.
+    rows: RowCache,
+    host_hours: HashMap<(String, i64), u64>,
 }
 
 impl Writer {
@@ -335,6 +378,8 @@ impl Writer {
             coef_ids: HashMap::new(),
             runs: HashMap::new(),
             pace,
+            rows: HashMap::new(),
+            host_hours: HashMap::new(),
         }
     }
 
@@ -353,9 +398,8 @@ impl Writer {
                 Job::Close(done) => break Some(done),
                 Job::Import(import, reply) => {
                     let r = self.import(&import);
-                    if r.is_err() {
-                        self.forget();
-                    }
+                    // The series changed rows' emissions.
+                    self.forget();
                     let _ = reply.send(r);
                 }
                 Job::Ingest(push, reply) => {
@@ -383,6 +427,8 @@ impl Writer {
     fn forget(&mut self) {
         self.coef_ids.clear();
         self.runs.clear();
+        self.rows.clear();
+        self.host_hours.clear();
     }
 
     fn ingest_group(&mut self, group: Vec<(Box<PreparedPush>, Reply<IngestOutcome>)>) {
@@ -430,6 +476,7 @@ impl Writer {
         let mut ctx = Ctx {
             coef_ids: &mut self.coef_ids,
             runs: &self.runs,
+            host_hours: &self.host_hours,
             max_hour_uj: self.max_hour_uj,
             intensity: HashMap::new(),
         };
@@ -437,9 +484,26 @@ impl Writer {
             outcomes.push(stage(&tx, &mut ctx, &mut g, push)?);
         }
         let mut rollups = Rollups::default();
-        apply(&tx, &mut self.cal, &mut rollups, &g)?;
+        let mut written = Vec::new();
+        apply(
+            &tx,
+            &mut self.cal,
+            &mut rollups,
+            &g,
+            &self.rows,
+            &mut written,
+        )?;
         rollups.write(&tx)?;
         tx.commit()?;
+        if self.rows.len() + written.len() > MAX_CACHED_ROWS {
+            self.rows.clear();
+        }
+        self.rows.extend(written);
+        if self.host_hours.len() + g.host_hours.len() > MAX_CACHED_ROWS {
+            self.host_hours.clear();
+        }
+        self.host_hours
+            .extend(g.host_hours.iter().map(|(k, v)| (k.clone(), *v)));
         for (k, mut r) in g.runs {
             r.holes_changed = false;
             r.is_new = false;
@@ -565,6 +629,7 @@ impl Writer {
 struct Ctx<'a> {
     coef_ids: &'a mut HashMap<String, i64>,
     runs: &'a HashMap<(String, String), RunState>,
+    host_hours: &'a HashMap<(String, i64), u64>,
     max_hour_uj: u64,
     intensity: HashMap<(String, i64), (f64, Option<i64>)>,
 }
@@ -625,7 +690,7 @@ fn coefficient_id(
 fn load_run(tx: &Transaction<'_>, agent: &str, run: &str) -> rusqlite::Result<Option<RunState>> {
     let row = tx
         .prepare_cached(
-            "SELECT hwm, stored_uj, first_ms, last_ms FROM runs WHERE agent_id = ? AND run_id = ?",
+            "SELECT hwm, stored_uj, first_ms, last_ms, counters FROM runs WHERE agent_id = ? AND run_id = ?",
         )?
         .query_row(params![agent, run], |r| {
             Ok((
@@ -633,10 +698,11 @@ fn load_run(tx: &Transaction<'_>, agent: &str, run: &str) -> rusqlite::Result<Op
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })
         .optional()?;
-    let Some((hwm, stored, first, last)) = row else {
+    let Some((hwm, stored, first, last, counters)) = row else {
         return Ok(None);
     };
     let mut holes = Vec::new();
@@ -655,6 +721,7 @@ fn load_run(tx: &Transaction<'_>, agent: &str, run: &str) -> rusqlite::Result<Op
         stored_uj: to_u64(stored)?,
         first_ms: to_u64(first)?,
         last_ms: to_u64(last)?,
+        counters: parse_counters(&counters)?,
         holes_changed: false,
         is_new: false,
     }))
@@ -752,6 +819,7 @@ fn stage(
                         stored_uj: 0,
                         first_ms: p.now_ms,
                         last_ms: p.now_ms,
+                        counters: BTreeMap::new(),
                         holes_changed: false,
                         is_new: true,
                     }),
@@ -789,10 +857,33 @@ fn stage(
             ),
         }
         run.last_ms = run.last_ms.max(p.now_ms);
+        for c in &b.counters {
+            let e = run
+                .counters
+                .entry((
+                    c.project.clone(),
+                    c.component.as_str().to_string(),
+                    c.source.as_str().to_string(),
+                ))
+                .or_default();
+            if b.end_ms >= e.1 {
+                *e = (c.total_uj, b.end_ms);
+            }
+        }
+        if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
+            problem(
+                format!("batches[{i}].counters"),
+                format!(
+                    "the run's counters would add up past the largest value stored ({} µJ)",
+                    i64::MAX
+                ),
+            );
+        }
         for d in &b.deltas {
             let e = hour_sums.entry(d.hour_s).or_default();
             *e = e.saturating_add(d.energy_uj);
-            let before = match g.host_hours.get(&(host.to_string(), d.hour_s)) {
+            let hk = (host.to_string(), d.hour_s);
+            let before = match g.host_hours.get(&hk).or_else(|| ctx.host_hours.get(&hk)) {
                 Some(v) => *v,
                 None => tx
                     .prepare_cached(
@@ -871,21 +962,6 @@ fn stage(
             e.0 += d.energy_uj;
             e.1 += d.embodied_ug;
         }
-        for c in &b.counters {
-            let e = g
-                .counters
-                .entry((
-                    host.to_string(),
-                    b.run_id.clone(),
-                    c.project.clone(),
-                    c.component,
-                    c.source,
-                ))
-                .or_default();
-            if b.end_ms >= e.1 {
-                *e = (c.total_uj, b.end_ms);
-            }
-        }
     }
     for ((hour_s, project, component, source), (energy, embodied)) in parts {
         let (g_per_kwh, import_id) = intensity_of(tx, ctx, plan, hour_s)?;
@@ -945,11 +1021,35 @@ fn stage(
 
 /// Writes a group: hourly rows (read, summed, written), rollup deltas, host hours,
 /// runs, counters, agents.
+/// An hourly row as the writer last wrote it (the writer is the only one to write
+/// them, so a cached row is the stored row).
+#[derive(Clone, Debug)]
+pub struct CachedRow {
+    energy: i64,
+    facility: i64,
+    location: i64,
+    market: Option<i64>,
+    embodied: i64,
+    pue: f64,
+    g: f64,
+    market_g: Option<f64>,
+    site: String,
+    zone: String,
+    emb_coef: Option<i64>,
+}
+
+pub type RowCache = HashMap<(String, HourKey), CachedRow>;
+
+/// The most hourly rows the writer keeps in memory (the current hours of a large fleet).
+const MAX_CACHED_ROWS: usize = 100_000;
+
 fn apply(
     tx: &Transaction<'_>,
     cal: &mut Calendar,
     rollups: &mut Rollups,
     g: &Group,
+    cache: &RowCache,
+    written: &mut Vec<((String, HourKey), CachedRow)>,
 ) -> rusqlite::Result<()> {
     let mut select = tx.prepare_cached(
         "SELECT energy_uj, facility_uj, location_co2e_ug, market_co2e_ug, embodied_co2e_ug,
@@ -969,28 +1069,44 @@ fn apply(
             embodied_co2e_ug, embodied_coef)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
-    for ((host, (hour_s, project, component, source)), add) in &g.hours {
+    for (row_key, add) in &g.hours {
+        let (host, (hour_s, project, component, source)) = row_key;
         let (component, source) = (component.as_str(), source.as_str());
-        let old = select
-            .query_row(params![hour_s, host, project, component, source], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, f64>(5)?,
-                    r.get::<_, f64>(6)?,
-                    r.get::<_, Option<f64>>(7)?,
-                    r.get::<_, String>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, Option<i64>>(10)?,
-                ))
-            })
-            .optional()?;
+        let old = match cache.get(row_key) {
+            Some(r) => Some(r.clone()),
+            None => select
+                .query_row(params![hour_s, host, project, component, source], |r| {
+                    Ok(CachedRow {
+                        energy: r.get(0)?,
+                        facility: r.get(1)?,
+                        location: r.get(2)?,
+                        market: r.get(3)?,
+                        embodied: r.get(4)?,
+                        pue: r.get(5)?,
+                        g: r.get(6)?,
+                        market_g: r.get(7)?,
+                        site: r.get(8)?,
+                        zone: r.get(9)?,
+                        emb_coef: r.get(10)?,
+                    })
+                })
+                .optional()?,
+        };
         let (day, _) = cal.of(*hour_s);
         match old {
-            Some((e0, f0, l0, m0, b0, pue, g, mg, site, zone, emb_coef)) => {
+            Some(CachedRow {
+                energy: e0,
+                facility: f0,
+                location: l0,
+                market: m0,
+                embodied: b0,
+                pue,
+                g,
+                market_g: mg,
+                site,
+                zone,
+                emb_coef,
+            }) => {
                 let energy = to_u64(e0)?
                     .checked_add(add.energy)
                     .ok_or_else(|| overflow("an hourly row's energy"))?;
@@ -1033,6 +1149,22 @@ fn apply(
                 rollups.add(
                     cal, *hour_s, host, project, component, source, &site, &zone, delta,
                 );
+                written.push((
+                    row_key.clone(),
+                    CachedRow {
+                        energy: to_i64(energy)?,
+                        facility,
+                        location,
+                        market,
+                        embodied,
+                        pue,
+                        g,
+                        market_g: mg,
+                        site,
+                        zone,
+                        emb_coef: coef,
+                    },
+                ));
             }
             None => {
                 let plan = &add.plan;
@@ -1089,6 +1221,22 @@ fn apply(
                     market: market.unwrap_or(location),
                     embodied: to_i64(add.embodied)?,
                 };
+                written.push((
+                    row_key.clone(),
+                    CachedRow {
+                        energy: to_i64(add.energy)?,
+                        facility,
+                        location,
+                        market,
+                        embodied: to_i64(add.embodied)?,
+                        pue,
+                        g: add.g_per_kwh,
+                        market_g,
+                        site: plan.site.clone(),
+                        zone: plan.zone.clone(),
+                        emb_coef: add.coefs.embodied,
+                    },
+                ));
                 rollups.add(
                     cal, *hour_s, host, project, component, source, &plan.site, &plan.zone, delta,
                 );
@@ -1103,9 +1251,11 @@ fn apply(
         st.execute(params![host, hour_s, to_i64(*e)?])?;
     }
     let mut st = tx.prepare_cached(
-        "INSERT INTO runs (agent_id, run_id, hwm, stored_uj, first_ms, last_ms) VALUES (?, ?, ?, ?, ?, ?)
+        "INSERT INTO runs (agent_id, run_id, hwm, stored_uj, first_ms, last_ms, counters, counted_uj)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT DO UPDATE SET hwm = excluded.hwm, stored_uj = excluded.stored_uj,
-            last_ms = excluded.last_ms",
+            last_ms = excluded.last_ms, counters = excluded.counters,
+            counted_uj = excluded.counted_uj",
     )?;
     let mut del = tx.prepare_cached("DELETE FROM run_holes WHERE agent_id = ? AND run_id = ?")?;
     let mut hole = tx.prepare_cached(
@@ -1118,7 +1268,9 @@ fn apply(
             to_i64(r.seqs.hwm)?,
             to_i64(r.stored_uj)?,
             to_i64(r.first_ms)?,
-            to_i64(r.last_ms)?
+            to_i64(r.last_ms)?,
+            r.counters_text(),
+            i64::try_from(r.counted_uj()).map_err(|_| overflow("a run's counters"))?
         ])?;
         if r.holes_changed {
             if !r.is_new {
@@ -1128,24 +1280,6 @@ fn apply(
                 hole.execute(params![agent, run, to_i64(*a)?, to_i64(*b)?])?;
             }
         }
-    }
-    let mut st = tx.prepare_cached(
-        "INSERT INTO run_counters (agent_id, run_id, project, component, source, total_uj, at_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (agent_id, run_id, project, component, source) DO UPDATE SET
-            total_uj = excluded.total_uj, at_ms = excluded.at_ms
-         WHERE excluded.at_ms >= at_ms",
-    )?;
-    for ((agent, run, project, component, source), (total, at)) in &g.counters {
-        st.execute(params![
-            agent,
-            run,
-            project,
-            component.as_str(),
-            source.as_str(),
-            to_i64(*total)?,
-            to_i64(*at)?
-        ])?;
     }
     let mut st = tx.prepare_cached(
         "INSERT INTO agents (agent_id, hostname, agent_version, first_push_ms, last_push_ms,
