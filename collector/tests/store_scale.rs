@@ -650,3 +650,105 @@ async fn a_damaged_an_emptied_or_a_lost_database_is_refused_at_start() {
     SqliteStore::open(fresh.path()).await.unwrap();
     assert!(fresh.path().join(DB_FILE).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
+    let h = Harness::new(CONFIG).await;
+    let read = h.token(TokenKind::Read, None).await;
+    let tz = TimeZone::get("Europe/Paris").unwrap();
+    // Six weeks of data ending a week ago, three hosts, a batch every 3 hours.
+    let mut seq = [0u64; 3];
+    for (i, host) in HOSTS.iter().enumerate() {
+        let t = h.token(TokenKind::Agent, Some(host)).await;
+        let batches: Vec<_> = (0..(42 * 8))
+            .map(|k| {
+                seq[i] += 1;
+                let start = hour_ago(24 * 49) + k * 3 * 3_600_000;
+                batch(
+                    2,
+                    seq[i],
+                    start,
+                    start + 3_600_000,
+                    vec![
+                        record(
+                            PROJECTS[k as usize % 4],
+                            Component::Cpu,
+                            SourceKind::Rapl,
+                            start,
+                            start + 3_600_000,
+                            1_000_003 * (k + 1),
+                        ),
+                        record(
+                            PROJECTS[(k as usize + i) % 4],
+                            Component::Gpu,
+                            SourceKind::Nvml,
+                            start,
+                            start + 1_800_000,
+                            7_000_001 * (k + 1),
+                        ),
+                    ],
+                )
+            })
+            .collect();
+        let (st, body) = h.push(&t, &push(host, batches)).await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+    }
+    let config = h.state.planner.config().clone();
+    let now_s = (hour_ago(0) / 1000) as i64;
+    let old = month_of(&tz, (hour_ago(24 * 45) / 1000) as i64).unwrap();
+    let report = |store: Arc<SqliteStore>| {
+        let config = config.clone();
+        let tz = tz.clone();
+        async move {
+            let data = empreinte_collector::report::build_summary(
+                store.as_ref(),
+                &config,
+                &tz,
+                &old,
+                now_s,
+            )
+            .await
+            .unwrap();
+            (
+                empreinte_collector::report::to_json(&data).unwrap(),
+                empreinte_collector::report::document::markdown(
+                    &data,
+                    empreinte_collector::report::Lang::Fr,
+                ),
+            )
+        }
+    };
+    let before = report(h.store.clone()).await;
+    let api_before = reads(&h, &read).await;
+    let rows_before = h.store.hourly_rows(0, i64::MAX).await.unwrap().len();
+    // Everything before the start of today (local) goes.
+    let deleted = h.store.compact_hourly(now_s).await.unwrap();
+    assert!(
+        deleted > 0 && deleted as usize <= rows_before,
+        "{deleted} of {rows_before}"
+    );
+    assert!(h.store.hourly_rows(0, old.to_s).await.unwrap().is_empty());
+    let after = report(h.store.clone()).await;
+    assert_eq!(before.0, after.0, "the month's JSON report");
+    assert_eq!(before.1, after.1, "the month's Markdown report");
+    // The current month's API figures are unchanged too.
+    let api_after = reads(&h, &read).await;
+    assert_eq!(api_before[1], api_after[1], "footprint by project");
+    assert_eq!(api_before[4], api_after[4], "agents");
+    // The rollups cannot be rebuilt in another time zone any more: refused, clearly.
+    let err = SqliteStore::open_with(
+        h.dir.path(),
+        &StoreOptions {
+            timezone: Some("UTC".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("set organisation.timezone back to Europe/Paris"),
+        "{err}"
+    );
+}

@@ -36,7 +36,9 @@ use crate::store::{AggregateLine, FootprintQuery, Grouping, HourlyRow, Store, St
 pub use i18n::Lang;
 
 /// The version of the JSON report's shape.
-pub const SCHEMA: &str = "empreinte-report/1";
+/// 2: the hourly rows left the JSON (they are the CSV's); `lines` carries the month's
+/// sums per host, project, component, source, site and zone.
+pub const SCHEMA: &str = "empreinte-report/2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {

@@ -72,6 +72,11 @@ pub struct StoreOptions {
     /// The most a host can draw: its energy in any hour, across batches, is bounded by
     /// this × 1 h.
     pub max_host_power_watts: f64,
+    /// Hourly rows older than this are compacted: deleted once their whole local day is
+    /// past the horizon, the daily and monthly rollups (and the coefficients and series
+    /// used) staying as they were, so reports of old months are unchanged to the µJ;
+    /// `None` keeps every hourly row. See `docs/operations.md` for the disk it saves.
+    pub hourly_retention: Option<std::time::Duration>,
     /// Check the database (`PRAGMA quick_check`) before opening it: the collector does
     /// at start; a command that only reads (a report) does not.
     pub integrity_check: bool,
@@ -84,6 +89,7 @@ impl Default for StoreOptions {
         StoreOptions {
             timezone: None,
             max_queued_batches: 10_000,
+            hourly_retention: None,
             max_host_power_watts: empreinte_shared::wire::Limits::default().max_host_power_watts,
             integrity_check: true,
             integrity_check_budget: std::time::Duration::from_secs(30),

@@ -123,6 +123,14 @@ impl SqliteStore {
         let tz = TimeZone::get(&tz_name)
             .map_err(|e| StoreError::Invalid(format!("time zone {tz_name:?}: {e}")))?;
         if stored_tz.as_deref() != Some(tz_name.as_str()) {
+            if let (Some(old), Some(before)) = (&stored_tz, startup::compacted_before(&conn)?) {
+                return Err(StoreError::Invalid(format!(
+                    "the time zone is now {tz_name} but the rollups are in {old}, and the hourly rows before {} were compacted into {old}'s days: they cannot be rebuilt; set organisation.timezone back to {old}",
+                    jiff::Timestamp::from_second(before)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
+                )));
+            }
             let (name, zone) = (tz_name.clone(), tz.clone());
             let (back, rows) = tokio::task::spawn_blocking(move || {
                 let rows = startup::rebuild_rollups(&mut conn, &name, &zone);
@@ -138,7 +146,8 @@ impl SqliteStore {
         }
         let (jobs, rx) = mpsc::channel(options.max_queued_batches.max(1));
         let pace = Arc::new(AtomicU64::new(0));
-        let w = writer::Writer::new(conn, tz.clone(), options.max_host_power_watts, pace.clone());
+        let w = writer::Writer::new(conn, tz.clone(), options.max_host_power_watts, pace.clone())
+            .with_retention(options.hourly_retention);
         std::thread::Builder::new()
             .name("empreinte-store-writer".into())
             .spawn(move || w.run(rx))
@@ -160,6 +169,12 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Compacts the hourly rows of the local days before `before_s` (see
+    /// [`StoreOptions::hourly_retention`]); gives the rows deleted.
+    pub async fn compact_hourly(&self, before_s: i64) -> Result<u64, StoreError> {
+        self.send(|reply| Job::Compact(before_s, reply)).await
     }
 
     /// Batches waiting for the writer or being written now.

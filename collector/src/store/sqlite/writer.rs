@@ -74,6 +74,8 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub enum Job {
     Ingest(Box<PreparedPush>, Reply<IngestOutcome>),
     Import(Box<IntensityImport>, Reply<ImportOutcome>),
+    /// Compact the hourly rows of the local days that end before this Unix second.
+    Compact(i64, Reply<u64>),
     /// Stop: the connection is closed (the WAL checkpointed) before the answer.
     Close(oneshot::Sender<()>),
 }
@@ -357,6 +359,9 @@ pub struct Writer {
     /// Hourly rows and host hours as last committed.
     rows: RowCache,
     host_hours: HashMap<(String, i64), u64>,
+    /// Hourly rows kept for this many seconds; `None`: all.
+    retention_s: Option<i64>,
+    last_retention_s: i64,
 }
 
 impl Writer {
@@ -380,7 +385,15 @@ impl Writer {
             pace,
             rows: HashMap::new(),
             host_hours: HashMap::new(),
+            retention_s: None,
+            last_retention_s: 0,
         }
+    }
+
+    /// Keeps hourly rows for `keep` only (see [`Writer::compact`]).
+    pub fn with_retention(mut self, keep: Option<std::time::Duration>) -> Writer {
+        self.retention_s = keep.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self
     }
 
     /// Takes jobs until told to close or every sender is gone.
@@ -396,6 +409,11 @@ impl Writer {
             };
             match first {
                 Job::Close(done) => break Some(done),
+                Job::Compact(before_s, reply) => {
+                    let r = self.compact(before_s, usize::MAX);
+                    self.forget();
+                    let _ = reply.send(r);
+                }
                 Job::Import(import, reply) => {
                     let r = self.import(&import);
                     // The series changed rows' emissions.
@@ -415,6 +433,7 @@ impl Writer {
                         }
                     }
                     self.ingest_group(group);
+                    self.retain();
                 }
             }
         };
@@ -422,6 +441,59 @@ impl Writer {
         if let Some(done) = closed {
             let _ = done.send(());
         }
+    }
+
+    /// Deletes the hourly rows of whole local days before `before_s`, at most
+    /// `max_days` days; the rollups keep their sums. Gives the rows deleted.
+    pub fn compact(&mut self, before_s: i64, max_days: usize) -> Result<u64, StoreError> {
+        let cutoff = self.cal.of(before_s).0;
+        let mut deleted = 0u64;
+        for _ in 0..max_days {
+            let first: Option<i64> =
+                self.conn
+                    .query_row("SELECT MIN(hour_s) FROM footprint_hourly", [], |r| r.get(0))?;
+            let Some(first) = first.filter(|&f| f < cutoff) else {
+                break;
+            };
+            let (day, _) = self.cal.of(first);
+            let next = self.cal.of(day + 30 * 3600).0.min(cutoff);
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "DELETE FROM footprint_hourly WHERE hour_s < ?",
+                params![next],
+            )?;
+            tx.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('hourly_compacted_before', ?)
+                 ON CONFLICT DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                params![next.to_string()],
+            )?;
+            tx.commit()?;
+            deleted += n as u64;
+        }
+        Ok(deleted)
+    }
+
+    /// A bounded step of retention after a commit, at most once an hour.
+    fn retain(&mut self) {
+        let Some(keep_s) = self.retention_s else {
+            return;
+        };
+        let now_s = i64::try_from(crate::clock::now_unix_ms() / 1000).unwrap_or(i64::MAX);
+        if now_s - self.last_retention_s < 3600 {
+            return;
+        }
+        self.last_retention_s = now_s;
+        match self.compact(now_s.saturating_sub(keep_s), 7) {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                "hourly rows past the retention horizon compacted into the daily rollups"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot compact old hourly rows"),
+        }
+        self.forget();
     }
 
     fn forget(&mut self) {
