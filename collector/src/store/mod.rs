@@ -59,6 +59,62 @@ pub enum StoreError {
     Closed,
 }
 
+/// The `[store]` section of the collector's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Hourly rows older than this are compacted into the daily rollups (reports of old
+    /// months unchanged; their CSV then has no hourly lines); `0s` keeps every hour.
+    #[serde(with = "humantime_serde")]
+    pub hourly_retention: std::time::Duration,
+    /// The most batches waiting for the store's writer; beyond it a push gets 503 with
+    /// `Retry-After` (memory bound: about 6 KB per queued batch of 40 records).
+    pub max_queued_batches: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            hourly_retention: std::time::Duration::ZERO,
+            max_queued_batches: StoreOptions::default().max_queued_batches,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `(key, message)` for every value out of range.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(1..=1_000_000).contains(&self.max_queued_batches) {
+            out.push((
+                "store.max_queued_batches".to_string(),
+                format!("{} is outside 1..=1000000", self.max_queued_batches),
+            ));
+        }
+        if !self.hourly_retention.is_zero()
+            && self.hourly_retention < std::time::Duration::from_secs(2 * 86_400)
+        {
+            out.push((
+                "store.hourly_retention".to_string(),
+                "keep at least 2 days of hourly rows (or 0s to keep them all)".to_string(),
+            ));
+        }
+        out
+    }
+
+    /// The store's options for an organisation in `timezone` with hosts of at most
+    /// `max_host_power_watts`.
+    pub fn options(&self, timezone: &str, max_host_power_watts: f64) -> StoreOptions {
+        StoreOptions {
+            timezone: Some(timezone.to_string()),
+            max_queued_batches: self.max_queued_batches,
+            max_host_power_watts,
+            hourly_retention: (!self.hourly_retention.is_zero()).then_some(self.hourly_retention),
+            ..StoreOptions::default()
+        }
+    }
+}
+
 /// How the store is run (from the collector's configuration).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreOptions {

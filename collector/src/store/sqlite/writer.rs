@@ -359,6 +359,8 @@ pub struct Writer {
     /// Hourly rows and host hours as last committed.
     rows: RowCache,
     host_hours: HashMap<(String, i64), u64>,
+    /// `PRAGMA data_version` when the caches were last known good.
+    data_version: i64,
     /// Hourly rows kept for this many seconds; `None`: all.
     retention_s: Option<i64>,
     last_retention_s: i64,
@@ -387,6 +389,7 @@ impl Writer {
             host_hours: HashMap::new(),
             retention_s: None,
             last_retention_s: 0,
+            data_version: -1,
         }
     }
 
@@ -543,6 +546,17 @@ impl Writer {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another connection (a command such as `empreinte carbon import`, or a token
+        // written by the read pool) committed since our last look: the caches may be
+        // stale. Under the write lock, nobody else can commit until we do.
+        let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if version != self.data_version {
+            self.data_version = version;
+            self.coef_ids.clear();
+            self.runs.clear();
+            self.rows.clear();
+            self.host_hours.clear();
+        }
         let mut g = Group::default();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut ctx = Ctx {
