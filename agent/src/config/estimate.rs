@@ -1,16 +1,22 @@
 //! `[estimate]`: the model-based estimate for components that nothing measures.
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::ConfigProblem;
 
-/// CPU power at zero utilisation as a fraction of its maximum: 0.74 W / 3.5 W per vCPU,
-/// Cloud Carbon Footprint's AWS averages (CCF methodology, 2021, from SPECpower results).
-pub const DEFAULT_CPU_IDLE_FRACTION: f64 = 0.21;
+/// CPU power at zero utilisation as a fraction of TDP: the zero-load point of the
+/// built-in curve, 0.12 (Teads / Boavizta profile, 2021; agent/data/estimate.toml). A test
+/// of the estimate keeps the two equal.
+pub const DEFAULT_CPU_IDLE_FRACTION: f64 = 0.12;
 
-/// DRAM power per GB of installed memory: 0.392 W/GB, Cloud Carbon Footprint's memory
-/// coefficient (CCF methodology, 2021).
-pub const DEFAULT_DRAM_WATTS_PER_GB: f64 = 0.392;
+/// DRAM power per GB (10^9 bytes) installed, on top of the data file's power per module:
+/// 0.065 W/GB (agent/data/estimate.toml). A test of the estimate keeps the two equal.
+pub const DEFAULT_DRAM_WATTS_PER_GB: f64 = 0.065;
+
+/// Default EDAC memory-controller directory (memory modules, for the DRAM estimate).
+pub const DEFAULT_EDAC_ROOT: &str = "/sys/devices/system/edac/mc";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -18,10 +24,15 @@ pub struct EstimateConfig {
     pub mode: EstimateMode,
     /// Thermal design power of one CPU socket in watts; overrides the built-in table.
     pub cpu_tdp_watts: Option<f64>,
-    /// CPU power at zero utilisation as a fraction of its maximum.
+    /// CPU power at zero utilisation as a fraction of TDP: the first point of the
+    /// built-in curve (agent/data/estimate.toml).
     pub cpu_idle_fraction: f64,
-    /// DRAM power per gigabyte (10^9 bytes) of installed memory, in watts.
+    /// DRAM power per gigabyte (10^9 bytes) of installed memory, in watts, on top of the
+    /// data file's power per module.
     pub dram_watts_per_gb: f64,
+    /// The EDAC driver's memory-controller directory, where the installed modules are
+    /// listed without root; a missing directory makes the estimate infer them.
+    pub edac_root: PathBuf,
 }
 
 /// When the estimate runs.
@@ -41,6 +52,7 @@ impl Default for EstimateConfig {
             cpu_tdp_watts: None,
             cpu_idle_fraction: DEFAULT_CPU_IDLE_FRACTION,
             dram_watts_per_gb: DEFAULT_DRAM_WATTS_PER_GB,
+            edac_root: PathBuf::from(DEFAULT_EDAC_ROOT),
         }
     }
 }

@@ -37,12 +37,14 @@ library = "{nvml}"
 # source="estimate"; "off": leave unmeasured components out.
 mode = "fallback"
 # Thermal design power of one CPU socket, in watts, when the CPU model is not in the
-# built-in table (agent/data/cpu_tdp.toml). Unset by default.
+# built-in table (agent/data/cpu_models.toml). Unset by default.
 # cpu_tdp_watts = 205.0
-# CPU power at zero utilisation, as a fraction of its maximum.
+# CPU power at zero utilisation, as a fraction of TDP (Teads/Boavizta profile).
 cpu_idle_fraction = {idle}
-# DRAM power per GB of installed memory, in watts.
+# DRAM power per GB of installed memory, in watts, on top of 2 W per module.
 dram_watts_per_gb = {dram}
+# Where the EDAC driver lists the memory modules (readable without root).
+edac_root = "{edac}"
 
 [attribution]
 # Where the energy of idle CPU time goes: "separate" (to the project named by
@@ -110,6 +112,7 @@ max_batches_per_push = {max_batches}
             procfs = d.procfs_root.display(),
             idle = d.estimate.cpu_idle_fraction,
             dram = d.estimate.dram_watts_per_gb,
+            edac = d.estimate.edac_root.display(),
             min_batch = humantime::format_duration(MIN_BATCH_INTERVAL),
             max_batch = humantime::format_duration(MAX_BATCH_INTERVAL),
             batch_interval = humantime::format_duration(d.push.batch_interval),

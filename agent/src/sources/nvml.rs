@@ -18,7 +18,12 @@ use super::{
     GpuProcess, GpuSample, Opened, PollError,
 };
 use crate::clock::SampleTime;
-use crate::counter::{CounterStep, CumulativeCounter, Rollover};
+use crate::counter::{Ceiling, CounterStep, CumulativeCounter, Rollover};
+
+/// The power ceiling of one GPU board for its energy counter, in watts: above any board
+/// sold today (H100 SXM 700 W, B200 1,000 W, GB200 superchip 2,700 W for two GPUs and a
+/// CPU), so only a step no board can draw is a glitch ([`crate::counter`]).
+pub const DEFAULT_GPU_CEILING_WATTS: u64 = 2_000;
 
 /// How a GPU's energy is obtained.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +174,10 @@ impl NvmlSource {
             gpus.push(Gpu {
                 index,
                 method,
-                counter: CumulativeCounter::new(Rollover::Resets),
+                counter: CumulativeCounter::new(
+                    Rollover::Resets,
+                    Ceiling::watts_in_millijoules(DEFAULT_GPU_CEILING_WATTS),
+                ),
                 last_power: None,
                 last_sample_us: 0,
             });
@@ -223,7 +231,7 @@ impl EnergySource for NvmlSource {
             match gpu.method {
                 GpuMethod::EnergyCounter => match device.total_energy_consumption() {
                     Ok(mj) => {
-                        let step = gpu.counter.update(mj).unwrap_or(CounterStep::Baseline);
+                        let step = gpu.counter.update(mj, at).unwrap_or(CounterStep::Baseline);
                         let (energy, correction) = match step {
                             CounterStep::Baseline => (MicroJoules::ZERO, None),
                             CounterStep::Advanced { delta } | CounterStep::Wrapped { delta } => {
@@ -232,9 +240,11 @@ impl EnergySource for NvmlSource {
                             // Driver reload: the counter restarted. This interval's energy
                             // comes from the power readings; counting goes on from the
                             // new value.
-                            CounterStep::Reset => {
+                            CounterStep::Reset { .. } => {
                                 (integrated.unwrap_or_default(), Some(Correction::Reset))
                             }
+                            // A step no board can draw: nothing taken from it.
+                            CounterStep::Glitch => (MicroJoules::ZERO, Some(Correction::Glitch)),
                         };
                         out.push(ChannelEnergy {
                             channel,

@@ -41,6 +41,10 @@ pub struct GridFactor {
     /// Caveats a reader of a report should see.
     #[serde(default)]
     pub note: Option<String>,
+    /// Relative uncertainty (one standard deviation, %); the kind's documented default
+    /// (`crate::uncertainty`) where absent.
+    #[serde(default)]
+    pub uncertainty_pct: Option<f64>,
     /// True for a built-in figure, false for the organisation's own. Not read from files.
     #[serde(skip)]
     pub is_default: bool,
@@ -73,6 +77,10 @@ pub struct PueDefault {
     pub default: bool,
     #[serde(default)]
     pub note: Option<String>,
+    /// Relative uncertainty (one standard deviation, %); the kind's documented default
+    /// (`crate::uncertainty`) where absent.
+    #[serde(default)]
+    pub uncertainty_pct: Option<f64>,
     /// True for a built-in figure, false for the organisation's own. Not read from files.
     #[serde(skip)]
     pub is_default: bool,
@@ -107,6 +115,10 @@ pub struct EmbodiedDefault {
     pub url: Option<String>,
     #[serde(default)]
     pub note: Option<String>,
+    /// Relative uncertainty (one standard deviation, %); the kind's documented default
+    /// (`crate::uncertainty`) where absent.
+    #[serde(default)]
+    pub uncertainty_pct: Option<f64>,
     /// True for a built-in figure, false for the organisation's own. Not read from files.
     #[serde(skip)]
     pub is_default: bool,
@@ -287,6 +299,27 @@ fn validate(file: &CoefficientsFile) -> Vec<String> {
     for e in &file.embodied {
         check_common(format!("embodied {}", e.id), &e.source, e.year);
     }
+    let uncertainties = file
+        .grid
+        .iter()
+        .map(|g| (format!("grid zone {}", g.zone), g.uncertainty_pct))
+        .chain(
+            file.pue
+                .iter()
+                .map(|p| (format!("pue {:?}", p.kind), p.uncertainty_pct)),
+        )
+        .chain(
+            file.embodied
+                .iter()
+                .map(|e| (format!("embodied {}", e.id), e.uncertainty_pct)),
+        );
+    for (what, u) in uncertainties {
+        if let Some(u) = u {
+            if !(u.is_finite() && (0.0..=200.0).contains(&u)) {
+                problems.push(format!("{what}: uncertainty_pct {u} is outside [0, 200]"));
+            }
+        }
+    }
 
     let mut seen_grid: Vec<(String, &str)> = Vec::new();
     let mut defaults_per_zone: Vec<String> = Vec::new();
@@ -404,6 +437,87 @@ mod tests {
             assert!((2015..=2026).contains(&e.year), "{}", e.id);
             assert!(e.kgco2e.0 > 0.0 && e.lifetime_years > 0.0, "{}", e.id);
             assert!(e.is_default);
+        }
+    }
+
+    /// The year the built-in file was last reviewed, and how old a figure may be without a
+    /// note saying why it is kept (documented at the top of carbon.toml).
+    const REVIEWED: i16 = 2026;
+    const MAX_AGE_YEARS: i16 = 5;
+
+    #[test]
+    fn every_coefficient_has_a_source_a_year_a_unit_and_a_recent_year_or_a_note() {
+        // Read the raw file, so that a missing field is seen even where serde has a default.
+        let raw: toml::Table = toml::from_str(BUILT_IN_TOML).unwrap();
+        let mut problems = Vec::new();
+        for (section, unit_keys) in [
+            ("grid", &["g_per_kwh"][..]),
+            ("pue", &["pue"][..]),
+            ("embodied", &["kgco2e", "lifetime_years"][..]),
+        ] {
+            let entries = raw[section].as_array().unwrap();
+            assert!(!entries.is_empty(), "{section}");
+            for (i, e) in entries.iter().enumerate() {
+                let e = e.as_table().unwrap();
+                let what = format!(
+                    "{section}[{i}] {:?}",
+                    e.get("zone").or(e.get("id")).or(e.get("kind"))
+                );
+                if e.get("source")
+                    .and_then(|v| v.as_str())
+                    .is_none_or(|s| s.trim().is_empty())
+                {
+                    problems.push(format!("{what}: no source"));
+                }
+                for k in unit_keys {
+                    if e.get(*k)
+                        .and_then(|v| v.as_float().or(v.as_integer().map(|i| i as f64)))
+                        .is_none()
+                    {
+                        problems.push(format!("{what}: no {k} (the unit is in the name)"));
+                    }
+                }
+                match e.get("year").and_then(|v| v.as_integer()) {
+                    None => problems.push(format!("{what}: no year")),
+                    Some(y) if (y as i16) < REVIEWED - MAX_AGE_YEARS && !e.contains_key("note") => {
+                        problems.push(format!(
+                            "{what}: year {y} is older than {MAX_AGE_YEARS} years and has no note"
+                        ));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+    }
+
+    #[test]
+    fn the_corrections_of_issue_11_hold() {
+        let c = built_in();
+        // The France 44.2 figure is Our World in Data's, not ADEME's.
+        let fr = c.grid_all("FR");
+        let owid = fr
+            .iter()
+            .find(|g| (g.g_per_kwh.0 - 44.2).abs() < 1e-9)
+            .unwrap();
+        assert!(owid.source.contains("Our World in Data") && !owid.source.contains("ADEME"));
+        // Boavizta's GPU lifetime is 3 years.
+        assert_eq!(
+            c.embodied("nvidia-h100-boavizta").unwrap().lifetime_years,
+            3.0
+        );
+        // EU27 and World default to recent lifecycle figures.
+        for zone in ["EU27", "WORLD"] {
+            let g = c.grid(zone).unwrap();
+            assert!(g.year >= 2023, "{zone}: {}", g.year);
+            assert_eq!(g.kind, FactorKind::Lifecycle, "{zone}");
+        }
+        for id in [
+            "nvidia-h200-boavizta",
+            "server-2s-2u-boavizta",
+            "server-2s-1u-ccf",
+        ] {
+            assert!(c.embodied(id).is_some(), "{id}");
         }
     }
 
