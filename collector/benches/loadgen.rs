@@ -59,6 +59,9 @@ struct Options {
     fill_month: Option<String>,
     projects: usize,
     projects_per_host: usize,
+    /// Read paths timed after the load (with a read token), e.g.
+    /// `/api/v1/footprint?month=2026-10&group_by=project`.
+    probes: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -76,6 +79,7 @@ fn parse_options() -> Options {
         fill_month: None,
         projects: 50,
         projects_per_host: 3,
+        probes: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -98,10 +102,11 @@ fn parse_options() -> Options {
             "--keep" => o.keep = Some(value().into()),
             "--collector-arg" => o.extra_args.push(value()),
             "--fill-month" => o.fill_month = Some(value()),
+            "--probe" => o.probes.push(value()),
             "--projects" => o.projects = value().parse().expect("a number"),
             "--projects-per-host" => o.projects_per_host = value().parse().expect("a number"),
             other => panic!(
-                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host"
+                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host --probe"
             ),
         }
     }
@@ -669,6 +674,22 @@ async fn main_async(o: Options) {
             o.agents,
             o.projects_per_host,
             start.elapsed().as_secs_f64()
+        );
+    }
+
+    for path in &o.probes {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            size = http_get(collector.addr, &read_token, path).await.len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (_, rss, hwm) = proc_stats(collector.pid);
+        times.sort_by(f64::total_cmp);
+        println!(
+            "GET {path}: {size} bytes, min {:.1} ms, median {:.1} ms, max {:.1} ms (5 requests); collector RSS {rss:.1} MB (peak {hwm:.1})",
+            times[0], times[2], times[4]
         );
     }
 
