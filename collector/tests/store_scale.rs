@@ -734,6 +734,10 @@ async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
     // The current month's API figures are unchanged too.
     let api_after = reads(&h, &read).await;
     assert_eq!(api_before[1], api_after[1], "footprint by project");
+    assert_eq!(
+        api_before[2], api_after[2],
+        "footprint by day (daily rollups)"
+    );
     assert_eq!(api_before[4], api_after[4], "agents");
     // The rollups cannot be rebuilt in another time zone any more: refused, clearly.
     let err = SqliteStore::open_with(

@@ -231,6 +231,10 @@ pub enum Grouping {
     /// By hour (Unix seconds as the key); days in the organisation's time zone are made
     /// from hours.
     Hour,
+    /// By local day of the store's rollup time zone ([`Store::rollup_timezone`]; Unix
+    /// seconds of the day's start as the key), from the daily rollups when the range is
+    /// made of whole days, else by hour.
+    Day,
 }
 
 impl Grouping {
@@ -242,6 +246,7 @@ impl Grouping {
             Grouping::Component => "component",
             Grouping::Source => "source",
             Grouping::Hour => "CAST(hour_s AS TEXT)",
+            Grouping::Day => "CAST(day_s AS TEXT)",
         }
     }
 }
@@ -419,6 +424,8 @@ pub trait Store: Send + Sync {
     async fn intensity(&self, zone: &str, hour_s: i64) -> Result<Option<f64>, StoreError>;
 
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError>;
+    /// The time zone of the daily and monthly rollups.
+    fn rollup_timezone(&self) -> &str;
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError>;
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Every footprint row of `[from_s, to_s)`, ordered by hour, host, project.

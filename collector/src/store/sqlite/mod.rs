@@ -533,12 +533,22 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    fn rollup_timezone(&self) -> &str {
+        &self.tz_name
+    }
+
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
-        let col = q.group.column();
-        let level = if q.group == Grouping::Hour {
-            Level::Hourly
-        } else {
-            self.level(q.from_s, q.to_s)
+        let mut col = q.group.column();
+        let level = match q.group {
+            Grouping::Hour => Level::Hourly,
+            Grouping::Day => match self.level(q.from_s, q.to_s) {
+                Level::Hourly => {
+                    col = Grouping::Hour.column();
+                    Level::Hourly
+                }
+                _ => Level::Daily,
+            },
+            _ => self.level(q.from_s, q.to_s),
         };
         let (table, period, sums) = level.sql();
         let sql = format!(
