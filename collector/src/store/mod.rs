@@ -369,6 +369,21 @@ pub struct HourlyRow {
     pub embodied_coef: Option<i64>,
 }
 
+/// Where an hourly row sorts: `(hour_s, host, project, component, source)`.
+pub type RowKey = (i64, String, String, String, String);
+
+impl HourlyRow {
+    pub fn key(&self) -> RowKey {
+        (
+            self.hour_s,
+            self.host.clone(),
+            self.project.clone(),
+            self.component.clone(),
+            self.source.clone(),
+        )
+    }
+}
+
 /// A stored coefficient.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StoredCoefficient {
@@ -430,6 +445,15 @@ pub trait Store: Send + Sync {
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Every footprint row of `[from_s, to_s)`, ordered by hour, host, project.
     async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError>;
+    /// At most `limit` footprint rows of `[from_s, to_s)` after `after` in the same
+    /// order (a page: an export reads a month page by page, in bounded memory).
+    async fn hourly_rows_after(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        after: Option<&RowKey>,
+        limit: u32,
+    ) -> Result<Vec<HourlyRow>, StoreError>;
     /// The coefficients used by the rows of `[from_s, to_s)`.
     async fn coefficients_used(
         &self,

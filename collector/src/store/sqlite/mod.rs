@@ -26,7 +26,7 @@ pub use startup::MARKER_FILE;
 
 use super::{
     AgentRecord, AggregateLine, FootprintQuery, Grouping, HourlyRow, ImportOutcome, IngestOutcome,
-    IngestSet, IntensityImport, ProjectInfo, SeriesUse, Store, StoreError, StoreOptions,
+    IngestSet, IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
     StoredCoefficient, Sums, TokenKind, TokenRecord,
 };
 use writer::{Job, PreparedPush, day_month};
@@ -611,6 +611,48 @@ impl Store for SqliteStore {
         .bind(to_s)
         .fetch_all(&self.pool)
         .await?;
+        rows.into_iter().map(HourlyRow::try_from).collect()
+    }
+
+    async fn hourly_rows_after(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        after: Option<&RowKey>,
+        limit: u32,
+    ) -> Result<Vec<HourlyRow>, StoreError> {
+        // Keyset pagination on the primary key's order.
+        let rows: Vec<HourlyDbRow> = match after {
+            None => {
+                sqlx::query_as(
+                    "SELECT * FROM footprint_hourly WHERE hour_s >= ? AND hour_s < ?
+                     ORDER BY hour_s, host, project, component, source LIMIT ?",
+                )
+                .bind(from_s)
+                .bind(to_s)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some((h, host, project, component, source)) => {
+                sqlx::query_as(
+                    "SELECT * FROM footprint_hourly
+                     WHERE (hour_s, host, project, component, source) > (?, ?, ?, ?, ?)
+                       AND hour_s >= ? AND hour_s < ?
+                     ORDER BY hour_s, host, project, component, source LIMIT ?",
+                )
+                .bind(h)
+                .bind(host)
+                .bind(project)
+                .bind(component)
+                .bind(source)
+                .bind(from_s)
+                .bind(to_s)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
 
