@@ -312,7 +312,7 @@ fn one(seq: u64, start: u64) -> empreinte_shared::wire::Batch {
             SourceKind::Rapl,
             start,
             start + 60_000,
-            1_000_000 * seq,
+            1_000_000 * (seq % 1_000),
         )],
     )
 }
@@ -458,6 +458,17 @@ async fn counters_past_i64_max_are_refused_and_every_read_still_answers() {
             "the path is named: {body}"
         );
     }
+    // A sequence number or a spool figure past i64::MAX: refused too, with its path.
+    let (st, body) = h
+        .push(&t, &push("srv-1", vec![one(1u64 << 63, s + 300_000)]))
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("batches[0].seq"), "{body}");
+    let mut p = push("srv-1", vec![one(4, s + 240_000)]);
+    p.spool.bytes = u64::MAX;
+    let (st, body) = h.push(&t, &p).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("spool.bytes"), "{body}");
     assert_eq!(reads(&h, &read).await, before, "nothing changed");
     let agents = &before[4]["agents"][0];
     assert_eq!(agents["stored_uj"], 1_000_000);
