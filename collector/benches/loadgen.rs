@@ -30,10 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use empreinte_collector::auth;
 use empreinte_collector::clock::now_unix_ms;
-use empreinte_collector::store::TokenKind;
-use empreinte_collector::store::sqlite::SqliteStore;
+use empreinte_collector::store::sqlite::DB_FILE;
+use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -434,36 +433,49 @@ async fn main_async(o: Options) {
     let tmp = tempfile::tempdir().unwrap();
     let data = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&data).unwrap();
-    // Tokens first, in the collector's own database.
+    // The collector creates its database (its own schema version), then the tokens are
+    // written into it directly (the tokens table is the same in every version).
+    let mut collector = start_collector(&o, &data).await;
+    let now = now_unix_ms();
+    let token = |n: usize| {
+        let id = format!("{:012x}", 0x10_0000_0000u64 + n as u64);
+        let secret = format!("{:040x}", 0xfeed_0000_0000_0000u128 + n as u128);
+        let hash = sha2::Sha256::digest(secret.as_bytes()).to_vec();
+        (id.clone(), format!("emp_{id}_{secret}"), hash)
+    };
     let (agents, read_token) = {
-        let store = SqliteStore::open(&data).await.unwrap();
-        let now = now_unix_ms();
+        let mut db = rusqlite::Connection::open(data.join(DB_FILE)).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        let tx = db.transaction().unwrap();
         let mut agents = Vec::new();
         for i in 0..o.agents {
             let id = format!("host-{i:05}");
-            let token = auth::issue(&store, TokenKind::Agent, Some(&id), "loadgen", now)
-                .await
-                .unwrap()
-                .token;
+            let (tid, full, hash) = token(i);
+            tx.execute(
+                "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms) VALUES (?, 'agent', ?, ?, 'loadgen', ?)",
+                rusqlite::params![tid, id, hash, now as i64],
+            )
+            .unwrap();
             // Batches start a day ago (and at most a few hours ahead of that), well
             // inside the accepted window.
             let t0_ms = now - now % BATCH_MS - 86_400_000;
             agents.push(Agent {
                 id,
-                token,
+                token: full,
                 run_id: format!("{:032x}", i as u128 + 0xabc0_0000_0000),
                 t0_ms,
                 next_seq: 1,
             });
         }
-        let read = auth::issue(&store, TokenKind::Read, None, "loadgen", now)
-            .await
-            .unwrap()
-            .token;
-        store.close().await;
+        let (tid, read, hash) = token(o.agents);
+        tx.execute(
+            "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms) VALUES (?, 'read', NULL, ?, 'loadgen', ?)",
+            rusqlite::params![tid, hash, now as i64],
+        )
+        .unwrap();
+        tx.commit().unwrap();
         (agents, read)
     };
-    let mut collector = start_collector(&o, &data).await;
     println!(
         "collector {} pid {} on {}, {} agents, {} batch(es) per push, 40 records per batch",
         o.collector_bin.display(),
