@@ -128,15 +128,24 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
         let store = SqliteStore::open(&config.data_dir)
             .await
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let data = if cmd.format == Format::Csv {
-            report::build(&store, &config, &tz, &m, now).await
-        } else {
-            report::build_summary(&store, &config, &tz, &m, now).await
+        let store = std::sync::Arc::new(store);
+        let data = report::build_summary(store.as_ref(), &config, &tz, &m, now).await;
+        // The CSV's hourly rows are read page by page (the text is kept, not the rows).
+        let csv = match (&data, cmd.format) {
+            (Ok(d), Format::Csv) => {
+                let mut out = Vec::new();
+                let written =
+                    report::write_csv(store.clone(), d.clone(), tz.clone(), &mut out).await;
+                Some(written.map(|()| out))
+            }
+            _ => None,
         };
         store.close().await;
-        anyhow::Ok(data?)
+        anyhow::Ok((data?, csv.transpose()?))
     })?;
+    let (data, csv) = data;
     let bytes = match cmd.format {
+        Format::Csv => csv.unwrap_or_default(),
         Format::Pdf => pdf_of(
             &report::render_text(&data, Format::Html, lang)?,
             cmd.chromium.as_deref(),

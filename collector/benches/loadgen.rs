@@ -30,10 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use empreinte_collector::auth;
 use empreinte_collector::clock::now_unix_ms;
-use empreinte_collector::store::TokenKind;
-use empreinte_collector::store::sqlite::SqliteStore;
+use empreinte_collector::store::sqlite::DB_FILE;
+use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -54,6 +53,14 @@ struct Options {
     p99_ms: f64,
     keep: Option<PathBuf>,
     extra_args: Vec<String>,
+    /// Fill a month (`YYYY-MM`, UTC hours from a day before to a day after) with one-hour
+    /// batches: every agent, `projects_per_host` of `projects` projects, cpu and gpu.
+    fill_month: Option<String>,
+    projects: usize,
+    projects_per_host: usize,
+    /// Read paths timed after the load (with a read token), e.g.
+    /// `/api/v1/footprint?month=2026-10&group_by=project`.
+    probes: Vec<String>,
 }
 
 fn parse_options() -> Options {
@@ -68,6 +75,10 @@ fn parse_options() -> Options {
         p99_ms: 20.0,
         keep: None,
         extra_args: Vec::new(),
+        fill_month: None,
+        projects: 50,
+        projects_per_host: 3,
+        probes: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,8 +100,12 @@ fn parse_options() -> Options {
             "--p99-ms" => o.p99_ms = value().parse().expect("ms"),
             "--keep" => o.keep = Some(value().into()),
             "--collector-arg" => o.extra_args.push(value()),
+            "--fill-month" => o.fill_month = Some(value()),
+            "--probe" => o.probes.push(value()),
+            "--projects" => o.projects = value().parse().expect("a number"),
+            "--projects-per-host" => o.projects_per_host = value().parse().expect("a number"),
             other => panic!(
-                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg"
+                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host --probe"
             ),
         }
     }
@@ -159,6 +174,48 @@ fn write_push(out: &mut String, a: &Agent, first_seq: u64, n: usize, waiting: us
     }
     out.push_str("]}");
 }
+
+/// One push of one-hour batches `first..first+n` (hour `h` of the fill starts at
+/// `t0 + h h`), for the agent's projects.
+fn write_fill_push(out: &mut String, a: &Agent, first: u64, n: usize, projects: &[usize]) {
+    out.clear();
+    let _ = write!(
+        out,
+        r#"{{"version":1,"agent":{{"agent_id":"{id}","hostname":"{id}","agent_version":"loadgen"}},"spool":{{"batches":{n},"bytes":0,"oldest_start_unix_ms":null,"dropped_batches_total":0}},"batches":["#,
+        id = a.id,
+    );
+    for k in 0..n as u64 {
+        let seq = first + k;
+        let start = a.t0_ms + (seq - 1) * 3_600_000;
+        let end = start + 3_600_000;
+        if k > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"run_id":"{}","seq":{seq},"start_unix_ms":{start},"end_unix_ms":{end},"records":["#,
+            a.run_id
+        );
+        let mut first_rec = true;
+        for p in projects {
+            for (comp, src) in [("cpu", "rapl"), ("gpu", "nvml")] {
+                if !first_rec {
+                    out.push(',');
+                }
+                first_rec = false;
+                let _ = write!(
+                    out,
+                    r#"{{"project":"project-{p:02}","component":"{comp}","source":"{src}","start_unix_ms":{start},"end_unix_ms":{end},"energy_uj":{FILL_RECORD_UJ}}}"#,
+                );
+            }
+        }
+        out.push_str(r#"],"counters":[]}"#);
+    }
+    out.push_str("]}");
+}
+
+/// 100 W for an hour.
+const FILL_RECORD_UJ: u64 = 360_000_000_000;
 
 /// A keep-alive HTTP/1.1 connection, written by hand so that the client costs little
 /// next to the collector it measures.
@@ -376,36 +433,49 @@ async fn main_async(o: Options) {
     let tmp = tempfile::tempdir().unwrap();
     let data = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&data).unwrap();
-    // Tokens first, in the collector's own database.
+    // The collector creates its database (its own schema version), then the tokens are
+    // written into it directly (the tokens table is the same in every version).
+    let mut collector = start_collector(&o, &data).await;
+    let now = now_unix_ms();
+    let token = |n: usize| {
+        let id = format!("{:012x}", 0x10_0000_0000u64 + n as u64);
+        let secret = format!("{:040x}", 0xfeed_0000_0000_0000u128 + n as u128);
+        let hash = sha2::Sha256::digest(secret.as_bytes()).to_vec();
+        (id.clone(), format!("emp_{id}_{secret}"), hash)
+    };
     let (agents, read_token) = {
-        let store = SqliteStore::open(&data).await.unwrap();
-        let now = now_unix_ms();
+        let mut db = rusqlite::Connection::open(data.join(DB_FILE)).unwrap();
+        db.busy_timeout(Duration::from_secs(30)).unwrap();
+        let tx = db.transaction().unwrap();
         let mut agents = Vec::new();
         for i in 0..o.agents {
             let id = format!("host-{i:05}");
-            let token = auth::issue(&store, TokenKind::Agent, Some(&id), "loadgen", now)
-                .await
-                .unwrap()
-                .token;
+            let (tid, full, hash) = token(i);
+            tx.execute(
+                "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms) VALUES (?, 'agent', ?, ?, 'loadgen', ?)",
+                rusqlite::params![tid, id, hash, now as i64],
+            )
+            .unwrap();
             // Batches start a day ago (and at most a few hours ahead of that), well
             // inside the accepted window.
             let t0_ms = now - now % BATCH_MS - 86_400_000;
             agents.push(Agent {
                 id,
-                token,
+                token: full,
                 run_id: format!("{:032x}", i as u128 + 0xabc0_0000_0000),
                 t0_ms,
                 next_seq: 1,
             });
         }
-        let read = auth::issue(&store, TokenKind::Read, None, "loadgen", now)
-            .await
-            .unwrap()
-            .token;
-        store.close().await;
+        let (tid, read, hash) = token(o.agents);
+        tx.execute(
+            "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms) VALUES (?, 'read', NULL, ?, 'loadgen', ?)",
+            rusqlite::params![tid, hash, now as i64],
+        )
+        .unwrap();
+        tx.commit().unwrap();
         (agents, read)
     };
-    let mut collector = start_collector(&o, &data).await;
     println!(
         "collector {} pid {} on {}, {} agents, {} batch(es) per push, 40 records per batch",
         o.collector_bin.display(),
@@ -566,6 +636,75 @@ async fn main_async(o: Options) {
         );
     }
 
+    let mut expected_fill = 0u64;
+    if let Some(month) = &o.fill_month {
+        let (y, m) = month.split_once('-').expect("--fill-month YYYY-MM");
+        let first = jiff::civil::Date::new(y.parse().unwrap(), m.parse().unwrap(), 1).unwrap();
+        let next = first.checked_add(jiff::Span::new().months(1)).unwrap();
+        let ms = |d: jiff::civil::Date| {
+            d.to_zoned(jiff::tz::TimeZone::UTC)
+                .unwrap()
+                .timestamp()
+                .as_millisecond() as u64
+        };
+        let (from, to) = (ms(first) - 86_400_000, ms(next) + 86_400_000);
+        let hours = ((to - from) / 3_600_000) as usize;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, a) in agents.iter().enumerate() {
+            let a = a.clone();
+            let counts = counts.clone();
+            let projects: Vec<usize> = (0..o.projects_per_host)
+                .map(|j| (i * 7 + j * 13) % o.projects)
+                .collect();
+            expected_fill += (hours * projects.len() * 2) as u64 * FILL_RECORD_UJ;
+            let (n, timeout) = (o.batches_per_push.max(1), o.timeout);
+            tasks.push(tokio::spawn(async move {
+                let mut guard = a.lock().await;
+                let (agent, conn) = &mut *guard;
+                // A run of its own for the fill.
+                agent.run_id = format!("f{}", &agent.run_id[1..]);
+                agent.t0_ms = from;
+                let mut body = String::new();
+                let mut seq = 1u64;
+                while (seq as usize) <= hours {
+                    let k = n.min(hours + 1 - seq as usize);
+                    write_fill_push(&mut body, agent, seq, k, &projects);
+                    if !deliver(conn, agent, &body, k, timeout, &counts, None).await {
+                        break;
+                    }
+                    seq += k as u64;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let (_, rss, hwm) = proc_stats(collector.pid);
+        println!(
+            "filled {month}: {} agents × {hours} one-hour batches × {} projects × 2 components in {:.1} s; collector RSS {rss:.1} MB (peak {hwm:.1})",
+            o.agents,
+            o.projects_per_host,
+            start.elapsed().as_secs_f64()
+        );
+    }
+
+    for path in &o.probes {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            size = http_get(collector.addr, &read_token, path).await.len();
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let (_, rss, hwm) = proc_stats(collector.pid);
+        times.sort_by(f64::total_cmp);
+        println!(
+            "GET {path}: {size} bytes, min {:.1} ms, median {:.1} ms, max {:.1} ms (5 requests); collector RSS {rss:.1} MB (peak {hwm:.1})",
+            times[0], times[2], times[4]
+        );
+    }
+
     // Stored once: what the API says against what was sent.
     let body = http_get(collector.addr, &read_token, "/api/v1/agents").await;
     let stored: u64 = serde_json::from_str::<serde_json::Value>(&body)
@@ -576,15 +715,15 @@ async fn main_async(o: Options) {
                 .map(|a| a.iter().filter_map(|x| x["stored_uj"].as_u64()).sum())
         })
         .unwrap_or(0);
-    let expected = sent_batches * RECORD_UJ * (PROJECTS as u64) * 2;
+    let expected = sent_batches * RECORD_UJ * (PROJECTS as u64) * 2 + expected_fill;
     let accepted = counts.accepted.load(Ordering::Relaxed);
     println!(
-        "sent {sent_batches} batches, acknowledged as new {accepted}, as duplicates {}, refused {}; stored {} µJ, expected {} µJ: {}",
+        "sent {sent_batches} batches (and the fill), acknowledged as new {accepted}, as duplicates {}, refused {}; stored {} µJ, expected {} µJ: {}",
         counts.duplicates.load(Ordering::Relaxed),
         counts.refused.load(Ordering::Relaxed),
         stored,
         expected,
-        if stored == expected && accepted == sent_batches {
+        if stored == expected && (o.fill_month.is_some() || accepted == sent_batches) {
             "every batch stored once"
         } else {
             "MISMATCH (timeouts or refusals above?)"

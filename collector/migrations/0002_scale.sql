@@ -11,6 +11,11 @@ CREATE TABLE runs (
     stored_uj   INTEGER NOT NULL,
     first_ms    INTEGER NOT NULL,
     last_ms     INTEGER NOT NULL,
+    -- The run's latest cumulative counters, one line per project, component and source:
+    -- `project TAB component TAB source TAB total_uj TAB at_ms` (names hold no control
+    -- characters), and their sum (what the agent says it measured).
+    counters    TEXT NOT NULL DEFAULT '',
+    counted_uj  INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (agent_id, run_id)
 ) WITHOUT ROWID;
 
@@ -34,6 +39,16 @@ INSERT INTO run_holes (agent_id, run_id, from_seq, to_seq)
         FROM batches)
     WHERE seq > prev + 1;
 DROP TABLE batches;
+INSERT INTO runs (agent_id, run_id, hwm, stored_uj, first_ms, last_ms)
+    SELECT agent_id, run_id, 0, 0, MIN(at_ms), MAX(at_ms) FROM run_counters GROUP BY agent_id, run_id
+    ON CONFLICT DO NOTHING;
+UPDATE runs SET
+    counters = COALESCE((SELECT group_concat(project || char(9) || component || char(9) || source
+            || char(9) || total_uj || char(9) || at_ms, char(10))
+        FROM run_counters c WHERE c.agent_id = runs.agent_id AND c.run_id = runs.run_id), ''),
+    counted_uj = CAST(MIN(9.0e18, (SELECT TOTAL(total_uj) FROM run_counters c
+        WHERE c.agent_id = runs.agent_id AND c.run_id = runs.run_id)) AS INTEGER);
+DROP TABLE run_counters;
 
 -- A row's facility energy (energy × PUE, rounded once), filled by the collector.
 ALTER TABLE footprint_hourly ADD COLUMN facility_uj INTEGER NOT NULL DEFAULT 0;

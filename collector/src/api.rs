@@ -158,6 +158,10 @@ pub async fn footprint(
         "site" => Grouping::Site,
         "component" => Grouping::Component,
         "source" => Grouping::Source,
+        // Days from the daily rollups when they are in the organisation's time zone.
+        "day" if state.store.rollup_timezone() == state.planner.config().organisation.timezone => {
+            Grouping::Day
+        }
         "day" | "hour" => Grouping::Hour,
         other => {
             return Err(AppError::BadQuery(format!(

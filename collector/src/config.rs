@@ -27,6 +27,8 @@ pub struct CollectorConfig {
     pub data_dir: PathBuf,
     pub organisation: Organisation,
     pub limits: LimitsConfig,
+    /// The store: hourly retention, write queue.
+    pub store: crate::store::StoreConfig,
     /// Where hosts that no site lists are counted.
     pub default_site: DefaultSite,
     /// Sites: a zone for the grid intensity, a PUE, the hosts they hold.
@@ -217,6 +219,7 @@ impl Default for CollectorConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             organisation: Organisation::default(),
             limits: LimitsConfig::default(),
+            store: crate::store::StoreConfig::default(),
             default_site: DefaultSite::default(),
             sites: Vec::new(),
             inventory: Vec::new(),
@@ -419,6 +422,9 @@ impl CollectorConfig {
                     self.organisation.language
                 ),
             );
+        }
+        for (key, message) in self.store.problems() {
+            problem(key, message);
         }
         let l = &self.limits;
         if !(1024..=1024 * 1024 * 1024).contains(&l.max_body_bytes) {

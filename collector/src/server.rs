@@ -379,11 +379,10 @@ pub async fn run(
     }
     let store = crate::store::sqlite::SqliteStore::open_with(
         &config.data_dir,
-        &crate::store::StoreOptions {
-            timezone: Some(config.organisation.timezone.clone()),
-            max_host_power_watts: config.limits.max_host_power_watts,
-            ..Default::default()
-        },
+        &config.store.options(
+            &config.organisation.timezone,
+            config.limits.max_host_power_watts,
+        ),
     )
     .await
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;

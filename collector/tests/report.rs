@@ -521,3 +521,44 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("2100-01 is in the future"), "{body}");
 }
+
+#[tokio::test]
+async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
+    let (h, _) = october().await;
+    let full = build(&h, "2025-10").await.unwrap();
+    let expected = report::render_text(&full, Format::Csv, Lang::Fr).unwrap();
+    assert_eq!(expected.lines().count(), 1 + 745 + 372 + 745 * 2);
+    let config = h.state.planner.config();
+    let m = report::parse_report_month(&paris(), "2025-10", NOW_S).unwrap();
+    let summary = report::build_summary(h.store.as_ref(), config, &paris(), &m, NOW_S)
+        .await
+        .unwrap();
+    assert!(summary.rows.is_empty(), "the summary holds no hourly row");
+    // Pages of 100 rows (and a page size that divides the rows exactly) give the same file.
+    for page in [100, 2607, 1] {
+        let store: std::sync::Arc<dyn Store> = h.store.clone();
+        let stream = report::csv_stream_paged(store, summary.clone(), paris(), page);
+        let pieces: Vec<Vec<u8>> = futures_util::StreamExt::collect::<Vec<_>>(stream)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            String::from_utf8(pieces.concat()).unwrap(),
+            expected,
+            "page {page}"
+        );
+    }
+    // And the collector serves that file.
+    let read = h.token(TokenKind::Read, None).await;
+    let (status, body) = h
+        .call(
+            Request::get("/reports/2025-10.csv")
+                .header("authorization", format!("Bearer {read}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, expected);
+}

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::{
-    Format, Lang, ReportError, build, build_summary, parse_report_month, pdf, render_text,
+    Format, Lang, ReportError, build_summary, csv_stream, parse_report_month, pdf, render_text,
 };
 use crate::auth;
 use crate::clock::now_unix_ms;
@@ -57,11 +57,24 @@ pub async fn report(
         .map_err(AppError::BadQuery)?;
     let now_s = i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX);
     let m = parse_report_month(&state.tz, label, now_s)?;
-    let data = if format == Format::Csv {
-        build(state.store.as_ref(), config, &state.tz, &m, now_s).await?
-    } else {
-        build_summary(state.store.as_ref(), config, &state.tz, &m, now_s).await?
-    };
+    let data = build_summary(state.store.as_ref(), config, &state.tz, &m, now_s).await?;
+    if format == Format::Csv {
+        // Streamed page by page: the month's hourly rows are never all in memory.
+        let disposition = format!(
+            "inline; filename=\"empreinte-{}-{}.csv\"",
+            data.month,
+            lang.code()
+        );
+        let stream = csv_stream(state.store.clone(), data, state.tz.clone());
+        return Ok((
+            [
+                (header::CONTENT_TYPE, format.content_type().to_string()),
+                (header::CONTENT_DISPOSITION, disposition),
+            ],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response());
+    }
     let (data, body): (_, Vec<u8>) = if format == Format::Pdf {
         // Wait for a Chromium slot first: a queued request holds no browser.
         let slot = tokio::time::timeout(

@@ -36,7 +36,9 @@ use crate::store::{AggregateLine, FootprintQuery, Grouping, HourlyRow, Store, St
 pub use i18n::Lang;
 
 /// The version of the JSON report's shape.
-pub const SCHEMA: &str = "empreinte-report/1";
+/// 2: the hourly rows left the JSON (they are the CSV's); `lines` carries the month's
+/// sums per host, project, component, source, site and zone.
+pub const SCHEMA: &str = "empreinte-report/2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -606,6 +608,107 @@ async fn build_with(
         lines: month_lines,
         rows,
     })
+}
+
+/// Rows per page of the streamed CSV.
+const CSV_PAGE: u32 = 5_000;
+
+/// The CSV of the month of `data` (from [`build_summary`]), page by page from the store:
+/// memory holds one page of rows, whatever the month's size. Each item is a piece of the
+/// file; the first carries the header.
+pub fn csv_stream(
+    store: std::sync::Arc<dyn Store>,
+    data: ReportData,
+    tz: TimeZone,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, ReportError>> + Send {
+    csv_stream_paged(store, data, tz, CSV_PAGE)
+}
+
+/// [`csv_stream`] with pages of `page` rows.
+pub fn csv_stream_paged(
+    store: std::sync::Arc<dyn Store>,
+    data: ReportData,
+    tz: TimeZone,
+    page: u32,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, ReportError>> + Send {
+    let page = page.max(1);
+    let from_s = parse_instant(&data.from);
+    let to_s = parse_instant(&data.to);
+    struct State {
+        store: std::sync::Arc<dyn Store>,
+        data: ReportData,
+        tz: TimeZone,
+        after: Option<crate::store::RowKey>,
+        first: bool,
+        done: bool,
+    }
+    let state = State {
+        store,
+        data,
+        tz,
+        after: None,
+        first: true,
+        done: false,
+    };
+    futures_util::stream::unfold(state, move |mut st| async move {
+        if st.done {
+            return None;
+        }
+        let rows = match st
+            .store
+            .hourly_rows_after(from_s, to_s, st.after.as_ref(), page)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                st.done = true;
+                return Some((Err(ReportError::Store(e)), st));
+            }
+        };
+        st.done = rows.len() < page as usize;
+        st.after = rows.last().map(HourlyRow::key);
+        st.data.rows = rows
+            .iter()
+            .map(|r| ReportRow::from_stored(r, &st.tz))
+            .collect();
+        let text = csv::render(&st.data);
+        st.data.rows = Vec::new();
+        let piece = text.map(|t| {
+            if st.first {
+                t.into_bytes()
+            } else {
+                // The header is written once, with the first page.
+                t.split_once('\n')
+                    .map(|(_, rest)| rest.as_bytes().to_vec())
+                    .unwrap_or_default()
+            }
+        });
+        st.first = false;
+        Some((piece, st))
+    })
+}
+
+/// Writes the CSV of `data`'s month to `out`, page by page (see [`csv_stream`]).
+pub async fn write_csv(
+    store: std::sync::Arc<dyn Store>,
+    data: ReportData,
+    tz: TimeZone,
+    out: &mut impl std::io::Write,
+) -> Result<(), ReportError> {
+    use futures_util::StreamExt;
+    let stream = csv_stream(store, data, tz);
+    futures_util::pin_mut!(stream);
+    while let Some(piece) = stream.next().await {
+        out.write_all(&piece?)
+            .map_err(|e| ReportError::Render(format!("cannot write the CSV: {e}")))?;
+    }
+    Ok(())
+}
+
+fn parse_instant(text: &str) -> i64 {
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .unwrap_or_default()
 }
 
 /// The report as JSON (aggregate lines, not hourly rows: those are in the CSV).

@@ -59,6 +59,62 @@ pub enum StoreError {
     Closed,
 }
 
+/// The `[store]` section of the collector's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Hourly rows older than this are compacted into the daily rollups (reports of old
+    /// months unchanged; their CSV then has no hourly lines); `0s` keeps every hour.
+    #[serde(with = "humantime_serde")]
+    pub hourly_retention: std::time::Duration,
+    /// The most batches waiting for the store's writer; beyond it a push gets 503 with
+    /// `Retry-After` (memory bound: about 6 KB per queued batch of 40 records).
+    pub max_queued_batches: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            hourly_retention: std::time::Duration::ZERO,
+            max_queued_batches: StoreOptions::default().max_queued_batches,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// `(key, message)` for every value out of range.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !(1..=1_000_000).contains(&self.max_queued_batches) {
+            out.push((
+                "store.max_queued_batches".to_string(),
+                format!("{} is outside 1..=1000000", self.max_queued_batches),
+            ));
+        }
+        if !self.hourly_retention.is_zero()
+            && self.hourly_retention < std::time::Duration::from_secs(2 * 86_400)
+        {
+            out.push((
+                "store.hourly_retention".to_string(),
+                "keep at least 2 days of hourly rows (or 0s to keep them all)".to_string(),
+            ));
+        }
+        out
+    }
+
+    /// The store's options for an organisation in `timezone` with hosts of at most
+    /// `max_host_power_watts`.
+    pub fn options(&self, timezone: &str, max_host_power_watts: f64) -> StoreOptions {
+        StoreOptions {
+            timezone: Some(timezone.to_string()),
+            max_queued_batches: self.max_queued_batches,
+            max_host_power_watts,
+            hourly_retention: (!self.hourly_retention.is_zero()).then_some(self.hourly_retention),
+            ..StoreOptions::default()
+        }
+    }
+}
+
 /// How the store is run (from the collector's configuration).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreOptions {
@@ -72,6 +128,14 @@ pub struct StoreOptions {
     /// The most a host can draw: its energy in any hour, across batches, is bounded by
     /// this × 1 h.
     pub max_host_power_watts: f64,
+    /// Hourly rows older than this are compacted: deleted once their whole local day is
+    /// past the horizon, the daily and monthly rollups (and the coefficients and series
+    /// used) staying as they were, so reports of old months are unchanged to the µJ;
+    /// `None` keeps every hourly row. See `docs/operations.md` for the disk it saves.
+    pub hourly_retention: Option<std::time::Duration>,
+    /// Check the database (`PRAGMA quick_check`) before opening it: the collector does
+    /// at start; a command that only reads (a report) does not.
+    pub integrity_check: bool,
     /// The longest the integrity check at start may take.
     pub integrity_check_budget: std::time::Duration,
 }
@@ -81,7 +145,9 @@ impl Default for StoreOptions {
         StoreOptions {
             timezone: None,
             max_queued_batches: 10_000,
+            hourly_retention: None,
             max_host_power_watts: empreinte_shared::wire::Limits::default().max_host_power_watts,
+            integrity_check: true,
             integrity_check_budget: std::time::Duration::from_secs(30),
         }
     }
@@ -165,6 +231,10 @@ pub enum Grouping {
     /// By hour (Unix seconds as the key); days in the organisation's time zone are made
     /// from hours.
     Hour,
+    /// By local day of the store's rollup time zone ([`Store::rollup_timezone`]; Unix
+    /// seconds of the day's start as the key), from the daily rollups when the range is
+    /// made of whole days, else by hour.
+    Day,
 }
 
 impl Grouping {
@@ -176,6 +246,7 @@ impl Grouping {
             Grouping::Component => "component",
             Grouping::Source => "source",
             Grouping::Hour => "CAST(hour_s AS TEXT)",
+            Grouping::Day => "CAST(day_s AS TEXT)",
         }
     }
 }
@@ -298,6 +369,21 @@ pub struct HourlyRow {
     pub embodied_coef: Option<i64>,
 }
 
+/// Where an hourly row sorts: `(hour_s, host, project, component, source)`.
+pub type RowKey = (i64, String, String, String, String);
+
+impl HourlyRow {
+    pub fn key(&self) -> RowKey {
+        (
+            self.hour_s,
+            self.host.clone(),
+            self.project.clone(),
+            self.component.clone(),
+            self.source.clone(),
+        )
+    }
+}
+
 /// A stored coefficient.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StoredCoefficient {
@@ -353,10 +439,21 @@ pub trait Store: Send + Sync {
     async fn intensity(&self, zone: &str, hour_s: i64) -> Result<Option<f64>, StoreError>;
 
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError>;
+    /// The time zone of the daily and monthly rollups.
+    fn rollup_timezone(&self) -> &str;
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError>;
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError>;
     /// Every footprint row of `[from_s, to_s)`, ordered by hour, host, project.
     async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError>;
+    /// At most `limit` footprint rows of `[from_s, to_s)` after `after` in the same
+    /// order (a page: an export reads a month page by page, in bounded memory).
+    async fn hourly_rows_after(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        after: Option<&RowKey>,
+        limit: u32,
+    ) -> Result<Vec<HourlyRow>, StoreError>;
     /// The coefficients used by the rows of `[from_s, to_s)`.
     async fn coefficients_used(
         &self,

@@ -11,7 +11,7 @@ use empreinte_collector::footprint::{Coefficient, CoefficientKind};
 use empreinte_collector::plan::{Defaults, EmbodiedFigure, Planner};
 use empreinte_collector::server::{AppState, router};
 use empreinte_collector::store::sqlite::SqliteStore;
-use empreinte_collector::store::{Store, StoreOptions, TokenKind};
+use empreinte_collector::store::{Store, TokenKind};
 use empreinte_shared::wire::{AgentInfo, Batch, Push, Record, SpoolStatus, WIRE_VERSION};
 use empreinte_shared::{Component, SourceKind};
 use http_body_util::BodyExt;
@@ -75,11 +75,10 @@ impl Harness {
         let store = Arc::new(
             SqliteStore::open_with(
                 dir.path(),
-                &StoreOptions {
-                    timezone: Some(config.organisation.timezone.clone()),
-                    max_host_power_watts: config.limits.max_host_power_watts,
-                    ..Default::default()
-                },
+                &config.store.options(
+                    &config.organisation.timezone,
+                    config.limits.max_host_power_watts,
+                ),
             )
             .await
             .unwrap(),

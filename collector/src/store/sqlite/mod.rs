@@ -26,7 +26,7 @@ pub use startup::MARKER_FILE;
 
 use super::{
     AgentRecord, AggregateLine, FootprintQuery, Grouping, HourlyRow, ImportOutcome, IngestOutcome,
-    IngestSet, IntensityImport, ProjectInfo, SeriesUse, Store, StoreError, StoreOptions,
+    IngestSet, IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
     StoredCoefficient, Sums, TokenKind, TokenRecord,
 };
 use writer::{Job, PreparedPush, day_month};
@@ -65,10 +65,18 @@ fn stored(v: u64, what: &str) -> Result<i64, StoreError> {
 }
 
 impl SqliteStore {
-    /// Opens (creating it if needed) the database in `data_dir` and migrates it, with the
-    /// default options (the rollups keep the time zone they have).
+    /// Opens (creating it if needed) the database in `data_dir` and migrates it, for a
+    /// command (token, report, import): the rollups keep the time zone they have, and
+    /// the full integrity check is left to the collector's start.
     pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
-        SqliteStore::open_with(data_dir, &StoreOptions::default()).await
+        SqliteStore::open_with(
+            data_dir,
+            &StoreOptions {
+                integrity_check: false,
+                ..StoreOptions::default()
+            },
+        )
+        .await
     }
 
     /// Opens the store: refuses a database lost or emptied after tokens were issued and
@@ -84,7 +92,7 @@ impl SqliteStore {
         })?;
         let path = data_dir.join(DB_FILE);
         startup::check_not_lost(data_dir, &path)?;
-        if path.exists() {
+        if options.integrity_check && path.exists() {
             let conn =
                 startup::writer_connection(&path).map_err(|e| startup::damaged_or(&path, e))?;
             startup::quick_check(&conn, &path, options.integrity_check_budget)?;
@@ -115,6 +123,14 @@ impl SqliteStore {
         let tz = TimeZone::get(&tz_name)
             .map_err(|e| StoreError::Invalid(format!("time zone {tz_name:?}: {e}")))?;
         if stored_tz.as_deref() != Some(tz_name.as_str()) {
+            if let (Some(old), Some(before)) = (&stored_tz, startup::compacted_before(&conn)?) {
+                return Err(StoreError::Invalid(format!(
+                    "the time zone is now {tz_name} but the rollups are in {old}, and the hourly rows before {} were compacted into {old}'s days: they cannot be rebuilt; set organisation.timezone back to {old}",
+                    jiff::Timestamp::from_second(before)
+                        .map(|t| t.to_string())
+                        .unwrap_or_default()
+                )));
+            }
             let (name, zone) = (tz_name.clone(), tz.clone());
             let (back, rows) = tokio::task::spawn_blocking(move || {
                 let rows = startup::rebuild_rollups(&mut conn, &name, &zone);
@@ -130,7 +146,8 @@ impl SqliteStore {
         }
         let (jobs, rx) = mpsc::channel(options.max_queued_batches.max(1));
         let pace = Arc::new(AtomicU64::new(0));
-        let w = writer::Writer::new(conn, tz.clone(), options.max_host_power_watts, pace.clone());
+        let w = writer::Writer::new(conn, tz.clone(), options.max_host_power_watts, pace.clone())
+            .with_retention(options.hourly_retention);
         std::thread::Builder::new()
             .name("empreinte-store-writer".into())
             .spawn(move || w.run(rx))
@@ -154,13 +171,29 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Compacts the hourly rows of the local days before `before_s` (see
+    /// [`StoreOptions::hourly_retention`]); gives the rows deleted.
+    pub async fn compact_hourly(&self, before_s: i64) -> Result<u64, StoreError> {
+        self.send(|reply| Job::Compact(before_s, reply)).await
+    }
+
+    /// Batches waiting for the writer or being written now.
+    pub fn queued_batches(&self) -> usize {
+        self.queue_size - self.queue.available_permits()
+    }
+
     /// The time zone of the daily and monthly rollups.
     pub fn timezone(&self) -> &str {
         &self.tz_name
     }
 
-    /// Closes the pool (checkpoints the WAL).
+    /// Stops the writer (after the jobs queued before) and closes every connection
+    /// (the WAL is checkpointed).
     pub async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).await.is_ok() {
+            let _ = wait.await;
+        }
         self.pool.close().await;
     }
 
@@ -511,12 +544,22 @@ impl Store for SqliteStore {
         .await?)
     }
 
+    fn rollup_timezone(&self) -> &str {
+        &self.tz_name
+    }
+
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
-        let col = q.group.column();
-        let level = if q.group == Grouping::Hour {
-            Level::Hourly
-        } else {
-            self.level(q.from_s, q.to_s)
+        let mut col = q.group.column();
+        let level = match q.group {
+            Grouping::Hour => Level::Hourly,
+            Grouping::Day => match self.level(q.from_s, q.to_s) {
+                Level::Hourly => {
+                    col = Grouping::Hour.column();
+                    Level::Hourly
+                }
+                _ => Level::Daily,
+            },
+            _ => self.level(q.from_s, q.to_s),
         };
         let (table, period, sums) = level.sql();
         let sql = format!(
@@ -579,6 +622,48 @@ impl Store for SqliteStore {
         .bind(to_s)
         .fetch_all(&self.pool)
         .await?;
+        rows.into_iter().map(HourlyRow::try_from).collect()
+    }
+
+    async fn hourly_rows_after(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        after: Option<&RowKey>,
+        limit: u32,
+    ) -> Result<Vec<HourlyRow>, StoreError> {
+        // Keyset pagination on the primary key's order.
+        let rows: Vec<HourlyDbRow> = match after {
+            None => {
+                sqlx::query_as(
+                    "SELECT * FROM footprint_hourly WHERE hour_s >= ? AND hour_s < ?
+                     ORDER BY hour_s, host, project, component, source LIMIT ?",
+                )
+                .bind(from_s)
+                .bind(to_s)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some((h, host, project, component, source)) => {
+                sqlx::query_as(
+                    "SELECT * FROM footprint_hourly
+                     WHERE (hour_s, host, project, component, source) > (?, ?, ?, ?, ?)
+                       AND hour_s >= ? AND hour_s < ?
+                     ORDER BY hour_s, host, project, component, source LIMIT ?",
+                )
+                .bind(h)
+                .bind(host)
+                .bind(project)
+                .bind(component)
+                .bind(source)
+                .bind(from_s)
+                .bind(to_s)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
 
@@ -687,15 +772,12 @@ impl Store for SqliteStore {
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
         // Summed here, in u128: many runs' counters may add up past SQLite's integers.
-        let counters: Vec<i64> =
-            sqlx::query_scalar("SELECT total_uj FROM run_counters WHERE agent_id = ?")
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT counted_uj, stored_uj FROM runs WHERE agent_id = ?")
                 .bind(agent_id)
                 .fetch_all(&self.pool)
                 .await?;
-        let runs: Vec<i64> = sqlx::query_scalar("SELECT stored_uj FROM runs WHERE agent_id = ?")
-            .bind(agent_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let (counters, runs): (Vec<i64>, Vec<i64>) = rows.into_iter().unzip();
         let sum = |v: Vec<i64>, what: &str| -> Result<u64, StoreError> {
             let mut total: u128 = 0;
             for x in v {
@@ -704,7 +786,7 @@ impl Store for SqliteStore {
             Ok(u64::try_from(total).unwrap_or(u64::MAX))
         };
         Ok((
-            sum(counters, "run_counters.total_uj")?,
+            sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
     }

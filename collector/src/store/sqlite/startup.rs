@@ -130,6 +130,18 @@ pub fn rollup_timezone(conn: &rusqlite::Connection) -> Result<Option<String>, St
         .optional()?)
 }
 
+/// Hourly rows before this Unix second were compacted, if any were.
+pub fn compacted_before(conn: &rusqlite::Connection) -> Result<Option<i64>, StoreError> {
+    let v: Option<String> = conn
+        .query_row(
+            "SELECT value FROM store_meta WHERE key = 'hourly_compacted_before'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()))
+}
+
 /// Rebuilds the daily and monthly rollups (and each hourly row's facility energy) from
 /// the hourly rows, in `tz`, in one transaction.
 pub fn rebuild_rollups(

@@ -74,6 +74,10 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub enum Job {
     Ingest(Box<PreparedPush>, Reply<IngestOutcome>),
     Import(Box<IntensityImport>, Reply<ImportOutcome>),
+    /// Compact the hourly rows of the local days that end before this Unix second.
+    Compact(i64, Reply<u64>),
+    /// Stop: the connection is closed (the WAL checkpointed) before the answer.
+    Close(oneshot::Sender<()>),
 }
 
 /// Days and months of the rollups: the Unix second where the local day (month) of an
@@ -265,7 +269,6 @@ struct PlanCoefs {
 }
 
 type HourKey = (i64, String, Component, SourceKind);
-type CounterKey = (String, String, String, Component, SourceKind);
 
 /// Everything a group of pushes adds, summed per key.
 #[derive(Default)]
@@ -276,8 +279,6 @@ struct Group {
     host_hours: HashMap<(String, i64), u64>,
     /// `(agent, run)` → the run after this group, with its stored energy and times.
     runs: HashMap<(String, String), RunState>,
-    /// `(agent, run, project, component, source)` → latest `(total_uj, at_ms)`.
-    counters: BTreeMap<CounterKey, (u64, u64)>,
     agents: BTreeMap<String, AgentRow>,
 }
 
@@ -287,8 +288,51 @@ pub struct RunState {
     pub stored_uj: u64,
     pub first_ms: u64,
     pub last_ms: u64,
+    counters: RunCounters,
     holes_changed: bool,
     is_new: bool,
+}
+
+impl RunState {
+    fn counters_text(&self) -> String {
+        let mut out = String::new();
+        for ((p, c, s), (total, at)) in &self.counters {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
+        }
+        out
+    }
+
+    fn counted_uj(&self) -> u128 {
+        self.counters.values().map(|(t, _)| u128::from(*t)).sum()
+    }
+}
+
+/// `(project, component, source)` → latest `(total_uj, at_ms)`.
+type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
+
+fn parse_counters(text: &str) -> rusqlite::Result<RunCounters> {
+    let bad = || {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            "runs.counters is not in its format".into(),
+        )
+    };
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [p, c, s, t, a] = f.as_slice() else {
+            return Err(bad());
+        };
+        out.insert(
+            (p.to_string(), c.to_string(), s.to_string()),
+            (t.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?),
+        );
+    }
+    Ok(out)
 }
 
 struct AgentRow {
@@ -312,6 +356,14 @@ pub struct Writer {
     runs: HashMap<(String, String), RunState>,
     /// Batches stored per second, smoothed: how fast a full queue drains.
     pace: Arc<AtomicU64>,
+    /// Hourly rows and host hours as last committed.
+    rows: RowCache,
+    host_hours: HashMap<(String, i64), u64>,
+    /// `PRAGMA data_version` when the caches were last known good.
+    data_version: i64,
+    /// Hourly rows kept for this many seconds; `None`: all.
+    retention_s: Option<i64>,
+    last_retention_s: i64,
 }
 
 impl Writer {
@@ -333,26 +385,42 @@ impl Writer {
             coef_ids: HashMap::new(),
             runs: HashMap::new(),
             pace,
+            rows: HashMap::new(),
+            host_hours: HashMap::new(),
+            retention_s: None,
+            last_retention_s: 0,
+            data_version: -1,
         }
     }
 
-    /// Takes jobs until every sender is gone.
+    /// Keeps hourly rows for `keep` only (see [`Writer::compact`]).
+    pub fn with_retention(mut self, keep: Option<std::time::Duration>) -> Writer {
+        self.retention_s = keep.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// Takes jobs until told to close or every sender is gone.
     pub fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let mut pending: Option<Job> = None;
-        loop {
+        let closed = loop {
             let first = match pending.take() {
                 Some(j) => j,
                 None => match rx.blocking_recv() {
                     Some(j) => j,
-                    None => return,
+                    None => break None,
                 },
             };
             match first {
+                Job::Close(done) => break Some(done),
+                Job::Compact(before_s, reply) => {
+                    let r = self.compact(before_s, usize::MAX);
+                    self.forget();
+                    let _ = reply.send(r);
+                }
                 Job::Import(import, reply) => {
                     let r = self.import(&import);
-                    if r.is_err() {
-                        self.forget();
-                    }
+                    // The series changed rows' emissions.
+                    self.forget();
                     let _ = reply.send(r);
                 }
                 Job::Ingest(push, reply) => {
@@ -368,14 +436,74 @@ impl Writer {
                         }
                     }
                     self.ingest_group(group);
+                    self.retain();
                 }
             }
+        };
+        drop(self);
+        if let Some(done) = closed {
+            let _ = done.send(());
         }
+    }
+
+    /// Deletes the hourly rows of whole local days before `before_s`, at most
+    /// `max_days` days; the rollups keep their sums. Gives the rows deleted.
+    pub fn compact(&mut self, before_s: i64, max_days: usize) -> Result<u64, StoreError> {
+        let cutoff = self.cal.of(before_s).0;
+        let mut deleted = 0u64;
+        for _ in 0..max_days {
+            let first: Option<i64> =
+                self.conn
+                    .query_row("SELECT MIN(hour_s) FROM footprint_hourly", [], |r| r.get(0))?;
+            let Some(first) = first.filter(|&f| f < cutoff) else {
+                break;
+            };
+            let (day, _) = self.cal.of(first);
+            let next = self.cal.of(day + 30 * 3600).0.min(cutoff);
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = tx.execute(
+                "DELETE FROM footprint_hourly WHERE hour_s < ?",
+                params![next],
+            )?;
+            tx.execute(
+                "INSERT INTO store_meta (key, value) VALUES ('hourly_compacted_before', ?)
+                 ON CONFLICT DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))",
+                params![next.to_string()],
+            )?;
+            tx.commit()?;
+            deleted += n as u64;
+        }
+        Ok(deleted)
+    }
+
+    /// A bounded step of retention after a commit, at most once an hour.
+    fn retain(&mut self) {
+        let Some(keep_s) = self.retention_s else {
+            return;
+        };
+        let now_s = i64::try_from(crate::clock::now_unix_ms() / 1000).unwrap_or(i64::MAX);
+        if now_s - self.last_retention_s < 3600 {
+            return;
+        }
+        self.last_retention_s = now_s;
+        match self.compact(now_s.saturating_sub(keep_s), 7) {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(
+                rows,
+                "hourly rows past the retention horizon compacted into the daily rollups"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot compact old hourly rows"),
+        }
+        self.forget();
     }
 
     fn forget(&mut self) {
         self.coef_ids.clear();
         self.runs.clear();
+        self.rows.clear();
+        self.host_hours.clear();
     }
 
     fn ingest_group(&mut self, group: Vec<(Box<PreparedPush>, Reply<IngestOutcome>)>) {
@@ -418,11 +546,23 @@ impl Writer {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Another connection (a command such as `empreinte carbon import`, or a token
+        // written by the read pool) committed since our last look: the caches may be
+        // stale. Under the write lock, nobody else can commit until we do.
+        let version: i64 = tx.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if version != self.data_version {
+            self.data_version = version;
+            self.coef_ids.clear();
+            self.runs.clear();
+            self.rows.clear();
+            self.host_hours.clear();
+        }
         let mut g = Group::default();
         let mut outcomes = Vec::with_capacity(group.len());
         let mut ctx = Ctx {
             coef_ids: &mut self.coef_ids,
             runs: &self.runs,
+            host_hours: &self.host_hours,
             max_hour_uj: self.max_hour_uj,
             intensity: HashMap::new(),
         };
@@ -430,9 +570,26 @@ impl Writer {
             outcomes.push(stage(&tx, &mut ctx, &mut g, push)?);
         }
         let mut rollups = Rollups::default();
-        apply(&tx, &mut self.cal, &mut rollups, &g)?;
+        let mut written = Vec::new();
+        apply(
+            &tx,
+            &mut self.cal,
+            &mut rollups,
+            &g,
+            &self.rows,
+            &mut written,
+        )?;
         rollups.write(&tx)?;
         tx.commit()?;
+        if self.rows.len() + written.len() > MAX_CACHED_ROWS {
+            self.rows.clear();
+        }
+        self.rows.extend(written);
+        if self.host_hours.len() + g.host_hours.len() > MAX_CACHED_ROWS {
+            self.host_hours.clear();
+        }
+        self.host_hours
+            .extend(g.host_hours.iter().map(|(k, v)| (k.clone(), *v)));
         for (k, mut r) in g.runs {
             r.holes_changed = false;
             r.is_new = false;
@@ -558,6 +715,7 @@ impl Writer {
 struct Ctx<'a> {
     coef_ids: &'a mut HashMap<String, i64>,
     runs: &'a HashMap<(String, String), RunState>,
+    host_hours: &'a HashMap<(String, i64), u64>,
     max_hour_uj: u64,
     intensity: HashMap<(String, i64), (f64, Option<i64>)>,
 }
@@ -618,7 +776,7 @@ fn coefficient_id(
 fn load_run(tx: &Transaction<'_>, agent: &str, run: &str) -> rusqlite::Result<Option<RunState>> {
     let row = tx
         .prepare_cached(
-            "SELECT hwm, stored_uj, first_ms, last_ms FROM runs WHERE agent_id = ? AND run_id = ?",
+            "SELECT hwm, stored_uj, first_ms, last_ms, counters FROM runs WHERE agent_id = ? AND run_id = ?",
         )?
         .query_row(params![agent, run], |r| {
             Ok((
@@ -626,10 +784,11 @@ fn load_run(tx: &Transaction<'_>, agent: &str, run: &str) -> rusqlite::Result<Op
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })
         .optional()?;
-    let Some((hwm, stored, first, last)) = row else {
+    let Some((hwm, stored, first, last, counters)) = row else {
         return Ok(None);
     };
     let mut holes = Vec::new();
@@ -648,6 +807,7 @@ fn load_run(tx: &Transaction<'_>, agent: &str, run: &str) -> rusqlite::Result<Op
         stored_uj: to_u64(stored)?,
         first_ms: to_u64(first)?,
         last_ms: to_u64(last)?,
+        counters: parse_counters(&counters)?,
         holes_changed: false,
         is_new: false,
     }))
@@ -745,6 +905,7 @@ fn stage(
                         stored_uj: 0,
                         first_ms: p.now_ms,
                         last_ms: p.now_ms,
+                        counters: BTreeMap::new(),
                         holes_changed: false,
                         is_new: true,
                     }),
@@ -782,10 +943,33 @@ fn stage(
             ),
         }
         run.last_ms = run.last_ms.max(p.now_ms);
+        for c in &b.counters {
+            let e = run
+                .counters
+                .entry((
+                    c.project.clone(),
+                    c.component.as_str().to_string(),
+                    c.source.as_str().to_string(),
+                ))
+                .or_default();
+            if b.end_ms >= e.1 {
+                *e = (c.total_uj, b.end_ms);
+            }
+        }
+        if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
+            problem(
+                format!("batches[{i}].counters"),
+                format!(
+                    "the run's counters would add up past the largest value stored ({} µJ)",
+                    i64::MAX
+                ),
+            );
+        }
         for d in &b.deltas {
             let e = hour_sums.entry(d.hour_s).or_default();
             *e = e.saturating_add(d.energy_uj);
-            let before = match g.host_hours.get(&(host.to_string(), d.hour_s)) {
+            let hk = (host.to_string(), d.hour_s);
+            let before = match g.host_hours.get(&hk).or_else(|| ctx.host_hours.get(&hk)) {
                 Some(v) => *v,
                 None => tx
                     .prepare_cached(
@@ -864,21 +1048,6 @@ fn stage(
             e.0 += d.energy_uj;
             e.1 += d.embodied_ug;
         }
-        for c in &b.counters {
-            let e = g
-                .counters
-                .entry((
-                    host.to_string(),
-                    b.run_id.clone(),
-                    c.project.clone(),
-                    c.component,
-                    c.source,
-                ))
-                .or_default();
-            if b.end_ms >= e.1 {
-                *e = (c.total_uj, b.end_ms);
-            }
-        }
     }
     for ((hour_s, project, component, source), (energy, embodied)) in parts {
         let (g_per_kwh, import_id) = intensity_of(tx, ctx, plan, hour_s)?;
@@ -938,11 +1107,35 @@ fn stage(
 
 /// Writes a group: hourly rows (read, summed, written), rollup deltas, host hours,
 /// runs, counters, agents.
+/// An hourly row as the writer last wrote it (the writer is the only one to write
+/// them, so a cached row is the stored row).
+#[derive(Clone, Debug)]
+pub struct CachedRow {
+    energy: i64,
+    facility: i64,
+    location: i64,
+    market: Option<i64>,
+    embodied: i64,
+    pue: f64,
+    g: f64,
+    market_g: Option<f64>,
+    site: String,
+    zone: String,
+    emb_coef: Option<i64>,
+}
+
+pub type RowCache = HashMap<(String, HourKey), CachedRow>;
+
+/// The most hourly rows the writer keeps in memory (the current hours of a large fleet).
+const MAX_CACHED_ROWS: usize = 100_000;
+
 fn apply(
     tx: &Transaction<'_>,
     cal: &mut Calendar,
     rollups: &mut Rollups,
     g: &Group,
+    cache: &RowCache,
+    written: &mut Vec<((String, HourKey), CachedRow)>,
 ) -> rusqlite::Result<()> {
     let mut select = tx.prepare_cached(
         "SELECT energy_uj, facility_uj, location_co2e_ug, market_co2e_ug, embodied_co2e_ug,
@@ -962,28 +1155,44 @@ fn apply(
             embodied_co2e_ug, embodied_coef)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
-    for ((host, (hour_s, project, component, source)), add) in &g.hours {
+    for (row_key, add) in &g.hours {
+        let (host, (hour_s, project, component, source)) = row_key;
         let (component, source) = (component.as_str(), source.as_str());
-        let old = select
-            .query_row(params![hour_s, host, project, component, source], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, Option<i64>>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, f64>(5)?,
-                    r.get::<_, f64>(6)?,
-                    r.get::<_, Option<f64>>(7)?,
-                    r.get::<_, String>(8)?,
-                    r.get::<_, String>(9)?,
-                    r.get::<_, Option<i64>>(10)?,
-                ))
-            })
-            .optional()?;
+        let old = match cache.get(row_key) {
+            Some(r) => Some(r.clone()),
+            None => select
+                .query_row(params![hour_s, host, project, component, source], |r| {
+                    Ok(CachedRow {
+                        energy: r.get(0)?,
+                        facility: r.get(1)?,
+                        location: r.get(2)?,
+                        market: r.get(3)?,
+                        embodied: r.get(4)?,
+                        pue: r.get(5)?,
+                        g: r.get(6)?,
+                        market_g: r.get(7)?,
+                        site: r.get(8)?,
+                        zone: r.get(9)?,
+                        emb_coef: r.get(10)?,
+                    })
+                })
+                .optional()?,
+        };
         let (day, _) = cal.of(*hour_s);
         match old {
-            Some((e0, f0, l0, m0, b0, pue, g, mg, site, zone, emb_coef)) => {
+            Some(CachedRow {
+                energy: e0,
+                facility: f0,
+                location: l0,
+                market: m0,
+                embodied: b0,
+                pue,
+                g,
+                market_g: mg,
+                site,
+                zone,
+                emb_coef,
+            }) => {
                 let energy = to_u64(e0)?
                     .checked_add(add.energy)
                     .ok_or_else(|| overflow("an hourly row's energy"))?;
@@ -1026,6 +1235,22 @@ fn apply(
                 rollups.add(
                     cal, *hour_s, host, project, component, source, &site, &zone, delta,
                 );
+                written.push((
+                    row_key.clone(),
+                    CachedRow {
+                        energy: to_i64(energy)?,
+                        facility,
+                        location,
+                        market,
+                        embodied,
+                        pue,
+                        g,
+                        market_g: mg,
+                        site,
+                        zone,
+                        emb_coef: coef,
+                    },
+                ));
             }
             None => {
                 let plan = &add.plan;
@@ -1082,6 +1307,22 @@ fn apply(
                     market: market.unwrap_or(location),
                     embodied: to_i64(add.embodied)?,
                 };
+                written.push((
+                    row_key.clone(),
+                    CachedRow {
+                        energy: to_i64(add.energy)?,
+                        facility,
+                        location,
+                        market,
+                        embodied: to_i64(add.embodied)?,
+                        pue,
+                        g: add.g_per_kwh,
+                        market_g,
+                        site: plan.site.clone(),
+                        zone: plan.zone.clone(),
+                        emb_coef: add.coefs.embodied,
+                    },
+                ));
                 rollups.add(
                     cal, *hour_s, host, project, component, source, &plan.site, &plan.zone, delta,
                 );
@@ -1096,9 +1337,11 @@ fn apply(
         st.execute(params![host, hour_s, to_i64(*e)?])?;
     }
     let mut st = tx.prepare_cached(
-        "INSERT INTO runs (agent_id, run_id, hwm, stored_uj, first_ms, last_ms) VALUES (?, ?, ?, ?, ?, ?)
+        "INSERT INTO runs (agent_id, run_id, hwm, stored_uj, first_ms, last_ms, counters, counted_uj)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT DO UPDATE SET hwm = excluded.hwm, stored_uj = excluded.stored_uj,
-            last_ms = excluded.last_ms",
+            last_ms = excluded.last_ms, counters = excluded.counters,
+            counted_uj = excluded.counted_uj",
     )?;
     let mut del = tx.prepare_cached("DELETE FROM run_holes WHERE agent_id = ? AND run_id = ?")?;
     let mut hole = tx.prepare_cached(
@@ -1111,7 +1354,9 @@ fn apply(
             to_i64(r.seqs.hwm)?,
             to_i64(r.stored_uj)?,
             to_i64(r.first_ms)?,
-            to_i64(r.last_ms)?
+            to_i64(r.last_ms)?,
+            r.counters_text(),
+            i64::try_from(r.counted_uj()).map_err(|_| overflow("a run's counters"))?
         ])?;
         if r.holes_changed {
             if !r.is_new {
@@ -1121,24 +1366,6 @@ fn apply(
                 hole.execute(params![agent, run, to_i64(*a)?, to_i64(*b)?])?;
             }
         }
-    }
-    let mut st = tx.prepare_cached(
-        "INSERT INTO run_counters (agent_id, run_id, project, component, source, total_uj, at_ms)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (agent_id, run_id, project, component, source) DO UPDATE SET
-            total_uj = excluded.total_uj, at_ms = excluded.at_ms
-         WHERE excluded.at_ms >= at_ms",
-    )?;
-    for ((agent, run, project, component, source), (total, at)) in &g.counters {
-        st.execute(params![
-            agent,
-            run,
-            project,
-            component.as_str(),
-            source.as_str(),
-            to_i64(*total)?,
-            to_i64(*at)?
-        ])?;
     }
     let mut st = tx.prepare_cached(
         "INSERT INTO agents (agent_id, hostname, agent_version, first_push_ms, last_push_ms,
