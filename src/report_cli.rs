@@ -121,7 +121,11 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
         let store = SqliteStore::open(&config.data_dir)
             .await
             .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let data = report::build(&store, &config, &tz, &m, now).await;
+        let data = if cmd.format == Format::Csv {
+            report::build(&store, &config, &tz, &m, now).await
+        } else {
+            report::build_summary(&store, &config, &tz, &m, now).await
+        };
         store.close().await;
         anyhow::Ok(data?)
     })?;

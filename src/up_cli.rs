@@ -24,6 +24,8 @@ use crate::collector_cli::runtime;
 /// Where `up` keeps its data when neither `--data-dir` nor a configuration says.
 pub const DEFAULT_UP_DATA_DIR: &str = "empreinte-data";
 pub const DEFAULT_UP_LISTEN: &str = "127.0.0.1:9820";
+/// The lock file `up` holds in its data directory.
+pub const UP_LOCK: &str = "up.lock";
 pub const DEFAULT_UP_AGENT_LISTEN: &str = "127.0.0.1:9810";
 
 #[derive(Args)]
@@ -158,6 +160,11 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
         },
     )?;
     let data_dir = collector_config.data_dir.clone();
+    // One `up` per data directory, for the life of the process: a second one exits 2
+    // naming the first one's PID, before it touches the store or the spool.
+    let _lock =
+        empreinte_agent::push::lock::DirLock::acquire(&data_dir, UP_LOCK, "the data directory")
+            .context("another `empreinte up` uses this data directory (--data-dir)")?;
     let agent_token = data_dir.join("up").join("agent.token");
     let read_token = data_dir.join("up").join("read.token");
     if let Some(b) = cmd.batch_interval {

@@ -125,7 +125,7 @@ fn exported_joules_match_what_the_fake_hardware_consumed() {
     assert_eq!(
         value(
             &samples,
-            "empreinte_counter_corrections_total",
+            "empreinte_energy_reading_corrections_total",
             &[("device", "intel-rapl:0"), ("kind", "wrap")]
         ),
         Some(1.0)

@@ -1,6 +1,7 @@
 //! `empreinte up` on a fake powercap host: one process runs the collector and the agent,
 //! prints where things are, and on SIGTERM delivers the agent's last batch before the
-//! collector closes; the store then holds exactly the energy the host was given.
+//! collector closes; the store then holds exactly the energy the host was given. A
+//! second `up` on the same data directory exits 2 naming the first one's PID.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -81,6 +82,31 @@ fn up_runs_both_and_nothing_measured_is_lost_at_shutdown() {
         sleep(Duration::from_millis(50));
     }
     assert!(cycles >= 2.0, "the agent of up did not sample");
+    // A second `up` on the same data directory (other ports) exits 2 and names the
+    // first one's PID, touching nothing: the first one's totals below stay exact.
+    let second = Command::new(BIN)
+        .args([
+            "up",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--agent-listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--powercap-root",
+            fp.root().to_str().unwrap(),
+            "--nvml-library",
+            "off",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let second_err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{second_err}");
+    assert!(
+        second_err.contains(&format!("PID {}", child.id())),
+        "{second_err}"
+    );
     let zones = [
         "intel-rapl:0",
         "intel-rapl:1",

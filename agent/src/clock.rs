@@ -26,21 +26,50 @@ impl SampleTime {
     }
 }
 
-/// The agent's monotonic clock.
+/// The agent's monotonic clock, anchored once to the wall clock when it starts.
 #[derive(Clone, Copy, Debug)]
 pub struct MonotonicClock {
     start: Instant,
+    anchor: WallAnchor,
 }
 
 impl MonotonicClock {
     pub fn start() -> MonotonicClock {
+        let start = Instant::now();
         MonotonicClock {
-            start: Instant::now(),
+            start,
+            anchor: WallAnchor::new(unix_ms()),
         }
     }
 
     pub fn now(&self) -> SampleTime {
         SampleTime(self.start.elapsed())
+    }
+
+    /// The wall-clock reading taken when this clock started, which dates every sample.
+    pub fn anchor(&self) -> WallAnchor {
+        self.anchor
+    }
+}
+
+/// The wall clock read once, at the start of the sampling timeline: a sample's Unix time
+/// is the anchor plus its monotonic time, so a later step of the wall clock (NTP, an
+/// operator) neither dates a batch in the future nor stretches or reverses one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallAnchor {
+    start_unix_ms: u64,
+}
+
+impl WallAnchor {
+    /// The anchor of a timeline whose start was at `start_unix_ms` by the wall clock.
+    pub fn new(start_unix_ms: u64) -> WallAnchor {
+        WallAnchor { start_unix_ms }
+    }
+
+    /// The Unix time, in ms, of a sample taken at `at` on this timeline.
+    pub fn unix_ms(self, at: SampleTime) -> u64 {
+        let since = u64::try_from(at.since_start().as_millis()).unwrap_or(u64::MAX);
+        self.start_unix_ms.saturating_add(since)
     }
 }
 

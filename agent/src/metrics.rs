@@ -59,8 +59,8 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         COUNTER,
     );
     let mut corrections = Family::new(
-        "empreinte_counter_corrections_total",
-        "Hardware energy counter anomalies corrected without losing energy: kind wrap (counter wrapped past its maximum) or reset (counter restarted, e.g. a GPU driver reload).",
+        "empreinte_energy_reading_corrections_total",
+        "Readings of a hardware energy counter that went backwards or jumped, by kind: wrap (wrapped past its maximum: the energy across the wrap is counted), reset (restarted from zero, e.g. a GPU driver reload: the energy since the restart is counted), glitch (a step no power within the zone's ceiling explains: no energy is taken from it).",
         COUNTER,
     );
     for c in &host.channels {
@@ -90,7 +90,12 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             .zone
             .as_ref()
             .map_or(c.channel.device.as_str(), |z| z.id.as_str());
-        for (kind, n) in [("wrap", c.wraps_total), ("reset", c.resets_total)] {
+        let k = &c.corrections;
+        for (kind, n) in [
+            ("wrap", k.wraps),
+            ("reset", k.resets),
+            ("glitch", k.glitches),
+        ] {
             if n > 0 {
                 corrections.push(
                     &[
@@ -171,11 +176,17 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         tracked.push(&[], a.processes_seen as f64);
         let mut errors = Family::new(
             "empreinte_attribution_errors_total",
-            "Intervals whose attribution failed (processes could not be listed).",
+            "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
             COUNTER,
         );
-        errors.push(&[], host.attribution_errors_total as f64);
-        extra.extend([energy, power, tracked, errors]);
+        errors.push(&[], a.failed_intervals_total as f64);
+        let mut failed = Family::new(
+            "empreinte_attribution_failed_energy_joules_total",
+            "Energy of the intervals whose attribution failed, given to the unassigned project, in joules.",
+            COUNTER,
+        );
+        failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
+        extra.extend([energy, power, tracked, errors, failed]);
     }
 
     let mut cycles = Family::new(
@@ -237,87 +248,7 @@ fn watts(uj: u64, secs: f64) -> f64 {
     }
 }
 
-/// The push and spool families, when pushing is configured; `now_unix_ms` dates the
-/// oldest batch's age.
-pub fn push_families(m: &PushMetrics, now_unix_ms: u64) -> Vec<MetricFamily> {
-    use MetricType::{COUNTER, GAUGE};
-    let mut batches = Family::new(
-        "empreinte_push_batches_total",
-        "Batches sent to the collector since the agent started, by outcome: accepted (stored), duplicate (the collector had it already: a replay), refused (4xx: kept in the spool for an operator), failed (no answer, 5xx or 429: kept and sent again).",
-        COUNTER,
-    );
-    for (outcome, n) in [
-        ("accepted", m.accepted_total),
-        ("duplicate", m.duplicate_total),
-        ("refused", m.refused_total),
-        ("failed", m.failed_total),
-    ] {
-        batches.push(&[("outcome", outcome)], n as f64);
-    }
-    let mut spooled = Family::new(
-        "empreinte_spool_batches",
-        "Sealed batches in the on-disk spool that the collector has not acknowledged yet.",
-        GAUGE,
-    );
-    spooled.push(&[], m.spool.batches as f64);
-    let mut bytes = Family::new(
-        "empreinte_spool_bytes",
-        "Size on disk of the batches the collector has not acknowledged yet, in bytes.",
-        GAUGE,
-    );
-    bytes.push(&[], m.spool.bytes as f64);
-    let mut age = Family::new(
-        "empreinte_spool_oldest_batch_age_seconds",
-        "Age of the oldest batch the collector has not acknowledged yet (from its start), in seconds; 0 when the spool is empty.",
-        GAUGE,
-    );
-    age.push(
-        &[],
-        m.spool
-            .oldest_start_unix_ms
-            .map_or(0.0, |s| now_unix_ms.saturating_sub(s) as f64 / 1e3),
-    );
-    let mut dropped = Family::new(
-        "empreinte_spool_dropped_batches_total",
-        "Batches dropped since the agent started because the spool went over its size or age limit: energy that will never reach the collector.",
-        COUNTER,
-    );
-    dropped.push(&[], m.spool.dropped_batches_total as f64);
-    let mut dropped_energy = Family::new(
-        "empreinte_spool_dropped_energy_joules_total",
-        "Energy of the batches dropped from the spool since the agent started, in joules.",
-        COUNTER,
-    );
-    dropped_energy.push(&[], m.dropped_energy_uj_total as f64 / 1e6);
-    let mut errors = Family::new(
-        "empreinte_spool_errors_total",
-        "Sampling cycles whose batches could not be written to the spool (disk full, permissions).",
-        COUNTER,
-    );
-    errors.push(&[], m.spool_errors_total as f64);
-    let mut last = Family::new(
-        "empreinte_push_last_success_timestamp_seconds",
-        "When the collector last acknowledged a push, in seconds since the Unix epoch.",
-        GAUGE,
-    );
-    if let Some(ms) = m.last_success_unix_ms {
-        last.push(&[], ms as f64 / 1e3);
-    }
-    [
-        batches,
-        spooled,
-        bytes,
-        age,
-        dropped,
-        dropped_energy,
-        errors,
-        last,
-    ]
-    .into_iter()
-    .map(|f| f.0)
-    .filter(|f| !f.get_metric().is_empty())
-    .collect()
-}
+pub use crate::push::metrics::push_families;
 
 /// The Prometheus text exposition of `host`.
 pub fn render(host: &HostState, info: &AgentInfo) -> Result<String, prometheus::Error> {

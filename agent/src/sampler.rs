@@ -1,5 +1,6 @@
-//! One sampling cycle: poll every source at one [`SampleTime`], add each channel's
-//! energy to its counter, and publish the host's state for `/metrics`.
+//! One sampling cycle: poll every source at one [`SampleTime`], gather the interval's
+//! energy per channel ([`IntervalEnergy`]), add it to the running totals, hand it to the
+//! attribution, and publish the host's state for `/metrics`.
 //!
 //! Architecture invariant: a channel's total only grows (it is a sum of non-negative
 //! integer microjoules), so the exported counters never go backwards within a run.
@@ -11,7 +12,8 @@ use empreinte_shared::{MicroJoules, SourceKind, Watts};
 
 use crate::attribution::engine::{AttributionState, Attributor};
 use crate::clock::{SampleTime, Stopwatch};
-use crate::sources::{Channel, ChannelEnergy, Correction, EnergySource, GpuActivity, PollError};
+use crate::interval::{ChannelInterval, Corrections, IntervalEnergy};
+use crate::sources::{Channel, ChannelEnergy, EnergySource, PollError};
 
 /// The host's energy state as the last cycle left it; read by the metrics endpoint.
 #[derive(Clone, Debug, Default)]
@@ -40,8 +42,8 @@ pub struct ChannelState {
     pub last_energy: MicroJoules,
     /// Mean power over the last interval.
     pub last_power: Watts,
-    pub wraps_total: u64,
-    pub resets_total: u64,
+    /// Counter corrections since the agent started.
+    pub corrections: Corrections,
 }
 
 /// One source's health.
@@ -86,7 +88,8 @@ pub struct Sampler {
     host: HostState,
     last_at: Option<SampleTime>,
     attributor: Option<Attributor>,
-    gpu_activity: Vec<(usize, GpuActivity)>,
+    /// The last interval's energy, refilled every cycle.
+    interval: IntervalEnergy,
 }
 
 /// What one cycle did, for logs and tests.
@@ -107,8 +110,7 @@ impl Sampler {
                     total: MicroJoules::ZERO,
                     last_energy: MicroJoules::ZERO,
                     last_power: Watts(0.0),
-                    wraps_total: 0,
-                    resets_total: 0,
+                    corrections: Corrections::default(),
                 }));
             host.sources.push(SourceState {
                 kind: source.kind(),
@@ -122,6 +124,13 @@ impl Sampler {
                 first_channel,
             });
         }
+        let interval = IntervalEnergy::new(
+            None,
+            host.channels
+                .iter()
+                .map(|c| ChannelInterval::of(&c.channel))
+                .collect(),
+        );
         Sampler {
             slots,
             scratch: Vec::with_capacity(64),
@@ -129,7 +138,7 @@ impl Sampler {
             host,
             last_at: None,
             attributor: None,
-            gpu_activity: Vec::new(),
+            interval,
         }
     }
 
@@ -149,22 +158,65 @@ impl Sampler {
         self.state.clone()
     }
 
-    /// Polls every source at `at` and adds each channel's energy to its counter.
+    /// The last interval's energy, as handed to the attribution.
+    pub fn interval(&self) -> &IntervalEnergy {
+        &self.interval
+    }
+
+    /// Polls every source at `at`, adds each channel's energy to its total and hands the
+    /// interval to the attribution.
     pub fn cycle(&mut self, at: SampleTime) -> CycleReport {
         let watch = Stopwatch::start();
-        let interval = self.last_at.map(|prev| at.since(prev));
+        let duration = self.last_at.map(|prev| at.since(prev));
         self.last_at = Some(at);
+        let report = self.measure(at, duration);
+        let Sampler {
+            host,
+            attributor,
+            interval,
+            ..
+        } = self;
+        for (c, i) in host.channels.iter_mut().zip(&interval.channels) {
+            c.total += i.energy;
+            c.last_energy = i.energy;
+            c.corrections.add(&i.corrections);
+            if let Some(dt) = duration {
+                c.last_power = i.energy.mean_power(dt);
+            }
+        }
+        host.last_interval = duration;
+        if let Some(attributor) = attributor {
+            if let Err(e) = attributor.attribute(interval) {
+                host.attribution_errors_total += 1;
+                tracing::warn!(error = %e, "attribution failed for this interval: its energy goes to the unassigned project");
+            }
+            host.attribution = Some(attributor.state().clone());
+        }
+        host.cycles_total += 1;
+        let spent = watch.elapsed().as_secs_f64();
+        host.last_cycle_seconds = spent;
+        host.sampling_seconds_total += spent;
+        self.state.lock().clone_from(&self.host);
+        report
+    }
+
+    /// Polls the sources into `self.interval`.
+    fn measure(&mut self, at: SampleTime, duration: Option<Duration>) -> CycleReport {
         let mut report = CycleReport::default();
+        // GPU processes are read (and their samples drained) only for the attribution.
+        let want_gpu = self.attributor.is_some();
         let Sampler {
             slots,
             scratch,
             host,
-            attributor,
-            gpu_activity,
+            interval,
             ..
         } = self;
-        for c in &mut host.channels {
-            c.last_energy = MicroJoules::ZERO;
+        interval.duration = duration;
+        interval.gpu_activity.clear();
+        for c in &mut interval.channels {
+            c.energy = MicroJoules::ZERO;
+            c.corrections = Corrections::default();
         }
         for (i, slot) in slots.iter_mut().enumerate() {
             if host.sources[i].stopped {
@@ -173,15 +225,12 @@ impl Sampler {
             scratch.clear();
             let result = slot.source.poll(at, scratch);
             for e in scratch.iter() {
-                let Some(c) = host.channels.get_mut(slot.first_channel + e.channel) else {
+                let Some(c) = interval.channels.get_mut(slot.first_channel + e.channel) else {
                     continue;
                 };
-                c.total += e.energy;
-                c.last_energy += e.energy;
-                match e.correction {
-                    Some(Correction::Wrap) => c.wraps_total += 1,
-                    Some(Correction::Reset) => c.resets_total += 1,
-                    None => {}
+                c.energy += e.energy;
+                if let Some(correction) = e.correction {
+                    c.corrections.count(correction);
                 }
             }
             let s = &mut host.sources[i];
@@ -200,36 +249,17 @@ impl Sampler {
                     s.last_error = Some(text);
                 }
             }
-        }
-        if let Some(dt) = interval {
-            for c in &mut host.channels {
-                c.last_power = c.last_energy.mean_power(dt);
-            }
-        }
-        host.last_interval = interval;
-        if let Some(attributor) = attributor {
-            gpu_activity.clear();
-            for slot in slots.iter_mut() {
-                for i in 0..slot.source.channels().len() {
-                    if slot.source.channels()[i].component == Some(empreinte_shared::Component::Gpu)
-                    {
-                        if let Some(a) = slot.source.gpu_activity(i) {
-                            gpu_activity.push((slot.first_channel + i, a));
-                        }
+            for ch in 0..slot.source.channels().len() {
+                if !want_gpu {
+                    break;
+                }
+                if slot.source.channels()[ch].component == Some(empreinte_shared::Component::Gpu) {
+                    if let Some(a) = slot.source.gpu_activity(ch) {
+                        interval.gpu_activity.push((slot.first_channel + ch, a));
                     }
                 }
             }
-            if let Err(e) = attributor.attribute(&host.channels, gpu_activity) {
-                host.attribution_errors_total += 1;
-                tracing::warn!(error = %e, "attribution failed for this interval");
-            }
-            host.attribution = Some(attributor.state().clone());
         }
-        host.cycles_total += 1;
-        let spent = watch.elapsed().as_secs_f64();
-        host.last_cycle_seconds = spent;
-        host.sampling_seconds_total += spent;
-        self.state.lock().clone_from(&self.host);
         report
     }
 }

@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::time::MissedTickBehavior;
 
-use crate::clock::{self, MonotonicClock};
-use crate::config::{AgentConfig, PushConfig};
+use crate::clock::{MonotonicClock, SampleTime};
+use crate::config::AgentConfig;
 use crate::metrics::{self, AgentInfo};
-use crate::push::client::{self, Client};
-use crate::push::{Pipeline, SharedPushMetrics};
+use crate::push::SharedPushMetrics;
+use crate::push::wiring::{CycleInput, Feed, PushRuntime};
 use crate::sampler::{Sampler, SharedState};
 use crate::sources;
 
@@ -125,8 +125,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     let attributor = crate::attribution::build(&config)
         .map_err(|e| anyhow::anyhow!("cannot set up the attribution: {e}"))?;
     let sampler = Sampler::new(opened.sources).with_attribution(attributor);
+    let clock = MonotonicClock::start();
     let push = match &config.push.collector {
-        Some(collector) => Some(setup_push(&config.push, collector)?),
+        Some(collector) => Some(PushRuntime::start(
+            &config.push,
+            collector,
+            clock.anchor(),
+            clock.anchor().unix_ms(clock.now()),
+        )?),
         None => None,
     };
     let state = AppState {
@@ -134,9 +140,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         info: Arc::new(AgentInfo {
             interval_seconds: config.interval.as_secs_f64(),
         }),
-        push: push
-            .as_ref()
-            .map(|(p, _)| p.lock().unwrap_or_else(|e| e.into_inner()).metrics()),
+        push: push.as_ref().map(PushRuntime::metrics),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -151,159 +155,86 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .context("cannot read the listening address")?;
     tracing::info!(address = %local, interval = ?config.interval, "agent serving /metrics");
 
-    let clock = MonotonicClock::start();
     let sampler = Arc::new(Mutex::new(sampler));
-    let pipeline = push.as_ref().map(|(p, _)| p.clone());
+    let feed = push.as_ref().map(PushRuntime::feed);
     let sampling = tokio::spawn(sample_forever(
         sampler.clone(),
         clock,
         config.interval,
-        pipeline.clone(),
+        feed.clone(),
     ));
-    let pushing = push.as_ref().map(|(p, c)| {
-        let sealed = p.lock().unwrap_or_else(|e| e.into_inner()).sealed_notify();
-        tokio::spawn(client::push_forever(
-            p.clone(),
-            c.clone(),
-            config.push.batch_interval,
-            sealed,
-        ))
-    });
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await;
     sampling.abort();
-    if let Some(task) = pushing {
-        task.abort();
-    }
-    if let Some((pipeline, client)) = push {
-        // One last cycle, so the energy up to now is in the last batch, then seal it and
-        // try to deliver what waits.
+    if let Some(push) = push {
+        // One last cycle, so the energy up to now is in the last batch; the push then
+        // seals it and tries to deliver what waits.
         let last = {
-            let (s, p) = (sampler.clone(), pipeline.clone());
-            tokio::task::spawn_blocking(move || {
-                cycle(&s, &clock, config.interval, Some(&p));
-                let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-                p.seal(clock::unix_ms())
-            })
-            .await
+            let s = sampler.clone();
+            tokio::task::spawn_blocking(move || cycle(&s, &clock, config.interval, feed.as_ref()))
+                .await
         };
-        match last {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot seal the last batch"),
-            Err(e) => tracing::error!(error = %e, "the last sampling cycle panicked"),
-        }
-        match client::final_push(pipeline, client, FINAL_PUSH_DEADLINE).await {
-            None | Some(client::Outcome::Idle) => {}
-            Some(outcome) => {
-                tracing::warn!(outcome = ?outcome, "not everything reached the collector before shutdown; it stays in the spool for the next start")
+        let now = match last {
+            Ok(at) => at,
+            Err(e) => {
+                tracing::error!(error = %e, "the last sampling cycle panicked");
+                clock.now()
             }
-        }
+        };
+        push.shutdown(now).await;
     }
     served.context("the HTTP server failed")
-}
-
-/// How long the agent tries to deliver its spool when it stops.
-pub const FINAL_PUSH_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-
-type SharedPipeline = Arc<Mutex<Pipeline>>;
-
-/// Opens the spool and builds the client; errors say which setting to fix.
-fn setup_push(cfg: &PushConfig, collector: &str) -> anyhow::Result<(SharedPipeline, Arc<Client>)> {
-    let token = match &cfg.token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| {
-                    format!(
-                        "cannot read the agent token {} (push.token_file)",
-                        path.display()
-                    )
-                })?
-                .trim()
-                .to_string(),
-        ),
-        None => std::env::var("EMPREINTE_AGENT_TOKEN")
-            .ok()
-            .map(|t| t.trim().to_string()),
-    }
-    .filter(|t| !t.is_empty());
-    if token.is_none() {
-        tracing::warn!(
-            collector,
-            "no agent token (push.token_file or EMPREINTE_AGENT_TOKEN): pushing without one"
-        );
-    }
-    let hostname = crate::push::hostname();
-    let agent_id = cfg.agent_id.clone().unwrap_or_else(|| hostname.clone());
-    empreinte_shared::wire::check_name(&agent_id).map_err(|m| {
-        anyhow::anyhow!("the agent id {agent_id:?} (push.agent_id, else the host name) {m}")
-    })?;
-    let run_id = crate::push::batcher::new_run_id().map_err(|e| {
-        anyhow::anyhow!("cannot draw a run id from the system's random source: {e}")
-    })?;
-    let pipeline = Pipeline::open(cfg, run_id, clock::unix_ms()).with_context(|| {
-        format!(
-            "cannot open the push spool in {} (push.spool_dir, --spool-dir)",
-            cfg.spool_dir.display()
-        )
-    })?;
-    let client = Client::new(
-        collector,
-        token,
-        empreinte_shared::wire::AgentInfo {
-            agent_id: agent_id.clone(),
-            hostname,
-            agent_version: metrics::VERSION.to_string(),
-        },
-        cfg.timeout,
-        cfg.max_batches_per_push,
-    );
-    tracing::info!(collector = %client.url(), agent_id, run_id = pipeline.run_id(), spool = %cfg.spool_dir.display(), batches_waiting = pipeline.spool().batches(), "pushing to the collector");
-    Ok((Arc::new(Mutex::new(pipeline)), Arc::new(client)))
 }
 
 async fn sample_forever(
     sampler: Arc<Mutex<Sampler>>,
     clock: MonotonicClock,
     interval: std::time::Duration,
-    pipeline: Option<SharedPipeline>,
+    feed: Option<Feed>,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let (s, p) = (Arc::clone(&sampler), pipeline.clone());
+        let (s, f) = (Arc::clone(&sampler), feed.clone());
         let done =
-            tokio::task::spawn_blocking(move || cycle(&s, &clock, interval, p.as_ref())).await;
+            tokio::task::spawn_blocking(move || cycle(&s, &clock, interval, f.as_ref())).await;
         if let Err(e) = done {
             tracing::error!(error = %e, "sampling cycle panicked; continuing");
         }
     }
 }
 
-/// One sampling cycle, then its per-project energy into the push pipeline.
+/// One sampling cycle; its per-project energy is copied out and handed to the push's
+/// feed after the sampler's lock is released (the feed never waits on I/O). Returns the
+/// cycle's time.
 fn cycle(
     sampler: &Mutex<Sampler>,
     clock: &MonotonicClock,
     interval: std::time::Duration,
-    pipeline: Option<&SharedPipeline>,
-) {
-    let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+    feed: Option<&Feed>,
+) -> SampleTime {
     let at = clock.now();
-    let wall = clock::unix_ms();
-    s.cycle(at);
-    if let Some(p) = pipeline {
-        let host = s.host();
-        let length = host.last_interval.unwrap_or(interval);
-        let projects = host
-            .attribution
-            .as_ref()
-            .map_or(&[][..], |a| a.projects.as_slice());
-        let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = p.on_cycle(wall, length, projects) {
-            tracing::error!(error = %e, "cannot write to the push spool; this cycle's energy may not reach the collector");
-        }
+    let input = {
+        let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+        s.cycle(at);
+        feed.map(|_| {
+            let host = s.host();
+            CycleInput {
+                end_unix_ms: clock.anchor().unix_ms(at),
+                length: host.last_interval.unwrap_or(interval),
+                projects: host
+                    .attribution
+                    .as_ref()
+                    .map_or_else(Vec::new, |a| a.projects.clone()),
+            }
+        })
+    };
+    if let (Some(feed), Some(input)) = (feed, input) {
+        feed.send(input);
     }
+    at
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

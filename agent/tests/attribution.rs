@@ -354,26 +354,13 @@ fn without_samples_gpu_memory_decides_and_an_exited_process_still_gets_its_share
 
 mod conservation {
     use super::*;
-    use empreinte_agent::sampler::ChannelState;
-    use empreinte_agent::sources::{Channel, GpuActivity, GpuProcess, GpuSample};
-    use empreinte_shared::{MicroJoules, SourceKind, Watts};
+    use empreinte_agent::interval::{ChannelInterval, IntervalEnergy};
+    use empreinte_agent::sources::{GpuActivity, GpuProcess, GpuSample};
+    use empreinte_shared::{MicroJoules, SourceKind};
     use proptest::prelude::*;
 
-    fn channel(component: Component, source: SourceKind, device: &str, uj: u64) -> ChannelState {
-        ChannelState {
-            channel: Channel {
-                component: Some(component),
-                source,
-                device: device.into(),
-                zone: None,
-                gpu: None,
-            },
-            total: MicroJoules(0),
-            last_energy: MicroJoules(uj),
-            last_power: Watts(0.0),
-            wraps_total: 0,
-            resets_total: 0,
-        }
+    fn channel(component: Component, source: SourceKind, device: &str, uj: u64) -> ChannelInterval {
+        ChannelInterval::new(component, source, device, MicroJoules(uj))
     }
 
     proptest! {
@@ -401,7 +388,8 @@ mod conservation {
                 channel(Component::Cpu, SourceKind::Estimate, "host", energies[2]),
                 channel(Component::Gpu, SourceKind::Nvml, "gpu0", energies[3]),
             ];
-            a.attribute(&channels, &[]).unwrap();
+            let interval = IntervalEnergy::new(Some(Duration::from_secs(1)), channels);
+            a.attribute(&interval).unwrap();
             for (i, (_, ticks)) in procs.iter().enumerate() {
                 procfs.set_ticks(100 + i as u32, 1100 + i as u64, *ticks);
             }
@@ -410,7 +398,7 @@ mod conservation {
                 processes: gpu.iter().map(|(p, _, m)| GpuProcess { pid: 100 + *p as u32, used_gpu_memory: *m }).collect(),
                 samples: gpu.iter().enumerate().map(|(k, (p, sm, _))| GpuSample { pid: 100 + *p as u32, timestamp_us: k as u64, sm_util: *sm }).collect(),
             };
-            a.attribute(&channels, &[(3, activity)]).unwrap();
+            a.attribute(&interval.with_gpu_activity(3, activity)).unwrap();
             for (component, source, expected) in [
                 (Component::Cpu, SourceKind::Rapl, energies[0]),
                 (Component::Dram, SourceKind::Rapl, energies[1]),

@@ -12,9 +12,8 @@ use empreinte_agent::attribution::rules::Resolver;
 use empreinte_agent::attribution::users::UserNames;
 use empreinte_agent::config::AttributionConfig;
 use empreinte_agent::config::{KubeMode, KubernetesConfig};
-use empreinte_agent::sampler::ChannelState;
-use empreinte_agent::sources::Channel;
-use empreinte_shared::{Component, MicroJoules, SourceKind, Watts};
+use empreinte_agent::interval::{ChannelInterval, IntervalEnergy};
+use empreinte_shared::{Component, MicroJoules, SourceKind};
 use empreinte_testkit::kube::{FakeApiServer, FakePod};
 use empreinte_testkit::procfs::{FakeProcess, FakeProcfs};
 
@@ -178,20 +177,15 @@ fn pod_processes_resolve_by_label_then_namespace_and_a_late_pod_is_resolved_agai
 
     // Sampling: pid 30's pod is unknown at first, so its energy goes to `unassigned`;
     // once the pod appears, the tracked process is resolved again on a later cycle.
-    let channels = vec![ChannelState {
-        channel: Channel {
-            component: Some(Component::Cpu),
-            source: SourceKind::Rapl,
-            device: "package-0".into(),
-            zone: None,
-            gpu: None,
-        },
-        total: MicroJoules(0),
-        last_energy: MicroJoules(1_000_000),
-        last_power: Watts(0.0),
-        wraps_total: 0,
-        resets_total: 0,
-    }];
+    let channels = IntervalEnergy::new(
+        Some(Duration::from_secs(1)),
+        vec![ChannelInterval::new(
+            Component::Cpu,
+            SourceKind::Rapl,
+            "package-0",
+            MicroJoules(1_000_000),
+        )],
+    );
     let project_uj = |a: &Attributor, name: &str| {
         a.state()
             .projects
@@ -200,10 +194,10 @@ fn pod_processes_resolve_by_label_then_namespace_and_a_late_pod_is_resolved_agai
             .map(|p| p.last_uj)
             .sum::<u64>()
     };
-    a.attribute(&channels, &[]).unwrap();
+    a.attribute(&channels).unwrap();
     procfs.set_ticks(30, 30, 50);
     procfs.set_host_stat(50, 0);
-    a.attribute(&channels, &[]).unwrap();
+    a.attribute(&channels).unwrap();
     assert_eq!(project_uj(&a, "unassigned"), 1_000_000);
     server.set_pods(&[FakePod {
         uid: UID_NEW,
@@ -214,7 +208,7 @@ fn pod_processes_resolve_by_label_then_namespace_and_a_late_pod_is_resolved_agai
     std::thread::sleep(Duration::from_millis(250));
     procfs.set_ticks(30, 30, 100);
     procfs.set_host_stat(100, 0);
-    a.attribute(&channels, &[]).unwrap();
+    a.attribute(&channels).unwrap();
     assert_eq!(project_uj(&a, "batch"), 1_000_000);
     assert_eq!(project_uj(&a, "unassigned"), 0);
 }

@@ -121,3 +121,19 @@ fn the_reference_reader_sees_imports() {
     );
     assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["clock", "config"]);
 }
+#[test]
+fn sampler_and_attribution_do_not_import_each_other() {
+    let (modules, _) = graph();
+    assert!(
+        !(reaches(&modules, "attribution", "sampler")
+            && reaches(&modules, "sampler", "attribution")),
+        "sampler <-> attribution: {:?} / {:?}",
+        modules.get("sampler"),
+        modules.get("attribution")
+    );
+    assert!(
+        !reaches(&modules, "attribution", "sampler"),
+        "the attribution is handed an interval; it does not know the sampler: {:?}",
+        modules.get("attribution")
+    );
+}

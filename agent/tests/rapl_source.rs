@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use empreinte_agent::clock::SampleTime;
-use empreinte_agent::sources::rapl::Rapl;
+use empreinte_agent::sampler::Sampler;
+use empreinte_agent::sources::rapl::{DEFAULT_ZONE_CEILING_WATTS, Rapl, zone_ceiling_watts};
 use empreinte_agent::sources::{ChannelEnergy, Correction, EnergySource, PollError};
 use empreinte_shared::Component;
 use empreinte_testkit::powercap::{
@@ -284,4 +285,114 @@ fn a_zone_failing_mid_run_loses_nothing_once_it_recovers() {
         200_000_000,
         "both intervals counted once the zone recovers"
     );
+}
+
+/// Runs a sampler over one package zone at ~`watts` for `steps` intervals of 1 s, calling
+/// `glitch` before the poll of step `at_step`; returns (reported µJ, truth µJ, glitches).
+fn run_with_glitch(
+    steps: u64,
+    at_step: u64,
+    watts: f64,
+    glitch: impl Fn(&mut FakePowercap, &ZoneHandle),
+) -> (u64, u128, u64) {
+    let mut fp = FakePowercap::new();
+    let pkg = fp.add_zone(
+        "intel-rapl:0",
+        "package-0",
+        INTEL_MAX_ENERGY_RANGE_UJ,
+        INTEL_MAX_ENERGY_RANGE_UJ / 2,
+    );
+    let rapl = Rapl::open(fp.root()).source.unwrap();
+    let mut sampler = Sampler::new(vec![Box::new(rapl)]);
+    sampler.cycle(at(0));
+    let start = fp.truth_uj(&pkg);
+    for step in 1..=steps {
+        let w = watts * (1.0 + 0.3 * ((step as f64) * 0.7).sin());
+        fp.advance(&pkg, w, Duration::from_secs(1));
+        if step == at_step {
+            glitch(&mut fp, &pkg);
+        }
+        sampler.cycle(at(step));
+    }
+    let host = sampler.host();
+    let c = &host.channels[0];
+    (
+        c.total.0,
+        fp.truth_uj(&pkg) - start,
+        c.corrections.glitches + c.corrections.wraps + c.corrections.resets,
+    )
+}
+
+#[test]
+fn a_300_joule_backward_glitch_invents_nothing_and_is_counted() {
+    // The counter stays 300 J low from then on: one interval's energy is unknown.
+    let (got, truth, corrections) =
+        run_with_glitch(300, 120, 100.0, |fp, z| fp.step_back_uj(z, 300_000_000));
+    let error = (got as f64 - truth as f64).abs() / truth as f64;
+    assert!(
+        error < 0.005,
+        "reported {got} µJ for a truth of {truth} µJ: {:.3} %",
+        error * 100.0
+    );
+    assert!(got as u128 <= truth, "no energy invented");
+    assert_eq!(corrections, 1, "one glitch, no wrap");
+
+    // A shorter run: still one glitch, still nothing invented.
+    let (got, truth, corrections) =
+        run_with_glitch(60, 30, 100.0, |fp, z| fp.step_back_uj(z, 300_000_000));
+    assert_eq!(corrections, 1);
+    assert!(got as u128 <= truth);
+}
+
+#[test]
+fn a_transient_glitch_loses_nothing() {
+    let mut fp = FakePowercap::new();
+    let pkg = fp.add_zone(
+        "intel-rapl:0",
+        "package-0",
+        INTEL_MAX_ENERGY_RANGE_UJ,
+        1_000_000_000,
+    );
+    let mut sampler = Sampler::new(vec![Box::new(Rapl::open(fp.root()).source.unwrap())]);
+    sampler.cycle(at(0));
+    let start = fp.truth_uj(&pkg);
+    for step in 1..=20 {
+        fp.advance(&pkg, 80.0, Duration::from_secs(1));
+        if step == 10 {
+            // A read 300 J low, then right again.
+            let good = fp.energy_uj(&pkg);
+            fp.set_energy_uj(&pkg, good - 300_000_000);
+            sampler.cycle(at(step));
+            fp.set_energy_uj(&pkg, good);
+            continue;
+        }
+        sampler.cycle(at(step));
+    }
+    let c = &sampler.host().channels[0];
+    assert_eq!(u128::from(c.total.0), fp.truth_uj(&pkg) - start, "exact");
+    assert_eq!(c.corrections.glitches, 1);
+    assert_eq!(c.corrections.wraps, 0);
+}
+
+#[test]
+fn the_ceiling_comes_from_the_constraint_files_where_present() {
+    let mut fp = FakePowercap::new();
+    let pkg = fp.add_zone("intel-rapl:0", "package-0", INTEL_MAX_ENERGY_RANGE_UJ, 0);
+    let dir = fp.zone_dir(&pkg).to_path_buf();
+    assert_eq!(zone_ceiling_watts(&dir), DEFAULT_ZONE_CEILING_WATTS);
+    fp.set_constraint(&pkg, "constraint_0_power_limit_uw", 125_000_000);
+    fp.set_constraint(&pkg, "constraint_1_power_limit_uw", 150_000_000);
+    fp.set_constraint(&pkg, "constraint_0_max_power_uw", 0);
+    assert_eq!(zone_ceiling_watts(&dir), 300);
+    // At 300 W, 1 s (+ slack) allows 375 J: a 500 J jump is a glitch, 350 J is not.
+    let mut rapl = Rapl::open(fp.root()).source.unwrap();
+    let mut out = Vec::new();
+    rapl.poll(at(0), &mut out).unwrap();
+    for (jump, correction) in [(350_000_000, None), (500_000_000, Some(Correction::Glitch))] {
+        fp.advance_uj(&pkg, jump);
+        out.clear();
+        rapl.poll(at(if correction.is_none() { 1 } else { 2 }), &mut out)
+            .unwrap();
+        assert_eq!(out[0].correction, correction, "{jump} µJ");
+    }
 }

@@ -110,7 +110,9 @@ pub enum AppError {
     BadQuery(String),
     #[error("not found: {0}")]
     NotFound(String),
-    #[error("the store failed; nothing was acknowledged")]
+    /// A store error: 503, except a full write queue (503 with `Retry-After`) and a
+    /// push the store refuses (422 with its problems).
+    #[error("{}", store_message(.0))]
     Store(#[from] StoreError),
     #[error("{0}")]
     Unavailable(String),
@@ -135,7 +137,9 @@ impl AppError {
             AppError::Auth(_) => StatusCode::UNAUTHORIZED,
             AppError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Malformed(_) | AppError::BadQuery(_) => StatusCode::BAD_REQUEST,
-            AppError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Invalid(_) | AppError::Store(StoreError::Rejected(_)) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Store(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -147,6 +151,8 @@ impl AppError {
             AppError::Auth(AuthError::WrongKind { .. }) | AppError::WrongAgent { .. } => {
                 "forbidden"
             }
+            AppError::Store(StoreError::Rejected(_)) => "invalid",
+            AppError::Store(StoreError::Busy { .. }) => "busy",
             AppError::Auth(AuthError::Store(_) | AuthError::Random(_))
             | AppError::Store(_)
             | AppError::Unavailable(_) => "store_error",
@@ -173,8 +179,14 @@ impl IntoResponse for AppError {
             tracing::debug!(status = status.as_u16(), error = %self, "request refused");
         }
         let problems = match &self {
-            AppError::Invalid(p) => p.iter().map(ToString::to_string).collect(),
+            AppError::Invalid(p) | AppError::Store(StoreError::Rejected(p)) => {
+                p.iter().map(ToString::to_string).collect()
+            }
             _ => Vec::new(),
+        };
+        let retry_after = match &self {
+            AppError::Store(StoreError::Busy { retry_after_s }) => Some(*retry_after_s),
+            _ => None,
         };
         let mut response = (
             status,
@@ -184,12 +196,26 @@ impl IntoResponse for AppError {
             }),
         )
             .into_response();
+        if let Some(s) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+        }
         if status == StatusCode::UNAUTHORIZED {
             if let Ok(v) = "Bearer realm=\"empreinte\"".parse() {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
         }
         response
+    }
+}
+
+/// What a client is told of a store error: never a claim about acknowledgements on a
+/// read; the refusals that are the client's to fix say what to fix.
+fn store_message(e: &StoreError) -> String {
+    match e {
+        StoreError::Busy { .. } | StoreError::Rejected(_) => e.to_string(),
+        _ => "the store is unavailable; see the collector's log".to_string(),
     }
 }
 
@@ -282,9 +308,16 @@ pub async fn run(
     if !problems.is_empty() {
         return Err(crate::config::ConfigError::Invalid(problems).into());
     }
-    let store = crate::store::sqlite::SqliteStore::open(&config.data_dir)
-        .await
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let store = crate::store::sqlite::SqliteStore::open_with(
+        &config.data_dir,
+        &crate::store::StoreOptions {
+            timezone: Some(config.organisation.timezone.clone()),
+            max_host_power_watts: config.limits.max_host_power_watts,
+            ..Default::default()
+        },
+    )
+    .await
+    .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(database = %store.path().display(), "store open");
     let store = Arc::new(store);
     let state = AppState::new(store.clone(), planner).map_err(anyhow::Error::msg)?;

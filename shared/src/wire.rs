@@ -181,6 +181,28 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `name` made acceptable to [`check_name`], as the agent seals it: control characters
+/// become `_`, a name longer than [`MAX_NAME_LEN`] *bytes* is cut at the last character
+/// boundary that fits (a name of 100 "é" is 200 bytes), an empty name becomes `_`.
+/// Borrowed when `name` is already acceptable.
+pub fn fit_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if check_name(name).is_ok() {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len().min(MAX_NAME_LEN));
+    for c in name.chars() {
+        let c = if c.is_control() { '_' } else { c };
+        if out.len() + c.len_utf8() > MAX_NAME_LEN {
+            break;
+        }
+        out.push(c);
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Checks a run id: 32 lowercase hexadecimal digits.
 pub fn check_run_id(id: &str) -> Result<(), String> {
     if id.len() == 32
@@ -193,6 +215,25 @@ pub fn check_run_id(id: &str) -> Result<(), String> {
         Err(format!(
             "{id:?} is not a run id: 32 lowercase hexadecimal digits are expected"
         ))
+    }
+}
+
+impl Batch {
+    /// Every problem a collector of this version finds in this batch pushed alone, by any
+    /// clock (the checks of [`Push::problems`], with "now" at the batch's end). The agent
+    /// runs it before it seals a batch, so it never spools what the collector refuses.
+    pub fn problems(&self, limits: &Limits) -> Vec<WireProblem> {
+        let push = Push {
+            version: WIRE_VERSION,
+            agent: AgentInfo {
+                agent_id: "agent".into(),
+                hostname: String::new(),
+                agent_version: String::new(),
+            },
+            spool: SpoolStatus::default(),
+            batches: vec![self.clone()],
+        };
+        push.problems(limits, self.end_unix_ms)
     }
 }
 
@@ -411,6 +452,36 @@ mod tests {
                 "{expected} missing from {paths:?}"
             );
         }
+    }
+
+    #[test]
+    fn names_are_measured_in_bytes_and_fitted_to_the_wire() {
+        let e100 = "é".repeat(100);
+        assert_eq!(e100.chars().count(), 100);
+        assert!(check_name(&e100).is_err(), "200 bytes");
+        let fitted = fit_name(&e100);
+        assert_eq!(fitted.len(), 128);
+        assert_eq!(fitted, "é".repeat(64));
+        assert_eq!(check_name(&fitted), Ok(()));
+        assert_eq!(fit_name("a\u{7}b"), "a_b");
+        assert_eq!(fit_name(""), "_");
+        assert!(matches!(
+            fit_name("chatbot"),
+            std::borrow::Cow::Borrowed("chatbot")
+        ));
+        // A batch carrying such a name has a problem alone, by any clock.
+        let mut p = push(1, 1_000);
+        p.batches[0].records[0].project = e100;
+        let problems = p.batches[0].problems(&Limits::default());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "batches[0].records[0].project");
+        // 200 kJ in one second: 200 kW, more than a host draws.
+        let p = push(200_000_000_000, 1_000);
+        assert_eq!(p.batches[0].problems(&Limits::default()).len(), 1);
+        assert_eq!(
+            push(1, 1_000).batches[0].problems(&Limits::default()),
+            vec![]
+        );
     }
 
     #[test]

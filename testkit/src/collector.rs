@@ -28,6 +28,14 @@ pub enum Mode {
 #[derive(Default)]
 struct Inner {
     mode: Option<Mode>,
+    /// Limits other than the default (a stricter collector).
+    limits: Option<Limits>,
+    /// Bodies larger than this are refused with 413 (the real collector's body limit).
+    max_body: Option<usize>,
+    /// The receiver's clock; by default the newest batch's end.
+    now_unix_ms: Option<u64>,
+    /// Answers by status, for the statistics of a test.
+    statuses: BTreeMap<u16, u64>,
     stored: BTreeMap<(String, String, u64), Batch>,
     requests: u64,
     duplicates: u64,
@@ -60,6 +68,27 @@ impl FakeCollector {
 
     pub fn set_mode(&self, mode: Mode) {
         self.inner.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Checks pushes against `limits` instead of the defaults (a collector configured
+    /// more strictly than the agent knows).
+    pub fn set_limits(&self, limits: Limits) {
+        self.inner.lock().unwrap().limits = Some(limits);
+    }
+
+    /// Refuses bodies over `bytes` with 413, as the real collector's body limit does.
+    pub fn set_max_body(&self, bytes: usize) {
+        self.inner.lock().unwrap().max_body = Some(bytes);
+    }
+
+    /// Checks batch times against this clock (Unix ms) instead of the newest batch's end.
+    pub fn set_now(&self, now_unix_ms: u64) {
+        self.inner.lock().unwrap().now_unix_ms = Some(now_unix_ms);
+    }
+
+    /// How many answers of each HTTP status were given.
+    pub fn statuses(&self) -> BTreeMap<u16, u64> {
+        self.inner.lock().unwrap().statuses.clone()
     }
 
     /// Every batch stored, by name `(agent_id, run_id, seq)`.
@@ -127,9 +156,28 @@ fn serve(stream: TcpStream, shared: &Mutex<Inner>) {
             }
         }
     }
+    let max_body = shared.lock().unwrap().max_body;
+    if let (Some(max), Some(len)) = (max_body, length) {
+        if len > max {
+            // Refused by its length; the body is read and thrown away so that the client
+            // gets the answer rather than a reset connection.
+            let _ = std::io::copy(&mut (&mut reader).take(len as u64), &mut std::io::sink());
+            let answer =
+                format!("{{\"error\":\"the push is {len} bytes; at most {max} are accepted\"}}");
+            shared.lock().unwrap().requests += 1;
+            *shared.lock().unwrap().statuses.entry(413).or_insert(0) += 1;
+            let _ = write!(
+                &stream,
+                "HTTP/1.1 413 X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+            return;
+        }
+    }
     let mut body = vec![0u8; length.unwrap_or(0)];
     let _ = reader.read_exact(&mut body);
     let (status, answer) = handle(&request_line, length, authorization, &body, shared);
+    *shared.lock().unwrap().statuses.entry(status).or_insert(0) += 1;
     let _ = write!(
         &stream,
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
@@ -169,19 +217,22 @@ fn handle(
             return (400, format!("{{\"error\":{:?}}}", e.to_string()));
         }
     };
-    // The receiver's clock is taken as the newest batch's end: this checks the shape,
-    // spans, names and power, not the agent's clock.
-    let now = push
-        .batches
-        .iter()
-        .map(|b| b.end_unix_ms)
-        .max()
-        .unwrap_or(0);
-    let problems = push.problems(&Limits::default(), now);
+    // The receiver's clock is, unless a test sets one, the newest batch's end: this
+    // checks the shape, spans, names and power, not the agent's clock.
+    let now = inner.now_unix_ms.unwrap_or_else(|| {
+        push.batches
+            .iter()
+            .map(|b| b.end_unix_ms)
+            .max()
+            .unwrap_or(0)
+    });
+    let limits = inner.limits.clone().unwrap_or_default();
+    let problems = push.problems(&limits, now);
     if !problems.is_empty() {
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         inner.problems.extend(text.iter().cloned());
-        return (400, format!("{{\"error\":{:?}}}", text.join("; ")));
+        // 422, as the real collector answers values it refuses.
+        return (422, format!("{{\"error\":{:?}}}", text.join("; ")));
     }
     let mut ack = PushAck {
         accepted: 0,

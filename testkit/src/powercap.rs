@@ -424,6 +424,20 @@ impl FakePowercap {
         self.write_value(zone.index);
     }
 
+    /// The counter steps back by `back_uj` without any energy being returned (a glitch of
+    /// the hardware or the driver); it runs on from the lower value.
+    pub fn step_back_uj(&mut self, zone: &ZoneHandle, back_uj: u64) {
+        let z = &mut self.zones[zone.index];
+        z.value = z.value.saturating_sub(back_uj);
+        self.write_value(zone.index);
+    }
+
+    /// Writes a powercap constraint file of the zone: `constraint_N_NAME` (say
+    /// `constraint_0_power_limit_uw`, `constraint_1_max_power_uw`) with `value`.
+    pub fn set_constraint(&mut self, zone: &ZoneHandle, file: &str, value: u64) {
+        fs::write(self.zones[zone.index].dir.join(file), format!("{value}\n")).unwrap();
+    }
+
     /// Makes `energy_uj` unreadable by the agent, as the CVE-2020-8694 fix does (mode
     /// 0400, root only) and returns how. Not root: `chmod 000`, reads fail with `EACCES`.
     /// Root (who reads mode-000 files): a symlink to a write-only kernel file, reads fail

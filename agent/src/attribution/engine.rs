@@ -25,7 +25,7 @@ use super::procs::{ProcStat, ProcessSource};
 use super::rules::{ProcessFacts, Resolver};
 use super::users::UserNames;
 use crate::config::attribution::{AttributionConfig, IdlePolicy};
-use crate::sampler::ChannelState;
+use crate::interval::{ChannelInterval, IntervalEnergy};
 use crate::sources::GpuActivity;
 use crate::sources::estimate::CpuTimes;
 use empreinte_shared::split::split_exact;
@@ -101,6 +101,20 @@ pub struct AttributionState {
     pub process_ticks: u64,
     pub unexplained_busy_ticks: u64,
     pub idle_ticks: u64,
+    /// Intervals whose attribution failed or read figures that did not add up: their
+    /// energy went to the unassigned project whole.
+    pub failed_intervals_total: u64,
+    /// The energy those intervals gave to the unassigned project, in µJ.
+    pub failed_energy_uj_total: u64,
+}
+
+/// How the host's CPU time of an interval was explained.
+#[derive(Clone, Copy, Debug, Default)]
+struct Ticks {
+    host: u64,
+    process: u64,
+    unexplained: u64,
+    idle: u64,
 }
 
 struct Resolved {
@@ -133,6 +147,8 @@ pub struct Attributor {
     weights: Vec<u64>,
     parts: Vec<MicroJoules>,
     state: AttributionState,
+    failed_intervals: u64,
+    failed_energy: MicroJoules,
 }
 
 impl Attributor {
@@ -164,6 +180,8 @@ impl Attributor {
             weights: Vec::new(),
             parts: Vec::new(),
             state: AttributionState::default(),
+            failed_intervals: 0,
+            failed_energy: MicroJoules::ZERO,
         };
         a.idle = a.intern(&config.idle_project);
         a.unassigned = a.intern(&config.unassigned_project);
@@ -213,20 +231,61 @@ impl Attributor {
         &self.state
     }
 
-    /// Splits the last interval's energy of every channel between projects.
-    /// `gpu` holds, for GPU channels (by index into `channels`), the processes seen on
-    /// that GPU during the interval.
-    pub fn attribute(
-        &mut self,
-        channels: &[ChannelState],
-        gpu: &[(usize, GpuActivity)],
-    ) -> Result<(), String> {
+    /// Splits the interval's energy of every channel between projects.
+    ///
+    /// Whatever happens, the parts given to projects add up to the host's energy of the
+    /// interval, per component and source: when processes cannot be read, when
+    /// `/proc/stat` is missing or garbage, or when the split does not add up (checked
+    /// here, on every interval), the interval's energy goes to the unassigned project
+    /// whole, the failure is counted ([`AttributionState::failed_intervals_total`]) and
+    /// returned.
+    pub fn attribute(&mut self, interval: &IntervalEnergy) -> Result<(), String> {
         self.cycle += 1;
+        for v in self.totals.values_mut() {
+            v.1 = MicroJoules::ZERO;
+        }
+        let split = self
+            .split(interval)
+            .and_then(|ticks| self.check_conservation(interval).map(|()| ticks));
+        let (ticks, result) = match split {
+            Ok(ticks) => (ticks, Ok(())),
+            Err(e) => {
+                // Take back whatever this interval gave, then give it all to unassigned.
+                for v in self.totals.values_mut() {
+                    v.0 = MicroJoules(v.0.0.saturating_sub(v.1.0));
+                    v.1 = MicroJoules::ZERO;
+                }
+                for c in &interval.channels {
+                    if let Some(component) = c.component {
+                        if c.energy > MicroJoules::ZERO {
+                            self.add(self.unassigned, component, c.source, c.energy);
+                            self.failed_energy = self.failed_energy.saturating_add(c.energy);
+                        }
+                    }
+                }
+                self.failed_intervals += 1;
+                // The next interval starts from fresh baselines.
+                self.last_host = None;
+                (Ticks::default(), Err(e))
+            }
+        };
+        self.publish(ticks, interval);
+        result
+    }
+
+    /// The split proper; the CPU ticks it used.
+    fn split(&mut self, interval: &IntervalEnergy) -> Result<Ticks, String> {
         let first = self.last_host.is_none();
         let host_now = self
             .procs
             .host_cpu_times()
             .map_err(|e| format!("cannot read host CPU times: {e}"))?;
+        if host_now.busy > host_now.total {
+            return Err(format!(
+                "host CPU times make no sense: {} busy ticks out of {} in all",
+                host_now.busy, host_now.total
+            ));
+        }
         self.scan.clear();
         self.procs
             .scan(&mut self.scan)
@@ -241,7 +300,10 @@ impl Attributor {
             ),
             None => (0, 0),
         };
-        let process_ticks: u64 = self.tracked.values().map(|t| t.delta).sum();
+        let process_ticks: u64 = self
+            .tracked
+            .values()
+            .fold(0u64, |acc, t| acc.saturating_add(t.delta));
         let unexplained = busy_ticks.saturating_sub(process_ticks);
         let idle_ticks = host_ticks.saturating_sub(busy_ticks.max(process_ticks));
 
@@ -250,47 +312,64 @@ impl Attributor {
         self.weights.clear();
         self.weights.resize(n, 0);
         for t in self.tracked.values() {
-            self.weights[t.project] += t.delta;
+            self.weights[t.project] = self.weights[t.project].saturating_add(t.delta);
         }
-        self.weights[self.unassigned] += unexplained;
+        self.weights[self.unassigned] = self.weights[self.unassigned].saturating_add(unexplained);
         if self.idle_policy == IdlePolicy::Separate || self.weights.iter().all(|&w| w == 0) {
-            self.weights[self.idle] += idle_ticks;
+            self.weights[self.idle] = self.weights[self.idle].saturating_add(idle_ticks);
         }
         let cpu_weights = std::mem::take(&mut self.weights);
 
-        for v in self.totals.values_mut() {
-            v.1 = MicroJoules::ZERO;
-        }
-        for (index, c) in channels.iter().enumerate() {
-            let Some(component) = c.channel.component else {
+        for (index, c) in interval.channels.iter().enumerate() {
+            let Some(component) = c.component else {
                 continue;
             };
-            if c.last_energy == MicroJoules::ZERO {
+            if c.energy == MicroJoules::ZERO {
                 continue;
             }
             match component {
                 Component::Cpu | Component::Dram => {
-                    if split_exact(c.last_energy, &cpu_weights, &mut self.parts) {
-                        self.add_parts(component, c.channel.source);
+                    if split_exact(c.energy, &cpu_weights, &mut self.parts) {
+                        self.add_parts(component, c.source);
                     } else {
-                        self.add(self.idle, component, c.channel.source, c.last_energy);
+                        self.add(self.idle, component, c.source, c.energy);
                     }
                 }
                 Component::Gpu => {
-                    let activity = gpu.iter().find(|(i, _)| *i == index).map(|(_, a)| a);
+                    let activity = interval
+                        .gpu_activity
+                        .iter()
+                        .find(|(i, _)| *i == index)
+                        .map(|(_, a)| a);
                     self.attribute_gpu(c, activity);
                 }
             }
         }
         self.weights = cpu_weights;
-        self.publish(
-            host_ticks,
-            process_ticks,
+        Ok(Ticks {
+            host: host_ticks,
+            process: process_ticks,
             unexplained,
-            idle_ticks,
-            channels,
-            gpu,
-        );
+            idle: idle_ticks,
+        })
+    }
+
+    /// The architecture invariant, checked on every interval: per (component, source),
+    /// the parts given to projects add up to the host's energy.
+    fn check_conservation(&self, interval: &IntervalEnergy) -> Result<(), String> {
+        for (component, source, host) in interval.host_totals() {
+            let given = self
+                .totals
+                .iter()
+                .filter(|((_, c, s), _)| *c == component && *s == source)
+                .fold(MicroJoules::ZERO, |acc, (_, v)| acc.saturating_add(v.1));
+            if given != host {
+                return Err(format!(
+                    "the split of {component} ({source}) gives {} µJ to projects for a host total of {} µJ",
+                    given.0, host.0
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -316,19 +395,19 @@ impl Attributor {
         self.parts = parts;
     }
 
-    fn attribute_gpu(&mut self, c: &ChannelState, activity: Option<&GpuActivity>) {
-        let source = c.channel.source;
+    fn attribute_gpu(&mut self, c: &ChannelInterval, activity: Option<&GpuActivity>) {
+        let source = c.source;
         let Some(activity) = activity.filter(|a| !a.processes.is_empty() || !a.samples.is_empty())
         else {
-            self.add(self.idle, Component::Gpu, source, c.last_energy);
+            self.add(self.idle, Component::Gpu, source, c.energy);
             return;
         };
         let weights = gpu_process_weights(activity);
         let pids: Vec<u32> = weights.iter().map(|(pid, _)| *pid).collect();
         let w: Vec<u64> = weights.iter().map(|(_, w)| *w).collect();
         let mut parts = Vec::with_capacity(w.len());
-        if !split_exact(c.last_energy, &w, &mut parts) {
-            self.add(self.idle, Component::Gpu, source, c.last_energy);
+        if !split_exact(c.energy, &w, &mut parts) {
+            self.add(self.idle, Component::Gpu, source, c.energy);
             return;
         }
         for (pid, e) in pids.into_iter().zip(parts) {
@@ -450,15 +529,8 @@ impl Attributor {
         self.scan = scan;
     }
 
-    fn publish(
-        &mut self,
-        host_ticks: u64,
-        process_ticks: u64,
-        unexplained: u64,
-        idle_ticks: u64,
-        channels: &[ChannelState],
-        gpu: &[(usize, GpuActivity)],
-    ) {
+    fn publish(&mut self, ticks: Ticks, interval: &IntervalEnergy) {
+        let host_ticks = ticks.host;
         let mut projects: Vec<ProjectEnergy> = self
             .totals
             .iter()
@@ -482,10 +554,11 @@ impl Attributor {
             .take(TOP_PROCESSES)
             .map(|(&pid, t)| self.share(pid, t, host_ticks))
             .collect();
-        for (index, activity) in gpu {
-            let device = channels
+        for (index, activity) in &interval.gpu_activity {
+            let device = interval
+                .channels
                 .get(*index)
-                .map(|c| c.channel.device.clone())
+                .map(|c| c.device.to_string())
                 .unwrap_or_default();
             let weights = gpu_process_weights(activity);
             let sum: u64 = weights.iter().map(|(_, w)| w).sum();
@@ -505,9 +578,11 @@ impl Attributor {
             top_processes,
             processes_seen: self.tracked.len(),
             host_ticks,
-            process_ticks,
-            unexplained_busy_ticks: unexplained,
-            idle_ticks,
+            process_ticks: ticks.process,
+            unexplained_busy_ticks: ticks.unexplained,
+            idle_ticks: ticks.idle,
+            failed_intervals_total: self.failed_intervals,
+            failed_energy_uj_total: self.failed_energy.0,
         };
     }
 }

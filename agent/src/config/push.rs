@@ -136,18 +136,22 @@ impl PushConfig {
 }
 
 /// Checks a collector (or API server) URL: `http://` or `https://`, then a host.
-pub fn check_collector_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("https://")
-        .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if host.is_empty() || host.chars().any(char::is_whitespace) {
-        return Err(format!("{url:?} has no host"));
+pub fn check_collector_url(text: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(text).map_err(|e| format!("{text:?} is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("{text:?} is not an http:// or https:// URL"));
     }
-    if rest.contains(['?', '#']) {
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!(
-            "{url:?}: give the base URL, without query or fragment"
+            "{text:?}: give the base URL, without query or fragment"
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{text:?}: no credentials in the URL (the token goes in token_file)"
         ));
     }
     Ok(())
@@ -164,5 +168,9 @@ mod tests {
         assert!(check_collector_url("c.example").is_err());
         assert!(check_collector_url("https://").is_err());
         assert!(check_collector_url("https://c.example/?a=b").is_err());
+        assert!(check_collector_url("https://c.example/#top").is_err());
+        assert!(check_collector_url("ftp://c.example/").is_err());
+        assert!(check_collector_url("https://user:secret@c.example/").is_err());
+        assert!(check_collector_url("https://c example/").is_err());
     }
 }

@@ -1,24 +1,37 @@
 //! Folds each sampling cycle's per-project energy into batches aligned to Unix time.
-//! Pure: no I/O, no clock; the caller hands the cycle's wall-clock end and length.
+//! Pure: no I/O, no clock; the caller hands the cycle's end (Unix ms, from the sampling
+//! clock anchored once to the wall clock) and length.
 //!
-//! A batch covers one *slot*, `[k·interval, (k+1)·interval)` of Unix time, so batches
+//! A batch covers one *period*, `[k·interval, (k+1)·interval)` of Unix time, so batches
 //! from every host line up and never span more than one batch interval. A cycle whose
-//! interval crosses a slot boundary (or several, after a pause) is split between the
-//! slots in proportion to time, in integer microjoules with the remainder to the last
+//! interval crosses a period boundary (or several, after a pause) is split between the
+//! periods in proportion to time, in integer microjoules with the remainder to the last
 //! piece: the sum of the records over all batches equals the energy fed in, exactly.
 //!
-//! A batch is sealed by the first cycle that reaches a later (or, after the wall clock
-//! stepped back, an earlier) slot, and on shutdown. A batch without energy is not
-//! sealed and uses no sequence number, so a run's sequence numbers have no gaps.
+//! A batch is sealed by the first cycle that reaches a later (or an earlier) period, and
+//! on shutdown. A batch without energy is not sealed and uses no sequence number.
+//!
+//! **Bounded by what is active.** The run's cumulative total per key (project,
+//! component, source) stays in memory while the key had energy within the last
+//! `active_window` (1 hour by default); past it, sealing hands the key and its total to
+//! the caller ([`Batcher::take_evicted`]), which keeps it on disk, and a key that comes
+//! back resumes from the total the caller gives back. A batch's counters are those of
+//! the keys active within the window: what the collector needs to check that nothing of
+//! a run is missing (it keeps the latest counter per key), without every key the run
+//! ever saw.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use empreinte_shared::wire::{Batch, Counter, Record};
+use empreinte_shared::wire::{Batch, Counter, Record, fit_name};
 use empreinte_shared::{Component, SourceKind};
 
 /// What a record and a counter are kept by.
 pub type Key = (Arc<str>, Component, SourceKind);
+
+/// How long a key stays in memory (and in every batch's counters) after its last
+/// energy, by default.
+pub const DEFAULT_ACTIVE_WINDOW_MS: u64 = 3_600_000;
 
 #[derive(Clone, Debug)]
 struct Span {
@@ -36,21 +49,31 @@ impl Span {
 
 #[derive(Clone, Debug)]
 struct OpenBatch {
-    slot: u64,
+    period: u64,
     seq: u64,
     span: Span,
     records: BTreeMap<Key, Span>,
+}
+
+/// A key's cumulative energy in the run, and when it last had energy.
+#[derive(Clone, Copy, Debug)]
+struct Total {
+    uj: u64,
+    last_active_ms: u64,
 }
 
 /// Builds one run's batches.
 #[derive(Clone, Debug)]
 pub struct Batcher {
     interval_ms: u64,
+    active_window_ms: u64,
     run_id: String,
     next_seq: u64,
     open: Option<OpenBatch>,
-    /// The run's cumulative energy per key: every piece folded so far.
-    totals: BTreeMap<Key, u64>,
+    /// The run's cumulative energy per key active within the window.
+    totals: BTreeMap<Key, Total>,
+    /// Keys that went quiet, with their totals, for the caller to keep.
+    evicted: Vec<(Key, u64)>,
     pieces: Vec<(u64, u64)>,
 }
 
@@ -60,59 +83,112 @@ impl Batcher {
     pub fn new(run_id: String, interval_ms: u64) -> Batcher {
         Batcher {
             interval_ms: interval_ms.max(1),
+            active_window_ms: DEFAULT_ACTIVE_WINDOW_MS,
             run_id,
             next_seq: 1,
             open: None,
             totals: BTreeMap::new(),
+            evicted: Vec::new(),
             pieces: Vec::new(),
         }
+    }
+
+    /// Keys without energy for longer than `ms` leave memory and the batches' counters
+    /// (at least one batch interval).
+    pub fn with_active_window(mut self, ms: u64) -> Batcher {
+        self.active_window_ms = ms.max(self.interval_ms);
+        self
     }
 
     pub fn run_id(&self) -> &str {
         &self.run_id
     }
 
-    /// The run's cumulative energy per key, in µJ.
-    pub fn totals(&self) -> &BTreeMap<Key, u64> {
-        &self.totals
+    /// Keys in memory: those active within the window.
+    pub fn active_keys(&self) -> usize {
+        self.totals.len()
     }
 
-    /// Folds one cycle: it ended at `end_unix_ms` and lasted `length_ms` (monotonic, so a
-    /// wall-clock step does not stretch it; at least 1 ms), and `deltas` is each key's
-    /// energy over it. Returns the batches this sealed, oldest first.
+    /// The run's cumulative energy of a key in memory, in µJ.
+    pub fn total_uj(&self, key: &Key) -> Option<u64> {
+        self.totals.get(key).map(|t| t.uj)
+    }
+
+    /// Keys that left memory at the last seals, with their totals: the caller keeps them
+    /// and gives a total back through `resume` when the key comes back.
+    pub fn take_evicted(&mut self) -> Vec<(Key, u64)> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Folds one cycle without evicted totals to resume (see [`Batcher::fold_resuming`]).
     pub fn fold<'a>(
         &mut self,
         end_unix_ms: u64,
         length_ms: u64,
         deltas: impl IntoIterator<Item = (&'a Arc<str>, Component, SourceKind, u64)>,
     ) -> Vec<Batch> {
+        self.fold_resuming(end_unix_ms, length_ms, deltas, &mut |_| 0)
+    }
+
+    /// Folds one cycle: it ended at `end_unix_ms` and lasted `length_ms` (monotonic, so a
+    /// wall-clock step does not stretch it; at least 1 ms), and `deltas` is each key's
+    /// energy over it. A project name a collector would refuse is fitted to the wire
+    /// ([`fit_name`]). A key not in memory starts from `resume(key)`, its total when it
+    /// left memory (0 when new). Returns the batches this sealed, oldest first.
+    pub fn fold_resuming<'a>(
+        &mut self,
+        end_unix_ms: u64,
+        length_ms: u64,
+        deltas: impl IntoIterator<Item = (&'a Arc<str>, Component, SourceKind, u64)>,
+        resume: &mut dyn FnMut(&Key) -> u64,
+    ) -> Vec<Batch> {
         let length_ms = length_ms.max(1);
         let end = end_unix_ms.max(length_ms);
         let start = end - length_ms;
-        // Cut [start, end] at slot boundaries.
+        // Cut [start, end] at period boundaries.
         self.pieces.clear();
         let mut at = start;
         while at < end {
-            let slot_end = (at / self.interval_ms + 1).saturating_mul(self.interval_ms);
-            let piece_end = slot_end.min(end);
+            let period_end = (at / self.interval_ms + 1).saturating_mul(self.interval_ms);
+            let piece_end = period_end.min(end);
             self.pieces.push((at, piece_end));
             at = piece_end;
         }
-        let deltas: Vec<(Key, u64)> = deltas
-            .into_iter()
-            .filter(|d| d.3 > 0)
-            .map(|(p, c, s, uj)| ((p.clone(), c, s), uj))
-            .collect();
+        let mut merged: BTreeMap<Key, u64> = BTreeMap::new();
+        for (p, c, s, uj) in deltas {
+            if uj == 0 {
+                continue;
+            }
+            let name: Arc<str> = match fit_name(p) {
+                std::borrow::Cow::Borrowed(_) => p.clone(),
+                std::borrow::Cow::Owned(n) => Arc::from(n),
+            };
+            let e = merged.entry((name, c, s)).or_insert(0);
+            *e = e.saturating_add(uj);
+        }
+        let deltas: Vec<(Key, u64)> = merged.into_iter().collect();
+        for (key, _) in &deltas {
+            if !self.totals.contains_key(key) {
+                let uj = resume(key);
+                self.totals.insert(
+                    key.clone(),
+                    Total {
+                        uj,
+                        last_active_ms: end,
+                    },
+                );
+            }
+        }
         let mut sealed = Vec::new();
         let pieces = std::mem::take(&mut self.pieces);
         for &(piece_start, piece_end) in &pieces {
-            let slot = piece_start / self.interval_ms * self.interval_ms;
-            if self.open.as_ref().is_some_and(|o| o.slot != slot) {
+            let period = piece_start / self.interval_ms * self.interval_ms;
+            if self.open.as_ref().is_some_and(|o| o.period != period) {
                 sealed.extend(self.seal());
             }
             let seq = self.next_seq;
             let open = self.open.get_or_insert_with(|| OpenBatch {
-                slot,
+                period,
                 seq,
                 span: Span {
                     start: piece_start,
@@ -145,8 +221,10 @@ impl Batcher {
                         end: piece_end,
                         energy_uj: e,
                     });
-                let total = self.totals.entry(key.clone()).or_insert(0);
-                *total = total.saturating_add(e);
+                if let Some(total) = self.totals.get_mut(key) {
+                    total.uj = total.uj.saturating_add(e);
+                    total.last_active_ms = total.last_active_ms.max(piece_end);
+                }
             }
         }
         self.pieces = pieces;
@@ -154,12 +232,14 @@ impl Batcher {
     }
 
     /// The open batch as it stands (what the spool keeps in `open.json`); `None` when
-    /// there is none or it holds no energy.
+    /// there is none or it holds no energy. Its counters are those of the keys active
+    /// within the window before its end.
     pub fn open_batch(&self) -> Option<Batch> {
         let open = self.open.as_ref()?;
         if open.records.is_empty() {
             return None;
         }
+        let since = open.span.end.saturating_sub(self.active_window_ms);
         Some(Batch {
             run_id: self.run_id.clone(),
             seq: open.seq,
@@ -180,23 +260,40 @@ impl Batcher {
             counters: self
                 .totals
                 .iter()
+                .filter(|(key, t)| t.last_active_ms >= since || open.records.contains_key(*key))
                 .map(|((project, component, source), total)| Counter {
                     project: project.to_string(),
                     component: *component,
                     source: *source,
-                    total_uj: *total,
+                    total_uj: total.uj,
                 })
                 .collect(),
         })
     }
 
-    /// Seals the open batch (shutdown, or a cycle in a later slot). `None` when there is
-    /// none or it holds no energy; then no sequence number is used.
+    /// Seals the open batch (shutdown, or a cycle in a later period). `None` when there
+    /// is none or it holds no energy; then no sequence number is used. Keys quiet for
+    /// longer than the window leave memory (see [`Batcher::take_evicted`]).
     pub fn seal(&mut self) -> Option<Batch> {
         let batch = self.open_batch();
+        let end = self.open.as_ref().map(|o| o.span.end);
         self.open = None;
         if batch.is_some() {
             self.next_seq += 1;
+        }
+        if let Some(end) = end {
+            let since = end.saturating_sub(self.active_window_ms);
+            let quiet: Vec<Key> = self
+                .totals
+                .iter()
+                .filter(|(_, t)| t.last_active_ms < since)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in quiet {
+                if let Some(t) = self.totals.remove(&key) {
+                    self.evicted.push((key, t.uj));
+                }
+            }
         }
         batch
     }
@@ -239,11 +336,11 @@ mod tests {
     }
 
     #[test]
-    fn batches_are_aligned_to_unix_time_and_sealed_by_the_next_slot() {
+    fn batches_are_aligned_to_unix_time_and_sealed_by_the_next_period() {
         let mut b = Batcher::new(RUN.into(), 15_000);
         let chat = p("chat");
         let mut sealed = Vec::new();
-        // Cycles of 1 s ending at 1_000_001_000 … 1_000_030_000 (slots start at
+        // Cycles of 1 s ending at 1_000_001_000 … 1_000_030_000 (periods start at
         // multiples of 15 000 ms: 999_990_000, 1_000_005_000, 1_000_020_000).
         for i in 1..=30u64 {
             sealed.extend(b.fold(

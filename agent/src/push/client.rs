@@ -2,12 +2,20 @@
 //! what it acknowledged.
 //!
 //! One push is one `POST {collector}/api/v1/ingest` of up to `max_batches_per_push`
-//! batches, oldest first. 200 with a [`PushAck`]: the cursor moves past exactly those
-//! batches. No answer, 5xx or 429: everything stays, and the next try waits longer
-//! (1 s doubling to 2 min, with jitter). Another 4xx: the collector refused the push
-//! (a bad token, a batch it finds invalid): logged at error level with its message,
-//! counted, and kept for an operator; tries go on every 2 min.
+//! batches, oldest first. Delivery never blocks on one batch:
+//! - 200 with a [`PushAck`]: the cursor moves past exactly those batches, and the next
+//!   push may be twice as large again (up to `max_batches_per_push`).
+//! - No answer, 5xx or 429: everything stays, and the next try waits longer (1 s
+//!   doubling to 2 min, with jitter).
+//! - 401 or 403: the token is wrong; everything stays, logged at error level, tried
+//!   again every 2 min.
+//! - 413 or another 4xx for a push of several batches: the push is halved and sent again
+//!   at once, so that bisection finds the batch refused on its own.
+//! - Another 4xx (413 included) for one batch: it is set aside in the spool's
+//!   `rejected/` with the collector's message, counted with its energy, and delivery
+//!   goes on with the next batches.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,6 +35,8 @@ pub struct Client {
     token: Option<String>,
     info: AgentInfo,
     max_batches: usize,
+    /// Batches in the next push: halved by a refusal of several, doubled back by success.
+    push_size: AtomicUsize,
 }
 
 /// How one push went.
@@ -38,9 +48,23 @@ pub enum Outcome {
     Stored { sent: u64, ack: PushAck },
     /// No answer, 5xx or 429: try again later.
     Failed { sent: u64, error: String },
-    /// Refused (another 4xx): the batches wait for an operator.
+    /// 401 or 403: the token is wrong; the batches wait until it is fixed.
     Refused {
         sent: u64,
+        status: u16,
+        message: String,
+    },
+    /// A push of several was refused (413 or another 4xx): the next push is half as
+    /// large, until the batch refused on its own is found.
+    Halved {
+        sent: u64,
+        status: u16,
+        message: String,
+    },
+    /// One batch refused on its own, set aside in `rejected/`; delivery goes on.
+    SetAside {
+        run_id: String,
+        seq: u64,
         status: u16,
         message: String,
     },
@@ -67,7 +91,13 @@ impl Client {
             token,
             info,
             max_batches: max_batches.max(1),
+            push_size: AtomicUsize::new(max_batches.max(1)),
         }
+    }
+
+    /// How many batches the next push carries at most.
+    pub fn push_size(&self) -> usize {
+        self.push_size.load(Ordering::Relaxed)
     }
 
     pub fn url(&self) -> &str {
@@ -78,10 +108,11 @@ impl Client {
     /// `spawn_blocking`). The pipeline's lock is not held while the request is in
     /// flight.
     pub fn push_once(&self, pipeline: &Mutex<Pipeline>) -> Outcome {
+        let size = self.push_size();
         let read = {
             let p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
             p.spool()
-                .read_pending(self.max_batches)
+                .read_pending(size)
                 .map(|pending| (pending, p.spool().status(), p.spool().cursor()))
         };
         let (pending, spool, cursor) = match read {
@@ -110,8 +141,29 @@ impl Client {
             spool,
             batches: pending.batches,
         };
-        let outcome = self.send(&push, sent);
+        let mut outcome = self.send(&push, sent);
         let mut p = pipeline.lock().unwrap_or_else(|e| e.into_inner());
+        if let Outcome::SetAside {
+            status, message, ..
+        } = &outcome
+        {
+            // Set aside only if the cursor is still where the batch was read (the limits
+            // may have dropped it meanwhile: it is not counted twice).
+            let batch = &push.batches[0];
+            let result = if p.spool().cursor() == cursor {
+                p.spool_mut()
+                    .set_aside(batch, Some(*status), message, Some(pending.end))
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot set aside the refused batch; it stays in the spool and is sent again");
+                outcome = Outcome::Failed {
+                    sent,
+                    error: format!("refused ({status}: {message}), and {e}"),
+                };
+            }
+        }
         {
             let mut m = p.metrics.lock();
             match &outcome {
@@ -123,14 +175,25 @@ impl Client {
                 }
                 Outcome::Failed { .. } => m.failed_total += sent,
                 Outcome::Refused { .. } => m.refused_total += sent,
+                Outcome::Halved { .. } => m.halved_total += sent,
+                Outcome::SetAside { .. } => m.set_aside_total += sent,
             }
         }
-        if matches!(outcome, Outcome::Stored { .. }) {
-            if let Err(e) = p.spool_mut().ack(pending.end) {
-                tracing::error!(error = %e, "cannot record the collector's acknowledgement; the batches will be sent again (the collector ignores them)");
+        match &outcome {
+            Outcome::Stored { .. } => {
+                if let Err(e) = p.spool_mut().ack(pending.end) {
+                    tracing::error!(error = %e, "cannot record the collector's acknowledgement; the batches will be sent again (the collector ignores them)");
+                }
+                let grown = size.saturating_mul(2).min(self.max_batches);
+                self.push_size.store(grown, Ordering::Relaxed);
             }
-            p.publish();
+            Outcome::Halved { .. } => {
+                let half = usize::try_from(sent / 2).unwrap_or(1).max(1);
+                self.push_size.store(half, Ordering::Relaxed);
+            }
+            _ => {}
         }
+        p.publish();
         outcome
     }
 
@@ -182,10 +245,32 @@ impl Client {
                 sent,
                 error: format!("status {status}: {}", snippet(&text)),
             },
-            _ => Outcome::Refused {
+            401 | 403 => Outcome::Refused {
                 sent,
                 status,
                 message: snippet(&text),
+            },
+            400..=499 if sent > 1 => Outcome::Halved {
+                sent,
+                status,
+                message: snippet(&text),
+            },
+            400..=499 => {
+                let (run_id, seq) = push
+                    .batches
+                    .first()
+                    .map(|b| (b.run_id.clone(), b.seq))
+                    .unwrap_or_default();
+                Outcome::SetAside {
+                    run_id,
+                    seq,
+                    status,
+                    message: snippet(&text),
+                }
+            }
+            _ => Outcome::Failed {
+                sent,
+                error: format!("unexpected status {status}: {}", snippet(&text)),
             },
         }
     }
@@ -249,10 +334,20 @@ pub async fn push_forever(
                 status,
                 message,
             } => {
-                tracing::error!(collector = %client.url(), batches = sent, status, message = %message, "the collector refused the push; the batches stay in the spool until this is fixed");
+                tracing::error!(collector = %client.url(), batches = sent, status, message = %message, "the collector refused the agent's token (push.token_file or EMPREINTE_AGENT_TOKEN is wrong, or the token was revoked); the batches stay in the spool until it is fixed");
                 backoff = MAX_BACKOFF;
                 jitter(MAX_BACKOFF)
             }
+            Outcome::Halved {
+                sent,
+                status,
+                message,
+            } => {
+                tracing::warn!(collector = %client.url(), batches = sent, status, message = %message, next_push = client.push_size(), "the collector refused a push of several batches; sending smaller pushes to find the batch it refuses");
+                Duration::ZERO
+            }
+            // Logged when set aside; the next batches go on at once.
+            Outcome::SetAside { .. } => Duration::ZERO,
         };
     }
 }
@@ -276,7 +371,10 @@ pub async fn final_push(
             let outcome = tokio::task::spawn_blocking(move || c.push_once(&p))
                 .await
                 .ok()?;
-            if !matches!(outcome, Outcome::Stored { .. }) {
+            if !matches!(
+                outcome,
+                Outcome::Stored { .. } | Outcome::Halved { .. } | Outcome::SetAside { .. }
+            ) {
                 return Some(outcome);
             }
         }

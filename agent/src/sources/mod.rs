@@ -65,8 +65,13 @@ pub struct GpuIdentity {
 pub enum Correction {
     /// The counter wrapped past its maximum; the difference was computed across the wrap.
     Wrap,
-    /// The counter went backwards (GPU driver reload); counting restarted from the new value.
+    /// The counter restarted from zero (GPU driver reload): the energy since the restart
+    /// was counted, nothing before it was invented.
     Reset,
+    /// The counter stepped backwards (or forwards) by more than the zone's power ceiling
+    /// allows in the interval: neither a wrap nor a reset. No energy was taken from the
+    /// step (see [`crate::counter`]).
+    Glitch,
 }
 
 /// Energy one channel used since the previous poll.

@@ -29,7 +29,12 @@ use super::{
     GpuProcess, GpuSample, Opened, PollError,
 };
 use crate::clock::SampleTime;
-use crate::counter::{CounterStep, CumulativeCounter, Rollover};
+use crate::counter::{Ceiling, CounterStep, CumulativeCounter, Rollover};
+
+/// The power ceiling of one GPU board for its energy counter, in watts: above any board
+/// sold today (H100 SXM 700 W, B200 1,000 W, GB200 superchip 2,700 W for two GPUs and a
+/// CPU), so only a step no board can draw is a glitch ([`crate::counter`]).
+pub const DEFAULT_GPU_CEILING_WATTS: u64 = 2_000;
 
 /// How long the energy counter is compared with integrated power before it is used.
 pub const FIRST_CHECK: Duration = Duration::from_secs(5);
@@ -316,7 +321,10 @@ impl NvmlSource {
                 method,
                 check,
                 window: CheckWindow::default(),
-                counter: CumulativeCounter::new(Rollover::Resets),
+                counter: CumulativeCounter::new(
+                    Rollover::Resets,
+                    Ceiling::watts_in_millijoules(DEFAULT_GPU_CEILING_WATTS),
+                ),
                 last_power: None,
                 last_good: None,
                 last_sample_us: 0,
@@ -509,7 +517,7 @@ impl EnergySource for NvmlSource {
             if use_counter {
                 match device.total_energy_consumption() {
                     Ok(mj) => {
-                        let step = gpu.counter.update(mj).unwrap_or(CounterStep::Baseline);
+                        let step = gpu.counter.update(mj, at).unwrap_or(CounterStep::Baseline);
                         let (energy, correction) = match step {
                             CounterStep::Baseline => (MicroJoules::ZERO, None),
                             CounterStep::Advanced { delta } | CounterStep::Wrapped { delta } => {
@@ -529,7 +537,7 @@ impl EnergySource for NvmlSource {
                             // covered by the power readings around it; after a longer
                             // outage the counter's new value (energy since the reload) is
                             // what is known, and the rest of the gap is unaccounted.
-                            CounterStep::Reset => {
+                            CounterStep::Reset { since_restart } => {
                                 gpu.window = CheckWindow::default();
                                 if gpu.check != CounterCheck::NotApplicable {
                                     gpu.check = CounterCheck::Checking;
@@ -539,11 +547,13 @@ impl EnergySource for NvmlSource {
                                     Some(i) if gap <= MAX_INTEGRATION_GAP => i,
                                     _ => {
                                         gpu.unaccounted += gap;
-                                        MicroJoules::from(MilliJoules(mj))
+                                        MicroJoules::from(MilliJoules(since_restart))
                                     }
                                 };
                                 (energy, Some(Correction::Reset))
                             }
+                            // A step no board can draw: nothing taken from it.
+                            CounterStep::Glitch => (MicroJoules::ZERO, Some(Correction::Glitch)),
                         };
                         gpu.last_good = Some(at);
                         out.push(ChannelEnergy {

@@ -17,7 +17,45 @@ use super::{
     Channel, ChannelEnergy, Correction, Diagnosis, EnergySource, Opened, PollError, RawZone,
 };
 use crate::clock::SampleTime;
-use crate::counter::{CounterStep, CumulativeCounter, Rollover};
+use crate::counter::{Ceiling, CounterStep, CumulativeCounter, Rollover};
+
+/// The power ceiling of a zone that has no powercap constraint files, in watts: above
+/// the sustained power of any single CPU package or its DRAM sold today (the largest
+/// server CPUs of 2024 have a TDP of 500 W), with room for turbo peaks. Only a counter
+/// step beyond this power is treated as a glitch: a wrap of a 262 kJ (Intel) or 65 kJ
+/// (AMD) counter implies far more at any sampling interval the agent accepts.
+pub const DEFAULT_ZONE_CEILING_WATTS: u64 = 1_000;
+
+/// A zone's ceiling from its constraint files is this many times its largest limit:
+/// short bursts (PL2, PL4) exceed the long-term limit.
+pub const CONSTRAINT_HEADROOM: u64 = 2;
+
+/// The zone's power ceiling in watts: [`CONSTRAINT_HEADROOM`] times the largest of its
+/// `constraint_*_max_power_uw` and `constraint_*_power_limit_uw` where present, else
+/// [`DEFAULT_ZONE_CEILING_WATTS`]. Never below 50 W (a limit set very low must not make
+/// normal readings glitches).
+pub fn zone_ceiling_watts(zone_dir: &Path) -> u64 {
+    let mut largest_uw: u64 = 0;
+    if let Ok(entries) = std::fs::read_dir(zone_dir) {
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_limit = name.starts_with("constraint_")
+                && (name.ends_with("_max_power_uw") || name.ends_with("_power_limit_uw"));
+            if is_limit {
+                if let Ok(v) = read_trimmed(&e.path()).map(|s| s.parse::<u64>()) {
+                    largest_uw = largest_uw.max(v.unwrap_or(0));
+                }
+            }
+        }
+    }
+    if largest_uw == 0 {
+        return DEFAULT_ZONE_CEILING_WATTS;
+    }
+    (largest_uw / 1_000_000)
+        .saturating_mul(CONSTRAINT_HEADROOM)
+        .max(50)
+}
 
 /// The fix for an `energy_uj` that only root can read.
 pub const PERMISSION_FIX: &str = "make energy_uj readable by the agent's group: install deploy/systemd/empreinte-rapl.conf \
@@ -250,7 +288,11 @@ impl Rapl {
                     continue;
                 }
             };
-            let counter = CumulativeCounter::new(Rollover::WrapsAt { max });
+            let ceiling_w = zone_ceiling_watts(&z.dir);
+            let counter = CumulativeCounter::new(
+                Rollover::WrapsAt { max },
+                Ceiling::watts_in_microjoules(ceiling_w),
+            );
             let first = match read_energy(&energy_path, &mut rapl.buf) {
                 Ok(v) => v,
                 Err(e) => {
@@ -344,22 +386,35 @@ impl EnergySource for Rapl {
         &self.channels
     }
 
-    fn poll(&mut self, _at: SampleTime, out: &mut Vec<ChannelEnergy>) -> Result<(), PollError> {
+    fn poll(&mut self, at: SampleTime, out: &mut Vec<ChannelEnergy>) -> Result<(), PollError> {
         let mut failures: Vec<String> = Vec::new();
         for (channel, zone) in self.zones.iter_mut().enumerate() {
             let step = match read_energy(&zone.energy_path, &mut self.buf) {
                 Ok(v) => zone
                     .counter
-                    .update(v)
+                    .update(v, at)
                     .map_err(|e| format!("{}: {e}", zone.energy_path.display())),
                 Err(e) => Err(e.describe(&zone.energy_path)),
             };
             match step {
-                Ok(CounterStep::Baseline) | Ok(CounterStep::Reset) => out.push(ChannelEnergy {
+                Ok(CounterStep::Baseline) => out.push(ChannelEnergy {
                     channel,
                     energy: MicroJoules::ZERO,
                     correction: None,
                 }),
+                Ok(CounterStep::Reset { since_restart }) => out.push(ChannelEnergy {
+                    channel,
+                    energy: MicroJoules(since_restart),
+                    correction: Some(Correction::Reset),
+                }),
+                Ok(CounterStep::Glitch) => {
+                    tracing::warn!(zone = %zone.energy_path.display(), "energy counter stepped by more than the zone's power ceiling allows: a glitch, no energy taken from it");
+                    out.push(ChannelEnergy {
+                        channel,
+                        energy: MicroJoules::ZERO,
+                        correction: Some(Correction::Glitch),
+                    })
+                }
                 Ok(CounterStep::Advanced { delta }) => out.push(ChannelEnergy {
                     channel,
                     energy: MicroJoules(delta),

@@ -59,37 +59,42 @@ enum When {
     Local { date: usize, time: usize },
 }
 
-pub(crate) fn parse_text(text: &str) -> Result<IntensitySeries, ImportError> {
-    let first = first_line(text).ok_or(ImportError::Empty)?;
-    let shape = if first.contains('\t') {
-        Shape::Classic
+/// Where a data row's fields are: its time and its intensity.
+struct Columns {
+    when: When,
+    taux: usize,
+}
+
+impl Columns {
+    /// How many fields a data row needs.
+    fn needed(&self) -> usize {
+        let last = match self.when {
+            When::WithOffset(i) => i.max(self.taux),
+            When::Local { date, time } => date.max(time).max(self.taux),
+        };
+        last + 1
+    }
+}
+
+/// Which of the two exports this is, from its first line's separator.
+fn shape_of(first: &str) -> Result<Shape, ImportError> {
+    if first.contains('\t') {
+        Ok(Shape::Classic)
     } else if first.contains(';') {
-        Shape::Odre
+        Ok(Shape::Odre)
     } else {
-        return Err(ImportError::NotFormat {
+        Err(ImportError::NotFormat {
             expected: EXPECTED,
             found: format!(
                 "the first line is neither `;` nor tab separated: \"{}\"",
                 shorten(first)
             ),
-        });
-    };
-    let mut reader = csv::ReaderBuilder::new()
-        .delimiter(match shape {
-            Shape::Odre => b';',
-            Shape::Classic => b'\t',
         })
-        .quoting(matches!(shape, Shape::Odre))
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut records = reader.records();
+    }
+}
 
-    let header = match records.next() {
-        Some(Ok(h)) => h,
-        Some(Err(e)) => return Err(csv_error(&e)),
-        None => return Err(ImportError::Empty),
-    };
+/// The time and intensity columns of the header row, or what is missing.
+fn columns(header: &csv::StringRecord) -> Result<Columns, ImportError> {
     let header_line = header.position().map_or(1, |p| p.line());
     let names: Vec<String> = header.iter().map(normalise_name).collect();
     let find = |pred: &dyn Fn(&str) -> bool| names.iter().position(|n| pred(n));
@@ -126,10 +131,31 @@ pub(crate) fn parse_text(text: &str) -> Result<IntensitySeries, ImportError> {
             header: describe_header(header.iter()),
         });
     };
-    let needed = match when {
-        When::WithOffset(i) => i.max(taux),
-        When::Local { date, time } => date.max(time).max(taux),
-    } + 1;
+    Ok(Columns { when, taux })
+}
+
+pub(crate) fn parse_text(text: &str) -> Result<IntensitySeries, ImportError> {
+    let first = first_line(text).ok_or(ImportError::Empty)?;
+    let shape = shape_of(first)?;
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(match shape {
+            Shape::Odre => b';',
+            Shape::Classic => b'\t',
+        })
+        .quoting(matches!(shape, Shape::Odre))
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+
+    let header = match records.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => return Err(csv_error(&e)),
+        None => return Err(ImportError::Empty),
+    };
+    let cols = columns(&header)?;
+    let needed = cols.needed();
+    let Columns { when, taux } = cols;
 
     let paris = TimeZone::get(PARIS).map_err(|e| ImportError::TimeZone {
         zone: PARIS,
@@ -276,37 +302,24 @@ fn parse_local(date: &str, time: &str, local: &mut LocalResolver) -> Result<Plac
     local.place(d.to_datetime(t))
 }
 
+/// `YYYY-MM-DD` (ODRÉ) or `DD/MM/YYYY` (the eCO2mix download), parsed by jiff.
 fn parse_date(s: &str) -> Option<Date> {
-    let (y, m, d) = if s.contains('/') {
-        let mut it = s.split('/');
-        let (d, m, y) = (it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() {
-            return None;
-        }
-        (y, m, d)
+    let format = if s.contains('/') {
+        "%d/%m/%Y"
     } else {
-        let mut it = s.split('-');
-        let (y, m, d) = (it.next()?, it.next()?, it.next()?);
-        if it.next().is_some() {
-            return None;
-        }
-        (y, m, d)
+        "%Y-%m-%d"
     };
-    Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?).ok()
+    Date::strptime(format, s).ok()
 }
 
+/// `HH:MM` or `HH:MM:SS`, parsed by jiff.
 fn parse_time(s: &str) -> Option<Time> {
-    let mut it = s.split(':');
-    let h = it.next()?.parse().ok()?;
-    let m = it.next()?.parse().ok()?;
-    let sec = match it.next() {
-        Some(x) => x.parse().ok()?,
-        None => 0,
+    let format = if s.matches(':').count() == 2 {
+        "%H:%M:%S"
+    } else {
+        "%H:%M"
     };
-    if it.next().is_some() {
-        return None;
-    }
-    Time::new(h, m, sec, 0).ok()
+    Time::strptime(format, s).ok()
 }
 
 fn csv_error(e: &csv::Error) -> ImportError {

@@ -56,22 +56,23 @@ fn parse_utc(s: &str) -> Option<Timestamp> {
     dt.to_zoned(TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
-fn parse_csv(text: &str) -> Result<IntensitySeries, ImportError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes());
-    let mut records = reader.records();
-    let header = match records.next() {
-        Some(Ok(h)) => h,
-        Some(Err(e)) => {
-            return Err(ImportError::Line {
-                line: e.position().map_or(0, |p| p.line()),
-                message: e.to_string(),
-            });
-        }
-        None => return Err(ImportError::Empty),
-    };
+/// The columns of a history export's header row.
+struct CsvColumns {
+    datetime: usize,
+    zone: usize,
+    lca: Option<usize>,
+    direct: Option<usize>,
+}
+
+/// A data row of a history export, before the intensity column is chosen.
+struct CsvRow {
+    line: u64,
+    at: Timestamp,
+    lca: String,
+    direct: String,
+}
+
+fn csv_columns(header: &csv::StringRecord) -> Result<CsvColumns, ImportError> {
     let header_line = header.position().map_or(1, |p| p.line());
     let names: Vec<String> = header.iter().map(normalise_name).collect();
     let find = |pred: &dyn Fn(&str) -> bool| names.iter().position(|n| pred(n));
@@ -89,19 +90,43 @@ fn parse_csv(text: &str) -> Result<IntensitySeries, ImportError> {
         column,
         header: describe_header(header.iter()),
     };
-    let zone_col = find(&|n| n == "zoneid").ok_or_else(|| missing("Zone Id"))?;
+    let zone = find(&|n| n == "zoneid").ok_or_else(|| missing("Zone Id"))?;
     let lca = find(&|n| n.contains("carbonintensity") && n.contains("lca"));
     let direct = find(&|n| n.contains("carbonintensity") && n.contains("direct"));
     if lca.is_none() && direct.is_none() {
         return Err(missing("Carbon Intensity gCO₂eq/kWh (LCA)"));
     }
+    Ok(CsvColumns {
+        datetime,
+        zone,
+        lca,
+        direct,
+    })
+}
 
-    struct Row {
-        line: u64,
-        at: Timestamp,
-        lca: String,
-        direct: String,
-    }
+fn parse_csv(text: &str) -> Result<IntensitySeries, ImportError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(text.as_bytes());
+    let mut records = reader.records();
+    let header = match records.next() {
+        Some(Ok(h)) => h,
+        Some(Err(e)) => {
+            return Err(ImportError::Line {
+                line: e.position().map_or(0, |p| p.line()),
+                message: e.to_string(),
+            });
+        }
+        None => return Err(ImportError::Empty),
+    };
+    let CsvColumns {
+        datetime,
+        zone: zone_col,
+        lca,
+        direct,
+    } = csv_columns(&header)?;
+
     let mut out = PointCollector::default();
     let mut rows = Vec::new();
     let mut zone: Option<(String, u64)> = None;
@@ -150,7 +175,7 @@ fn parse_csv(text: &str) -> Result<IntensitySeries, ImportError> {
             );
             continue;
         };
-        rows.push(Row {
+        rows.push(CsvRow {
             line,
             at,
             lca: field(lca).to_owned(),

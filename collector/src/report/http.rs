@@ -6,7 +6,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::{Format, Lang, ReportError, build, parse_report_month, pdf, render_text};
+use super::{
+    Format, Lang, ReportError, build, build_summary, parse_report_month, pdf, render_text,
+};
 use crate::auth;
 use crate::clock::now_unix_ms;
 use crate::server::{AppError, AppState};
@@ -55,7 +57,11 @@ pub async fn report(
         .map_err(AppError::BadQuery)?;
     let now_s = i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX);
     let m = parse_report_month(&state.tz, label, now_s)?;
-    let data = build(state.store.as_ref(), config, &state.tz, &m, now_s).await?;
+    let data = if format == Format::Csv {
+        build(state.store.as_ref(), config, &state.tz, &m, now_s).await?
+    } else {
+        build_summary(state.store.as_ref(), config, &state.tz, &m, now_s).await?
+    };
     let body: Vec<u8> = if format == Format::Pdf {
         let html = render_text(&data, Format::Html, lang)?;
         tokio::task::spawn_blocking(move || {

@@ -2,15 +2,18 @@
 //! a month of its time zone, project by project, against its objectives, with the
 //! coefficients and the method behind every figure.
 //!
-//! [`build`] reads the store once into a pure [`ReportData`]; the renderers turn it into
+//! [`build_summary`] reads pre-summed rows (monthly and daily rollups) into a pure
+//! [`ReportData`]; [`build`] adds the hourly rows, for the CSV. The renderers turn it into
 //! JSON ([`to_json`]), CSV ([`csv::render`]), Markdown and HTML ([`document`], through one
 //! list of blocks so both say the same thing) and PDF ([`pdf`], the HTML printed by
 //! headless Chromium). All user-facing words are in [`i18n`], French first.
 //!
 //! Architecture invariant: **every total of the report is the exact sum of its rows.**
-//! The totals are summed from the stored hourly rows that the CSV and the JSON carry, in
-//! integers (µJ, µg); a row's facility energy is its energy × PUE rounded once, so a
-//! spreadsheet adding the CSV's columns finds the report's totals to the unit.
+//! The totals are summed, in integers (µJ, µg), from the month's aggregate lines that
+//! the JSON carries, and each of those is the exact sum of the hourly rows that the CSV
+//! carries (the store's rollups keep that true); a row's facility energy is its energy
+//! × PUE rounded once, so a spreadsheet adding the CSV's columns finds the report's
+//! totals to the unit.
 
 pub mod charts;
 pub mod csv;
@@ -28,7 +31,7 @@ use crate::api::Figures;
 use crate::config::{CollectorConfig, parse_month};
 use crate::objectives::{self, ObjectiveStatus};
 use crate::period::{Month, local_day, month};
-use crate::store::{FootprintQuery, Grouping, HourlyRow, Store, StoreError, Sums};
+use crate::store::{AggregateLine, FootprintQuery, Grouping, HourlyRow, Store, StoreError, Sums};
 
 pub use i18n::Lang;
 
@@ -93,7 +96,12 @@ pub struct ReportData {
     pub inference: Inference,
     pub coefficients: Vec<CoefficientLine>,
     pub intensity_series: Vec<SeriesLine>,
-    /// Every stored row behind the totals.
+    /// The month's sums per host, project, component, source, site and zone: every total
+    /// above is their exact sum.
+    pub lines: Vec<AggregateLine>,
+    /// Every stored hourly row behind the totals, for the CSV export only ([`build`]);
+    /// empty from [`build_summary`], and never in the JSON.
+    #[serde(skip)]
     pub rows: Vec<ReportRow>,
 }
 
@@ -162,14 +170,7 @@ pub struct Inference {
 pub type CoefficientLine = crate::store::StoredCoefficient;
 
 /// An imported intensity series as used by the month's rows.
-#[derive(Clone, Debug, Serialize)]
-pub struct SeriesLine {
-    pub zone: String,
-    pub import_id: i64,
-    pub hours: u64,
-    pub min_g_per_kwh: f64,
-    pub max_g_per_kwh: f64,
-}
+pub type SeriesLine = crate::store::SeriesUse;
 
 /// One stored hourly row with what was computed from it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -340,13 +341,38 @@ fn gpu_models_of(config: &CollectorConfig, host: &str) -> Vec<(String, u64)> {
     }
 }
 
-/// Reads the month `m` from the store and computes the report, as of `now_s`.
+/// Reads the month `m` from the store and computes the report, as of `now_s`, with
+/// every hourly row (for the CSV export).
 pub async fn build(
     store: &dyn Store,
     config: &CollectorConfig,
     tz: &TimeZone,
     m: &Month,
     now_s: i64,
+) -> Result<ReportData, ReportError> {
+    build_with(store, config, tz, m, now_s, true).await
+}
+
+/// The report without the hourly rows: what every format but CSV needs. It reads
+/// pre-summed rows (monthly and daily rollups), so its memory does not grow with the
+/// month's hours.
+pub async fn build_summary(
+    store: &dyn Store,
+    config: &CollectorConfig,
+    tz: &TimeZone,
+    m: &Month,
+    now_s: i64,
+) -> Result<ReportData, ReportError> {
+    build_with(store, config, tz, m, now_s, false).await
+}
+
+async fn build_with(
+    store: &dyn Store,
+    config: &CollectorConfig,
+    tz: &TimeZone,
+    m: &Month,
+    now_s: i64,
+    with_rows: bool,
 ) -> Result<ReportData, ReportError> {
     if m.from_s > now_s {
         return Err(ReportError::Future {
@@ -355,80 +381,75 @@ pub async fn build(
             timezone: config.organisation.timezone.clone(),
         });
     }
-    let rows: Vec<ReportRow> = store
-        .hourly_rows(m.from_s, m.to_s)
-        .await?
-        .iter()
-        .map(|r| ReportRow::from_stored(r, tz))
-        .collect();
-
+    let month_lines = store.lines(m.from_s, m.to_s).await?;
     let mut total = Sums::default();
     let mut by: [BTreeMap<String, Sums>; 6] = Default::default();
-    let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
     let mut host_sites: BTreeMap<String, String> = BTreeMap::new();
-    let mut series: BTreeMap<(String, i64), (u64, f64, f64)> = BTreeMap::new();
-    for r in &rows {
-        let s = r.sums();
-        total.add(&s);
-        let gpu_key = if r.component == "gpu" {
-            let models = gpu_models_of(config, &r.host);
-            Some(match models.as_slice() {
-                [] => "not in the inventory".to_string(),
-                [(m, _)] => m.clone(),
-                many => many
-                    .iter()
-                    .map(|(m, _)| m.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" + "),
-            })
+    let mut gpu_keys: BTreeMap<String, String> = BTreeMap::new();
+    for l in &month_lines {
+        let s = &l.sums;
+        total.add(s);
+        let gpu_key = if l.component == "gpu" {
+            Some(
+                gpu_keys
+                    .entry(l.host.clone())
+                    .or_insert_with(|| {
+                        let models = gpu_models_of(config, &l.host);
+                        match models.as_slice() {
+                            [] => "not in the inventory".to_string(),
+                            [(m, _)] => m.clone(),
+                            many => many
+                                .iter()
+                                .map(|(m, _)| m.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" + "),
+                        }
+                    })
+                    .clone(),
+            )
         } else {
             None
         };
         for (i, key) in [
-            Some(&r.project),
-            Some(&r.site),
-            Some(&r.host),
-            Some(&r.component),
-            Some(&r.source),
+            Some(&l.project),
+            Some(&l.site),
+            Some(&l.host),
+            Some(&l.component),
+            Some(&l.source),
             gpu_key.as_ref(),
         ]
         .into_iter()
         .enumerate()
         {
             if let Some(k) = key {
-                by[i].entry(k.clone()).or_default().add(&s);
+                by[i].entry(k.clone()).or_default().add(s);
             }
         }
-        *days
-            .entry(r.day.clone())
+        host_sites.insert(l.host.clone(), l.site.clone());
+    }
+    let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (start_s, project, energy) in store
+        .energy_by_day(m.from_s, m.to_s, &config.organisation.timezone)
+        .await?
+    {
+        let e = days
+            .entry(local_day(tz, start_s))
             .or_default()
-            .entry(r.project.clone())
-            .or_default() += r.energy_uj;
-        host_sites.insert(r.host.clone(), r.site.clone());
-        if let Some(id) = r.intensity_from.strip_prefix("import:") {
-            let id: i64 = id.parse().unwrap_or_default();
-            let e = series
-                .entry((r.zone.clone(), id))
-                .or_insert((0, f64::MAX, f64::MIN));
-            e.1 = e.1.min(r.intensity_g_per_kwh);
-            e.2 = e.2.max(r.intensity_g_per_kwh);
-        }
+            .entry(project)
+            .or_default();
+        *e = e.saturating_add(energy);
     }
-    // Hours, not rows, per series.
-    let mut series_hours: BTreeMap<(String, i64), BTreeSet<i64>> = BTreeMap::new();
-    for r in &rows {
-        if let Some(id) = r.intensity_from.strip_prefix("import:") {
-            series_hours
-                .entry((r.zone.clone(), id.parse().unwrap_or_default()))
-                .or_default()
-                .insert(r.hour_s);
-        }
-    }
-    for (k, hours) in series_hours {
-        if let Some(e) = series.get_mut(&k) {
-            e.0 = hours.len() as u64;
-        }
-    }
+    let series = store.series_used(m.from_s, m.to_s).await?;
+    let rows: Vec<ReportRow> = if with_rows {
+        store
+            .hourly_rows(m.from_s, m.to_s)
+            .await?
+            .iter()
+            .map(|r| ReportRow::from_stored(r, tz))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let [
         by_project,
         by_site,
@@ -560,7 +581,7 @@ pub async fn build(
         generated_at: instant(now_s),
         generated_s: now_s,
         complete: now_s >= m.to_s,
-        has_data: !rows.is_empty(),
+        has_data: !month_lines.is_empty(),
         perimeter,
         totals: Figures::from(&total),
         market_sites,
@@ -581,21 +602,13 @@ pub async fn build(
             note: "no inference counts (requests, tokens) are collected yet",
         },
         coefficients,
-        intensity_series: series
-            .into_iter()
-            .map(|((zone, import_id), (hours, min, max))| SeriesLine {
-                zone,
-                import_id,
-                hours,
-                min_g_per_kwh: min,
-                max_g_per_kwh: max,
-            })
-            .collect(),
+        intensity_series: series,
+        lines: month_lines,
         rows,
     })
 }
 
-/// The report as JSON (every row included).
+/// The report as JSON (aggregate lines, not hourly rows: those are in the CSV).
 pub fn to_json(data: &ReportData) -> Result<String, ReportError> {
     serde_json::to_string_pretty(data).map_err(|e| ReportError::Render(e.to_string()))
 }

@@ -7,10 +7,11 @@
 //! counted once whatever the number of times it is received, and an acknowledgement is
 //! only sent after the commit.
 
+pub mod runs;
 pub mod sqlite;
 
 use async_trait::async_trait;
-use empreinte_shared::wire::{AgentInfo, Batch, PushAck, SpoolStatus};
+use empreinte_shared::wire::{AgentInfo, Batch, PushAck, SpoolStatus, WireProblem};
 use serde::Serialize;
 
 use crate::footprint::{HostPlan, HourlyDelta};
@@ -28,6 +29,62 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The writer's queue is full: the push was not stored; try again after the delay.
+    /// The HTTP layer answers 503 with `Retry-After`.
+    #[error(
+        "the collector is busy storing other pushes; nothing of this one was stored, try again in {retry_after_s} s"
+    )]
+    Busy { retry_after_s: u64 },
+    /// The push would break the store (a sum past `i64::MAX`, a host's energy in an hour
+    /// past `max_host_power_watts`): refused whole, nothing stored. The HTTP layer answers
+    /// 422 with the problems.
+    #[error("the push has {} problem{}; nothing of it was stored", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    Rejected(Vec<WireProblem>),
+    /// A write failed (the writer's transaction rolled back).
+    #[error("the database write failed: {0}")]
+    Write(String),
+    #[error("the database failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database must not be used: damaged, or missing/empty after tokens were issued.
+    #[error("{}: {message}", path.display())]
+    Integrity {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// A stored value is out of its range (a database edited or damaged by hand).
+    #[error("a stored value is out of range: {0}")]
+    Corrupt(String),
+    /// The writer thread is gone (the store is closing).
+    #[error("the store is closed")]
+    Closed,
+}
+
+/// How the store is run (from the collector's configuration).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreOptions {
+    /// IANA time zone of the daily and monthly rollups (the organisation's); `None`
+    /// keeps the one the database has (UTC for a new one).
+    pub timezone: Option<String>,
+    /// The most batches queued for the writer at once (memory bound); beyond it a push
+    /// is refused with [`StoreError::Busy`]. At the writer's pace the queue drains in
+    /// well under the agents' 10 s push timeout.
+    pub max_queued_batches: usize,
+    /// The most a host can draw: its energy in any hour, across batches, is bounded by
+    /// this × 1 h.
+    pub max_host_power_watts: f64,
+    /// The longest the integrity check at start may take.
+    pub integrity_check_budget: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            timezone: None,
+            max_queued_batches: 10_000,
+            max_host_power_watts: empreinte_shared::wire::Limits::default().max_host_power_watts,
+            integrity_check_budget: std::time::Duration::from_secs(30),
+        }
+    }
 }
 
 /// A push ready to be stored: its batches with their hourly parts.
@@ -153,15 +210,44 @@ pub struct Sums {
 }
 
 impl Sums {
+    /// Adds `o` (saturating: stored values are bounded, see [`StoreOptions`], so a sum of
+    /// them reaches `u64::MAX` only for a fleet far beyond any organisation's).
     pub fn add(&mut self, o: &Sums) {
-        self.energy_uj += o.energy_uj;
-        self.facility_energy_uj += o.facility_energy_uj;
-        self.measured_energy_uj += o.measured_energy_uj;
-        self.estimated_energy_uj += o.estimated_energy_uj;
-        self.location_co2e_ug += o.location_co2e_ug;
-        self.market_co2e_ug += o.market_co2e_ug;
-        self.embodied_co2e_ug += o.embodied_co2e_ug;
+        self.energy_uj = self.energy_uj.saturating_add(o.energy_uj);
+        self.facility_energy_uj = self.facility_energy_uj.saturating_add(o.facility_energy_uj);
+        self.measured_energy_uj = self.measured_energy_uj.saturating_add(o.measured_energy_uj);
+        self.estimated_energy_uj = self
+            .estimated_energy_uj
+            .saturating_add(o.estimated_energy_uj);
+        self.location_co2e_ug = self.location_co2e_ug.saturating_add(o.location_co2e_ug);
+        self.market_co2e_ug = self.market_co2e_ug.saturating_add(o.market_co2e_ug);
+        self.embodied_co2e_ug = self.embodied_co2e_ug.saturating_add(o.embodied_co2e_ug);
     }
+}
+
+/// The sums of one `(host, project, component, source, site, zone)` over a period: what
+/// a report's breakdowns are made of (a month has thousands, not millions, of them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AggregateLine {
+    pub host: String,
+    pub project: String,
+    pub component: String,
+    pub source: String,
+    pub site: String,
+    pub zone: String,
+    #[serde(flatten)]
+    pub sums: Sums,
+}
+
+/// An imported intensity series as used by the rows of a period.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SeriesUse {
+    pub zone: String,
+    pub import_id: i64,
+    /// Hours of the period in which the zone has rows and the series gave the intensity.
+    pub hours: u64,
+    pub min_g_per_kwh: f64,
+    pub max_g_per_kwh: f64,
 }
 
 /// A project as the store knows it.
@@ -277,6 +363,21 @@ pub trait Store: Send + Sync {
         from_s: i64,
         to_s: i64,
     ) -> Result<Vec<StoredCoefficient>, StoreError>;
+    /// The sums of `[from_s, to_s)` per host, project, component, source, site and zone
+    /// (from the monthly or daily rollups when the range is made of whole months or days
+    /// of the store's time zone), ordered by those keys.
+    async fn lines(&self, from_s: i64, to_s: i64) -> Result<Vec<AggregateLine>, StoreError>;
+    /// IT energy of `[from_s, to_s)` per period start and project: local days of
+    /// `timezone` when the store's rollups are in it, else hours; every start lies in
+    /// exactly one local day of `timezone`.
+    async fn energy_by_day(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        timezone: &str,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError>;
+    /// The imported intensity series the rows of `[from_s, to_s)` used.
+    async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError>;
     /// The sum of the latest cumulative counters of every run of an agent (what the
     /// agent says it measured), and the sum stored from its batches.
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError>;

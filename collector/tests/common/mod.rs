@@ -11,7 +11,7 @@ use empreinte_collector::footprint::{Coefficient, CoefficientKind};
 use empreinte_collector::plan::{Defaults, EmbodiedFigure, Planner};
 use empreinte_collector::server::{AppState, router};
 use empreinte_collector::store::sqlite::SqliteStore;
-use empreinte_collector::store::{Store, TokenKind};
+use empreinte_collector::store::{Store, StoreOptions, TokenKind};
 use empreinte_shared::wire::{AgentInfo, Batch, Push, Record, SpoolStatus, WIRE_VERSION};
 use empreinte_shared::{Component, SourceKind};
 use http_body_util::BodyExt;
@@ -70,8 +70,20 @@ pub struct Harness {
 impl Harness {
     pub async fn new(config_toml: &str) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
         let config = CollectorConfig::from_toml(config_toml).unwrap();
+        // The store's rollups in the organisation's time zone, as the collector opens it.
+        let store = Arc::new(
+            SqliteStore::open_with(
+                dir.path(),
+                &StoreOptions {
+                    timezone: Some(config.organisation.timezone.clone()),
+                    max_host_power_watts: config.limits.max_host_power_watts,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
         assert_eq!(config.problems(), vec![]);
         let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
         assert_eq!(planner.problems(), vec![]);

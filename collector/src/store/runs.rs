@@ -1,0 +1,111 @@
+//! Which batches of an agent run were stored, in O(runs + holes) instead of one name per
+//! batch: the highest sequence number stored (`hwm`) and the holes below it (numbers
+//! not stored: a batch that arrives out of order leaves a hole until it comes; a batch
+//! the agent's spool dropped leaves one for good). Pure: the store loads and saves it.
+//!
+//! Architecture invariant: a batch `(agent, run, seq)` is new exactly when `seq > hwm` or
+//! `seq` lies in a hole; storing it moves `hwm` or shrinks (or splits) its hole, in the
+//! same transaction as its energy. So a batch is stored once, whatever the order and the
+//! number of times it arrives.
+
+/// The most holes one run may have; a push that would make more is refused (an agent
+/// leaves a hole only when its spool drops batches, or briefly when pushes cross).
+pub const MAX_HOLES: usize = 1_000;
+
+/// A run's stored sequence numbers: `1..=hwm` minus the holes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunSeqs {
+    pub hwm: u64,
+    /// Inclusive, sorted, disjoint, all below `hwm`.
+    pub holes: Vec<(u64, u64)>,
+}
+
+impl RunSeqs {
+    /// Was `seq` stored?
+    pub fn contains(&self, seq: u64) -> bool {
+        seq <= self.hwm && !self.holes.iter().any(|&(a, b)| a <= seq && seq <= b)
+    }
+
+    /// Marks `seq` (≥ 1) stored; false when it already was.
+    pub fn insert(&mut self, seq: u64) -> bool {
+        if seq > self.hwm {
+            if seq > self.hwm + 1 {
+                self.holes.push((self.hwm + 1, seq - 1));
+            }
+            self.hwm = seq;
+            return true;
+        }
+        let Some(i) = self.holes.iter().position(|&(a, b)| a <= seq && seq <= b) else {
+            return false;
+        };
+        let (a, b) = self.holes[i];
+        match (seq == a, seq == b) {
+            (true, true) => {
+                self.holes.remove(i);
+            }
+            (true, false) => self.holes[i].0 = seq + 1,
+            (false, true) => self.holes[i].1 = seq - 1,
+            (false, false) => {
+                self.holes[i].1 = seq - 1;
+                self.holes.insert(i + 1, (seq + 1, b));
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn in_order_keeps_no_hole() {
+        let mut r = RunSeqs::default();
+        for s in 1..=100 {
+            assert!(r.insert(s));
+        }
+        assert!(!r.insert(50));
+        assert_eq!(
+            r,
+            RunSeqs {
+                hwm: 100,
+                holes: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_late_batch_fills_its_hole_once() {
+        let mut r = RunSeqs::default();
+        assert!(r.insert(1));
+        assert!(r.insert(5));
+        assert_eq!(r.holes, vec![(2, 4)]);
+        assert!(r.insert(3));
+        assert_eq!(r.holes, vec![(2, 2), (4, 4)]);
+        assert!(!r.insert(3));
+        assert!(r.insert(2));
+        assert!(r.insert(4));
+        assert!(r.holes.is_empty());
+        assert!(!r.insert(4));
+    }
+
+    proptest! {
+        /// Against a set of every name: same answers, whatever the order and replays.
+        #[test]
+        fn same_answers_as_a_set_of_names(seqs in proptest::collection::vec(1u64..60, 0..300)) {
+            let mut r = RunSeqs::default();
+            let mut set = BTreeSet::new();
+            for s in seqs {
+                prop_assert_eq!(r.contains(s), set.contains(&s));
+                prop_assert_eq!(r.insert(s), set.insert(s));
+                prop_assert!(r.holes.windows(2).all(|w| w[0].1 + 1 < w[1].0));
+                prop_assert!(r.holes.iter().all(|&(a, b)| a <= b && b < r.hwm));
+            }
+            for s in 1..70 {
+                prop_assert_eq!(r.contains(s), set.contains(&s));
+            }
+        }
+    }
+}

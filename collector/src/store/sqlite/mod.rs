@@ -1,0 +1,700 @@
+//! The embedded store: one SQLite file in the data directory, in WAL mode with
+//! `synchronous = FULL` (a commit survives a power cut, so an acknowledged batch is on
+//! disk), schema migrations from `collector/migrations/`.
+//!
+//! Every footprint write goes through one writer thread ([`writer`]) that owns its own
+//! connection and commits many pushes at once; reads use a small pool of sqlx
+//! connections (WAL lets them run beside the writer). Token writes, rare, take their
+//! own short transactions.
+
+mod startup;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::tz::TimeZone;
+use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+
+pub use startup::MARKER_FILE;
+
+use super::{
+    AgentRecord, AggregateLine, FootprintQuery, Grouping, HourlyRow, ImportOutcome, IngestOutcome,
+    IngestSet, IntensityImport, ProjectInfo, SeriesUse, Store, StoreError, StoreOptions,
+    StoredCoefficient, Sums, TokenKind, TokenRecord,
+};
+use writer::{Job, PreparedPush, day_month};
+
+/// The database file in the data directory.
+pub const DB_FILE: &str = "empreinte.db";
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    write: Mutex<()>,
+    path: PathBuf,
+    data_dir: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    /// Batches queued for the writer (permits = `max_queued_batches`).
+    queue: Arc<Semaphore>,
+    queue_size: usize,
+    /// Batches the writer stored per second, smoothed (for `Retry-After`).
+    pace: Arc<AtomicU64>,
+    tz: TimeZone,
+    tz_name: String,
+}
+
+/// A stored integer that must be a quantity (not negative).
+fn quantity(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is {v}, a negative quantity")))
+}
+
+/// A quantity to store: refused past `i64::MAX`.
+fn stored(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| {
+        StoreError::Invalid(format!(
+            "{what} is {v}, past the largest stored value ({})",
+            i64::MAX
+        ))
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating it if needed) the database in `data_dir` and migrates it, with the
+    /// default options (the rollups keep the time zone they have).
+    pub async fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(data_dir, &StoreOptions::default()).await
+    }
+
+    /// Opens the store: refuses a database lost or emptied after tokens were issued and
+    /// a damaged one; migrates; rebuilds the rollups if their time zone changed; starts
+    /// the writer.
+    pub async fn open_with(
+        data_dir: &Path,
+        options: &StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.to_path_buf(),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        startup::check_not_lost(data_dir, &path)?;
+        if path.exists() {
+            let conn =
+                startup::writer_connection(&path).map_err(|e| startup::damaged_or(&path, e))?;
+            startup::quick_check(&conn, &path, options.integrity_check_budget)?;
+        }
+        let connect = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(connect)
+            .await
+            .map_err(|e| startup::damaged_or(&path, e.into()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| startup::damaged_or(&path, e.into()))?;
+        let mut conn = startup::writer_connection(&path)?;
+        let stored_tz = startup::rollup_timezone(&conn)?;
+        let tz_name = options
+            .timezone
+            .clone()
+            .or(stored_tz.clone())
+            .unwrap_or_else(|| "UTC".to_string());
+        let tz = TimeZone::get(&tz_name)
+            .map_err(|e| StoreError::Invalid(format!("time zone {tz_name:?}: {e}")))?;
+        if stored_tz.as_deref() != Some(tz_name.as_str()) {
+            let (name, zone) = (tz_name.clone(), tz.clone());
+            let (back, rows) = tokio::task::spawn_blocking(move || {
+                let rows = startup::rebuild_rollups(&mut conn, &name, &zone);
+                (conn, rows)
+            })
+            .await
+            .map_err(|e| StoreError::Write(format!("the rollup rebuild failed: {e}")))?;
+            conn = back;
+            let rows = rows?;
+            if stored_tz.is_some() {
+                tracing::warn!(timezone = %tz_name, previous = ?stored_tz, rows, "daily and monthly rollups rebuilt for a new time zone");
+            }
+        }
+        let (jobs, rx) = mpsc::channel(options.max_queued_batches.max(1));
+        let pace = Arc::new(AtomicU64::new(0));
+        let w = writer::Writer::new(conn, tz.clone(), options.max_host_power_watts, pace.clone());
+        std::thread::Builder::new()
+            .name("empreinte-store-writer".into())
+            .spawn(move || w.run(rx))
+            .map_err(|e| StoreError::Write(format!("cannot start the writer thread: {e}")))?;
+        Ok(SqliteStore {
+            pool,
+            write: Mutex::new(()),
+            path,
+            data_dir: data_dir.to_path_buf(),
+            jobs,
+            queue: Arc::new(Semaphore::new(options.max_queued_batches.max(1))),
+            queue_size: options.max_queued_batches.max(1),
+            pace,
+            tz,
+            tz_name,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The time zone of the daily and monthly rollups.
+    pub fn timezone(&self) -> &str {
+        &self.tz_name
+    }
+
+    /// Closes the pool (checkpoints the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Which table answers `[from_s, to_s)`: whole months, whole days, or hours.
+    fn level(&self, from_s: i64, to_s: i64) -> Level {
+        let (fd, fm) = day_month(&self.tz, from_s);
+        let (td, tm) = day_month(&self.tz, to_s);
+        if fm == from_s && tm == to_s {
+            Level::Monthly
+        } else if fd == from_s && td == to_s {
+            Level::Daily
+        } else {
+            Level::Hourly
+        }
+    }
+
+    async fn send<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(make(tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Monthly,
+    Daily,
+    Hourly,
+}
+
+impl Level {
+    /// `(table, period column, sums)`.
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Level::Monthly => ("footprint_monthly", "month_s", ROLLUP_SUMS),
+            Level::Daily => ("footprint_daily", "day_s", ROLLUP_SUMS),
+            Level::Hourly => ("footprint_hourly", "hour_s", SUMS),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    id: String,
+    kind: String,
+    agent_id: Option<String>,
+    secret_sha256: Vec<u8>,
+    note: String,
+    created_ms: i64,
+    revoked_ms: Option<i64>,
+}
+
+impl TryFrom<TokenRow> for TokenRecord {
+    type Error = StoreError;
+    fn try_from(r: TokenRow) -> Result<TokenRecord, StoreError> {
+        let kind = match r.kind.as_str() {
+            "agent" => TokenKind::Agent,
+            "read" => TokenKind::Read,
+            other => return Err(StoreError::Corrupt(format!("unknown token kind {other:?}"))),
+        };
+        Ok(TokenRecord {
+            id: r.id,
+            kind,
+            agent_id: r.agent_id,
+            secret_sha256: r.secret_sha256,
+            note: r.note,
+            created_ms: quantity(r.created_ms, "tokens.created_ms")?,
+            revoked_ms: r
+                .revoked_ms
+                .map(|v| quantity(v, "tokens.revoked_ms"))
+                .transpose()?,
+        })
+    }
+}
+
+/// SQL for the sums of hourly rows.
+const SUMS: &str = "COALESCE(SUM(energy_uj), 0) AS energy_uj,
+    COALESCE(SUM(facility_uj), 0) AS facility_energy_uj,
+    COALESCE(SUM(CASE WHEN source = 'estimate' THEN 0 ELSE energy_uj END), 0) AS measured_uj,
+    COALESCE(SUM(CASE WHEN source = 'estimate' THEN energy_uj ELSE 0 END), 0) AS estimated_uj,
+    COALESCE(SUM(location_co2e_ug), 0) AS location_ug,
+    COALESCE(SUM(COALESCE(market_co2e_ug, location_co2e_ug)), 0) AS market_ug,
+    COALESCE(SUM(embodied_co2e_ug), 0) AS embodied_ug";
+
+/// SQL for the sums of rollup rows (the same figures, pre-summed).
+const ROLLUP_SUMS: &str = "COALESCE(SUM(energy_uj), 0) AS energy_uj,
+    COALESCE(SUM(facility_uj), 0) AS facility_energy_uj,
+    COALESCE(SUM(CASE WHEN source = 'estimate' THEN 0 ELSE energy_uj END), 0) AS measured_uj,
+    COALESCE(SUM(CASE WHEN source = 'estimate' THEN energy_uj ELSE 0 END), 0) AS estimated_uj,
+    COALESCE(SUM(location_ug), 0) AS location_ug,
+    COALESCE(SUM(market_ug), 0) AS market_ug,
+    COALESCE(SUM(embodied_ug), 0) AS embodied_ug";
+
+#[derive(sqlx::FromRow)]
+struct SumsRow {
+    energy_uj: i64,
+    facility_energy_uj: i64,
+    measured_uj: i64,
+    estimated_uj: i64,
+    location_ug: i64,
+    market_ug: i64,
+    embodied_ug: i64,
+}
+
+impl TryFrom<SumsRow> for Sums {
+    type Error = StoreError;
+    fn try_from(r: SumsRow) -> Result<Sums, StoreError> {
+        Ok(Sums {
+            energy_uj: quantity(r.energy_uj, "energy_uj")?,
+            facility_energy_uj: quantity(r.facility_energy_uj, "facility energy")?,
+            measured_energy_uj: quantity(r.measured_uj, "measured energy")?,
+            estimated_energy_uj: quantity(r.estimated_uj, "estimated energy")?,
+            location_co2e_ug: quantity(r.location_ug, "location-based emissions")?,
+            market_co2e_ug: quantity(r.market_ug, "market-based emissions")?,
+            embodied_co2e_ug: quantity(r.embodied_ug, "embodied emissions")?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyedSums {
+    key: String,
+    #[sqlx(flatten)]
+    sums: SumsRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    host: String,
+    project: String,
+    component: String,
+    source: String,
+    site: String,
+    zone: String,
+    #[sqlx(flatten)]
+    sums: SumsRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct AgentRow {
+    agent_id: String,
+    hostname: String,
+    agent_version: String,
+    first_push_ms: i64,
+    last_push_ms: i64,
+    last_batch_end_ms: Option<i64>,
+    spool_batches: i64,
+    spool_bytes: i64,
+    spool_oldest_ms: Option<i64>,
+    spool_dropped: i64,
+}
+
+impl TryFrom<AgentRow> for AgentRecord {
+    type Error = StoreError;
+    fn try_from(r: AgentRow) -> Result<AgentRecord, StoreError> {
+        let opt = |v: Option<i64>, what: &str| v.map(|v| quantity(v, what)).transpose();
+        Ok(AgentRecord {
+            first_push_ms: quantity(r.first_push_ms, "agents.first_push_ms")?,
+            last_push_ms: quantity(r.last_push_ms, "agents.last_push_ms")?,
+            last_batch_end_ms: opt(r.last_batch_end_ms, "agents.last_batch_end_ms")?,
+            spool_batches: quantity(r.spool_batches, "agents.spool_batches")?,
+            spool_bytes: quantity(r.spool_bytes, "agents.spool_bytes")?,
+            spool_oldest_ms: opt(r.spool_oldest_ms, "agents.spool_oldest_ms")?,
+            spool_dropped: quantity(r.spool_dropped, "agents.spool_dropped")?,
+            agent_id: r.agent_id,
+            hostname: r.hostname,
+            agent_version: r.agent_version,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct HourlyDbRow {
+    hour_s: i64,
+    host: String,
+    project: String,
+    component: String,
+    source: String,
+    site: String,
+    zone: String,
+    energy_uj: i64,
+    pue: f64,
+    pue_coef: i64,
+    intensity_g_per_kwh: f64,
+    intensity_coef: Option<i64>,
+    intensity_import: Option<i64>,
+    location_co2e_ug: i64,
+    market_g_per_kwh: Option<f64>,
+    market_coef: Option<i64>,
+    market_co2e_ug: Option<i64>,
+    embodied_co2e_ug: i64,
+    embodied_coef: Option<i64>,
+}
+
+impl TryFrom<HourlyDbRow> for HourlyRow {
+    type Error = StoreError;
+    fn try_from(r: HourlyDbRow) -> Result<HourlyRow, StoreError> {
+        Ok(HourlyRow {
+            energy_uj: quantity(r.energy_uj, "footprint_hourly.energy_uj")?,
+            location_co2e_ug: quantity(r.location_co2e_ug, "footprint_hourly.location_co2e_ug")?,
+            market_co2e_ug: r
+                .market_co2e_ug
+                .map(|v| quantity(v, "footprint_hourly.market_co2e_ug"))
+                .transpose()?,
+            embodied_co2e_ug: quantity(r.embodied_co2e_ug, "footprint_hourly.embodied_co2e_ug")?,
+            hour_s: r.hour_s,
+            host: r.host,
+            project: r.project,
+            component: r.component,
+            source: r.source,
+            site: r.site,
+            zone: r.zone,
+            pue: r.pue,
+            pue_coef: r.pue_coef,
+            intensity_g_per_kwh: r.intensity_g_per_kwh,
+            intensity_coef: r.intensity_coef,
+            intensity_import: r.intensity_import,
+            market_g_per_kwh: r.market_g_per_kwh,
+            market_coef: r.market_coef,
+            embodied_coef: r.embodied_coef,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CoefficientRow {
+    id: i64,
+    kind: String,
+    subject: String,
+    value: f64,
+    unit: String,
+    source: String,
+    year: Option<i64>,
+    is_default: bool,
+    detail: String,
+}
+
+impl From<CoefficientRow> for StoredCoefficient {
+    fn from(r: CoefficientRow) -> StoredCoefficient {
+        StoredCoefficient {
+            id: r.id,
+            kind: r.kind,
+            subject: r.subject,
+            value: r.value,
+            unit: r.unit,
+            source: r.source,
+            year: r.year,
+            is_default: r.is_default,
+            detail: r.detail,
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ingest(&self, set: &IngestSet<'_>) -> Result<IngestOutcome, StoreError> {
+        // A place in the writer's queue, counted in batches, or 503 at once: memory is
+        // bounded by the queue, and a full queue drains in well under the agents' timeout.
+        let n = u32::try_from(set.batches.len().clamp(1, self.queue_size)).unwrap_or(u32::MAX);
+        let Ok(_permit) = self.queue.clone().try_acquire_many_owned(n) else {
+            let queued = self.queue_size - self.queue.available_permits();
+            let pace = self.pace.load(Ordering::Relaxed).max(100);
+            return Err(StoreError::Busy {
+                retry_after_s: (queued as u64 / pace).clamp(1, 60),
+            });
+        };
+        let push = Box::new(PreparedPush::from_set(set));
+        self.send(|reply| Job::Ingest(push, reply)).await
+    }
+
+    async fn create_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        let _write = self.write.lock().await;
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms, revoked_ms)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(t.kind.as_str())
+        .bind(&t.agent_id)
+        .bind(&t.secret_sha256)
+        .bind(&t.note)
+        .bind(stored(t.created_ms, "created_ms")?)
+        .bind(t.revoked_ms.map(|v| stored(v, "revoked_ms")).transpose()?)
+        .execute(&self.pool)
+        .await?;
+        startup::mark_tokens_issued(&self.data_dir)?;
+        Ok(())
+    }
+
+    async fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM tokens WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(TokenRecord::try_from).transpose()
+    }
+
+    async fn revoke_token(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let _write = self.write.lock().await;
+        let n = sqlx::query("UPDATE tokens SET revoked_ms = ? WHERE id = ? AND revoked_ms IS NULL")
+            .bind(stored(now_ms, "revoked_ms")?)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> = sqlx::query_as("SELECT * FROM tokens ORDER BY created_ms, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(TokenRecord::try_from).collect()
+    }
+
+    async fn import_intensity(
+        &self,
+        import: &IntensityImport,
+    ) -> Result<ImportOutcome, StoreError> {
+        let import = Box::new(import.clone());
+        self.send(|reply| Job::Import(import, reply)).await
+    }
+
+    async fn intensity(&self, zone: &str, hour_s: i64) -> Result<Option<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT g_per_kwh FROM intensity_hourly WHERE zone = ? AND hour_s = ?",
+        )
+        .bind(zone)
+        .bind(hour_s)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
+        let col = q.group.column();
+        let level = if q.group == Grouping::Hour {
+            Level::Hourly
+        } else {
+            self.level(q.from_s, q.to_s)
+        };
+        let (table, period, sums) = level.sql();
+        let sql = format!(
+            "SELECT {col} AS key, {sums} FROM {table}
+             WHERE {period} >= ? AND {period} < ? AND (? IS NULL OR project = ?)
+               AND (? IS NULL OR host = ?)
+             GROUP BY key ORDER BY key"
+        );
+        let rows: Vec<KeyedSums> = sqlx::query_as(&sql)
+            .bind(q.from_s)
+            .bind(q.to_s)
+            .bind(&q.project)
+            .bind(&q.project)
+            .bind(&q.host)
+            .bind(&q.host)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.key, Sums::try_from(r.sums)?)))
+            .collect()
+    }
+
+    async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
+        // Projects and hosts from the monthly rollups; first and last hours from the
+        // hourly rows through their (project, hour_s) index.
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT m.project,
+                (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                COUNT(DISTINCT m.host)
+             FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(project, first, last, hosts)| {
+                Ok(ProjectInfo {
+                    project,
+                    first_hour_s: first,
+                    last_hour_s: last,
+                    hosts: quantity(hosts, "hosts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows: Vec<AgentRow> = sqlx::query_as("SELECT * FROM agents ORDER BY agent_id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(AgentRecord::try_from).collect()
+    }
+
+    async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError> {
+        let rows: Vec<HourlyDbRow> = sqlx::query_as(
+            "SELECT * FROM footprint_hourly WHERE hour_s >= ? AND hour_s < ?
+             ORDER BY hour_s, host, project, component, source",
+        )
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(HourlyRow::try_from).collect()
+    }
+
+    async fn coefficients_used(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<StoredCoefficient>, StoreError> {
+        let sql = if self.level(from_s, to_s) == Level::Hourly {
+            "SELECT * FROM coefficients WHERE id IN (
+                SELECT pue_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
+                UNION SELECT intensity_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
+                UNION SELECT market_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
+                UNION SELECT embodied_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2)
+             ORDER BY kind, subject, id"
+        } else {
+            "SELECT * FROM coefficients WHERE id IN (
+                SELECT coef_id FROM coefficient_use WHERE day_s >= ?1 AND day_s < ?2
+                GROUP BY coef_id HAVING SUM(rows) > 0)
+             ORDER BY kind, subject, id"
+        };
+        let rows: Vec<CoefficientRow> = sqlx::query_as(sql)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(StoredCoefficient::from).collect())
+    }
+
+    async fn lines(&self, from_s: i64, to_s: i64) -> Result<Vec<AggregateLine>, StoreError> {
+        let (table, period, sums) = self.level(from_s, to_s).sql();
+        let sql = format!(
+            "SELECT host, project, component, source, site, zone, {sums} FROM {table}
+             WHERE {period} >= ? AND {period} < ?
+             GROUP BY host, project, component, source, site, zone
+             ORDER BY host, project, component, source, site, zone"
+        );
+        let rows: Vec<LineRow> = sqlx::query_as(&sql)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AggregateLine {
+                    host: r.host,
+                    project: r.project,
+                    component: r.component,
+                    source: r.source,
+                    site: r.site,
+                    zone: r.zone,
+                    sums: Sums::try_from(r.sums)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn energy_by_day(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        timezone: &str,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        let daily = timezone == self.tz_name && self.level(from_s, to_s) != Level::Hourly;
+        let (table, period) = if daily {
+            ("footprint_daily", "day_s")
+        } else {
+            ("footprint_hourly", "hour_s")
+        };
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
+            "SELECT {period}, project, SUM(energy_uj) FROM {table}
+             WHERE {period} >= ? AND {period} < ? GROUP BY {period}, project ORDER BY {period}, project"
+        ))
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(s, p, e)| Ok((s, p, quantity(e, "energy_uj")?)))
+            .collect()
+    }
+
+    async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
+        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
+            "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
+             FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
+             WHERE ih.hour_s >= ? AND ih.hour_s < ?
+             GROUP BY ih.zone, ih.import_id ORDER BY ih.zone, ih.import_id",
+        )
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(zone, import_id, hours, min, max)| {
+                Ok(SeriesUse {
+                    zone,
+                    import_id,
+                    hours: quantity(hours, "hours")?,
+                    min_g_per_kwh: min,
+                    max_g_per_kwh: max,
+                })
+            })
+            .collect()
+    }
+
+    async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
+        // Summed here, in u128: many runs' counters may add up past SQLite's integers.
+        let counters: Vec<i64> =
+            sqlx::query_scalar("SELECT total_uj FROM run_counters WHERE agent_id = ?")
+                .bind(agent_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let runs: Vec<i64> = sqlx::query_scalar("SELECT stored_uj FROM runs WHERE agent_id = ?")
+            .bind(agent_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let sum = |v: Vec<i64>, what: &str| -> Result<u64, StoreError> {
+            let mut total: u128 = 0;
+            for x in v {
+                total += u128::from(quantity(x, what)?);
+            }
+            Ok(u64::try_from(total).unwrap_or(u64::MAX))
+        };
+        Ok((
+            sum(counters, "run_counters.total_uj")?,
+            sum(runs, "runs.stored_uj")?,
+        ))
+    }
+}
