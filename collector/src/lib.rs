@@ -16,3 +16,4 @@ pub mod plan;
 pub mod report;
 pub mod server;
 pub mod store;
+pub mod uncertainty;
