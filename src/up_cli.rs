@@ -17,7 +17,7 @@ use empreinte_collector::config::{CollectorConfig, Overrides};
 use empreinte_collector::period::month_of;
 use empreinte_collector::server::AppState;
 use empreinte_collector::store::sqlite::SqliteStore;
-use empreinte_collector::store::{FootprintQuery, Grouping, Sums, TokenKind};
+use empreinte_collector::store::{Sums, TokenKind};
 
 use crate::collector_cli::runtime;
 
@@ -104,19 +104,11 @@ async fn month_line(state: &AppState) -> String {
     let Ok(m) = month_of(&state.tz, now_s) else {
         return String::new();
     };
-    let rows = state
-        .store
-        .footprint(&FootprintQuery {
-            from_s: m.from_s,
-            to_s: m.to_s,
-            project: None,
-            host: None,
-            group: Grouping::Project,
-        })
+    let rows = empreinte_collector::api::month_to_date_by_project(state, &m)
         .await
         .unwrap_or_default();
     let mut total = Sums::default();
-    for (_, s) in &rows {
+    for s in rows.values() {
         total.add(s);
     }
     let measured = if total.energy_uj > 0 {

@@ -81,13 +81,28 @@ fn every_text_is_translated_and_every_translation_used() {
     assert_eq!(fr["uid"], "empreinte-footprint-fr");
 }
 
-/// The metric names the agent and the collector export, read from their sources, and
-/// the series the rules record.
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The metric names the agent and the collector export, read from their sources (any
+/// module of either crate may declare a family), and the series the rules record.
 fn known_metrics() -> BTreeSet<String> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut known = BTreeSet::new();
-    for file in ["agent/src/metrics.rs", "collector/src/metrics.rs"] {
-        let src = std::fs::read_to_string(root.join(file)).unwrap();
+    let mut files = Vec::new();
+    rust_files(&root.join("agent/src"), &mut files);
+    rust_files(&root.join("collector/src"), &mut files);
+    for file in files {
+        let src = std::fs::read_to_string(&file).unwrap();
         for part in src.split('"').skip(1).step_by(2) {
             if part.starts_with("empreinte_") && !part.contains(' ') {
                 known.insert(part.to_string());

@@ -229,18 +229,7 @@ pub async fn projects(
 ) -> Result<Json<ProjectsResponse>, AppError> {
     reader(&state, &headers).await?;
     let m = resolve_month(&state, None)?;
-    let mtd: BTreeMap<String, Sums> = state
-        .store
-        .footprint(&FootprintQuery {
-            from_s: m.from_s,
-            to_s: m.to_s,
-            project: None,
-            host: None,
-            group: Grouping::Project,
-        })
-        .await?
-        .into_iter()
-        .collect();
+    let mtd = month_to_date_by_project(&state, &m).await?;
     let projects = state
         .store
         .projects()
@@ -256,6 +245,26 @@ pub async fn projects(
         })
         .collect();
     Ok(Json(ProjectsResponse { projects }))
+}
+
+/// The month's figures so far, per project: what `/api/v1/projects` and `empreinte up`
+/// show.
+pub async fn month_to_date_by_project(
+    state: &AppState,
+    m: &Month,
+) -> Result<BTreeMap<String, Sums>, crate::store::StoreError> {
+    Ok(state
+        .store
+        .footprint(&FootprintQuery {
+            from_s: m.from_s,
+            to_s: m.to_s,
+            project: None,
+            host: None,
+            group: Grouping::Project,
+        })
+        .await?
+        .into_iter()
+        .collect())
 }
 
 #[derive(Serialize)]
