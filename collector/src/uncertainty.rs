@@ -202,6 +202,74 @@ pub fn totals<'a>(rows: impl IntoIterator<Item = RowTerms<'a>>) -> FigureUncerta
     }
 }
 
+/// The uncertainty of the totals of a period's aggregate lines (one per host, project,
+/// component, source and site), with the configuration saying which sites have their own
+/// PUE and a contract. A line does not say whether its hours used an imported series or
+/// the yearly factor: the yearly factor's larger uncertainty is applied. Embodied figures
+/// are taken as one error source (the same publishers' figures for every host).
+pub fn of_lines<'a>(
+    lines: impl IntoIterator<Item = &'a crate::store::AggregateLine>,
+    config: &crate::config::CollectorConfig,
+) -> FigureUncertainty {
+    let site_config = |name: &str| -> (bool, bool) {
+        match config.sites.iter().find(|s| s.name == name) {
+            Some(s) => (s.pue.is_some(), s.market_g_per_kwh.is_some()),
+            None => (config.default_site.pue.is_some(), false),
+        }
+    };
+    let rows: Vec<RowTerms<'a>> = lines
+        .into_iter()
+        .map(|l| {
+            let (own_pue, contract) = site_config(&l.site);
+            RowTerms {
+                host: &l.host,
+                component: &l.component,
+                source: &l.source,
+                energy_uj: l.sums.energy_uj,
+                facility_energy_uj: l.sums.facility_energy_uj,
+                location_co2e_ug: l.sums.location_co2e_ug,
+                market_co2e_ug: l.sums.market_co2e_ug,
+                embodied_co2e_ug: l.sums.embodied_co2e_ug,
+                pue: (
+                    l.site.clone(),
+                    if own_pue {
+                        PUE_OWN_PCT
+                    } else {
+                        PUE_DEFAULT_PCT
+                    },
+                ),
+                grid: (l.zone.clone(), GRID_FACTOR_PCT),
+                market: contract.then(|| (l.site.clone(), MARKET_CONTRACT_PCT)),
+                embodied: Some(("hardware".to_string(), EMBODIED_PCT)),
+            }
+        })
+        .collect();
+    totals(rows)
+}
+
+/// One hourly row's relative uncertainties (%): its energy (the source's), and its
+/// location-based emissions (source, PUE and grid factor in quadrature), for the CSV.
+pub fn row_pct(
+    row: &crate::report::ReportRow,
+    coefficients: &[crate::store::StoredCoefficient],
+) -> (f64, f64) {
+    let energy = source_pct(&row.source, &row.component);
+    let own_pue = coefficients
+        .iter()
+        .any(|c| c.id == row.pue_coef && !c.is_default);
+    let pue = if own_pue {
+        PUE_OWN_PCT
+    } else {
+        PUE_DEFAULT_PCT
+    };
+    let grid = if row.intensity_from.starts_with("import:") {
+        GRID_SERIES_PCT
+    } else {
+        GRID_FACTOR_PCT
+    };
+    (energy, (energy * energy + pue * pue + grid * grid).sqrt())
+}
+
 /// `± 4 %`: a relative uncertainty rounded for reading (one decimal under 1 %).
 pub fn format_pct(rel_pct: f64) -> String {
     if !rel_pct.is_finite() || rel_pct <= 0.0 {
