@@ -91,13 +91,19 @@ async fn the_reports_plus_minus_figures_match_a_hand_computed_month() {
 
     // The report shows them, in French and in English, and the JSON carries them.
     let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
-    assert!(fr.contains("1\u{202F}136,00\u{202F}kWh ± 4\u{202F}%"), "{fr}");
+    assert!(
+        fr.contains("1\u{202F}136,00\u{202F}kWh ± 4\u{202F}%"),
+        "{fr}"
+    );
     assert!(
         fr.contains("± 20\u{202F}%") && fr.contains("± 25\u{202F}%"),
         "{fr}"
     );
     let en = report::render_text(&data, Format::Md, Lang::En).unwrap();
-    assert!(en.contains("1,136.00\u{202F}kWh ± 4%") || en.contains("1,136.00 kWh ± 4%"), "{en}");
+    assert!(
+        en.contains("1,136.00\u{202F}kWh ± 4%") || en.contains("1,136.00 kWh ± 4%"),
+        "{en}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&report::render_text(&data, Format::Json, Lang::En).unwrap()).unwrap();
     let abs = json["uncertainty"]["energy_kwh"]["absolute"]
@@ -124,4 +130,57 @@ async fn the_reports_plus_minus_figures_match_a_hand_computed_month() {
         };
         assert_eq!(f[col], want, "{line}");
     }
+}
+
+#[tokio::test]
+async fn the_footprint_api_gives_the_totals_uncertainty() {
+    let h = Harness::new(CONFIG).await;
+    let token = h
+        .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
+        .await;
+    let s = hour_ago(3);
+    let e = s + 3_600_000;
+    let records = vec![
+        record("web", Component::Cpu, SourceKind::Rapl, s, e, 3 * KWH),
+        record("chat", Component::Gpu, SourceKind::Nvml, s, e, 8 * KWH),
+        record(
+            "web",
+            Component::Dram,
+            SourceKind::Estimate,
+            s,
+            e,
+            KWH * 36 / 100,
+        ),
+    ];
+    let (status, body) = h
+        .push(&token, &push("srv-1", vec![batch(1, 1, s, e, records)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read = h
+        .token(empreinte_collector::store::TokenKind::Read, None)
+        .await;
+    let from = jiff::Timestamp::from_millisecond(s as i64).unwrap();
+    let to = jiff::Timestamp::from_millisecond(e as i64).unwrap();
+    let (status, json) = h
+        .get(&read, &format!("/api/v1/footprint?from={from}&to={to}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    // The same month by hand, scaled to one hour: sqrt(0.15² + 0.4² + 0.126²) kWh.
+    let abs = json["uncertainty"]["energy_kwh"]["absolute"]
+        .as_f64()
+        .unwrap();
+    assert!((abs - 0.198_376f64.sqrt()).abs() < 1e-6, "{json}");
+    let (_, web) = h
+        .get(
+            &read,
+            &format!("/api/v1/footprint?from={from}&to={to}&project=web"),
+        )
+        .await;
+    let abs = web["uncertainty"]["energy_kwh"]["absolute"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (abs - (0.15f64.powi(2) + 0.126f64.powi(2)).sqrt()).abs() < 1e-6,
+        "{web}"
+    );
 }
