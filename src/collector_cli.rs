@@ -1,7 +1,7 @@
 //! `empreinte collector` and `empreinte token`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -36,6 +36,12 @@ pub struct CollectorFlags {
     /// Where the database lives [default: /var/lib/empreinte].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM; reloaded on SIGHUP).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl CollectorFlags {
@@ -45,6 +51,8 @@ impl CollectorFlags {
             &Overrides {
                 listen: self.listen,
                 data_dir: self.data_dir.clone(),
+                tls_cert: self.tls_cert.clone(),
+                tls_key: self.tls_key.clone(),
             },
         )?)
     }
@@ -66,6 +74,8 @@ pub fn collector(cmd: CollectorCommand) -> anyhow::Result<ExitCode> {
         }
         None => {
             let config = cmd.flags.load()?;
+            // One collector (or `up`) per data directory: the second exits naming the first.
+            let _lock = lock_data_dir(&config.data_dir)?;
             let coefficients = empreinte_collector::plan::load_coefficients(&config)?;
             runtime()?.block_on(empreinte_collector::server::run(
                 config,
@@ -209,5 +219,94 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         }
+    })
+}
+
+/// Takes the data directory's lock (the one `up` takes too), making the directory
+/// private (0700) if it was not.
+pub fn lock_data_dir(dir: &Path) -> anyhow::Result<empreinte_agent::push::lock::DirLock> {
+    let lock = empreinte_agent::push::lock::DirLock::acquire(
+        dir,
+        crate::up_cli::UP_LOCK,
+        "the data directory",
+    )?;
+    make_private(dir)?;
+    Ok(lock)
+}
+
+/// Sets `dir` to 0700 when group or others may read it (a directory made by an older
+/// version, or by hand).
+pub fn make_private(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private (chmod 700)", dir.display()))?;
+        tracing::info!(dir = %dir.display(), previous = format!("{mode:o}"), "data directory made private (0700)");
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct BackupCommand {
+    /// The collector's data directory [default: the configuration's, /var/lib/empreinte].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The collector's configuration (for its data directory).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where to write the copy (a new file; it must not exist).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+}
+
+/// `empreinte backup`: a consistent copy of the database, taken while the collector
+/// runs (docs/operations.md says how to restore it).
+pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
+    let config = CollectorConfig::load(
+        cmd.config.as_deref(),
+        &Overrides {
+            data_dir: cmd.data_dir.clone(),
+            ..Overrides::default()
+        },
+    )?;
+    let db = config
+        .data_dir
+        .join(empreinte_collector::store::sqlite::DB_FILE);
+    if !db.is_file() {
+        anyhow::bail!(
+            "no database at {} (give --data-dir, the collector's data directory)",
+            db.display()
+        );
+    }
+    if cmd.output.exists() {
+        anyhow::bail!(
+            "{} exists: give a new file to -o (a backup never overwrites)",
+            cmd.output.display()
+        );
+    }
+    runtime()?.block_on(async {
+        let store = SqliteStore::open(&config.data_dir)
+            .await
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        let done = store.backup_into(&cmd.output).await;
+        store.close().await;
+        if let Err(e) = done {
+            let _ = std::fs::remove_file(&cmd.output);
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot write the backup {}", cmd.output.display())));
+        }
+        let file = std::fs::File::open(&cmd.output)
+            .with_context(|| format!("cannot reopen {}", cmd.output.display()))?;
+        file.sync_all()
+            .with_context(|| format!("cannot flush {}", cmd.output.display()))?;
+        let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+        eprintln!(
+            "backup of {} written to {} ({bytes} bytes); restore: docs/operations.md",
+            db.display(),
+            cmd.output.display()
+        );
+        Ok(ExitCode::SUCCESS)
     })
 }

@@ -40,6 +40,9 @@ enum Command {
     Token(collector_cli::TokenCommand),
     /// Carbon coefficients: list them, import grid intensity time series.
     Carbon(carbon_cli::CarbonCommand),
+    /// A consistent copy of the collector's database, taken while it runs
+    /// (docs/operations.md says how to restore it).
+    Backup(collector_cli::BackupCommand),
     /// The monthly footprint report (HTML, PDF, CSV, JSON or Markdown; French or
     /// English), from a data directory or a running collector.
     Report(report_cli::ReportCommand),
@@ -114,6 +117,9 @@ struct AgentFlags {
     /// This host's name in the footprint [default: the host name].
     #[arg(long, value_name = "NAME")]
     agent_id: Option<String>,
+    /// Trust this CA (PEM) for an https:// collector, besides the system's store.
+    #[arg(long, value_name = "FILE")]
+    collector_ca: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -144,18 +150,19 @@ impl AgentFlags {
             token_file: self.token_file.clone(),
             spool_dir: self.spool_dir.clone(),
             agent_id: self.agent_id.clone(),
+            collector_ca: self.collector_ca.clone(),
         };
         Ok(AgentConfig::load(self.config.as_deref(), &overrides)?)
     }
 }
 
 fn main() -> ExitCode {
+    // Everything this program creates (database, spool, lock, backups, reports) is
+    // private to its user, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -167,11 +174,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// `RUST_LOG` (default `info`), with the HTTP and TLS libraries capped at `debug`: at
+/// `trace` such libraries may write what crosses the wire, and secrets are never logged
+/// (ureq's own debug lines leave `Authorization` out).
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    const CAPS: &str = "ureq=debug,ureq_proto=debug,rustls=debug,hyper=debug,hyper_util=debug";
+    let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
+    tracing_subscriber::EnvFilter::try_new(format!("{base},{CAPS}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{CAPS}")))
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Up(cmd) => up_cli::up(cmd),
         Command::Collector(cmd) => collector_cli::collector(cmd),
         Command::Token(cmd) => collector_cli::token(cmd),
+        Command::Backup(cmd) => collector_cli::backup(cmd),
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),
         Command::Report(cmd) => report_cli::report(cmd),
         Command::Agent(AgentCommand {

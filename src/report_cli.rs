@@ -35,6 +35,9 @@ pub struct ReportCommand {
     /// File holding a read token for --collector [default: $EMPREINTE_READ_TOKEN].
     #[arg(long, value_name = "PATH", requires = "collector")]
     token_file: Option<PathBuf>,
+    /// Trust this CA (PEM) for an https:// collector, besides the system's store.
+    #[arg(long, value_name = "FILE", requires = "collector")]
+    collector_ca: Option<PathBuf>,
     /// The collector's configuration (organisation, time zone, sites, objectives).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -88,15 +91,19 @@ fn month_label(cmd: &ReportCommand, config: &CollectorConfig) -> anyhow::Result<
 
 fn pdf_of(html: &str, chromium: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     let chromium = pdf::find_chromium(chromium)?;
-    Ok(pdf::print(html, &chromium)?)
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    Ok(runtime.block_on(pdf::print(html, &chromium))?)
 }
 
 fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
     let config = CollectorConfig::load(
         cmd.config.as_deref(),
         &Overrides {
-            listen: None,
             data_dir: cmd.data_dir.clone(),
+            ..Overrides::default()
         },
     )?;
     if !config.data_dir.is_dir() {
@@ -165,16 +172,24 @@ fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Op
     if let Some(l) = cmd.lang {
         address.push_str(&format!("?lang={}", l.code()));
     }
+    let tls = empreinte_agent::push::tls::client_config(cmd.collector_ca.as_deref())
+        .map_err(|e| anyhow::anyhow!("--collector-ca: {e}"))?;
     let agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(300)))
         .http_status_as_error(false)
+        .tls_config(tls)
         .build()
         .new_agent();
     let mut response = agent
         .get(&address)
         .header("Authorization", &format!("Bearer {token}"))
         .call()
-        .with_context(|| format!("cannot reach the collector at {address}"))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the collector at {address}: {}",
+                empreinte_agent::push::tls::explain(&e, "--collector-ca FILE")
+            )
+        })?;
     let status = response.status().as_u16();
     let body = response
         .body_mut()

@@ -149,6 +149,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             }),
+            ..Overrides::default()
         },
     )?;
     let data_dir = collector_config.data_dir.clone();
@@ -184,6 +185,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
         token_file: Some(agent_token.clone()),
         spool_dir: Some(data_dir.join("spool")),
         agent_id: None,
+        collector_ca: None,
     };
     let mut agent_config = AgentConfig::load(
         cmd.agent_config.as_deref(),
@@ -247,7 +249,7 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         println!("Empreinte is up: a collector and this host's agent ({agent_id}).");
         println!("  Agent metrics      http://{agent_listen}/metrics");
-        println!("  Collector metrics  http://{host}/metrics");
+        println!("  Collector metrics  http://{host}/metrics  (read token)");
         println!("  API                http://{host}/api/v1/  (OpenAPI: /api/v1/openapi.json)");
         println!("  Read token         {}", read_token.display());
         println!("  This month         curl -H \"Authorization: Bearer $(cat {})\" 'http://{host}/api/v1/footprint?month={month}'", read_token.display());

@@ -39,9 +39,9 @@ fn spooled(a: &Agent) -> u64 {
     value(&a.samples(), "empreinte_spool_batches", &[]).unwrap_or(0.0) as u64
 }
 
-fn pushes_stored(c: &Collector) -> f64 {
+fn pushes_stored(c: &Collector, reader: &str) -> f64 {
     value(
-        &c.metrics(),
+        &c.metrics(reader),
         "empreinte_collector_pushes_total",
         &[("outcome", "stored")],
     )
@@ -106,7 +106,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     });
 
     wait_for("every agent to deliver a batch", PATIENCE, || {
-        pushes_stored(&collector) >= hosts.len() as f64
+        pushes_stored(&collector, &reader) >= hosts.len() as f64
     });
     // The collector goes away: the agents keep measuring into their spools until each
     // has a backlog of several batches (one batch a push: several pushes to catch up).
@@ -120,7 +120,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     wait_for(
         "the collector to store a push of the backlog",
         PATIENCE,
-        || pushes_stored(&collector) >= 1.0,
+        || pushes_stored(&collector, &reader) >= 1.0,
     );
     collector.kill();
     let waiting: u64 = agents.iter().map(spooled).sum();
@@ -204,6 +204,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     }
     // The collector's own metrics: valid exposition, the stored energy, the intensity.
     let text = ureq::get(&format!("{}/metrics", collector.base))
+        .header("Authorization", &format!("Bearer {reader}"))
         .call()
         .unwrap()
         .body_mut()

@@ -245,6 +245,9 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let token_b = create_token(&elsewhere, "agent", Some("host-b"));
+    // Prometheus scrapes the collector with a read token, as deploy/prometheus does.
+    let scrape_token = dir.path().join("collector-read");
+    std::fs::write(&scrape_token, create_token(&data, "read", None)).unwrap();
     let _busy = [Busy::spawn("alpha"), Busy::spawn("beta")];
 
     // The collector refreshes its budget gauges at start, then every 30 s: a first run
@@ -340,6 +343,7 @@ scrape_configs:
       - targets: ["127.0.0.1:{down}"]
         labels: {{instance: host-c, site: lab}}
   - job_name: empreinte-collector
+    authorization: {{credentials_file: "{scrape_token}"}}
     static_configs:
       - targets: ["127.0.0.1:{port}"]
         labels: {{instance: collector}}
@@ -348,7 +352,8 @@ scrape_configs:
       - targets: ["127.0.0.1:{vllm}"]
         labels: {{project: alpha}}
 "#,
-            rules = rules.display()
+            rules = rules.display(),
+            scrape_token = scrape_token.display()
         ),
     );
 

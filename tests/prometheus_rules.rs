@@ -79,13 +79,25 @@ fn example_prometheus_config_passes_promtool_check_config() {
     for job in ["job_name: empreinte-agent", "job_name: empreinte-collector"] {
         assert!(config.contains(job), "the dashboards expect {job}");
     }
+    // The collector's /metrics needs a read token: Prometheus reads it from a file.
+    assert!(
+        config.contains("credentials_file: /etc/prometheus/token/collector-read"),
+        "the collector job scrapes without a token"
+    );
+    let token = dir.path().join("collector-read");
+    std::fs::write(&token, "emp_0_0").unwrap();
     let path = dir.path().join("prometheus.yml");
     std::fs::write(
         &path,
-        config.replace(
-            "/etc/prometheus/empreinte-rules.yml",
-            root().join("deploy/prometheus/rules.yml").to_str().unwrap(),
-        ),
+        config
+            .replace(
+                "/etc/prometheus/empreinte-rules.yml",
+                root().join("deploy/prometheus/rules.yml").to_str().unwrap(),
+            )
+            .replace(
+                "/etc/prometheus/token/collector-read",
+                token.to_str().unwrap(),
+            ),
     )
     .unwrap();
     if let Some(said) = promtool(&["check", "config", path.to_str().unwrap()]) {

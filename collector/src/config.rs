@@ -41,6 +41,36 @@ pub struct CollectorConfig {
     /// An organisation's own coefficients file (same format as the built-in
     /// `carbon.toml`), merged over the built-in one.
     pub coefficients_file: Option<PathBuf>,
+    /// HTTPS: the certificate and key the collector serves (reloaded on SIGHUP).
+    pub tls: TlsConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// HTTPS. Both files set: the collector serves TLS only; neither: plain HTTP.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, PEM, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// When set, clients must present a certificate issued by one of these CAs (PEM).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+}
+
+/// `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `false` (default): `/metrics` needs a read token, like the API that shows the same
+    /// figures. `true`: anyone who reaches the port reads it.
+    pub public: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -72,6 +102,23 @@ pub struct LimitsConfig {
     /// The oldest data accepted.
     #[serde(with = "humantime_serde")]
     pub max_batch_age: Duration,
+    /// Open connections at most (kept below the open-files limit); more wait in the
+    /// kernel's accept queue.
+    pub max_connections: usize,
+    /// Pushes whose bodies are read and stored at the same time; more get 503.
+    pub max_ingests_in_flight: usize,
+    /// A request's headers must arrive within this time; it is also how long an idle
+    /// connection stays open.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+    /// A push's body must arrive within this time.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Chromium processes printing PDF reports at once.
+    pub max_pdf_renders: usize,
+    /// How long a PDF request waits for its turn before a 503.
+    #[serde(with = "humantime_serde")]
+    pub pdf_queue_timeout: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -179,6 +226,8 @@ impl Default for CollectorConfig {
             inventory: Vec::new(),
             objectives: Vec::new(),
             coefficients_file: None,
+            tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -204,6 +253,12 @@ impl Default for LimitsConfig {
             max_host_power_watts: wire.max_host_power_watts,
             max_clock_skew: Duration::from_millis(wire.max_clock_skew_ms),
             max_batch_age: Duration::from_millis(wire.max_age_ms),
+            max_connections: 512,
+            max_ingests_in_flight: 4,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_pdf_renders: 1,
+            pdf_queue_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -263,6 +318,8 @@ pub enum ConfigError {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Checks that `pattern` is a usable host glob.
@@ -328,6 +385,12 @@ impl CollectorConfig {
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
         }
+        if let Some(f) = &overrides.tls_cert {
+            config.tls.cert_file = Some(f.clone());
+        }
+        if let Some(f) = &overrides.tls_key {
+            config.tls.key_file = Some(f.clone());
+        }
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -388,6 +451,56 @@ impl CollectorConfig {
                     "{} must be a positive number of watts",
                     l.max_host_power_watts
                 ),
+            );
+        }
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            problem(
+                "limits.max_connections".into(),
+                format!("{} is outside 1..=1000000", l.max_connections),
+            );
+        }
+        if !(1..=1024).contains(&l.max_ingests_in_flight) {
+            problem(
+                "limits.max_ingests_in_flight".into(),
+                format!("{} is outside 1..=1024", l.max_ingests_in_flight),
+            );
+        }
+        if !(1..=64).contains(&l.max_pdf_renders) {
+            problem(
+                "limits.max_pdf_renders".into(),
+                format!("{} is outside 1..=64", l.max_pdf_renders),
+            );
+        }
+        for (key, d) in [
+            ("limits.header_timeout", l.header_timeout),
+            ("limits.body_timeout", l.body_timeout),
+            ("limits.pdf_queue_timeout", l.pdf_queue_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(3600) {
+                problem(
+                    key.into(),
+                    format!(
+                        "{} is outside 1ms..=1h",
+                        humantime_serde::re::humantime::format_duration(d)
+                    ),
+                );
+            }
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => problem(
+                "tls.key_file".into(),
+                "a certificate needs its private key (tls.key_file or --tls-key)".into(),
+            ),
+            (None, Some(_)) => problem(
+                "tls.cert_file".into(),
+                "a private key needs its certificate (tls.cert_file or --tls-cert)".into(),
+            ),
+            _ => {}
+        }
+        if self.tls.client_ca_file.is_some() && !self.tls.enabled() {
+            problem(
+                "tls.client_ca_file".into(),
+                "client certificates need TLS: set tls.cert_file and tls.key_file".into(),
             );
         }
         check_pue(&mut problem, "default_site.pue", self.default_site.pue);

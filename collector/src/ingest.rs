@@ -1,15 +1,17 @@
 //! `POST /api/v1/ingest`: an agent's push, checked whole, then stored in one
 //! transaction, then acknowledged.
 //!
-//! Order of checks: size (413), token (401/403), JSON shape (400, with the path of the
-//! bad field), values (422, every problem with its path), the token's agent against the
-//! push's (403). Nothing of a refused push is stored.
+//! Order of checks, the cheap ones before any body byte is read: token from the headers
+//! (401/403), declared size (413), a free ingest slot (503 with `Retry-After` when
+//! `limits.max_ingests_in_flight` pushes are in flight); then the body, within
+//! `limits.body_timeout` (408) and `limits.max_body_bytes` (413); JSON shape (400, with
+//! the path of the bad field), values (422, every problem with its path), the token's
+//! agent against the push's (403). Nothing of a refused push is stored.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use empreinte_shared::wire::{Push, PushAck};
 
 use crate::auth;
@@ -21,7 +23,7 @@ use crate::store::{IngestSet, TokenKind};
 pub async fn handle(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<PushAck>, AppError> {
     let result = ingest(&state, &headers, body).await;
     if let Err(e) = &result {
@@ -33,24 +35,47 @@ pub async fn handle(
     result.map(Json)
 }
 
-async fn ingest(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<PushAck, AppError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::TooLarge {
-                limit: state.max_body_bytes,
+/// Reads `body` whole, within the time and size limits.
+async fn read_body(state: &AppState, body: Body) -> Result<Bytes, AppError> {
+    let limit = state.max_body_bytes;
+    match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(AppError::BodyTimeout(state.body_timeout.as_secs())),
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(AppError::TooLarge { limit });
+                }
+                source = s.source();
             }
-        } else {
-            AppError::Malformed(e.body_text())
+            Err(AppError::Malformed(format!("cannot read the body: {e}")))
         }
-    })?;
+    }
+}
+
+async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<PushAck, AppError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let token = auth::verify(state.store.as_ref(), authorization, TokenKind::Agent).await?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(AppError::TooLarge {
+            limit: state.max_body_bytes,
+        });
+    }
+    let _slot = state.ingest_slots.clone().try_acquire_owned().map_err(|_| {
+        state.metrics.saturated("ingests");
+        AppError::Saturated {
+            what: "this collector is storing as many pushes as it accepts at once (limits.max_ingests_in_flight)".into(),
+            retry_after_s: 1,
+        }
+    })?;
+    let body = read_body(state, body).await?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let push: Push = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -1,9 +1,10 @@
 //! The collector's Prometheus exposition.
 //!
-//! Footprint counters count what this collector process has stored since it started
-//! (integer µJ and µg, rendered at scrape time), so they only go up and `increase()`
-//! works across restarts; long-term totals come from the API and the report. Budget
-//! and intensity gauges are refreshed from the store in the background.
+//! Footprint counters are the store's totals: at start they are read from the database
+//! ([`Metrics::seed`]), then each stored push adds to them (integer µJ and µg, rendered
+//! at scrape time). A restart, even after a SIGKILL, is therefore not a counter reset,
+//! and `increase()` over a month is right across crashes. Budget and intensity gauges
+//! are refreshed from the store in the background.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -32,6 +33,13 @@ struct Counts {
     /// reason → refused pushes.
     refused: BTreeMap<&'static str, u64>,
     records: u64,
+    /// reason → connections closed (done, header_timeout, tls_handshake, error).
+    closed: BTreeMap<&'static str, u64>,
+    /// limit → times it was reached (connections, ingests, pdf).
+    saturated: BTreeMap<&'static str, u64>,
+    accept_errors: u64,
+    open_connections: u64,
+    connection_limit: u64,
     budgets: Vec<ObjectiveStatus>,
     intensity: BTreeMap<String, f64>,
 }
@@ -70,6 +78,31 @@ impl Metrics {
         self.counts
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the footprint counters from the stored totals (`lines` over all time).
+    pub fn seed(&self, lines: &[crate::store::AggregateLine]) {
+        let mut c = self.counts();
+        c.energy.clear();
+        c.co2e.clear();
+        for l in lines {
+            let Some(component) = component_label(&l.component) else {
+                continue;
+            };
+            *c.energy
+                .entry((l.project.clone(), l.site.clone(), component))
+                .or_default() += l.sums.energy_uj;
+            for (scope, method, ug) in [
+                ("operational", "location", l.sums.location_co2e_ug),
+                ("operational", "market", l.sums.market_co2e_ug),
+                ("embodied", "location", l.sums.embodied_co2e_ug),
+                ("embodied", "market", l.sums.embodied_co2e_ug),
+            ] {
+                *c.co2e
+                    .entry((l.project.clone(), l.site.clone(), scope, method))
+                    .or_default() += ug;
+            }
+        }
     }
 
     /// A push stored: its new parts and how many batches were new or replays.
@@ -120,6 +153,32 @@ impl Metrics {
         *c.refused.entry(reason).or_default() += 1;
     }
 
+    /// A connection accepted.
+    pub fn connection_opened(&self) {
+        self.counts().open_connections += 1;
+    }
+
+    /// A connection closed, with why.
+    pub fn connection_closed(&self, reason: &'static str) {
+        let mut c = self.counts();
+        c.open_connections = c.open_connections.saturating_sub(1);
+        *c.closed.entry(reason).or_default() += 1;
+    }
+
+    /// `accept` failed (out of file descriptors, most often).
+    pub fn accept_error(&self) {
+        self.counts().accept_errors += 1;
+    }
+
+    /// A limit was reached: `connections`, `ingests` or `pdf`.
+    pub fn saturated(&self, limit: &'static str) {
+        *self.counts().saturated.entry(limit).or_default() += 1;
+    }
+
+    pub fn set_connection_limit(&self, limit: usize) {
+        self.counts().connection_limit = limit as u64;
+    }
+
     pub fn set_budgets(&self, budgets: Vec<ObjectiveStatus>) {
         self.counts().budgets = budgets;
     }
@@ -134,7 +193,7 @@ impl Metrics {
         let c = self.counts();
         let mut energy = Family::new(
             "empreinte_footprint_energy_joules_total",
-            "IT energy stored by this collector since it started, per project, site and component, in joules (at the meter, without PUE).",
+            "IT energy stored by this collector (all time: the database's totals), per project, site and component, in joules (at the meter, without PUE).",
             COUNTER,
         );
         for ((project, site, component), uj) in &c.energy {
@@ -149,7 +208,7 @@ impl Metrics {
         }
         let mut co2e = Family::new(
             "empreinte_footprint_co2e_grams_total",
-            "Emissions stored by this collector since it started, per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
+            "Emissions stored by this collector (all time: the database's totals), per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
             COUNTER,
         );
         for ((project, site, scope, method), ug) in &c.co2e {
@@ -259,6 +318,40 @@ impl Metrics {
             );
             dropped.push(&labels, a.spool_dropped as f64);
         }
+        let mut open = Family::new(
+            "empreinte_collector_open_connections",
+            "Client connections open now.",
+            GAUGE,
+        );
+        open.push(&[], c.open_connections as f64);
+        let mut limit = Family::new(
+            "empreinte_collector_connection_limit",
+            "The most connections served at once (limits.max_connections, kept below the open-files limit); more wait in the kernel's queue.",
+            GAUGE,
+        );
+        limit.push(&[], c.connection_limit as f64);
+        let mut closed = Family::new(
+            "empreinte_collector_connections_closed_total",
+            "Client connections closed, by reason: done (the client or an idle timeout closed it), header_timeout (headers not sent in time), tls_handshake (failed or too slow), error.",
+            COUNTER,
+        );
+        for (reason, n) in &c.closed {
+            closed.push(&[("reason", reason)], *n as f64);
+        }
+        let mut saturated = Family::new(
+            "empreinte_collector_saturated_total",
+            "Times a limit was reached, by limit: connections (new ones wait in the kernel's queue), ingests (a push got 503), pdf (a PDF request waited past its queue timeout and got 503).",
+            COUNTER,
+        );
+        for (what, n) in &c.saturated {
+            saturated.push(&[("limit", what)], *n as f64);
+        }
+        let mut accept_errors = Family::new(
+            "empreinte_collector_accept_errors_total",
+            "Connections the collector could not accept (most often: out of file descriptors).",
+            COUNTER,
+        );
+        accept_errors.push(&[], c.accept_errors as f64);
         let mut build = Family::new(
             "empreinte_collector_build_info",
             "The collector's version.",
@@ -267,8 +360,26 @@ impl Metrics {
         build.push(&[("version", VERSION)], 1.0);
         drop(c);
         let mut families: Vec<MetricFamily> = [
-            energy, co2e, used, projected, intensity, pushes, batches, refused, records, lag,
-            last_push, spool, spool_age, dropped, build,
+            energy,
+            co2e,
+            used,
+            projected,
+            intensity,
+            pushes,
+            batches,
+            refused,
+            records,
+            lag,
+            last_push,
+            spool,
+            spool_age,
+            dropped,
+            open,
+            limit,
+            closed,
+            saturated,
+            accept_errors,
+            build,
         ]
         .into_iter()
         .map(|f| f.0)
@@ -283,4 +394,16 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The `component` label of a stored component name.
+fn component_label(name: &str) -> Option<&'static str> {
+    [
+        empreinte_shared::Component::Cpu,
+        empreinte_shared::Component::Dram,
+        empreinte_shared::Component::Gpu,
+    ]
+    .into_iter()
+    .map(|c| c.as_str())
+    .find(|c| *c == name)
 }

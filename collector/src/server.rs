@@ -35,6 +35,15 @@ pub struct AppState {
     pub limits: Limits,
     pub tz: TimeZone,
     pub max_body_bytes: usize,
+    /// A push's body must arrive within this time.
+    pub body_timeout: Duration,
+    /// Pushes being read or stored now (`limits.max_ingests_in_flight`).
+    pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// Chromium processes printing now (`limits.max_pdf_renders`).
+    pub pdf_slots: Arc<tokio::sync::Semaphore>,
+    pub pdf_queue_timeout: Duration,
+    /// `/metrics` without a token (`[metrics] public`).
+    pub metrics_public: bool,
 }
 
 impl AppState {
@@ -42,10 +51,16 @@ impl AppState {
         let config = planner.config();
         let tz = TimeZone::get(&config.organisation.timezone)
             .map_err(|e| format!("organisation.timezone: {e}"))?;
+        let l = &config.limits;
         Ok(AppState {
             store,
-            limits: config.limits.wire(),
-            max_body_bytes: config.limits.max_body_bytes,
+            limits: l.wire(),
+            max_body_bytes: l.max_body_bytes,
+            body_timeout: l.body_timeout,
+            ingest_slots: Arc::new(tokio::sync::Semaphore::new(l.max_ingests_in_flight.max(1))),
+            pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
+            pdf_queue_timeout: l.pdf_queue_timeout,
+            metrics_public: config.metrics.public,
             planner,
             metrics: Arc::new(Metrics::new()),
             tz,
@@ -74,10 +89,27 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn index() -> &'static str {
-    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /reports/YYYY-MM.html  monthly report (read token; also .pdf .csv .json .md, ?lang=fr|en)\n  GET  /metrics            Prometheus metrics\n  GET  /healthz            liveness\n"
+    "Empreinte collector\n  POST /api/v1/ingest      agents push here (agent token)\n  GET  /api/v1/...         footprint API (read token); see /api/v1/openapi.json\n  GET  /reports/YYYY-MM.html  monthly report (read token; also .pdf .csv .json .md, ?lang=fr|en)\n  GET  /metrics            Prometheus metrics (read token unless [metrics] public)\n  GET  /healthz            liveness\n"
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if !state.metrics_public {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = crate::auth::verify(
+            state.store.as_ref(),
+            authorization,
+            crate::store::TokenKind::Read,
+        )
+        .await
+        {
+            return AppError::Auth(e).into_response();
+        }
+    }
     match state.store.agents().await {
         Ok(agents) => (
             [(
@@ -116,6 +148,11 @@ pub enum AppError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Unavailable(String),
+    /// A limit is reached: try again after `retry_after_s`.
+    #[error("{what}; try again in {retry_after_s} s")]
+    Saturated { what: String, retry_after_s: u64 },
+    #[error("the body did not arrive within {0} s (limits.body_timeout)")]
+    BodyTimeout(u64),
 }
 
 #[derive(Serialize)]
@@ -141,7 +178,10 @@ impl AppError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
-            AppError::Store(_) | AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Store(_) | AppError::Unavailable(_) | AppError::Saturated { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            AppError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -160,6 +200,8 @@ impl AppError {
             AppError::TooLarge { .. } => "too_large",
             AppError::Malformed(_) | AppError::BadQuery(_) | AppError::NotFound(_) => "malformed",
             AppError::Invalid(_) => "invalid",
+            AppError::Saturated { .. } => "saturated",
+            AppError::BodyTimeout(_) => "body_timeout",
         }
     }
 }
@@ -167,7 +209,14 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
+        let retry_after = match &self {
+            AppError::Saturated { retry_after_s, .. }
+            | AppError::Store(StoreError::Busy { retry_after_s }) => Some(*retry_after_s),
+            _ => None,
+        };
+        if retry_after.is_some() {
+            tracing::debug!(error = %self, "request refused: a limit is reached");
+        } else if status.is_server_error() {
             // The cause stays in the log; the client gets the sentence.
             let cause = match &self {
                 AppError::Store(e) => e.to_string(),
@@ -183,10 +232,6 @@ impl IntoResponse for AppError {
                 p.iter().map(ToString::to_string).collect()
             }
             _ => Vec::new(),
-        };
-        let retry_after = match &self {
-            AppError::Store(StoreError::Busy { retry_after_s }) => Some(*retry_after_s),
-            _ => None,
         };
         let mut response = (
             status,
@@ -268,18 +313,42 @@ pub async fn refresh_once(state: &AppState) -> Result<(), String> {
     Ok(())
 }
 
-/// Serves `state` on `listener` until `shutdown` resolves.
+/// Serves `state` on `listener` (TLS when `tls` is set) until `shutdown` resolves.
 pub async fn serve(
     state: AppState,
     listener: tokio::net::TcpListener,
+    tls: Option<Arc<crate::tls::Reloadable>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let refresher = tokio::spawn(refresh_gauges(state.clone(), Duration::from_secs(30)));
-    let result = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let config = state.planner.config();
+    let limits = crate::listen::ConnectionLimits {
+        max_connections: config.limits.max_connections,
+        header_timeout: config.limits.header_timeout,
+    };
+    let reloader = tls.clone().map(|t| tokio::spawn(t.reload_on_sighup()));
+    let metrics = state.metrics.clone();
+    let result =
+        crate::listen::serve(listener, router(state), tls, limits, metrics, shutdown).await;
     refresher.abort();
+    if let Some(r) = reloader {
+        r.abort();
+    }
     result
+}
+
+/// Starts the footprint counters from the totals stored over all time (whole months of
+/// the organisation's time zone: the monthly rollups answer).
+pub async fn seed_metrics(state: &AppState) -> Result<(), String> {
+    let from = crate::period::month(&state.tz, 1970, 1)?.from_s;
+    let to = crate::period::month(&state.tz, 2200, 1)?.from_s;
+    let lines = state
+        .store
+        .lines(from, to)
+        .await
+        .map_err(|e| e.to_string())?;
+    state.metrics.seed(&lines);
+    Ok(())
 }
 
 /// The collector's configuration problems that need the defaults, added to its own.
@@ -320,7 +389,15 @@ pub async fn run(
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     tracing::info!(database = %store.path().display(), "store open");
     let store = Arc::new(store);
+    let tls = if config.tls.enabled() {
+        Some(Arc::new(crate::tls::Reloadable::open(&config.tls)?))
+    } else {
+        None
+    };
     let state = AppState::new(store.clone(), planner).map_err(anyhow::Error::msg)?;
+    seed_metrics(&state).await.map_err(|e| {
+        anyhow::anyhow!("cannot read the stored totals for the footprint counters: {e}")
+    })?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -332,9 +409,18 @@ pub async fn run(
     let local = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    tracing::info!(address = %local, "collector serving");
+    if tls.is_some() {
+        tracing::info!(address = %local, "collector serving HTTPS");
+    } else if local.ip().is_loopback() {
+        tracing::info!(address = %local, "collector serving HTTP on loopback");
+    } else {
+        tracing::warn!(
+            address = %local,
+            "collector serving plain HTTP on a network address: tokens and figures travel in clear; set [tls] cert_file and key_file (or --tls-cert and --tls-key)"
+        );
+    }
     on_ready(local, &state);
-    let served = serve(state, listener, shutdown).await;
+    let served = serve(state, listener, tls, shutdown).await;
     store.close().await;
     served.context("the HTTP server failed")
 }

@@ -298,17 +298,243 @@ async fn bad_pushes_are_refused_clearly_and_nothing_is_stored() {
     let (status, body) = h.push(&token, &good).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(h.stored().await, (1_000_000, 1));
-    let (_, metrics) = h
-        .call(
-            axum::http::Request::get("/metrics")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
+    // /metrics shows per-project figures: a read token is needed, as for the API.
+    let metrics_with = |auth: Option<String>| {
+        let mut req = axum::http::Request::get("/metrics");
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        h.call(req.body(axum::body::Body::empty()).unwrap())
+    };
+    let (status, body) = metrics_with(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, body) = metrics_with(Some(format!("Bearer {token}"))).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "an agent token reads no figures: {body}"
+    );
+    let reader = h.token(TokenKind::Read, None).await;
+    let (status, metrics) = metrics_with(Some(format!("Bearer {reader}"))).await;
+    assert_eq!(status, StatusCode::OK, "{metrics}");
     let refused: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("empreinte_collector_refused_pushes_total"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     assert_eq!(refused, 13.0, "{metrics}");
+}
+
+/// A request body whose bytes never come (a client that sent its headers only).
+struct NeverBody;
+
+impl http_body::Body for NeverBody {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn pushes_past_the_in_flight_limit_get_503_with_retry_after_and_slow_bodies_408() {
+    let h = Harness::new("[limits]\nmax_ingests_in_flight = 1\nbody_timeout = \"300ms\"\n").await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let request = |body: axum::body::Body| {
+        axum::http::Request::post("/api/v1/ingest")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .unwrap()
+    };
+    // No token: refused from the headers, the body is never read.
+    let (status, text) = h
+        .call(
+            axum::http::Request::post("/api/v1/ingest")
+                .body(axum::body::Body::new(NeverBody))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    // One push whose body never arrives holds the only slot…
+    let app = empreinte_collector::server::router(h.state.clone());
+    let slow = tokio::spawn(tower::ServiceExt::oneshot(
+        app,
+        request(axum::body::Body::new(NeverBody)),
+    ));
+    testkit_wait(|| h.state.ingest_slots.available_permits() == 0).await;
+    // …so the next one is told to come back.
+    let resp = tower::ServiceExt::oneshot(
+        empreinte_collector::server::router(h.state.clone()),
+        request(axum::body::Body::from("{}")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    // The slow one runs out of time (408) and frees its slot.
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(h.state.ingest_slots.available_permits(), 1);
+    let good = push(
+        "gpu-01",
+        vec![batch(
+            1,
+            1,
+            hour_ago(1),
+            hour_ago(1) + 10_000,
+            vec![record(
+                "chat",
+                Component::Gpu,
+                SourceKind::Nvml,
+                hour_ago(1),
+                hour_ago(1) + 10_000,
+                1_000_000,
+            )],
+        )],
+    );
+    let (status, body) = h.push(&token, &good).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Waits (up to 10 s) until `cond` holds.
+async fn testkit_wait(cond: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not met within 10 s");
+}
+
+#[tokio::test]
+async fn values_past_what_is_stored_are_refused_and_reads_keep_answering() {
+    let h = Harness::new("").await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(1);
+    let one = |seq: u64, total_uj: u64| {
+        let mut p = push(
+            "gpu-01",
+            vec![batch(
+                1,
+                seq,
+                t0,
+                t0 + 10_000,
+                vec![record(
+                    "chat",
+                    Component::Gpu,
+                    SourceKind::Nvml,
+                    t0,
+                    t0 + 10_000,
+                    1_000_000,
+                )],
+            )],
+        );
+        p.batches[0].counters.push(empreinte_shared::wire::Counter {
+            project: "chat".into(),
+            component: Component::Gpu,
+            source: SourceKind::Nvml,
+            total_uj,
+        });
+        p
+    };
+    let (status, body) = h.push(&token, &one(1, 1_000_000)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, before) = h.get(&reader, "/api/v1/agents").await;
+    for seq in [2, 3] {
+        let (status, body) = h.push(&token, &one(seq, u64::MAX)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(body.contains("batches[0].counters[0].total_uj"), "{body}");
+    }
+    let (status, body) = h.push(&token, &one(u64::MAX, 1_000_000)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("batches[0].seq"), "{body}");
+    for path in ["/api/v1/agents", "/api/v1/projects", "/api/v1/footprint"] {
+        let (status, body) = h.get(&reader, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+    let (_, after) = h.get(&reader, "/api/v1/agents").await;
+    assert_eq!(before, after);
+}
+
+#[tokio::test]
+async fn reports_neutralise_formulas_and_html_in_names() {
+    let h = Harness::new("").await;
+    let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let t0 = hour_ago(1);
+    let names = [
+        "=HYPERLINK(\"http://evil.example\",\"x\")",
+        "<img src=x onerror=alert(1)>",
+        "[click](javascript:alert(1))",
+    ];
+    let records = names
+        .iter()
+        .map(|n| {
+            record(
+                n,
+                Component::Cpu,
+                SourceKind::Rapl,
+                t0,
+                t0 + 10_000,
+                1_000_000,
+            )
+        })
+        .collect();
+    let (status, body) = h
+        .push(
+            &token,
+            &push("gpu-01", vec![batch(1, 1, t0, t0 + 10_000, records)]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let month = empreinte_collector::period::month_of(&tz, (t0 / 1000) as i64)
+        .unwrap()
+        .label();
+    let (status, csv) = h
+        .call(
+            axum::http::Request::get(format!("/reports/{month}.csv"))
+                .header("authorization", format!("Bearer {reader}"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{csv}");
+    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    let projects: Vec<String> = rows
+        .records()
+        .map(|r| r.unwrap().get(5).unwrap().to_string())
+        .collect();
+    assert!(!projects.is_empty(), "{csv}");
+    for p in &projects {
+        assert!(
+            !p.starts_with(['=', '+', '-', '@', '\t', '\r']),
+            "a live formula in the CSV: {p}"
+        );
+    }
+    assert!(
+        projects.iter().any(|p| p.starts_with("'=HYPERLINK")),
+        "{projects:?}"
+    );
+    for lang in ["fr", "en"] {
+        let (status, md) = h
+            .call(
+                axum::http::Request::get(format!("/reports/{month}.md?lang={lang}"))
+                    .header("authorization", format!("Bearer {reader}"))
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{md}");
+        assert!(md.contains("&lt;img src=x onerror=alert(1)&gt;"), "{md}");
+        assert!(!md.contains("<img"), "{md}");
+        // No link: every bracket is escaped.
+        assert!(!md.replace("\\]", "").contains("](javascript:"), "{md}");
+        assert!(md.contains("\\[click\\](javascript:alert(1))"), "{md}");
+    }
 }

@@ -161,6 +161,10 @@ impl std::fmt::Display for WireProblem {
     }
 }
 
+/// The largest integer a collector stores (`i64::MAX`): energy, counters, sequence
+/// numbers and their sums stay at or below it.
+pub const MAX_STORED: u64 = i64::MAX as u64;
+
 /// The longest project name accepted.
 pub const MAX_NAME_LEN: usize = 128;
 
@@ -254,6 +258,59 @@ impl Push {
         }
         if let Err(m) = check_name(&self.agent.agent_id) {
             problem("agent.agent_id".into(), m);
+        }
+        for (path, text) in [
+            ("agent.hostname", &self.agent.hostname),
+            ("agent.agent_version", &self.agent.agent_version),
+        ] {
+            if text.len() > MAX_NAME_LEN || text.chars().any(char::is_control) {
+                problem(
+                    path.into(),
+                    format!("at most {MAX_NAME_LEN} bytes and no control characters are allowed"),
+                );
+            }
+        }
+        // Everything is stored as a signed 64-bit integer: larger values are refused.
+        let mut past_i64 = |path: String, v: u64| {
+            if v > MAX_STORED {
+                problem(
+                    path,
+                    format!("{v} is more than {MAX_STORED}, the largest value stored"),
+                );
+            }
+        };
+        past_i64("spool.batches".into(), self.spool.batches);
+        past_i64("spool.bytes".into(), self.spool.bytes);
+        past_i64(
+            "spool.dropped_batches_total".into(),
+            self.spool.dropped_batches_total,
+        );
+        past_i64(
+            "spool.oldest_start_unix_ms".into(),
+            self.spool.oldest_start_unix_ms.unwrap_or(0),
+        );
+        for (b, batch) in self.batches.iter().enumerate() {
+            past_i64(format!("batches[{b}].seq"), batch.seq);
+            for (c, counter) in batch.counters.iter().enumerate() {
+                past_i64(
+                    format!("batches[{b}].counters[{c}].total_uj"),
+                    counter.total_uj,
+                );
+            }
+            let mut sum: u128 = 0;
+            for (r, rec) in batch.records.iter().enumerate() {
+                past_i64(
+                    format!("batches[{b}].records[{r}].energy_uj"),
+                    rec.energy_uj,
+                );
+                sum += u128::from(rec.energy_uj);
+            }
+            if sum > u128::from(MAX_STORED) {
+                past_i64(
+                    format!("batches[{b}].records"),
+                    u64::try_from(sum).unwrap_or(u64::MAX),
+                );
+            }
         }
         if self.batches.len() > limits.max_batches_per_push {
             problem(
@@ -452,6 +509,36 @@ mod tests {
                 "{expected} missing from {paths:?}"
             );
         }
+    }
+
+    #[test]
+    fn values_past_what_is_stored_are_refused_with_their_path() {
+        let mut p = push(10_500_000_000, 15_000);
+        p.batches[0].seq = u64::MAX;
+        p.batches[0].counters.push(Counter {
+            project: "chatbot".into(),
+            component: Component::Gpu,
+            source: SourceKind::Nvml,
+            total_uj: u64::MAX,
+        });
+        p.agent.hostname = "web\u{1b}[2J".into();
+        let paths: Vec<String> = p
+            .problems(&Limits::default(), NOW)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "agent.hostname",
+                "batches[0].seq",
+                "batches[0].counters[0].total_uj"
+            ]
+        );
+        // i64::MAX itself is fine.
+        let mut ok = push(10_500_000_000, 15_000);
+        ok.batches[0].seq = MAX_STORED;
+        assert_eq!(ok.problems(&Limits::default(), NOW), vec![]);
     }
 
     #[test]

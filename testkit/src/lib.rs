@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod collector;
+pub mod fuzz;
 pub mod kube;
 pub mod load;
 pub mod nvml;

@@ -300,9 +300,11 @@ impl Collector {
         serde_json::from_str(&text).unwrap()
     }
 
-    pub fn metrics(&self) -> Vec<prometheus_parse::Sample> {
+    /// `/metrics`, with a read token.
+    pub fn metrics(&self, token: &str) -> Vec<prometheus_parse::Sample> {
         parse(
             &ureq::get(&format!("{}/metrics", self.base))
+                .header("Authorization", &format!("Bearer {token}"))
                 .call()
                 .unwrap()
                 .body_mut()

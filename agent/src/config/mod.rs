@@ -152,6 +152,7 @@ pub struct Overrides {
     pub token_file: Option<PathBuf>,
     pub spool_dir: Option<PathBuf>,
     pub agent_id: Option<String>,
+    pub collector_ca: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -213,6 +214,9 @@ impl AgentConfig {
         }
         if let Some(v) = &o.token_file {
             self.push.token_file = Some(v.clone());
+        }
+        if let Some(v) = &o.collector_ca {
+            self.push.ca_file = Some(v.clone());
         }
         if let Some(v) = &o.spool_dir {
             self.push.spool_dir = v.clone();

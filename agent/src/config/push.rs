@@ -44,6 +44,9 @@ pub struct PushConfig {
     pub timeout: Duration,
     /// The most batches sent in one request.
     pub max_batches_per_push: usize,
+    /// A CA certificate file (PEM) trusted for an `https://` collector, in addition to
+    /// the system's store (an internal CA, a self-signed collector).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PushConfig {
@@ -58,6 +61,7 @@ impl Default for PushConfig {
             spool_max_age: Duration::from_secs(8 * 86_400),
             timeout: Duration::from_secs(10),
             max_batches_per_push: 500,
+            ca_file: None,
         }
     }
 }

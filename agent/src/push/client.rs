@@ -95,6 +95,17 @@ impl Client {
         }
     }
 
+    /// The same client, trusting what `tls` trusts (see [`super::tls::client_config`]).
+    pub fn with_tls(mut self, tls: ureq::tls::TlsConfig) -> Client {
+        self.agent = ureq::Agent::config_builder()
+            .timeout_global(self.agent.config().timeouts().global)
+            .http_status_as_error(false)
+            .tls_config(tls)
+            .build()
+            .new_agent();
+        self
+    }
+
     /// How many batches the next push carries at most.
     pub fn push_size(&self) -> usize {
         self.push_size.load(Ordering::Relaxed)
@@ -219,7 +230,7 @@ impl Client {
             Err(e) => {
                 return Outcome::Failed {
                     sent,
-                    error: e.to_string(),
+                    error: super::tls::explain(&e, "[push] ca_file or --collector-ca FILE"),
                 };
             }
         };

@@ -13,6 +13,7 @@ pub mod client;
 pub mod lock;
 pub mod metrics;
 pub mod spool;
+pub mod tls;
 pub mod totals;
 pub mod wiring;
 

@@ -179,6 +179,10 @@ impl PushRuntime {
             },
             cfg.timeout,
             cfg.max_batches_per_push,
+        )
+        .with_tls(
+            super::tls::client_config(cfg.ca_file.as_deref())
+                .map_err(|e| anyhow::anyhow!("{e} (push.ca_file, --collector-ca)"))?,
         );
         tracing::info!(collector = %client.url(), agent_id, run_id = pipeline.run_id(), spool = %cfg.spool_dir.display(), batches_waiting = pipeline.spool().batches(), "pushing to the collector");
         let sealed = pipeline.sealed_notify();

@@ -31,6 +31,16 @@ pub const COLUMNS: &[&str] = &[
     "location_co2e_uncertainty_pct",
 ];
 
+/// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return gets a leading `'` (the OWASP rule against CSV injection).
+pub fn text_cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
 pub fn render(data: &ReportData) -> Result<String, ReportError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let err = |e: csv::Error| ReportError::Render(format!("cannot write the CSV: {e}"));
@@ -39,20 +49,20 @@ pub fn render(data: &ReportData) -> Result<String, ReportError> {
     for r in &data.rows {
         let (energy_pct, location_pct) = crate::uncertainty::row_pct(r, &data.coefficients);
         w.write_record([
-            r.hour.clone(),
-            r.day.clone(),
-            r.host.clone(),
-            r.site.clone(),
-            r.zone.clone(),
-            r.project.clone(),
-            r.component.clone(),
-            r.source.clone(),
+            text_cell(&r.hour),
+            text_cell(&r.day),
+            text_cell(&r.host),
+            text_cell(&r.site),
+            text_cell(&r.zone),
+            text_cell(&r.project),
+            text_cell(&r.component),
+            text_cell(&r.source),
             r.measured.to_string(),
             r.energy_uj.to_string(),
             r.pue.to_string(),
             r.facility_energy_uj.to_string(),
             r.intensity_g_per_kwh.to_string(),
-            r.intensity_from.clone(),
+            text_cell(&r.intensity_from),
             r.location_co2e_ug.to_string(),
             r.market_g_per_kwh
                 .map(|v| v.to_string())
@@ -71,4 +81,29 @@ pub fn render(data: &ReportData) -> Result<String, ReportError> {
         .into_inner()
         .map_err(|e| ReportError::Render(format!("cannot write the CSV: {e}")))?;
     String::from_utf8(bytes).map_err(|e| ReportError::Render(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_cell;
+
+    #[test]
+    fn formulas_are_neutralised_and_plain_text_kept() {
+        for (given, want) in [
+            (
+                "=HYPERLINK(\"http://x\",\"y\")",
+                "'=HYPERLINK(\"http://x\",\"y\")",
+            ),
+            ("+1+2", "'+1+2"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tcmd", "'\tcmd"),
+            ("\rcmd", "'\rcmd"),
+            ("chat-bot", "chat-bot"),
+            ("a=b", "a=b"),
+            ("", ""),
+        ] {
+            assert_eq!(text_cell(given), want, "{given:?}");
+        }
+    }
 }

@@ -494,7 +494,24 @@ fn numeric_columns(head: &[String], rows: &[Vec<String>]) -> Vec<bool> {
 }
 
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    md_text(s).replace('|', "\\|").replace('\n', " ")
+}
+
+/// Text for Markdown that a renderer shows as text: no HTML (`<img onerror>`), no
+/// entity tricks, no links (`[x](javascript:…)`).
+pub fn md_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '[' => out.push_str("\\["),
+            ']' => out.push_str("\\]"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The report as Markdown (no charts).
@@ -503,30 +520,30 @@ pub fn markdown(data: &ReportData, lang: Lang) -> String {
     for block in blocks(data, lang, false) {
         match block {
             Block::Title(s) => {
-                let _ = writeln!(out, "# {s}\n");
+                let _ = writeln!(out, "# {}\n", md_text(&s));
             }
             Block::Heading(s) => {
-                let _ = writeln!(out, "## {s}\n");
+                let _ = writeln!(out, "## {}\n", md_text(&s));
             }
             Block::Subheading(s) => {
-                let _ = writeln!(out, "### {s}\n");
+                let _ = writeln!(out, "### {}\n", md_text(&s));
             }
             Block::Para(s) => {
-                let _ = writeln!(out, "{s}\n");
+                let _ = writeln!(out, "{}\n", md_text(&s));
             }
             Block::Notice(s) => {
-                let _ = writeln!(out, "> **{s}**\n");
+                let _ = writeln!(out, "> **{}**\n", md_text(&s));
             }
             Block::List(items) => {
                 for i in items {
-                    let _ = writeln!(out, "- {i}");
+                    let _ = writeln!(out, "- {}", md_text(&i));
                 }
                 out.push('\n');
             }
             Block::Facts(facts) => {
                 for (k, v) in facts {
                     let sep = if lang == Lang::Fr { "\u{202F}:" } else { ":" };
-                    let _ = writeln!(out, "- **{k}**{sep} {v}");
+                    let _ = writeln!(out, "- **{}**{sep} {}", md_text(&k), md_text(&v));
                 }
                 out.push('\n');
             }

@@ -62,15 +62,35 @@ pub async fn report(
     } else {
         build_summary(state.store.as_ref(), config, &state.tz, &m, now_s).await?
     };
-    let body: Vec<u8> = if format == Format::Pdf {
-        let html = render_text(&data, Format::Html, lang)?;
-        tokio::task::spawn_blocking(move || {
-            pdf::find_chromium(None).and_then(|c| pdf::print(&html, &c))
+    let (data, body): (_, Vec<u8>) = if format == Format::Pdf {
+        // Wait for a Chromium slot first: a queued request holds no browser.
+        let slot = tokio::time::timeout(
+            state.pdf_queue_timeout,
+            state.pdf_slots.clone().acquire_owned(),
+        )
+        .await;
+        let Ok(Ok(_slot)) = slot else {
+            state.metrics.saturated("pdf");
+            return Err(AppError::Saturated {
+                what: "PDF reports are being printed (limits.max_pdf_renders)".into(),
+                retry_after_s: 10,
+            });
+        };
+        let (data, html) = off_async(move || {
+            let html = render_text(&data, Format::Html, lang);
+            (data, html)
         })
-        .await
-        .map_err(|e| AppError::Unavailable(format!("the PDF task failed: {e}")))??
+        .await?;
+        let chromium = pdf::find_chromium(None)?;
+        let pdf = pdf::print(&html?, &chromium).await?;
+        (data, pdf)
     } else {
-        render_text(&data, format, lang)?.into_bytes()
+        let (data, text) = off_async(move || {
+            let text = render_text(&data, format, lang);
+            (data, text)
+        })
+        .await?;
+        (data, text?.into_bytes())
     };
     let disposition = format!(
         "inline; filename=\"empreinte-{}-{}.{}\"",
@@ -86,4 +106,14 @@ pub async fn report(
         body,
     )
         .into_response())
+}
+
+/// Runs `f` (report rendering: tables, SVG charts) on the blocking pool, off the async
+/// workers that serve the other requests.
+async fn off_async<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, AppError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| AppError::Unavailable(format!("the report task failed: {e}")))
 }

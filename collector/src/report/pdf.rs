@@ -3,7 +3,7 @@
 //! `$EMPREINTE_CHROMIUM`, then `chromium`, `chromium-browser`, `google-chrome` on `PATH`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use super::ReportError;
@@ -12,10 +12,6 @@ use super::ReportError;
 pub const CHROMIUM_ENV: &str = "EMPREINTE_CHROMIUM";
 
 const CANDIDATES: &[&str] = &["chromium", "chromium-browser", "google-chrome"];
-
-/// How long Chromium may take to print (polled in steps, no clock read).
-const STEPS: u32 = 1200;
-const STEP: Duration = Duration::from_millis(100);
 
 /// The Chromium to use: `explicit`, else `$EMPREINTE_CHROMIUM`, else the first candidate
 /// on `PATH`.
@@ -81,14 +77,22 @@ pub fn headless_args(profile: &Path) -> Vec<String> {
     ]
 }
 
-/// Runs `chromium` with `args` until it exits (killed after two minutes); the error
-/// carries what it wrote to stderr.
-pub fn run_chromium(chromium: &Path, args: &[String]) -> Result<(), ReportError> {
-    let mut child = Command::new(chromium)
+/// How long Chromium may take to print before it is killed.
+pub const PRINT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most of Chromium's stderr kept for an error message.
+const STDERR_KEPT: usize = 16 * 1024;
+
+/// Runs `chromium` with `args` until it exits (killed after [`PRINT_TIMEOUT`], and when
+/// the future is dropped). Its stderr is drained while it runs, so a chatty Chromium
+/// never blocks on a full pipe; the error carries the first 16 KiB of it.
+pub async fn run_chromium(chromium: &Path, args: &[String]) -> Result<(), ReportError> {
+    use tokio::io::AsyncReadExt;
+    let mut child = tokio::process::Command::new(chromium)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
             ReportError::Render(format!(
@@ -96,40 +100,49 @@ pub fn run_chromium(chromium: &Path, args: &[String]) -> Result<(), ReportError>
                 chromium.display()
             ))
         })?;
-    for _ in 0..STEPS {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut s) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut s, &mut err);
+    let stderr = child.stderr.take();
+    let drain = async move {
+        let mut kept = Vec::new();
+        if let Some(mut s) = stderr {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
                 }
-                return if status.success() {
-                    Ok(())
-                } else {
-                    Err(ReportError::Render(format!(
-                        "Chromium ({}) failed ({status}): {}",
-                        chromium.display(),
-                        err.trim()
-                    )))
-                };
-            }
-            Ok(None) => std::thread::sleep(STEP),
-            Err(e) => {
-                return Err(ReportError::Render(format!(
-                    "cannot wait for Chromium: {e}"
-                )));
+                let room = STDERR_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
             }
         }
+        kept
+    };
+    let run = async { tokio::join!(child.wait(), drain) };
+    match tokio::time::timeout(PRINT_TIMEOUT, run).await {
+        Ok((Ok(status), err)) => {
+            if status.success() {
+                Ok(())
+            } else {
+                Err(ReportError::Render(format!(
+                    "Chromium ({}) failed ({status}): {}",
+                    chromium.display(),
+                    String::from_utf8_lossy(&err).trim()
+                )))
+            }
+        }
+        Ok((Err(e), _)) => Err(ReportError::Render(format!(
+            "cannot wait for Chromium: {e}"
+        ))),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(ReportError::Render(format!(
+                "Chromium did not finish printing within {} s",
+                PRINT_TIMEOUT.as_secs()
+            )))
+        }
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    Err(ReportError::Render(
-        "Chromium did not finish printing within two minutes".into(),
-    ))
 }
 
 /// Prints `html` to PDF with `chromium`; gives the PDF's bytes.
-pub fn print(html: &str, chromium: &Path) -> Result<Vec<u8>, ReportError> {
+pub async fn print(html: &str, chromium: &Path) -> Result<Vec<u8>, ReportError> {
     let dir = ScratchDir::new()?;
     let page = dir.path().join("report.html");
     let out = dir.path().join("report.pdf");
@@ -139,7 +152,7 @@ pub fn print(html: &str, chromium: &Path) -> Result<Vec<u8>, ReportError> {
     args.push("--no-pdf-header-footer".into());
     args.push(format!("--print-to-pdf={}", out.display()));
     args.push(format!("file://{}", page.display()));
-    run_chromium(chromium, &args)?;
+    run_chromium(chromium, &args).await?;
     std::fs::read(&out).map_err(|e| {
         ReportError::Render(format!(
             "Chromium exited but wrote no PDF ({}): {e}",

@@ -164,6 +164,17 @@ impl SqliteStore {
         self.pool.close().await;
     }
 
+    /// Writes a consistent copy of the database to `dest` (SQLite's `VACUUM INTO`: one
+    /// read transaction, so pushes stored meanwhile are wholly in it or wholly not).
+    /// `dest` must not exist.
+    pub async fn backup_into(&self, dest: &Path) -> Result<(), StoreError> {
+        sqlx::query("VACUUM INTO ?")
+            .bind(dest.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Which table answers `[from_s, to_s)`: whole months, whole days, or hours.
     fn level(&self, from_s: i64, to_s: i64) -> Level {
         let (fd, fm) = day_month(&self.tz, from_s);
