@@ -47,6 +47,8 @@ struct ChannelDebug<'a> {
     component: Option<empreinte_shared::Component>,
     source: empreinte_shared::SourceKind,
     device: &'a str,
+    /// GPU identity, MIG mode, persistence, driver and the split rule of a MIG GPU.
+    gpu: Option<&'a crate::sources::GpuIdentity>,
     total_uj: u64,
     last_uj: u64,
 }
@@ -61,6 +63,7 @@ async fn debug_attribution(State(state): State<AppState>) -> Response {
             component: c.channel.component,
             source: c.channel.source,
             device: &c.channel.device,
+            gpu: c.channel.gpu.as_ref(),
             total_uj: c.total.0,
             last_uj: c.last_energy.0,
         })

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use empreinte_agent::clock::SampleTime;
-use empreinte_agent::sources::nvml::{GpuMethod, NvmlSource};
+use empreinte_agent::sources::nvml::{CounterCheck, GpuMethod, MIG_SPLIT_RULE, NvmlSource};
 use empreinte_agent::sources::{ChannelEnergy, Correction, EnergySource, PollError};
-use empreinte_testkit::nvml::{FakeGpu, FakeNvml, FakeProcess, FakeSample, Scenario};
+use empreinte_testkit::nvml::{FakeGpu, FakeInstance, FakeNvml, FakeProcess, FakeSample, Scenario};
 
 fn at_ms(ms: u64) -> SampleTime {
     SampleTime::from_monotonic(Duration::from_millis(ms))
@@ -137,35 +137,251 @@ fn exported_joules_match_the_ground_truth_for_both_methods_across_a_driver_reloa
     assert_eq!(resets, 1, "the driver reload is reported once");
 }
 
+/// One GPU drawing a constant power; the test advances its counter and scenario time.
+struct OneGpu {
+    fake: FakeNvml,
+    s: Scenario,
+    nvml: NvmlSource,
+    total_uj: u64,
+    resets: usize,
+}
+
+impl OneGpu {
+    fn new(gpu: FakeGpu) -> OneGpu {
+        let s = Scenario {
+            gpus: vec![gpu],
+            ..Scenario::default()
+        };
+        let fake = FakeNvml::new(&s);
+        let nvml = NvmlSource::open(fake.library()).source.unwrap();
+        OneGpu {
+            fake,
+            s,
+            nvml,
+            total_uj: 0,
+            resets: 0,
+        }
+    }
+
+    /// Plays the scenario, polls at `t` seconds, adds what came out.
+    fn poll(&mut self, t: u64) -> Result<(), PollError> {
+        self.fake.play(&self.s);
+        let mut out = Vec::new();
+        let r = self.nvml.poll(at_ms(t * 1000), &mut out);
+        for e in out {
+            self.total_uj += e.energy.0;
+            self.resets += usize::from(e.correction == Some(Correction::Reset));
+        }
+        r
+    }
+}
+
+fn gpu_at(watts: u64) -> FakeGpu {
+    let mut g = FakeGpu::new(0, "NVIDIA H100 80GB HBM3");
+    g.energy_mj = Some(5_000_000);
+    g.power_mw = Some(watts * 1000);
+    g
+}
+
 #[test]
-fn a_gpu_failing_mid_run_loses_nothing_once_it_recovers() {
-    let mut s = two_gpus();
-    s.gpus[0].energy_mj = Some(1_000);
-    let fake = FakeNvml::new(&s);
-    let mut nvml = NvmlSource::open(fake.library()).source.unwrap();
-    let mut out = Vec::new();
-    nvml.poll(at_ms(0), &mut out).unwrap();
-    s.gpus[0].energy_mj = Some(6_000);
-    s.gpus[0].fail = Some(15); // GPU_IS_LOST
-    fake.play(&s);
-    out.clear();
-    let err = nvml.poll(at_ms(1000), &mut out).unwrap_err();
+fn a_counter_drifting_40_percent_from_the_power_trace_is_diagnosed_and_integration_used() {
+    for factor in [1.4, 0.6] {
+        let mut g = OneGpu::new(gpu_at(250));
+        let mut counter = 5_000_000f64;
+        for t in 0..=60u64 {
+            if t > 0 {
+                counter += 250_000.0 * factor; // the trace is 250 J per second
+            }
+            g.s.gpus[0].energy_mj = Some(counter as u64);
+            g.poll(t).unwrap();
+            if t == 3 {
+                assert_eq!(g.nvml.counter_checks()[0], CounterCheck::Checking);
+                assert_eq!(g.nvml.methods(), [GpuMethod::EnergyCounter]);
+            }
+        }
+        assert!(
+            matches!(g.nvml.counter_checks()[0], CounterCheck::Rejected { .. }),
+            "{factor}: {:?}",
+            g.nvml.counter_checks()
+        );
+        assert_eq!(g.nvml.methods(), [GpuMethod::PowerIntegration]);
+        let truth = 60.0 * 250.0 * 1e6;
+        let err = (g.total_uj as f64 - truth).abs() / truth;
+        assert!(
+            err < 0.02,
+            "counter × {factor}: {} µJ vs {truth} ({:.2} %)",
+            g.total_uj,
+            err * 100.0
+        );
+    }
+}
+
+#[test]
+fn an_honest_counter_is_trusted_and_rechecked() {
+    let mut g = OneGpu::new(gpu_at(300));
+    let mut counter = 5_000_000u64;
+    for t in 0..=10u64 {
+        if t > 0 {
+            counter += 303_000; // 1 % above the power readings: within the threshold
+        }
+        g.s.gpus[0].energy_mj = Some(counter);
+        g.poll(t).unwrap();
+    }
     assert!(
-        matches!(err, PollError::Retry(ref m) if m.contains("GPU 0")),
-        "{err}"
+        matches!(g.nvml.counter_checks()[0], CounterCheck::Trusted { disagreement } if (disagreement - 0.01).abs() < 1e-6),
+        "{:?}",
+        g.nvml.counter_checks()
     );
-    assert!(out.iter().all(|e| e.channel != 0));
-    s.gpus[0].fail = None;
-    s.gpus[0].energy_mj = Some(9_000);
-    fake.play(&s);
-    out.clear();
-    nvml.poll(at_ms(2000), &mut out).unwrap();
-    let e0: u64 = out
-        .iter()
-        .filter(|e| e.channel == 0)
-        .map(|e| e.energy.0)
-        .sum();
-    assert_eq!(e0, 8_000_000, "8 J over the two intervals");
+    assert_eq!(g.total_uj, 10 * 303_000_000, "the trusted counter counts");
+}
+
+#[test]
+fn a_gpu_lost_for_30_s_resumes_without_restart_and_loses_nothing() {
+    let mut g = OneGpu::new(gpu_at(100));
+    let mut counter = 5_000_000u64;
+    for t in 0..=70u64 {
+        if t > 0 {
+            counter += 100_000; // the GPU keeps working while NVML cannot see it
+        }
+        g.s.gpus[0].energy_mj = Some(counter);
+        g.s.gpus[0].fail = (10..40).contains(&t).then_some(15); // GPU_IS_LOST
+        let r = g.poll(t);
+        if (10..40).contains(&t) {
+            assert!(matches!(r, Err(PollError::Retry(_))), "t={t}: {r:?}");
+        } else {
+            r.unwrap_or_else(|e| panic!("t={t}: {e}"));
+        }
+    }
+    assert!(
+        g.nvml.reinitialisations() >= 1,
+        "NVML was initialised again"
+    );
+    assert!(
+        g.nvml.reinitialisations() <= 8,
+        "with backoff: {}",
+        g.nvml.reinitialisations()
+    );
+    assert_eq!(
+        g.total_uj,
+        70 * 100_000_000,
+        "every joule of the outage is counted"
+    );
+    assert_eq!(g.nvml.unaccounted(), [Duration::ZERO]);
+}
+
+#[test]
+fn a_quick_driver_reload_is_covered_by_the_power_readings() {
+    let mut g = OneGpu::new(gpu_at(100));
+    let mut counter = 5_000_000u64;
+    for t in 0..=40u64 {
+        if t == 20 {
+            // The driver is reloaded: old handles die, the counter restarts from zero.
+            g.s.generation = 1;
+            counter = 0;
+        }
+        if t > 0 && t != 20 {
+            counter += 100_000;
+        }
+        g.s.gpus[0].energy_mj = Some(counter);
+        let _ = g.poll(t);
+    }
+    assert!(g.nvml.reinitialisations() >= 1);
+    assert_eq!(g.resets, 1, "the reload is reported once");
+    // The 2 s across the reload come from the power readings around it: 100 W × 40 s.
+    assert_eq!(g.total_uj, 40 * 100_000_000);
+    assert_eq!(g.nvml.unaccounted(), [Duration::ZERO]);
+}
+
+#[test]
+fn after_a_long_driver_outage_the_counter_since_the_reload_counts_and_the_gap_is_counted() {
+    let mut g = OneGpu::new(gpu_at(100));
+    let mut counter = 5_000_000u64;
+    let mut back = None;
+    for t in 0..=120u64 {
+        // The driver is unloaded from 20 s to 50 s, then loaded again: its counter starts
+        // from zero at 50 s.
+        g.s.generation = u64::from(t >= 20);
+        g.s.init_error = (20..50).contains(&t).then_some(9); // DRIVER_NOT_LOADED
+        if t == 50 {
+            counter = 0;
+        } else if t > 0 && !(20..50).contains(&t) {
+            counter += 100_000;
+        }
+        g.s.gpus[0].energy_mj = Some(counter);
+        if g.poll(t).is_ok() && t >= 50 && back.is_none() {
+            back = Some(t);
+        }
+    }
+    let back = back.expect("the source resumed without a restart");
+    assert!(
+        back <= 50 + 60,
+        "resumed at {back} s (backoff at most 60 s)"
+    );
+    assert_eq!(g.resets, 1);
+    // 19 s before the outage, then the counter's 70 s since the reload.
+    assert_eq!(g.total_uj, (19 + 70) * 100_000_000);
+    let gap = g.nvml.unaccounted()[0];
+    assert!(
+        gap >= Duration::from_secs(31),
+        "the unaccounted gap is counted: {gap:?}"
+    );
+}
+
+#[test]
+fn a_mig_gpu_is_diagnosed_and_says_how_its_energy_is_split() {
+    let mut gpu = gpu_at(200);
+    gpu.mig = Some(true);
+    gpu.persistence = Some(false);
+    let s = Scenario {
+        gpus: vec![gpu],
+        driver: Some("560.35.03".into()),
+        processes: vec![
+            FakeProcess {
+                gpu: 0,
+                pid: 100,
+                used_mem: Some(10 << 30),
+            },
+            FakeProcess {
+                gpu: 0,
+                pid: 200,
+                used_mem: Some(30 << 30),
+            },
+        ],
+        instances: vec![
+            FakeInstance {
+                pid: 100,
+                gpu_instance: 1,
+                compute_instance: 0,
+            },
+            FakeInstance {
+                pid: 200,
+                gpu_instance: 2,
+                compute_instance: 0,
+            },
+        ],
+        ..Scenario::default()
+    };
+    let fake = FakeNvml::new(&s);
+    let opened = NvmlSource::open(fake.library());
+    let d = &opened.diagnoses[0];
+    let text = d.to_string();
+    assert!(
+        text.contains("MIG on") && text.contains("MIG enabled"),
+        "{text}"
+    );
+    assert!(
+        text.contains("driver 560.35.03") && text.contains("persistence mode off"),
+        "{text}"
+    );
+    let mut nvml = opened.source.unwrap();
+    let id = nvml.channels()[0].gpu.clone().unwrap();
+    assert_eq!(id.mig, Some(true));
+    assert_eq!(id.persistence, Some(false));
+    assert_eq!(id.split.as_deref(), Some(MIG_SPLIT_RULE));
+    // NVML gives no utilisation samples on MIG: memory decides the split.
+    let a = nvml.gpu_activity(0).unwrap();
+    assert!(a.samples.is_empty());
+    assert_eq!(a.processes.len(), 2);
 }
 
 #[test]
@@ -279,4 +495,118 @@ fn gpu_activity_lists_processes_and_only_new_samples() {
     assert_eq!((next.samples[0].pid, next.samples[0].sm_util), (200, 55));
     let idle = nvml.gpu_activity(1).unwrap();
     assert!(idle.processes.is_empty() && idle.samples.is_empty());
+}
+
+/// A MIG GPU through the sampler and the attributor: no utilisation samples, so each
+/// process's GPU memory decides (its instance receives the sum of its processes' shares),
+/// and the projects' energy adds up to the GPU's exactly.
+#[test]
+fn a_mig_gpu_is_split_by_memory_per_instance_and_exactly_conserved() {
+    use empreinte_agent::attribution::engine::Attributor;
+    use empreinte_agent::attribution::procs::ProcFs;
+    use empreinte_agent::attribution::rules::Resolver;
+    use empreinte_agent::attribution::users::UserNames;
+    use empreinte_agent::config::AttributionConfig;
+    use empreinte_agent::sampler::Sampler;
+    use empreinte_shared::Component;
+    use empreinte_testkit::procfs::{FakeProcess as Proc, FakeProcfs};
+
+    let procfs = FakeProcfs::new();
+    for (pid, project) in [
+        (100u32, "chatbot"),
+        (200, "translation"),
+        (300, "translation"),
+    ] {
+        let env = [("EMPREINTE_PROJECT", project)];
+        procfs.add(&Proc {
+            pid,
+            start_ticks: 1000 + u64::from(pid),
+            cpu_ticks: 0,
+            cmdline: "python serve.py",
+            environ: &env,
+            cgroup: "0::/system.slice/app.service\n",
+        });
+    }
+    let mut gpu = gpu_at(0);
+    gpu.mig = Some(true);
+    let mut s = Scenario {
+        gpus: vec![gpu],
+        processes: vec![
+            FakeProcess {
+                gpu: 0,
+                pid: 100,
+                used_mem: Some(10 << 30),
+            },
+            FakeProcess {
+                gpu: 0,
+                pid: 200,
+                used_mem: Some(20 << 30),
+            },
+            FakeProcess {
+                gpu: 0,
+                pid: 300,
+                used_mem: Some(10 << 30),
+            },
+        ],
+        instances: vec![
+            FakeInstance {
+                pid: 100,
+                gpu_instance: 1,
+                compute_instance: 0,
+            },
+            FakeInstance {
+                pid: 200,
+                gpu_instance: 2,
+                compute_instance: 0,
+            },
+            FakeInstance {
+                pid: 300,
+                gpu_instance: 2,
+                compute_instance: 0,
+            },
+        ],
+        ..Scenario::default()
+    };
+    let fake = FakeNvml::new(&s);
+    let source: Box<dyn EnergySource> = Box::new(NvmlSource::open(fake.library()).source.unwrap());
+    let cfg = AttributionConfig::default();
+    let attributor = Attributor::new(
+        &cfg,
+        Resolver::new(&cfg).unwrap(),
+        Box::new(ProcFs::new(procfs.root())),
+        UserNames::default(),
+        None,
+    );
+    let mut sampler = Sampler::new(vec![source]).with_attribution(attributor);
+    sampler.cycle(at_ms(0));
+    s.gpus[0].energy_mj = Some(5_000_000 + 400_001); // 400.001 J: not divisible by 4
+    fake.play(&s);
+    sampler.cycle(at_ms(1000));
+    let state = sampler.state();
+    let host = state.lock();
+    let gpu_total: u64 = host
+        .channels
+        .iter()
+        .filter(|c| c.channel.component == Some(Component::Gpu))
+        .map(|c| c.total.0)
+        .sum();
+    assert_eq!(gpu_total, 400_001_000);
+    let projects: Vec<(String, u64)> = host
+        .attribution
+        .as_ref()
+        .unwrap()
+        .projects
+        .iter()
+        .filter(|p| p.component == Component::Gpu)
+        .map(|p| (p.project.to_string(), p.total_uj))
+        .collect();
+    let sum: u64 = projects.iter().map(|p| p.1).sum();
+    assert_eq!(sum, gpu_total, "exactly conserved: {projects:?}");
+    let get = |n: &str| projects.iter().find(|p| p.0 == n).map(|p| p.1).unwrap();
+    // Instance 1 (10 GiB of 40) gets a quarter; instance 2 (30 GiB) three quarters.
+    assert!(get("chatbot").abs_diff(100_000_250) <= 1, "{projects:?}");
+    assert!(
+        get("translation").abs_diff(300_000_750) <= 1,
+        "{projects:?}"
+    );
 }

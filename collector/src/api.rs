@@ -135,6 +135,8 @@ pub struct FootprintResponse {
     pub group_by: String,
     pub rows: Vec<FootprintRow>,
     pub total: Figures,
+    /// The total's propagated standard uncertainties (`crate::uncertainty`).
+    pub uncertainty: crate::uncertainty::FigureUncertainty,
 }
 
 fn instant(s: i64) -> String {
@@ -190,6 +192,14 @@ pub async fn footprint(
         };
         grouped.entry(key).or_default().add(sums);
     }
+    let lines = state.store.lines(from_s, to_s).await?;
+    let uncertainty = crate::uncertainty::of_lines(
+        lines.iter().filter(|l| {
+            p.project.as_ref().is_none_or(|x| *x == l.project)
+                && p.host.as_ref().is_none_or(|x| *x == l.host)
+        }),
+        state.planner.config(),
+    );
     Ok(Json(FootprintResponse {
         from: instant(from_s),
         to: instant(to_s),
@@ -203,6 +213,7 @@ pub async fn footprint(
             })
             .collect(),
         total: Figures::from(&total),
+        uncertainty,
     }))
 }
 

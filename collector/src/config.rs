@@ -83,6 +83,10 @@ pub struct Organisation {
     pub timezone: String,
     /// `fr` or `en`: the language of reports and dashboards by default.
     pub language: String,
+    /// The publisher whose grid factors are preferred (`ademe` for a French Bilan GES,
+    /// `ember`...; `choice` in collector/data/carbon.toml); unset: each zone's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grid_factor: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,6 +241,7 @@ impl Default for Organisation {
             name: "Organisation".into(),
             timezone: "Europe/Paris".into(),
             language: "fr".into(),
+            grid_factor: None,
         }
     }
 }

@@ -312,6 +312,16 @@ impl Defaults for crate::carbon::Coefficients {
 /// The coefficients for `config`: the built-in table, with the organisation's
 /// `coefficients_file` merged over it.
 pub fn load_coefficients(config: &CollectorConfig) -> anyhow::Result<crate::carbon::Coefficients> {
+    let coefficients = load_table(config)?;
+    match &config.organisation.grid_factor {
+        Some(choice) => coefficients
+            .with_grid_choice(choice)
+            .map_err(|e| anyhow::anyhow!("organisation.grid_factor: {e}")),
+        None => Ok(coefficients),
+    }
+}
+
+fn load_table(config: &CollectorConfig) -> anyhow::Result<crate::carbon::Coefficients> {
     use anyhow::Context;
     match &config.coefficients_file {
         Some(path) => {
@@ -364,5 +374,20 @@ mod tests {
         let planner = Planner::new(Arc::new(config), Arc::new(c));
         let keys: Vec<String> = planner.problems().into_iter().map(|p| p.key).collect();
         assert_eq!(keys, ["site[0].zone", "inventory[0].gpus[0].model"]);
+    }
+
+    #[test]
+    fn an_organisation_chooses_ademes_grid_factor_in_its_config() {
+        let config = CollectorConfig::from_toml("[organisation]\ngrid_factor = 'ademe'\n").unwrap();
+        let c = load_coefficients(&config).unwrap();
+        let fr = Defaults::grid(&c, "FR").unwrap();
+        assert!(fr.source.contains("ADEME Base Empreinte"), "{fr:?}");
+        assert!((fr.value - 56.9).abs() < 1e-9);
+        let bad = CollectorConfig::from_toml("[organisation]\ngrid_factor = 'acme'\n").unwrap();
+        let err = load_coefficients(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("organisation.grid_factor") && err.contains("ademe"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,7 @@
  * nvmlDeviceGetName, nvmlDeviceGetUUID, nvmlDeviceGetTotalEnergyConsumption,
  * nvmlDeviceGetPowerUsage, nvmlDeviceGetPowerManagementLimit,
  * nvmlDeviceGetEnforcedPowerLimit, nvmlDeviceGetComputeRunningProcesses_v3,
- * nvmlDeviceGetProcessUtilization, nvmlDeviceGetMigMode (always NOT_SUPPORTED).
+ * nvmlDeviceGetProcessUtilization, nvmlDeviceGetMigMode, nvmlDeviceGetPersistenceMode.
  *
  * SCENARIO. The library reads its behaviour from the file `<its own path>.scenario`
  * (found with dladdr, never with an environment variable, so that tests running in
@@ -18,13 +18,21 @@
  *
  *   init_error=N        nvmlInit_v2 returns N (e.g. 9 DRIVER_NOT_LOADED)
  *   driver="550.54.15"  the driver version string
+ *   generation=N        the driver's load generation (default 0). nvmlInit_v2 records
+ *                       it; once the scenario's generation differs (a driver reload),
+ *                       every call on handles of the old initialisation returns
+ *                       UNINITIALIZED until the caller shuts down and initialises again.
  *   gpu INDEX uuid=S name=S energy_mj=N|unsupported power_mw=N|unsupported
  *       limit_mw=N|unsupported [fail=N] [utilization=unsupported]
+ *       [mig=on|off] [persistence=on|off]
  *                       a GPU (indices 0..count-1, in any order). fail=N makes every
  *                       data call on this GPU (energy, power, limits, processes,
- *                       utilisation) return N, e.g. 15 GPU_IS_LOST.
- *   process GPU pid=N used_mem=N|unavailable
- *                       a running compute process on GPU (used_mem in bytes)
+ *                       utilisation) return N, e.g. 15 GPU_IS_LOST. mig: the MIG mode
+ *                       (NOT_SUPPORTED when absent); persistence: the persistence mode
+ *                       (NOT_SUPPORTED when absent).
+ *   process GPU pid=N used_mem=N|unavailable [gi=N] [ci=N]
+ *                       a running compute process on GPU (used_mem in bytes), in MIG
+ *                       GPU instance gi and compute instance ci (none when absent)
  *   sample GPU pid=N ts_us=N sm=N mem=N enc=N dec=N
  *                       a process utilisation sample on GPU
  *
@@ -89,12 +97,16 @@ struct gpu {
     long long limit_mw;
     int fail;
     int utilization_unsupported;
+    int mig;         /* -1 unsupported, 0 off, 1 on */
+    int persistence; /* -1 unsupported, 0 off, 1 on */
 };
 
 struct proc {
     unsigned int gpu;
     unsigned int pid;
     unsigned long long used_mem;
+    unsigned int gi;
+    unsigned int ci;
 };
 
 struct sample {
@@ -104,6 +116,7 @@ struct sample {
 
 struct scenario {
     int init_error;
+    unsigned long long generation;
     char driver[STR_LEN];
     unsigned int gpu_count;
     struct gpu gpus[MAX_GPUS];
@@ -116,6 +129,7 @@ struct scenario {
 /* Handles are pointers into this array; the index is the offset. */
 static char handles[MAX_GPUS];
 static int init_count;
+static unsigned long long init_generation;
 
 static int scenario_path(char *out, size_t len) {
     Dl_info info;
@@ -177,6 +191,9 @@ static int parse_line(struct scenario *sc, char *line) {
         sc->init_error = (int)n;
         return 0;
     }
+    if (strncmp(kind, "generation=", 11) == 0) {
+        return parse_u64(kind + 11, &sc->generation);
+    }
     if (strncmp(kind, "driver=", 7) == 0) {
         copy_str(sc->driver, kind + 7);
         return 0;
@@ -196,12 +213,14 @@ static int parse_line(struct scenario *sc, char *line) {
         copy_str(g->uuid, "GPU-00000000-0000-0000-0000-000000000000");
         copy_str(g->name, "NVIDIA Fake GPU");
         g->energy_mj = g->power_mw = g->limit_mw = UNSUPPORTED;
+        g->mig = g->persistence = -1;
         if (gpu + 1 > sc->gpu_count) sc->gpu_count = gpu + 1;
     } else if (is_proc) {
         if (sc->proc_count >= MAX_PROCS) return -1;
         pr = &sc->procs[sc->proc_count++];
         memset(pr, 0, sizeof *pr);
         pr->gpu = gpu;
+        pr->gi = pr->ci = NO_ID;
     } else {
         if (sc->sample_count >= MAX_SAMPLES) return -1;
         sa = &sc->samples[sc->sample_count++];
@@ -225,13 +244,20 @@ static int parse_line(struct scenario *sc, char *line) {
             else if (!strcmp(k, "utilization")) {
                 bad = strcmp(v, "unsupported") != 0;
                 g->utilization_unsupported = 1;
+            } else if (!strcmp(k, "mig") || !strcmp(k, "persistence")) {
+                int *field = !strcmp(k, "mig") ? &g->mig : &g->persistence;
+                if (!strcmp(v, "on")) *field = 1;
+                else if (!strcmp(v, "off")) *field = 0;
+                else bad = 1;
             } else bad = 1;
         } else if (is_proc) {
             if (!strcmp(k, "pid")) { bad = parse_u64(v, &n); pr->pid = (unsigned int)n; }
             else if (!strcmp(k, "used_mem")) {
                 if (!strcmp(v, "unavailable")) pr->used_mem = NOT_AVAILABLE;
                 else bad = parse_u64(v, &pr->used_mem);
-            } else bad = 1;
+            } else if (!strcmp(k, "gi")) { bad = parse_u64(v, &n); pr->gi = (unsigned int)n; }
+            else if (!strcmp(k, "ci")) { bad = parse_u64(v, &n); pr->ci = (unsigned int)n; }
+            else bad = 1;
         } else {
             nvmlProcessUtilizationSample_t *s = &sa->s;
             if (!strcmp(k, "pid")) { bad = parse_u64(v, &n); s->pid = (unsigned int)n; }
@@ -272,6 +298,7 @@ static int load(struct scenario *sc) {
 /* Loads the scenario and resolves a handle to its GPU; returns an NVML code. */
 static nvmlReturn_t device(void *handle, struct scenario *sc, unsigned int *index, struct gpu **g) {
     if (init_count <= 0 || load(sc)) return NVML_ERROR_UNINITIALIZED;
+    if (sc->generation != init_generation) return NVML_ERROR_UNINITIALIZED;
     char *h = (char *)handle;
     if (h < handles || h >= handles + MAX_GPUS) return NVML_ERROR_INVALID_ARGUMENT;
     *index = (unsigned int)(h - handles);
@@ -299,6 +326,7 @@ nvmlReturn_t nvmlInit_v2(void) {
     if (load(&sc)) return NVML_ERROR_UNINITIALIZED;
     if (sc.init_error) return sc.init_error;
     init_count++;
+    init_generation = sc.generation;
     return NVML_SUCCESS;
 }
 
@@ -339,6 +367,7 @@ nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int *count) {
 nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int index, void **device_out) {
     struct scenario sc;
     if (init_count <= 0 || load(&sc)) return NVML_ERROR_UNINITIALIZED;
+    if (sc.generation != init_generation) return NVML_ERROR_UNINITIALIZED;
     if (!device_out || index >= sc.gpu_count) return NVML_ERROR_INVALID_ARGUMENT;
     *device_out = &handles[index];
     return NVML_SUCCESS;
@@ -434,8 +463,8 @@ nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(void *handle, unsigned int 
         if (sc.procs[i].gpu != gi) continue;
         infos[k].pid = sc.procs[i].pid;
         infos[k].usedGpuMemory = sc.procs[i].used_mem;
-        infos[k].gpuInstanceId = NO_ID;
-        infos[k].computeInstanceId = NO_ID;
+        infos[k].gpuInstanceId = sc.procs[i].gi;
+        infos[k].computeInstanceId = sc.procs[i].ci;
         k++;
     }
     *count = n;
@@ -449,7 +478,7 @@ nvmlReturn_t nvmlDeviceGetProcessUtilization(void *handle, nvmlProcessUtilizatio
     unsigned int gi;
     nvmlReturn_t rc = data_device(handle, &sc, &gi, &g);
     if (rc) return rc;
-    if (g->utilization_unsupported) return NVML_ERROR_NOT_SUPPORTED;
+    if (g->utilization_unsupported || g->mig == 1) return NVML_ERROR_NOT_SUPPORTED;
     if (!count) return NVML_ERROR_INVALID_ARGUMENT;
     unsigned int n = 0;
     for (unsigned int i = 0; i < sc.sample_count; i++)
@@ -474,8 +503,22 @@ nvmlReturn_t nvmlDeviceGetMigMode(void *handle, unsigned int *current, unsigned 
     struct scenario sc;
     struct gpu *g;
     unsigned int i;
-    (void)current;
-    (void)pending;
-    nvmlReturn_t rc = device(handle, &sc, &i, &g);
-    return rc ? rc : NVML_ERROR_NOT_SUPPORTED;
+    nvmlReturn_t rc = data_device(handle, &sc, &i, &g);
+    if (rc) return rc;
+    if (g->mig < 0) return NVML_ERROR_NOT_SUPPORTED;
+    if (!current || !pending) return NVML_ERROR_INVALID_ARGUMENT;
+    *current = *pending = (unsigned int)g->mig;
+    return NVML_SUCCESS;
+}
+
+nvmlReturn_t nvmlDeviceGetPersistenceMode(void *handle, int *mode) {
+    struct scenario sc;
+    struct gpu *g;
+    unsigned int i;
+    nvmlReturn_t rc = data_device(handle, &sc, &i, &g);
+    if (rc) return rc;
+    if (g->persistence < 0) return NVML_ERROR_NOT_SUPPORTED;
+    if (!mode) return NVML_ERROR_INVALID_ARGUMENT;
+    *mode = g->persistence;
+    return NVML_SUCCESS;
 }

@@ -35,6 +35,10 @@ pub struct FakeGpu {
     /// Make every data call on this GPU return this NVML error code.
     pub fail: Option<u32>,
     pub utilization_supported: bool,
+    /// MIG mode; `None`: not supported.
+    pub mig: Option<bool>,
+    /// Persistence mode; `None`: not supported.
+    pub persistence: Option<bool>,
 }
 
 impl FakeGpu {
@@ -47,6 +51,8 @@ impl FakeGpu {
             limit_mw: Some(700_000),
             fail: None,
             utilization_supported: true,
+            mig: None,
+            persistence: Some(true),
         }
     }
 }
@@ -69,11 +75,26 @@ pub struct FakeSample {
     pub sm: u32,
 }
 
+/// The MIG instance a process of a scenario runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FakeInstance {
+    pub pid: u32,
+    pub gpu_instance: u32,
+    pub compute_instance: u32,
+}
+
 /// What the fake library plays. GPU indices are positions in `gpus`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Scenario {
     /// Make `nvmlInit_v2` fail with this code.
     pub init_error: Option<u32>,
+    /// The driver's load generation: changing it is a driver reload, after which the
+    /// handles of an earlier initialisation answer UNINITIALIZED.
+    pub generation: u64,
+    /// The driver version string; the library's default when `None`.
+    pub driver: Option<String>,
+    /// MIG instances of processes listed in `processes` (by pid).
+    pub instances: Vec<FakeInstance>,
     pub gpus: Vec<FakeGpu>,
     pub processes: Vec<FakeProcess>,
     pub samples: Vec<FakeSample>,
@@ -88,6 +109,10 @@ impl Scenario {
         let mut s = String::new();
         if let Some(e) = self.init_error {
             writeln!(s, "init_error={e}").unwrap();
+        }
+        writeln!(s, "generation={}", self.generation).unwrap();
+        if let Some(d) = &self.driver {
+            writeln!(s, "driver=\"{d}\"").unwrap();
         }
         for (i, g) in self.gpus.iter().enumerate() {
             write!(
@@ -106,10 +131,17 @@ impl Scenario {
             if !g.utilization_supported {
                 s.push_str(" utilization=unsupported");
             }
+            let on_off = |b: bool| if b { "on" } else { "off" };
+            if let Some(m) = g.mig {
+                write!(s, " mig={}", on_off(m)).unwrap();
+            }
+            if let Some(p) = g.persistence {
+                write!(s, " persistence={}", on_off(p)).unwrap();
+            }
             s.push('\n');
         }
         for p in &self.processes {
-            writeln!(
+            write!(
                 s,
                 "process {} pid={} used_mem={}",
                 p.gpu,
@@ -118,6 +150,10 @@ impl Scenario {
                     .map_or_else(|| "unavailable".into(), |m| m.to_string())
             )
             .unwrap();
+            if let Some(i) = self.instances.iter().find(|i| i.pid == p.pid) {
+                write!(s, " gi={} ci={}", i.gpu_instance, i.compute_instance).unwrap();
+            }
+            s.push('\n');
         }
         for x in &self.samples {
             writeln!(

@@ -2,7 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use empreinte_testkit::nvml::{FakeGpu, FakeNvml, FakeProcess, FakeSample, Scenario};
+use empreinte_testkit::nvml::{FakeGpu, FakeInstance, FakeNvml, FakeProcess, FakeSample, Scenario};
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enums::device::UsedGpuMemory;
 use nvml_wrapper::error::NvmlError;
@@ -16,6 +16,9 @@ fn scenario() -> Scenario {
     b.power_mw = Some(30_500);
     Scenario {
         init_error: None,
+        generation: 0,
+        driver: None,
+        instances: Vec::new(),
         gpus: vec![a, b],
         processes: vec![
             FakeProcess {
@@ -118,5 +121,62 @@ fn two_copies_play_two_scenarios_and_init_errors_come_through() {
             .init()
             .is_err(),
         "a malformed scenario fails init"
+    );
+}
+
+#[test]
+fn mig_persistence_instances_and_a_driver_reload_are_played() {
+    let mut s = scenario();
+    s.gpus[0].mig = Some(true);
+    s.gpus[1].persistence = Some(false);
+    s.driver = Some("560.35.03".into());
+    s.instances = vec![FakeInstance {
+        pid: 11,
+        gpu_instance: 3,
+        compute_instance: 1,
+    }];
+    let fake = FakeNvml::new(&s);
+    let nvml = Nvml::builder()
+        .lib_path(fake.library().as_os_str())
+        .init()
+        .unwrap();
+    assert_eq!(nvml.sys_driver_version().unwrap(), "560.35.03");
+    let d0 = nvml.device_by_index(0).unwrap();
+    assert_eq!(d0.mig_mode().unwrap().current, 1);
+    assert!(d0.is_in_persistent_mode().unwrap());
+    let procs = d0.running_compute_processes().unwrap();
+    assert_eq!(
+        (procs[0].gpu_instance_id, procs[0].compute_instance_id),
+        (Some(3), Some(1))
+    );
+    assert_eq!(
+        (procs[1].gpu_instance_id, procs[1].compute_instance_id),
+        (None, None)
+    );
+    assert!(matches!(
+        d0.process_utilization_stats(0),
+        Err(NvmlError::NotSupported)
+    ));
+    let d1 = nvml.device_by_index(1).unwrap();
+    assert!(!d1.is_in_persistent_mode().unwrap());
+    assert!(matches!(d1.mig_mode(), Err(NvmlError::NotSupported)));
+    // A driver reload: the old initialisation's handles answer UNINITIALIZED.
+    s.generation = 1;
+    fake.play(&s);
+    assert!(matches!(
+        d0.total_energy_consumption(),
+        Err(NvmlError::Uninitialized)
+    ));
+    let again = Nvml::builder()
+        .lib_path(fake.library().as_os_str())
+        .init()
+        .unwrap();
+    assert_eq!(
+        again
+            .device_by_index(0)
+            .unwrap()
+            .total_energy_consumption()
+            .unwrap(),
+        123_456
     );
 }

@@ -48,6 +48,15 @@ pub struct GpuIdentity {
     pub index: u32,
     pub uuid: String,
     pub model: String,
+    /// MIG mode (`None`: not supported or unknown).
+    pub mig: Option<bool>,
+    /// Persistence mode (`None`: unknown).
+    pub persistence: Option<bool>,
+    /// NVIDIA driver version.
+    pub driver: Option<String>,
+    /// How this GPU's energy is split between processes when it differs from the usual
+    /// rule (a MIG GPU), in plain words.
+    pub split: Option<String>,
 }
 
 /// A counter anomaly that a source corrected rather than dropping the interval.

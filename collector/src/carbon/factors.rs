@@ -35,6 +35,10 @@ pub struct GridFactor {
     #[serde(default)]
     pub url: Option<String>,
     pub kind: FactorKind,
+    /// Short name of the publisher (`ember`, `ademe`, `rte`...), which an organisation
+    /// can prefer for every zone (`[organisation] grid_factor`).
+    #[serde(default)]
+    pub choice: Option<String>,
     /// The entry [`Coefficients::grid`] returns for its zone (`default = true` in the file).
     #[serde(default)]
     pub default: bool,
@@ -173,6 +177,8 @@ pub struct Coefficients {
     grid: Vec<GridFactor>,
     pue: Vec<PueDefault>,
     embodied: Vec<EmbodiedDefault>,
+    /// The publisher whose grid factors are preferred (`[organisation] grid_factor`).
+    grid_choice: Option<String>,
 }
 
 const BUILT_IN: &str = "built-in carbon.toml";
@@ -186,6 +192,7 @@ impl Coefficients {
             grid: file.grid,
             pue: file.pue,
             embodied: file.embodied,
+            grid_choice: None,
         })
     }
 
@@ -215,12 +222,41 @@ impl Coefficients {
     }
 
     /// The factor to use for a zone: the organisation's own if it gives one, else the
-    /// entry marked `default = true`, else the most recent year. Zone codes are matched
-    /// without regard to case.
+    /// preferred publisher's ([`Coefficients::with_grid_choice`]), else the entry marked
+    /// `default = true`, else the most recent year. Zone codes are matched without regard
+    /// to case.
     pub fn grid(&self, zone: &str) -> Option<&GridFactor> {
+        let preferred = |g: &GridFactor| {
+            self.grid_choice.is_some() && g.choice.as_deref() == self.grid_choice.as_deref()
+        };
         self.grid_all(zone)
             .into_iter()
-            .max_by_key(|g| (!g.is_default, g.default, g.year))
+            .max_by_key(|g| (!g.is_default, preferred(g), g.default, g.year))
+    }
+
+    /// Prefers the grid factors of one publisher (`ademe`, `ember`...) wherever the table
+    /// has one for the zone. Refused, with the names known, when no factor has it.
+    pub fn with_grid_choice(mut self, choice: &str) -> Result<Coefficients, String> {
+        let mut known: Vec<&str> = self
+            .grid
+            .iter()
+            .filter_map(|g| g.choice.as_deref())
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        if !known.contains(&choice) {
+            return Err(format!(
+                "grid_factor {choice:?} is not a publisher of the coefficients table; allowed: {}",
+                known.join(", ")
+            ));
+        }
+        self.grid_choice = Some(choice.to_string());
+        Ok(self)
+    }
+
+    /// The preferred publisher of grid factors, if any.
+    pub fn grid_choice(&self) -> Option<&str> {
+        self.grid_choice.as_deref()
     }
 
     /// Every factor known for a zone, in file order (built-in first).
@@ -522,6 +558,20 @@ mod tests {
     }
 
     #[test]
+    fn an_organisation_can_prefer_ademes_french_factor() {
+        let c = built_in();
+        assert!(c.grid("FR").unwrap().source.contains("Ember"));
+        let ademe = built_in().with_grid_choice("ademe").unwrap();
+        let fr = ademe.grid("FR").unwrap();
+        assert!(fr.source.contains("ADEME Base Empreinte"), "{fr:?}");
+        assert_eq!(fr.kind, FactorKind::Lifecycle);
+        // Zones without an ADEME factor keep their default.
+        assert!(ademe.grid("DE").unwrap().source.contains("Ember"));
+        let err = built_in().with_grid_choice("nope").unwrap_err();
+        assert!(err.contains("ademe") && err.contains("ember"), "{err}");
+    }
+
+    #[test]
     fn zone_and_source_pairs_are_unique() {
         let c = built_in();
         let mut pairs: Vec<(&str, &str)> = c
@@ -560,8 +610,8 @@ mod tests {
         assert_eq!(fr.g_per_kwh, GramsPerKwh(56.0));
         assert_eq!(fr.kind, FactorKind::Lifecycle);
         let all: Vec<f64> = c.grid_all("FR").iter().map(|g| g.g_per_kwh.0).collect();
-        assert_eq!(all, vec![56.0, 44.2, 21.7]);
-        let rte = c.grid_all("FR")[2];
+        assert_eq!(all, vec![56.0, 44.2, 56.9, 21.7]);
+        let rte = c.grid_all("FR")[3];
         assert_eq!(rte.kind, FactorKind::Direct);
     }
 
@@ -627,7 +677,7 @@ mod tests {
         let fr = c.grid("FR").unwrap();
         assert_eq!(fr.g_per_kwh, GramsPerKwh(52.0));
         assert!(!fr.is_default);
-        assert_eq!(c.grid_all("FR").len(), 4);
+        assert_eq!(c.grid_all("FR").len(), 5);
         assert!(c.grid("DE").unwrap().is_default);
         let pue = c.pue(FacilityKind::EdgeOrServerRoom).unwrap();
         assert_eq!((pue.pue, pue.is_default), (1.8, false));

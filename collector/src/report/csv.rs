@@ -27,6 +27,8 @@ pub const COLUMNS: &[&str] = &[
     "pue_coefficient",
     "market_coefficient",
     "embodied_coefficient",
+    "energy_uncertainty_pct",
+    "location_co2e_uncertainty_pct",
 ];
 
 /// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`, `@`, a tab
@@ -45,6 +47,7 @@ pub fn render(data: &ReportData) -> Result<String, ReportError> {
     w.write_record(COLUMNS).map_err(err)?;
     let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
     for r in &data.rows {
+        let (energy_pct, location_pct) = crate::uncertainty::row_pct(r, &data.coefficients);
         w.write_record([
             text_cell(&r.hour),
             text_cell(&r.day),
@@ -69,6 +72,8 @@ pub fn render(data: &ReportData) -> Result<String, ReportError> {
             r.pue_coef.to_string(),
             opt(r.market_coef),
             opt(r.embodied_coef),
+            format!("{energy_pct:.1}"),
+            format!("{location_pct:.1}"),
         ])
         .map_err(err)?;
     }

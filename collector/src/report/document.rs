@@ -175,22 +175,50 @@ pub fn blocks(data: &ReportData, lang: Lang, with_charts: bool) -> Vec<Block> {
 
     // Totals.
     let tot = &data.totals.exact;
+    let u = &data.uncertainty;
+    // Location-based and embodied emissions have no error source in common: quadrature.
+    let total_u = crate::uncertainty::Uncertain {
+        value: u.co2e_kg_location.value + u.co2e_kg_embodied.value,
+        absolute: u
+            .co2e_kg_location
+            .absolute
+            .hypot(u.co2e_kg_embodied.absolute),
+    };
     b.push(Block::Heading(t.totals.into()));
     b.push(Block::Facts(vec![
-        (t.energy_it.into(), kwh(lang, tot.energy_uj)),
-        (t.energy_facility.into(), kwh(lang, tot.facility_energy_uj)),
+        (
+            t.energy_it.into(),
+            kwh(lang, tot.energy_uj) + &pm(lang, &u.energy_kwh),
+        ),
+        (
+            t.energy_facility.into(),
+            kwh(lang, tot.facility_energy_uj) + &pm(lang, &u.facility_energy_kwh),
+        ),
         (
             t.measured_share.into(),
             percent(lang, data.totals.measured_share),
         ),
-        (t.co2e_location.into(), kg(lang, tot.location_co2e_ug)),
-        (t.co2e_market.into(), kg(lang, tot.market_co2e_ug)),
-        (t.co2e_embodied.into(), kg(lang, tot.embodied_co2e_ug)),
+        (
+            t.co2e_location.into(),
+            kg(lang, tot.location_co2e_ug) + &pm(lang, &u.co2e_kg_location),
+        ),
+        (
+            t.co2e_market.into(),
+            kg(lang, tot.market_co2e_ug) + &pm(lang, &u.co2e_kg_market),
+        ),
+        (
+            t.co2e_embodied.into(),
+            kg(lang, tot.embodied_co2e_ug) + &pm(lang, &u.co2e_kg_embodied),
+        ),
         (
             t.co2e_total.into(),
-            kg(lang, tot.location_co2e_ug + tot.embodied_co2e_ug),
+            kg(lang, tot.location_co2e_ug + tot.embodied_co2e_ug) + &pm(lang, &total_u),
         ),
     ]));
+    b.push(Block::Para(match lang {
+        Lang::Fr => "± : incertitude-type propagée (un écart-type) : chaque source d’erreur (mesure d’un serveur par une source, PUE d’un site, facteur d’émission d’une zone, données de fabrication) compte pour son incertitude relative documentée, corrélée avec elle-même, et les sources indépendantes s’ajoutent quadratiquement (voir la méthodologie).".into(),
+        Lang::En => "±: propagated standard uncertainty (one standard deviation): each error source (a host measured by one source, a site's PUE, a zone's grid factor, manufacturing figures) counts with its documented relative uncertainty, correlated with itself, and independent sources add in quadrature (see the methodology).".into(),
+    }));
     if data.market_sites.is_empty() {
         b.push(Block::Para(t.market_none.into()));
     } else {
@@ -675,4 +703,17 @@ pub fn html(data: &ReportData, lang: Lang) -> String {
     }
     out.push_str("</body>\n</html>\n");
     out
+}
+
+/// ` ± 4 %`: a total's relative standard uncertainty, rounded for reading.
+fn pm(lang: Lang, u: &crate::uncertainty::Uncertain) -> String {
+    if u.value <= 0.0 {
+        return String::new();
+    }
+    let pct = u.relative_pct();
+    let decimals = usize::from(pct < 1.0);
+    match lang {
+        Lang::Fr => format!(" ± {}{NNBSP}%", number(lang, pct, decimals)),
+        Lang::En => format!(" ± {}%", number(lang, pct, decimals)),
+    }
 }

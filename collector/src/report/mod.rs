@@ -80,6 +80,8 @@ pub struct ReportData {
     pub has_data: bool,
     pub perimeter: Perimeter,
     pub totals: Figures,
+    /// The totals' propagated standard uncertainties (`crate::uncertainty`).
+    pub uncertainty: crate::uncertainty::FigureUncertainty,
     /// Sites whose electricity contract gives a market-based factor.
     pub market_sites: Vec<String>,
     pub projects: Vec<ProjectLine>,
@@ -145,6 +147,8 @@ pub struct ProjectLine {
     pub energy_change: Option<f64>,
     /// The project's objectives; empty when it has none.
     pub objectives: Vec<ObjectiveStatus>,
+    /// The project's propagated standard uncertainties.
+    pub uncertainty: crate::uncertainty::FigureUncertainty,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -484,6 +488,10 @@ async fn build_with(
                     .filter(|o| o.project == l.key)
                     .cloned()
                     .collect(),
+                uncertainty: crate::uncertainty::of_lines(
+                    month_lines.iter().filter(|m| m.project == l.key),
+                    config,
+                ),
                 project: l.key,
                 share: l.share,
                 figures: l.figures,
@@ -511,6 +519,7 @@ async fn build_with(
             project: p,
             share: 0.0,
             figures: Figures::default(),
+            uncertainty: Default::default(),
         });
     }
 
@@ -586,6 +595,7 @@ async fn build_with(
         has_data: !month_lines.is_empty(),
         perimeter,
         totals: Figures::from(&total),
+        uncertainty: crate::uncertainty::of_lines(&month_lines, config),
         market_sites,
         projects,
         organisation_objectives: statuses.into_iter().filter(|o| o.project == "*").collect(),

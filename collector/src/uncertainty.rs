@@ -1,0 +1,375 @@
+//! The uncertainty of every figure: pure code, no I/O.
+//!
+//! Each source of error carries a documented relative uncertainty (one standard
+//! deviation, in %): the measurement of a host's component by one source (RAPL, NVML, the
+//! estimate), a site's PUE, a zone's grid factor (or an imported series), an embodied
+//! coefficient. A total is a sum of contributions (hourly rows); each contribution is the
+//! product of the factors it depends on.
+//!
+//! **Method** (first-order propagation, GUM): an error source is fully correlated with
+//! itself wherever it is used (a PUE that is 10 % high is 10 % high for every hour of the
+//! site) and independent of every other error source. So each error source `f` adds
+//! `r_f × S_f` to the total's standard uncertainty, `S_f` being the sum of the
+//! contributions that depend on it, and the error sources add in quadrature:
+//!
+//! `u(total) = sqrt( Σ_f (r_f × S_f)² )`.
+//!
+//! A measurement error source is one (host, component, source): an estimate's bias
+//! repeats every hour on the same host, and two hosts' errors are independent.
+
+use std::collections::BTreeMap;
+
+/// RAPL energy counters: the counter's own error against an external meter of the same
+/// package and memory (few percent in published comparisons); what RAPL does not see
+/// (power supply, fans, board) is outside the perimeter and stated in the methodology.
+pub const RAPL_PCT: f64 = 5.0;
+/// NVML's cumulative energy counter (Volta and newer), board power accuracy of the order
+/// of ±5 % as NVIDIA documents for its power readings. The collector cannot tell a GPU
+/// read by its counter from one read by power integration, and applies this figure to
+/// both; [`NVML_INTEGRATION_PCT`] is the agent's figure for integration.
+pub const NVML_COUNTER_PCT: f64 = 5.0;
+/// NVML power readings integrated over time: partial sampling on A100/H100 (Yang et al.,
+/// SC24) under-measures bursts.
+pub const NVML_INTEGRATION_PCT: f64 = 10.0;
+/// The CPU estimate: the spread of the Teads curve against published servers
+/// (docs/validation.md: mean absolute error 17 % at full load, 23 % at idle).
+pub const ESTIMATE_CPU_PCT: f64 = 30.0;
+/// The DRAM estimate: the spread between the published models it was fitted to.
+pub const ESTIMATE_DRAM_PCT: f64 = 35.0;
+/// A built-in yearly grid factor applied to one hour (hourly intensity varies around the
+/// yearly mean, and lifecycle factors differ between publishers by about this much).
+pub const GRID_FACTOR_PCT: f64 = 15.0;
+/// An imported hourly intensity series (RTE eCO2mix, Electricity Maps).
+pub const GRID_SERIES_PCT: f64 = 10.0;
+/// A built-in default PUE (a facility kind's average, not the site's own).
+pub const PUE_DEFAULT_PCT: f64 = 20.0;
+/// A PUE the organisation configured for its site.
+pub const PUE_OWN_PCT: f64 = 5.0;
+/// An embodied (manufacturing) figure: the same card is 164 or 575 kgCO2e depending on
+/// the publisher.
+pub const EMBODIED_PCT: f64 = 50.0;
+/// A contractual (market-based) factor from the organisation's own contract.
+pub const MARKET_CONTRACT_PCT: f64 = 5.0;
+
+/// The documented relative uncertainty (%) of energy from `source` for `component`.
+pub fn source_pct(source: &str, component: &str) -> f64 {
+    match (source, component) {
+        ("rapl", _) => RAPL_PCT,
+        ("nvml", _) => NVML_COUNTER_PCT,
+        ("estimate", "cpu") => ESTIMATE_CPU_PCT,
+        // DRAM, and anything else estimated: the least certain figure.
+        _ => ESTIMATE_DRAM_PCT,
+    }
+}
+
+/// A sum and its standard uncertainty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Uncertain {
+    pub value: f64,
+    /// Standard uncertainty, in the value's unit.
+    pub absolute: f64,
+}
+
+impl Uncertain {
+    /// The relative uncertainty in % (0 for a zero value).
+    pub fn relative_pct(&self) -> f64 {
+        if self.value > 0.0 {
+            self.absolute / self.value * 100.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Sums contributions and propagates their uncertainties (see the module's method).
+#[derive(Clone, Debug, Default)]
+pub struct Propagation {
+    value: f64,
+    /// Per error source: its relative uncertainty (%) and the sum it multiplies.
+    sources: BTreeMap<String, (f64, f64)>,
+}
+
+impl Propagation {
+    pub fn new() -> Propagation {
+        Propagation::default()
+    }
+
+    /// Adds a contribution `value` that depends on the error sources `factors`
+    /// (key, relative uncertainty in %). A key always carries the same uncertainty.
+    pub fn add(&mut self, value: f64, factors: &[(&str, f64)]) {
+        if !value.is_finite() {
+            return;
+        }
+        self.value += value;
+        for (key, pct) in factors {
+            let e = self
+                .sources
+                .entry((*key).to_string())
+                .or_insert((*pct, 0.0));
+            e.1 += value;
+        }
+    }
+
+    pub fn result(&self) -> Uncertain {
+        let variance: f64 = self
+            .sources
+            .values()
+            .map(|(pct, sum)| (pct / 100.0 * sum).powi(2))
+            .sum();
+        Uncertain {
+            value: self.value,
+            absolute: variance.sqrt(),
+        }
+    }
+}
+
+/// One hourly row as the propagation needs it.
+#[derive(Clone, Debug)]
+pub struct RowTerms<'a> {
+    pub host: &'a str,
+    pub component: &'a str,
+    pub source: &'a str,
+    pub energy_uj: u64,
+    pub facility_energy_uj: u64,
+    pub location_co2e_ug: u64,
+    pub market_co2e_ug: u64,
+    pub embodied_co2e_ug: u64,
+    /// The PUE's key (its coefficient) and relative uncertainty (%).
+    pub pue: (String, f64),
+    /// The grid intensity's key (coefficient or import) and relative uncertainty (%).
+    pub grid: (String, f64),
+    /// The market factor's key and uncertainty, where a contract gives one (else the
+    /// location-based figure stands in, with the grid's uncertainty).
+    pub market: Option<(String, f64)>,
+    /// The embodied coefficient's key and uncertainty.
+    pub embodied: Option<(String, f64)>,
+}
+
+/// The uncertainty of each figure of a total.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct FigureUncertainty {
+    /// IT energy, kWh.
+    pub energy_kwh: Uncertain,
+    /// Facility energy (× PUE), kWh.
+    pub facility_energy_kwh: Uncertain,
+    pub co2e_kg_location: Uncertain,
+    pub co2e_kg_market: Uncertain,
+    pub co2e_kg_embodied: Uncertain,
+}
+
+/// Propagates the uncertainties of `rows` to their totals.
+pub fn totals<'a>(rows: impl IntoIterator<Item = RowTerms<'a>>) -> FigureUncertainty {
+    let (mut energy, mut facility, mut location, mut market, mut embodied) = (
+        Propagation::new(),
+        Propagation::new(),
+        Propagation::new(),
+        Propagation::new(),
+        Propagation::new(),
+    );
+    for r in rows {
+        let measure_key = format!("measure:{}:{}:{}", r.host, r.component, r.source);
+        let measure = (measure_key.as_str(), source_pct(r.source, r.component));
+        let pue_key = format!("pue:{}", r.pue.0);
+        let pue = (pue_key.as_str(), r.pue.1);
+        let grid_key = format!("grid:{}", r.grid.0);
+        let grid = (grid_key.as_str(), r.grid.1);
+        energy.add(r.energy_uj as f64 / 3.6e12, &[measure]);
+        facility.add(r.facility_energy_uj as f64 / 3.6e12, &[measure, pue]);
+        location.add(r.location_co2e_ug as f64 / 1e9, &[measure, pue, grid]);
+        let market_key = r.market.as_ref().map(|(k, _)| format!("market:{k}"));
+        let contract = match (&market_key, &r.market) {
+            (Some(k), Some((_, pct))) => (k.as_str(), *pct),
+            _ => grid,
+        };
+        market.add(r.market_co2e_ug as f64 / 1e9, &[measure, pue, contract]);
+        let embodied_key = r.embodied.as_ref().map(|(k, _)| format!("embodied:{k}"));
+        match (&embodied_key, &r.embodied) {
+            (Some(k), Some((_, pct))) => {
+                embodied.add(r.embodied_co2e_ug as f64 / 1e9, &[(k.as_str(), *pct)]);
+            }
+            _ => embodied.add(
+                r.embodied_co2e_ug as f64 / 1e9,
+                &[("embodied:unknown", EMBODIED_PCT)],
+            ),
+        }
+    }
+    FigureUncertainty {
+        energy_kwh: energy.result(),
+        facility_energy_kwh: facility.result(),
+        co2e_kg_location: location.result(),
+        co2e_kg_market: market.result(),
+        co2e_kg_embodied: embodied.result(),
+    }
+}
+
+/// The uncertainty of the totals of a period's aggregate lines (one per host, project,
+/// component, source and site), with the configuration saying which sites have their own
+/// PUE and a contract. A line does not say whether its hours used an imported series or
+/// the yearly factor: the yearly factor's larger uncertainty is applied. Embodied figures
+/// are taken as one error source (the same publishers' figures for every host).
+pub fn of_lines<'a>(
+    lines: impl IntoIterator<Item = &'a crate::store::AggregateLine>,
+    config: &crate::config::CollectorConfig,
+) -> FigureUncertainty {
+    let site_config = |name: &str| -> (bool, bool) {
+        match config.sites.iter().find(|s| s.name == name) {
+            Some(s) => (s.pue.is_some(), s.market_g_per_kwh.is_some()),
+            None => (config.default_site.pue.is_some(), false),
+        }
+    };
+    let rows: Vec<RowTerms<'a>> = lines
+        .into_iter()
+        .map(|l| {
+            let (own_pue, contract) = site_config(&l.site);
+            RowTerms {
+                host: &l.host,
+                component: &l.component,
+                source: &l.source,
+                energy_uj: l.sums.energy_uj,
+                facility_energy_uj: l.sums.facility_energy_uj,
+                location_co2e_ug: l.sums.location_co2e_ug,
+                market_co2e_ug: l.sums.market_co2e_ug,
+                embodied_co2e_ug: l.sums.embodied_co2e_ug,
+                pue: (
+                    l.site.clone(),
+                    if own_pue {
+                        PUE_OWN_PCT
+                    } else {
+                        PUE_DEFAULT_PCT
+                    },
+                ),
+                grid: (l.zone.clone(), GRID_FACTOR_PCT),
+                market: contract.then(|| (l.site.clone(), MARKET_CONTRACT_PCT)),
+                embodied: Some(("hardware".to_string(), EMBODIED_PCT)),
+            }
+        })
+        .collect();
+    totals(rows)
+}
+
+/// One hourly row's relative uncertainties (%): its energy (the source's), and its
+/// location-based emissions (source, PUE and grid factor in quadrature), for the CSV.
+pub fn row_pct(
+    row: &crate::report::ReportRow,
+    coefficients: &[crate::store::StoredCoefficient],
+) -> (f64, f64) {
+    let energy = source_pct(&row.source, &row.component);
+    let own_pue = coefficients
+        .iter()
+        .any(|c| c.id == row.pue_coef && !c.is_default);
+    let pue = if own_pue {
+        PUE_OWN_PCT
+    } else {
+        PUE_DEFAULT_PCT
+    };
+    let grid = if row.intensity_from.starts_with("import:") {
+        GRID_SERIES_PCT
+    } else {
+        GRID_FACTOR_PCT
+    };
+    (energy, (energy * energy + pue * pue + grid * grid).sqrt())
+}
+
+/// `± 4 %`: a relative uncertainty rounded for reading (one decimal under 1 %).
+pub fn format_pct(rel_pct: f64) -> String {
+    if !rel_pct.is_finite() || rel_pct <= 0.0 {
+        "± 0 %".to_string()
+    } else if rel_pct < 1.0 {
+        format!("± {rel_pct:.1} %")
+    } else {
+        format!("± {rel_pct:.0} %")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KWH_UJ: u64 = 3_600_000_000_000;
+
+    fn row<'a>(host: &'a str, component: &'a str, source: &'a str, kwh: u64) -> RowTerms<'a> {
+        // PUE 1.5 (default), grid 50 g/kWh (built-in factor), no contract.
+        let facility = kwh * KWH_UJ * 3 / 2;
+        let co2e_ug = (kwh as f64 * 1.5 * 50.0 * 1e6) as u64;
+        RowTerms {
+            host,
+            component,
+            source,
+            energy_uj: kwh * KWH_UJ,
+            facility_energy_uj: facility,
+            location_co2e_ug: co2e_ug,
+            market_co2e_ug: co2e_ug,
+            embodied_co2e_ug: 0,
+            pue: ("1".into(), PUE_DEFAULT_PCT),
+            grid: ("coefficient:7".into(), GRID_FACTOR_PCT),
+            market: None,
+            embodied: None,
+        }
+    }
+
+    /// A month by hand: one host, CPU by RAPL 300 kWh, GPU by NVML 800 kWh, DRAM by the
+    /// estimate 36 kWh, split over two hourly rows each (correlated within a source).
+    ///   u(E) = sqrt((5 % × 300)² + (5 % × 800)² + (35 % × 36)²)
+    ///        = sqrt(15² + 40² + 12.6²) = sqrt(1983.76) = 44.54 kWh, 3.92 % of 1,136 kWh.
+    ///   u(CO2e location) adds the PUE (20 %) and the grid factor (15 %), each correlated
+    ///   over the whole total: relative sqrt(3.92² + 20² + 15²) = 25.3 %.
+    #[test]
+    fn a_hand_computed_month_matches() {
+        let mut rows = Vec::new();
+        for (component, source, kwh) in [
+            ("cpu", "rapl", 300),
+            ("gpu", "nvml", 800),
+            ("dram", "estimate", 36),
+        ] {
+            rows.push(row("h1", component, source, kwh / 2));
+            rows.push(row("h1", component, source, kwh - kwh / 2));
+        }
+        let u = totals(rows);
+        assert!((u.energy_kwh.value - 1136.0).abs() < 1e-9);
+        assert!(
+            (u.energy_kwh.absolute - 1983.76f64.sqrt()).abs() < 1e-9,
+            "{u:?}"
+        );
+        assert_eq!(format_pct(u.energy_kwh.relative_pct()), "± 4 %");
+        let expected =
+            ((1983.76f64.sqrt() / 1136.0 * 100.0).powi(2) + 20f64.powi(2) + 15f64.powi(2)).sqrt();
+        assert!(
+            (u.co2e_kg_location.relative_pct() - expected).abs() < 1e-6,
+            "{u:?}"
+        );
+        assert!(
+            (u.facility_energy_kwh.relative_pct()
+                - ((1983.76f64.sqrt() / 1136.0 * 100.0).powi(2) + 400.0).sqrt())
+            .abs()
+                < 1e-6
+        );
+    }
+
+    #[test]
+    fn independent_hosts_add_in_quadrature_and_one_host_adds_linearly() {
+        // Two hosts, each 100 kWh estimated CPU: independent, so 30 % / sqrt(2).
+        let u = totals([
+            row("a", "cpu", "estimate", 100),
+            row("b", "cpu", "estimate", 100),
+        ]);
+        assert!((u.energy_kwh.relative_pct() - 30.0 / 2f64.sqrt()).abs() < 1e-9);
+        // The same 200 kWh on one host: correlated, 30 %.
+        let u = totals([
+            row("a", "cpu", "estimate", 100),
+            row("a", "cpu", "estimate", 100),
+        ]);
+        assert!((u.energy_kwh.relative_pct() - 30.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn empty_and_odd_inputs_are_zero() {
+        let u = totals(Vec::<RowTerms>::new());
+        assert_eq!(u.energy_kwh.relative_pct(), 0.0);
+        assert_eq!(format_pct(0.0), "± 0 %");
+        assert_eq!(format_pct(0.44), "± 0.4 %");
+        assert_eq!(format_pct(f64::NAN), "± 0 %");
+        let mut p = Propagation::new();
+        p.add(f64::INFINITY, &[("x", 5.0)]);
+        assert_eq!(p.result(), Uncertain::default());
+    }
+}

@@ -1,0 +1,186 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! A month computed by hand, with uncertainties: one host, CPU measured by RAPL
+//! (300 kWh), GPU measured by NVML (800 kWh), DRAM estimated (36 kWh), in a site with the
+//! default PUE and the zone's yearly grid factor. By hand (docs/methodology.md,
+//! "Uncertainty"):
+//!   u(energy) = sqrt((5 % × 300)² + (5 % × 800)² + (35 % × 36)²) = sqrt(1983.76)
+//!             = 44.54 kWh, 3.92 % of 1,136 kWh -> "1 136,00 kWh ± 4 %";
+//!   u(facility energy) adds the default PUE (20 %): sqrt(3.92² + 20²) = 20.4 %;
+//!   u(location CO2e) adds the grid factor (15 %): sqrt(3.92² + 20² + 15²) = 25.3 %.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use empreinte_collector::report::{self, Format, Lang};
+use empreinte_shared::{Component, SourceKind};
+
+const CONFIG: &str = r#"
+[organisation]
+name = "Ville de Test"
+timezone = "Europe/Paris"
+language = "fr"
+
+[limits]
+max_batch_age = "36500days"
+
+[default_site]
+name = "mairie"
+zone = "FR"
+"#;
+
+const KWH: u64 = 3_600_000_000_000;
+/// 2025-11-05T10:00:00Z: October 2025 is over.
+const NOW_S: i64 = 1_762_336_800;
+
+#[tokio::test]
+async fn the_reports_plus_minus_figures_match_a_hand_computed_month() {
+    let h = Harness::new(CONFIG).await;
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let m = report::parse_report_month(&tz, "2025-10", NOW_S).unwrap();
+    let token = h
+        .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
+        .await;
+    // 100 hours from the 2nd of October: 3 kWh/h RAPL, 8 kWh/h NVML, 0.36 kWh/h estimate.
+    let first = (m.from_s + 24 * 3600) as u64 * 1000;
+    let batches: Vec<_> = (0..100u64)
+        .map(|i| {
+            let (s, e) = (first + i * 3_600_000, first + (i + 1) * 3_600_000);
+            batch(
+                1,
+                i + 1,
+                s,
+                e,
+                vec![
+                    record("web", Component::Cpu, SourceKind::Rapl, s, e, 3 * KWH),
+                    record("chat", Component::Gpu, SourceKind::Nvml, s, e, 8 * KWH),
+                    record(
+                        "web",
+                        Component::Dram,
+                        SourceKind::Estimate,
+                        s,
+                        e,
+                        KWH * 36 / 100,
+                    ),
+                ],
+            )
+        })
+        .collect();
+    let (status, body) = h.push(&token, &push("srv-1", batches)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let config = h.state.planner.config();
+    let data = report::build(h.store.as_ref(), config, &tz, &m, NOW_S)
+        .await
+        .unwrap();
+    let u = &data.uncertainty;
+    let by_hand = 1983.76f64.sqrt();
+    assert!((u.energy_kwh.value - 1136.0).abs() < 1e-6, "{u:?}");
+    assert!((u.energy_kwh.absolute - by_hand).abs() < 1e-6, "{u:?}");
+    let e_pct = by_hand / 1136.0 * 100.0;
+    let fac = (e_pct.powi(2) + 20f64.powi(2)).sqrt();
+    assert!(
+        (u.facility_energy_kwh.relative_pct() - fac).abs() < 1e-6,
+        "{u:?}"
+    );
+    let loc = (e_pct.powi(2) + 20f64.powi(2) + 15f64.powi(2)).sqrt();
+    assert!(
+        (u.co2e_kg_location.relative_pct() - loc).abs() < 1e-6,
+        "{u:?}"
+    );
+
+    // The report shows them, in French and in English, and the JSON carries them.
+    let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
+    assert!(
+        fr.contains("1\u{202F}136,00\u{202F}kWh ± 4\u{202F}%"),
+        "{fr}"
+    );
+    assert!(
+        fr.contains("± 20\u{202F}%") && fr.contains("± 25\u{202F}%"),
+        "{fr}"
+    );
+    let en = report::render_text(&data, Format::Md, Lang::En).unwrap();
+    assert!(
+        en.contains("1,136.00\u{202F}kWh ± 4%") || en.contains("1,136.00 kWh ± 4%"),
+        "{en}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&report::render_text(&data, Format::Json, Lang::En).unwrap()).unwrap();
+    let abs = json["uncertainty"]["energy_kwh"]["absolute"]
+        .as_f64()
+        .unwrap();
+    assert!((abs - by_hand).abs() < 1e-6);
+    // Per project: "web" is RAPL 300 + estimate 36 on one host: sqrt(15² + 12.6²).
+    let web = data.projects.iter().find(|p| p.project == "web").unwrap();
+    let web_hand = (15f64.powi(2) + 12.6f64.powi(2)).sqrt();
+    assert!((web.uncertainty.energy_kwh.absolute - web_hand).abs() < 1e-6);
+    // The CSV gives each row's own uncertainty.
+    let csv = report::render_text(&data, Format::Csv, Lang::En).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header
+        .iter()
+        .position(|c| *c == "energy_uncertainty_pct")
+        .unwrap();
+    let src = header.iter().position(|c| *c == "source").unwrap();
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let want = match f[src] {
+            "estimate" => "35.0",
+            _ => "5.0",
+        };
+        assert_eq!(f[col], want, "{line}");
+    }
+}
+
+#[tokio::test]
+async fn the_footprint_api_gives_the_totals_uncertainty() {
+    let h = Harness::new(CONFIG).await;
+    let token = h
+        .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
+        .await;
+    let s = hour_ago(3);
+    let e = s + 3_600_000;
+    let records = vec![
+        record("web", Component::Cpu, SourceKind::Rapl, s, e, 3 * KWH),
+        record("chat", Component::Gpu, SourceKind::Nvml, s, e, 8 * KWH),
+        record(
+            "web",
+            Component::Dram,
+            SourceKind::Estimate,
+            s,
+            e,
+            KWH * 36 / 100,
+        ),
+    ];
+    let (status, body) = h
+        .push(&token, &push("srv-1", vec![batch(1, 1, s, e, records)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read = h
+        .token(empreinte_collector::store::TokenKind::Read, None)
+        .await;
+    let from = jiff::Timestamp::from_millisecond(s as i64).unwrap();
+    let to = jiff::Timestamp::from_millisecond(e as i64).unwrap();
+    let (status, json) = h
+        .get(&read, &format!("/api/v1/footprint?from={from}&to={to}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    // The same month by hand, scaled to one hour: sqrt(0.15² + 0.4² + 0.126²) kWh.
+    let abs = json["uncertainty"]["energy_kwh"]["absolute"]
+        .as_f64()
+        .unwrap();
+    assert!((abs - 0.198_376f64.sqrt()).abs() < 1e-6, "{json}");
+    let (_, web) = h
+        .get(
+            &read,
+            &format!("/api/v1/footprint?from={from}&to={to}&project=web"),
+        )
+        .await;
+    let abs = web["uncertainty"]["energy_kwh"]["absolute"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (abs - (0.15f64.powi(2) + 0.126f64.powi(2)).sqrt()).abs() < 1e-6,
+        "{web}"
+    );
+}
