@@ -569,12 +569,35 @@ scrape_configs:
         .into_iter()
         .map(|(l, j)| (l["project"].clone(), j))
         .collect();
+    // The counters are the store's totals (they start from them after a restart): every
+    // host's, the seed run's included, per project.
+    let all = collector.get(
+        &reader,
+        "/api/v1/footprint?from=2020-01-01&to=2100-01-01&group_by=project",
+    );
+    let stored_by_project: BTreeMap<String, u64> = all["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["exact"]["energy_uj"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
         footprint.keys().collect::<Vec<_>>(),
-        attributed.keys().collect::<Vec<_>>()
+        stored_by_project.keys().collect::<Vec<_>>()
     );
-    for (p, uj) in &attributed {
+    for (p, uj) in &stored_by_project {
         assert_close(footprint[p], *uj as f64 / 1e6, &format!("stored for {p}"));
+    }
+    for p in attributed.keys() {
+        assert!(
+            stored_by_project.contains_key(p),
+            "{p} measured by host-a, not stored"
+        );
     }
     let refused =
         prom.scalar(r#"sum(empreinte_collector_refused_pushes_total{reason="unauthenticated"})"#);
