@@ -30,14 +30,34 @@ fn at(s: u64) -> SampleTime {
     SampleTime::from_monotonic(Duration::from_secs(s))
 }
 
-/// The metric names `agent/src/metrics.rs` declares.
+/// The metric names the agent declares: the first string after every `Family::new(` in
+/// `agent/src/`.
 fn declared_families() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/agent/src/metrics.rs"))
-        .unwrap();
-    src.split('"')
-        .filter(|s| s.starts_with("empreinte_") && !s.contains(' '))
-        .map(str::to_string)
-        .collect()
+    fn walk(dir: &std::path::Path, out: &mut BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                for part in code.split("Family::new(").skip(1) {
+                    if let Some(name) = part.split('"').nth(1) {
+                        if name.starts_with("empreinte_") {
+                            out.insert(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/agent/src")),
+        &mut out,
+    );
+    assert!(out.len() > 20, "{out:?}");
+    out
 }
 
 #[test]

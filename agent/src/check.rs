@@ -16,6 +16,10 @@ pub struct CheckReport {
     pub projects: Vec<ProjectResolution>,
     /// Why processes could not be resolved, if so.
     pub attribution_problem: Option<String>,
+    /// Processes whose environment could not be read (other users' processes, no
+    /// CAP_SYS_PTRACE), and whether a rule in effect reads the environment.
+    pub unreadable_processes: usize,
+    pub rules_read_environment: bool,
 }
 
 /// The processes of one project, as resolved now.
@@ -58,9 +62,16 @@ impl CheckReport {
                 })
             })
             .collect();
+        let (mut unreadable_processes, mut rules_read_environment) = (0, false);
         let (projects, attribution_problem) =
-            match crate::attribution::build(config).and_then(|mut a| a.resolve_all()) {
-                Ok(all) => (group_by_project(all), None),
+            match crate::attribution::build(config).and_then(|mut a| {
+                rules_read_environment = a.needs_environ();
+                a.resolve_all()
+            }) {
+                Ok(all) => {
+                    unreadable_processes = all.iter().filter(|r| !r.environ_readable).count();
+                    (group_by_project(all), None)
+                }
                 Err(e) => (Vec::new(), Some(e)),
             };
         CheckReport {
@@ -68,6 +79,8 @@ impl CheckReport {
             coverage,
             projects,
             attribution_problem,
+            unreadable_processes,
+            rules_read_environment,
         }
     }
 
@@ -82,6 +95,7 @@ impl CheckReport {
         if let Some(p) = &self.attribution_problem {
             out.push_str(&format!("  cannot resolve processes: {p}\n"));
         }
+        out.push_str(&self.unreadable_text());
         for p in &self.projects {
             out.push_str(&format!(
                 "  {:<24} {} process{}\n",
@@ -98,6 +112,23 @@ impl CheckReport {
             }
         }
         out
+    }
+
+    /// What the unreadable processes mean for the figures.
+    fn unreadable_text(&self) -> String {
+        let n = self.unreadable_processes;
+        if n == 0 {
+            return "  every process's environment could be read\n".into();
+        }
+        let meaning = if self.rules_read_environment {
+            "rules on environment variables (EMPREINTE_PROJECT, env) cannot place them: they fall to the next rules (systemd unit, pod, user), else to unassigned. Run the agent as root or label these workloads by systemd unit, pod or user (docs/attribution.md)"
+        } else {
+            "no rule in effect reads the environment, so this changes no figure"
+        };
+        format!(
+            "  {n} process{} could not be read (environment of other users' processes; the agent has no CAP_SYS_PTRACE): {meaning}\n",
+            if n == 1 { "" } else { "es" }
+        )
     }
 
     fn sources_text(&self) -> String {

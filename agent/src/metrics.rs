@@ -174,6 +174,25 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             GAUGE,
         );
         tracked.push(&[], a.processes_seen as f64);
+        let mut unreadable = Family::new(
+            "empreinte_attribution_unreadable_processes",
+            "Processes tracked in the last interval whose environment could not be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules.",
+            GAUGE,
+        );
+        unreadable.push(&[], a.unreadable_processes as f64);
+        let mut projects = Family::new(
+            "empreinte_attribution_projects",
+            "Projects the attribution holds: active (energy or a live process within attribution.project_window: in memory and in these metrics) or dormant (totals parked, resumed if the project comes back).",
+            GAUGE,
+        );
+        projects.push(&[("state", "active")], a.projects_active as f64);
+        projects.push(&[("state", "dormant")], a.projects_dormant as f64);
+        let mut forgotten = Family::new(
+            "empreinte_attribution_forgotten_projects_total",
+            "Dormant projects forgotten because more than attribution.max_dormant_projects were parked; one that comes back starts its counters from zero.",
+            COUNTER,
+        );
+        forgotten.push(&[], a.projects_forgotten_total as f64);
         let mut errors = Family::new(
             "empreinte_attribution_errors_total",
             "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
@@ -186,7 +205,9 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
             COUNTER,
         );
         failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
-        extra.extend([energy, power, tracked, errors, failed]);
+        extra.extend([
+            energy, power, tracked, unreadable, projects, forgotten, errors, failed,
+        ]);
     }
 
     let mut cycles = Family::new(
@@ -207,6 +228,20 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         GAUGE,
     );
     last.push(&[], host.last_cycle_seconds);
+    let mut longest = Family::new(
+        "empreinte_agent_sampling_duration_max_seconds",
+        "Wall time of the longest sampling cycle since the agent started, in seconds.",
+        GAUGE,
+    );
+    longest.push(&[], host.max_cycle_seconds);
+    let mut gap = Family::new(
+        "empreinte_agent_sampling_gap_max_seconds",
+        "Longest time between two consecutive samples since the agent started, in seconds: the sampling interval when no cycle was late (minus it: the worst lateness).",
+        GAUGE,
+    );
+    if let Some(g) = host.max_interval {
+        gap.push(&[], g.as_secs_f64());
+    }
     let mut interval = Family::new(
         "empreinte_agent_sampling_interval_seconds",
         "Configured sampling interval, in seconds.",
@@ -230,6 +265,8 @@ pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
         cycles,
         spent,
         last,
+        longest,
+        gap,
         interval,
         build,
     ]

@@ -27,6 +27,11 @@ pub struct HostState {
     pub last_cycle_seconds: f64,
     /// Time between the last two samples.
     pub last_interval: Option<Duration>,
+    /// The longest time between two consecutive samples since the start: the sampling
+    /// interval when no cycle was late.
+    pub max_interval: Option<Duration>,
+    /// Wall time of the longest cycle since the start.
+    pub max_cycle_seconds: f64,
     /// The per-project split, when attribution is on.
     pub attribution: Option<AttributionState>,
     pub attribution_errors_total: u64,
@@ -185,6 +190,7 @@ impl Sampler {
             }
         }
         host.last_interval = duration;
+        host.max_interval = host.max_interval.max(duration);
         if let Some(attributor) = attributor {
             if let Err(e) = attributor.attribute(interval) {
                 host.attribution_errors_total += 1;
@@ -195,6 +201,7 @@ impl Sampler {
         host.cycles_total += 1;
         let spent = watch.elapsed().as_secs_f64();
         host.last_cycle_seconds = spent;
+        host.max_cycle_seconds = host.max_cycle_seconds.max(spent);
         host.sampling_seconds_total += spent;
         self.state.lock().clone_from(&self.host);
         report

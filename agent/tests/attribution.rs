@@ -45,7 +45,7 @@ fn process(procfs: &FakeProcfs, pid: u32, project: Option<&str>, ticks: u64) {
         cpu_ticks: ticks,
         cmdline: "python serve.py",
         environ: &env,
-        cgroup: "0::/system.slice/app.service\n",
+        cgroup: "0::/user.slice/user-1000.slice/session-3.scope\n",
     });
 }
 
@@ -413,4 +413,82 @@ mod conservation {
             }
         }
     }
+}
+
+/// 1,000 one-off projects, each with one process that lives one interval: after the
+/// window the attributor holds only the projects of the window, and a project that comes
+/// back resumes its counter.
+#[test]
+fn memory_is_bounded_by_the_projects_active_in_the_window() {
+    use empreinte_agent::interval::{ChannelInterval, IntervalEnergy};
+    use empreinte_shared::{MicroJoules, SourceKind};
+    let procfs = FakeProcfs::new();
+    let cfg = AttributionConfig {
+        project_window: Duration::from_secs(20),
+        max_dormant_projects: 200,
+        ..AttributionConfig::default()
+    };
+    let mut a = Attributor::new(
+        &cfg,
+        Resolver::new(&cfg).unwrap(),
+        Box::new(ProcFs::new(procfs.root())),
+        UserNames::default(),
+        None,
+    );
+    let interval = IntervalEnergy::new(
+        Some(Duration::from_secs(1)),
+        vec![ChannelInterval::new(
+            Component::Cpu,
+            SourceKind::Rapl,
+            "package-0",
+            MicroJoules(1_000_000),
+        )],
+    );
+    let total_of = |a: &Attributor, name: &str| -> u64 {
+        a.state()
+            .projects
+            .iter()
+            .filter(|p| &*p.project == name)
+            .map(|p| p.total_uj)
+            .sum()
+    };
+    let mut most_published = 0;
+    let mut host = 0;
+    for i in 0..1_000u32 {
+        let pid = 1_000 + i;
+        process(&procfs, pid, Some(&format!("one-off-{i}")), 0);
+        host += 10;
+        procfs.set_ticks(pid, 1000 + u64::from(pid), 10);
+        procfs.set_host_stat(host, 0);
+        a.attribute(&interval).unwrap();
+        procfs.remove(pid);
+        if i > 100 {
+            most_published = most_published.max(a.state().projects.len());
+        }
+    }
+    let s = a.state();
+    // The window holds 20 one-second intervals: their projects, idle and unassigned.
+    assert!(s.projects_active <= 23, "{} active", s.projects_active);
+    assert!(most_published <= 23, "{most_published} published");
+    assert_eq!(s.projects_dormant, 200);
+    assert!(
+        s.projects_forgotten_total >= 770,
+        "{}",
+        s.projects_forgotten_total
+    );
+    // A project parked a while ago comes back: its counter resumes from its total.
+    let back = "one-off-900";
+    process(&procfs, 99_999, Some(back), 0);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        host += 10;
+        procfs.set_ticks(99_999, 1000 + 99_999, host);
+        procfs.set_host_stat(host, 0);
+        a.attribute(&interval).unwrap();
+        seen.push(total_of(&a, back));
+    }
+    assert!(
+        seen[0] > 1_000_000 && seen[1] > seen[0],
+        "resumed from its parked total (1 J in its first interval): {seen:?}"
+    );
 }

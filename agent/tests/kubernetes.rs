@@ -16,6 +16,7 @@ use empreinte_agent::interval::{ChannelInterval, IntervalEnergy};
 use empreinte_shared::{Component, MicroJoules, SourceKind};
 use empreinte_testkit::kube::{FakeApiServer, FakePod};
 use empreinte_testkit::procfs::{FakeProcess, FakeProcfs};
+use empreinte_testkit::wait::wait_until;
 
 const UID_A: &str = "11111111-2222-3333-4444-555555555555";
 const UID_B: &str = "66666666-7777-8888-9999-aaaaaaaaaaaa";
@@ -47,7 +48,10 @@ fn pods_are_listed_for_this_node_with_the_token_cached_and_refreshed_on_a_miss()
     std::fs::write(&token, "s3cr3t\n").unwrap();
     let mut cache = PodCache::new(&config(&server, &token)).unwrap().unwrap();
 
-    let pod = cache.pod(UID_A).unwrap();
+    // The list is fetched at start, in the background.
+    let pod = wait_until("the first pod list", Duration::from_secs(10), || {
+        cache.pod(UID_A)
+    });
     assert_eq!(
         (pod.namespace.as_str(), pod.name.as_str()),
         ("chatbot", "vllm-0")
@@ -62,9 +66,9 @@ fn pods_are_listed_for_this_node_with_the_token_cached_and_refreshed_on_a_miss()
     );
     assert!(requests[0].contains("Bearer s3cr3t"), "{}", requests[0]);
 
-    // A hit asks nothing; a miss right after a refresh waits for the refresh interval.
+    // A hit asks nothing; a miss asks the background thread, which lists again at most
+    // every `refresh`; the lookup itself answers at once.
     cache.pod(UID_A).unwrap();
-    assert!(cache.pod(UID_NEW).is_none());
     assert_eq!(server.requests().len(), 1);
     server.set_pods(&[FakePod {
         uid: UID_NEW,
@@ -72,9 +76,11 @@ fn pods_are_listed_for_this_node_with_the_token_cached_and_refreshed_on_a_miss()
         name: "job-1",
         labels: &[],
     }]);
-    std::thread::sleep(Duration::from_millis(250));
-    assert_eq!(cache.pod(UID_NEW).unwrap().namespace, "batch");
-    assert_eq!(server.requests().len(), 2);
+    let pod = wait_until("the new pod", Duration::from_secs(10), || {
+        cache.pod(UID_NEW)
+    });
+    assert_eq!(pod.namespace, "batch");
+    assert_eq!(server.requests().len(), 2, "misses coalesce into one list");
 }
 
 #[test]
@@ -205,10 +211,17 @@ fn pod_processes_resolve_by_label_then_namespace_and_a_late_pod_is_resolved_agai
         name: "job-1",
         labels: &[],
     }]);
-    std::thread::sleep(Duration::from_millis(250));
-    procfs.set_ticks(30, 30, 100);
-    procfs.set_host_stat(100, 0);
-    a.attribute(&channels).unwrap();
-    assert_eq!(project_uj(&a, "batch"), 1_000_000);
+    // The lookup happens in the background: cycles go on, the process is provisional
+    // (its energy in `unassigned`) until its pod is known, then its energy moves.
+    let mut ticks = 50;
+    wait_until("the late pod's energy", Duration::from_secs(10), || {
+        ticks += 50;
+        procfs.set_ticks(30, 30, ticks);
+        procfs.set_host_stat(ticks, 0);
+        a.attribute(&channels).unwrap();
+        let (batch, unassigned) = (project_uj(&a, "batch"), project_uj(&a, "unassigned"));
+        assert_eq!(batch + unassigned, 1_000_000, "every interval is conserved");
+        (batch == 1_000_000).then_some(())
+    });
     assert_eq!(project_uj(&a, "unassigned"), 0);
 }

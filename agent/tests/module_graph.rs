@@ -137,3 +137,35 @@ fn sampler_and_attribution_do_not_import_each_other() {
         modules.get("attribution")
     );
 }
+
+#[test]
+fn default_hardware_paths_live_in_the_configuration_alone() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let defaults = [
+        "\"/sys/class/powercap\"",
+        "\"/proc\"",
+        "\"libnvidia-ml.so.1\"",
+        "\"/var/lib/docker\"",
+        "\"/etc/passwd\"",
+        "\"/var/run/secrets/kubernetes.io/serviceaccount/token\"",
+    ];
+    let mut found_in_config = BTreeSet::new();
+    for f in all {
+        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for d in defaults {
+            if code.contains(d) {
+                assert!(rel.starts_with("config/"), "{d} appears in {rel}");
+                found_in_config.insert(d);
+            }
+        }
+    }
+    assert_eq!(
+        found_in_config.len(),
+        defaults.len(),
+        "every default is declared in config/: {found_in_config:?}"
+    );
+}

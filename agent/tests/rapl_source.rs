@@ -329,6 +329,10 @@ fn a_300_joule_backward_glitch_invents_nothing_and_is_counted() {
     let (got, truth, corrections) =
         run_with_glitch(300, 120, 100.0, |fp, z| fp.step_back_uj(z, 300_000_000));
     let error = (got as f64 - truth as f64).abs() / truth as f64;
+    eprintln!(
+        "300 J glitch: reported {got} µJ, truth {truth} µJ, error {:.3} %",
+        error * 100.0
+    );
     assert!(
         error < 0.005,
         "reported {got} µJ for a truth of {truth} µJ: {:.3} %",

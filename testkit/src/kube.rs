@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A pod for the fake list.
 pub struct FakePod<'a> {
@@ -18,6 +19,7 @@ pub struct FakeApiServer {
     pub url: String,
     body: Arc<Mutex<String>>,
     requests: Arc<Mutex<Vec<String>>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl FakeApiServer {
@@ -26,7 +28,8 @@ impl FakeApiServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let body = Arc::new(Mutex::new("{\"items\":[]}".to_string()));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (b, r) = (body.clone(), requests.clone());
+        let delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (b, r, d) = (body.clone(), requests.clone(), delay.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
@@ -40,6 +43,12 @@ impl FakeApiServer {
                     head.push_str(&line);
                 }
                 r.lock().unwrap().push(head);
+                // A slow API server: the answer comes after the delay (a stall the
+                // client must not wait for on its sampling path).
+                let stall = *d.lock().unwrap();
+                if !stall.is_zero() {
+                    std::thread::sleep(stall);
+                }
                 let body = b.lock().unwrap().clone();
                 let _ = write!(
                     stream,
@@ -52,7 +61,13 @@ impl FakeApiServer {
             url,
             body,
             requests,
+            delay,
         }
+    }
+
+    /// Every answer from now on comes `delay` after the request.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     /// Sets the pod list served from now on.

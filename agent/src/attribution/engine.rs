@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use empreinte_shared::{Component, MicroJoules, SourceKind};
 use serde::Serialize;
@@ -30,8 +31,7 @@ use crate::sources::GpuActivity;
 use crate::sources::estimate::CpuTimes;
 use empreinte_shared::split::split_exact;
 
-/// An interned project name.
-type ProjectId = usize;
+use super::projects::{ProjectId, Projects};
 
 /// How many processes the debug endpoint lists.
 pub const TOP_PROCESSES: usize = 25;
@@ -48,6 +48,8 @@ struct Tracked {
     delta: u64,
     /// In a pod whose metadata was not known yet: resolved again next cycle.
     provisional: bool,
+    /// Its environment could not be read (another user's process).
+    environ_unreadable: bool,
 }
 
 /// A project's energy for one (component, source).
@@ -88,6 +90,9 @@ pub struct ProcessResolution {
     pub rule: Option<usize>,
     pub reason: Arc<str>,
     pub cmdline: Arc<str>,
+    /// False when its environment could not be read (another user's process and no
+    /// CAP_SYS_PTRACE): rules on environment variables could not see it.
+    pub environ_readable: bool,
 }
 
 /// The split of the last interval and the totals so far.
@@ -96,6 +101,15 @@ pub struct AttributionState {
     pub projects: Vec<ProjectEnergy>,
     pub top_processes: Vec<ProcessShare>,
     pub processes_seen: usize,
+    /// Projects in memory (active within `attribution.project_window`), parked
+    /// (dormant, totals kept) and forgotten since the start.
+    pub projects_active: usize,
+    pub projects_dormant: usize,
+    pub projects_forgotten_total: u64,
+    /// Tracked processes whose environment could not be read (other users' processes,
+    /// without CAP_SYS_PTRACE): rules on environment variables (`EMPREINTE_PROJECT`)
+    /// cannot place them, so they fall to the next rules.
+    pub unreadable_processes: usize,
     /// Host CPU time of the last interval, in ticks, and how it was explained.
     pub host_ticks: u64,
     pub process_ticks: u64,
@@ -123,6 +137,7 @@ struct Resolved {
     reason: Arc<str>,
     cmdline: Arc<str>,
     provisional: bool,
+    environ_unreadable: bool,
 }
 
 /// Splits each interval's energy between projects.
@@ -136,11 +151,9 @@ pub struct Attributor {
     show_cmdline: bool,
     tracked: HashMap<u32, Tracked>,
     departed: HashMap<u32, ProjectId>,
-    names: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, ProjectId>,
+    projects: Projects,
     idle: ProjectId,
     unassigned: ProjectId,
-    totals: HashMap<(ProjectId, Component, SourceKind), (MicroJoules, MicroJoules)>,
     last_host: Option<CpuTimes>,
     cycle: u64,
     scan: Vec<ProcStat>,
@@ -149,6 +162,8 @@ pub struct Attributor {
     state: AttributionState,
     failed_intervals: u64,
     failed_energy: MicroJoules,
+    /// The unreadable processes were logged once (at the first interval that had any).
+    warned_unreadable: bool,
 }
 
 impl Attributor {
@@ -169,11 +184,9 @@ impl Attributor {
             show_cmdline: config.debug_full_cmdline,
             tracked: HashMap::new(),
             departed: HashMap::new(),
-            names: Vec::new(),
-            ids: HashMap::new(),
+            projects: Projects::new(config.project_window, config.max_dormant_projects),
             idle: 0,
             unassigned: 0,
-            totals: HashMap::new(),
             last_host: None,
             cycle: 0,
             scan: Vec::with_capacity(1024),
@@ -182,6 +195,7 @@ impl Attributor {
             state: AttributionState::default(),
             failed_intervals: 0,
             failed_energy: MicroJoules::ZERO,
+            warned_unreadable: false,
         };
         a.idle = a.intern(&config.idle_project);
         a.unassigned = a.intern(&config.unassigned_project);
@@ -195,17 +209,15 @@ impl Attributor {
     }
 
     fn intern(&mut self, name: &str) -> ProjectId {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let name: Arc<str> = Arc::from(name);
-        self.names.push(name.clone());
-        self.ids.insert(name, self.names.len() - 1);
-        self.names.len() - 1
+        self.projects.intern(name)
     }
 
     /// Resolves every running process now (for `empreinte agent check`).
     pub fn resolve_all(&mut self) -> Result<Vec<ProcessResolution>, String> {
+        if let Some(pods) = &self.pods {
+            // `check` is not the sampling path: it may wait for the first pod list.
+            pods.wait_first_list(super::kube::REQUEST_TIMEOUT + Duration::from_secs(1));
+        }
         self.scan.clear();
         self.procs
             .scan(&mut self.scan)
@@ -216,14 +228,20 @@ impl Attributor {
             if let Some(r) = self.resolve(pid) {
                 out.push(ProcessResolution {
                     pid,
-                    project: self.names[r.project].clone(),
+                    project: self.projects.name(r.project).clone(),
                     rule: r.rule,
                     reason: r.reason,
                     cmdline: r.cmdline,
+                    environ_readable: !r.environ_unreadable,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// True when some rule reads processes' environment.
+    pub fn needs_environ(&self) -> bool {
+        self.resolver.needs_environ()
     }
 
     /// The state after the last interval.
@@ -241,7 +259,7 @@ impl Attributor {
     /// returned.
     pub fn attribute(&mut self, interval: &IntervalEnergy) -> Result<(), String> {
         self.cycle += 1;
-        for v in self.totals.values_mut() {
+        for v in self.projects.totals.values_mut() {
             v.1 = MicroJoules::ZERO;
         }
         let split = self
@@ -251,7 +269,7 @@ impl Attributor {
             Ok(ticks) => (ticks, Ok(())),
             Err(e) => {
                 // Take back whatever this interval gave, then give it all to unassigned.
-                for v in self.totals.values_mut() {
+                for v in self.projects.totals.values_mut() {
                     v.0 = MicroJoules(v.0.0.saturating_sub(v.1.0));
                     v.1 = MicroJoules::ZERO;
                 }
@@ -269,6 +287,15 @@ impl Attributor {
                 (Ticks::default(), Err(e))
             }
         };
+        // Projects with live processes stay; the others leave after the window.
+        for t in self.tracked.values() {
+            self.projects.touch(t.project);
+        }
+        let (idle, unassigned) = (self.idle, self.unassigned);
+        self.projects
+            .advance(interval.duration.unwrap_or_default(), |id| {
+                id == idle || id == unassigned
+            });
         self.publish(ticks, interval);
         result
     }
@@ -308,7 +335,7 @@ impl Attributor {
         let idle_ticks = host_ticks.saturating_sub(busy_ticks.max(process_ticks));
 
         // CPU-time weights per project, in a fixed order: project ids.
-        let n = self.names.len();
+        let n = self.projects.len();
         self.weights.clear();
         self.weights.resize(n, 0);
         for t in self.tracked.values() {
@@ -359,6 +386,7 @@ impl Attributor {
     fn check_conservation(&self, interval: &IntervalEnergy) -> Result<(), String> {
         for (component, source, host) in interval.host_totals() {
             let given = self
+                .projects
                 .totals
                 .iter()
                 .filter(|((_, c, s), _)| *c == component && *s == source)
@@ -380,9 +408,7 @@ impl Attributor {
         source: SourceKind,
         e: MicroJoules,
     ) {
-        let entry = self.totals.entry((project, component, source)).or_default();
-        entry.0 += e;
-        entry.1 += e;
+        self.projects.add(project, component, source, e);
     }
 
     fn add_parts(&mut self, component: Component, source: SourceKind) {
@@ -469,6 +495,7 @@ impl Attributor {
                 program(&details.cmdline)
             }),
             provisional,
+            environ_unreadable: !details.environ_readable,
         })
     }
 
@@ -512,6 +539,7 @@ impl Attributor {
                         seen: self.cycle,
                         delta: if first { 0 } else { s.cpu_ticks },
                         provisional: r.provisional,
+                        environ_unreadable: r.environ_unreadable,
                     },
                 );
             }
@@ -532,10 +560,11 @@ impl Attributor {
     fn publish(&mut self, ticks: Ticks, interval: &IntervalEnergy) {
         let host_ticks = ticks.host;
         let mut projects: Vec<ProjectEnergy> = self
+            .projects
             .totals
             .iter()
             .map(|(&(p, component, source), &(total, last))| ProjectEnergy {
-                project: self.names[p].clone(),
+                project: self.projects.name(p).clone(),
                 component,
                 source,
                 total_uj: total.0,
@@ -573,10 +602,26 @@ impl Attributor {
                 }
             }
         }
+        let unreadable_processes = self
+            .tracked
+            .values()
+            .filter(|t| t.environ_unreadable)
+            .count();
+        if unreadable_processes > 0 && !self.warned_unreadable && self.resolver.needs_environ() {
+            self.warned_unreadable = true;
+            tracing::warn!(
+                processes = unreadable_processes,
+                "the environment of some processes cannot be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules (systemd unit, pod, user); empreinte_attribution_unreadable_processes counts them, `empreinte agent check` lists them"
+            );
+        }
         self.state = AttributionState {
             projects,
             top_processes,
             processes_seen: self.tracked.len(),
+            projects_active: self.projects.active(),
+            projects_dormant: self.projects.dormant(),
+            projects_forgotten_total: self.projects.forgotten_total,
+            unreadable_processes,
             host_ticks,
             process_ticks: ticks.process,
             unexplained_busy_ticks: ticks.unexplained,
@@ -592,7 +637,7 @@ impl Attributor {
     fn share(&self, pid: u32, t: &Tracked, host_ticks: u64) -> ProcessShare {
         ProcessShare {
             pid,
-            project: self.names[t.project].clone(),
+            project: self.projects.name(t.project).clone(),
             rule: t.rule,
             reason: t.reason.clone(),
             cmdline: t.cmdline.clone(),

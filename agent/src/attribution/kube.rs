@@ -1,9 +1,16 @@
 //! Kubernetes pod metadata (namespace, name, labels, annotations) by pod UID, from the
-//! API server (pods of this node) or the kubelet (`/pods`), cached and refreshed at most
-//! every `refresh` on a miss.
+//! API server (pods of this node) or the kubelet (`/pods`), cached.
+//!
+//! Lookups never block sampling: the pod list is fetched by a background thread of its
+//! own, at start and then on a cache miss at most every `refresh`. A lookup reads the
+//! cache under a short lock and, on a miss, only asks the thread for a refresh; the
+//! process stays provisional (its energy goes to its provisional project) until its pod
+//! is known, then it is resolved again. A slow or stalled API server delays pod names,
+//! never a sampling cycle.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -36,20 +43,44 @@ struct PodMetadata {
     annotations: std::collections::BTreeMap<String, String>,
 }
 
-/// Pod metadata by UID, cached.
+/// Timeout of one pod list request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest pod list accepted (a node runs at most a few hundred pods).
+pub const MAX_LIST_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What the background thread publishes.
+#[derive(Default)]
+struct Shared {
+    pods: HashMap<String, Arc<PodMeta>>,
+    /// A list (good or not) has been tried since the start.
+    tried: bool,
+    refreshes_total: u64,
+    errors_total: u64,
+}
+
+type SharedPods = Arc<(Mutex<Shared>, Condvar)>;
+
+fn lock(shared: &SharedPods) -> MutexGuard<'_, Shared> {
+    shared.0.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Pod metadata by UID, cached and refreshed by a background thread.
 pub struct PodCache {
+    shared: SharedPods,
+    wake: SyncSender<()>,
+}
+
+/// The HTTP side, owned by the background thread.
+struct Lister {
     agent: ureq::Agent,
     url: String,
     token: Option<String>,
-    refresh: Duration,
-    pods: HashMap<String, Arc<PodMeta>>,
-    last_refresh: Option<Stopwatch>,
-    pub refreshes_total: u64,
-    pub errors_total: u64,
 }
 
 impl PodCache {
-    /// Builds the client; `None` when the mode is `off`. Errors name the file or setting.
+    /// Builds the client (reading the token and CA files) and starts the background
+    /// thread, which lists the pods at once; `None` when the mode is `off`. Errors name
+    /// the file or setting.
     pub fn new(cfg: &KubernetesConfig) -> Result<Option<PodCache>, String> {
         let url = match cfg.mode {
             KubeMode::Off => return Ok(None),
@@ -90,41 +121,86 @@ impl PodCache {
             tls = tls.root_certs(ureq::tls::RootCerts::Specific(Arc::new(certs)));
         }
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(3)))
+            .timeout_global(Some(REQUEST_TIMEOUT))
             .tls_config(tls.build())
             .build()
             .new_agent();
-        Ok(Some(PodCache {
-            agent,
-            url,
-            token,
-            refresh: cfg.refresh,
-            pods: HashMap::new(),
-            last_refresh: None,
-            refreshes_total: 0,
-            errors_total: 0,
-        }))
+        let lister = Lister { agent, url, token };
+        let shared: SharedPods = Arc::default();
+        // One pending request at most: misses while a list is under way coalesce.
+        let (wake, requests) = std::sync::mpsc::sync_channel(1);
+        let refresh = cfg.refresh;
+        let worker_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("empreinte-pods".into())
+            .spawn(move || lister.run(&worker_shared, &requests, refresh))
+            .map_err(|e| format!("cannot start the pod lookup thread: {e}"))?;
+        Ok(Some(PodCache { shared, wake }))
     }
 
-    /// The pod with this UID: from the cache, else after a refresh if none happened in
-    /// the last `refresh`. `None` when unknown (yet).
+    /// The pod with this UID from the cache, at once. On a miss, asks the background
+    /// thread for a refresh (at most one every `refresh`) and returns `None`: the caller
+    /// tries again on a later cycle.
     pub fn pod(&mut self, uid: &str) -> Option<Arc<PodMeta>> {
-        if let Some(p) = self.pods.get(uid) {
+        if let Some(p) = lock(&self.shared).pods.get(uid) {
             return Some(p.clone());
         }
-        if self
-            .last_refresh
-            .as_ref()
-            .is_none_or(|w| w.elapsed() >= self.refresh)
-        {
-            self.refresh_now();
+        match self.wake.try_send(()) {
+            Ok(()) | Err(TrySendError::Full(())) => {}
+            Err(TrySendError::Disconnected(())) => {
+                tracing::warn!("the pod lookup thread is gone: pod rules see no new pod");
+            }
         }
-        self.pods.get(uid).cloned()
+        None
     }
 
-    fn refresh_now(&mut self) {
-        self.last_refresh = Some(Stopwatch::start());
-        self.refreshes_total += 1;
+    /// Waits until the first pod list was tried (answered or failed), at most `timeout`.
+    /// For `empreinte agent check`, never for sampling.
+    pub fn wait_first_list(&self, timeout: Duration) {
+        let (m, cv) = &*self.shared;
+        let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cv.wait_timeout_while(guard, timeout, |s| !s.tried);
+    }
+
+    /// Pod list requests made, and those that failed.
+    pub fn stats(&self) -> (u64, u64) {
+        let s = lock(&self.shared);
+        (s.refreshes_total, s.errors_total)
+    }
+}
+
+impl Lister {
+    /// Lists at once, then on every request, at most every `refresh`; ends when the
+    /// cache is dropped.
+    fn run(self, shared: &SharedPods, requests: &Receiver<()>, refresh: Duration) {
+        loop {
+            let watch = Stopwatch::start();
+            let list = self.list();
+            {
+                let mut s = lock(shared);
+                s.refreshes_total += 1;
+                s.tried = true;
+                match list {
+                    Ok(pods) => s.pods = pods,
+                    Err(e) => {
+                        s.errors_total += 1;
+                        tracing::warn!(url = %self.url, error = %e, "cannot list pods; pod rules wait for the next refresh");
+                    }
+                }
+            }
+            shared.1.notify_all();
+            if requests.recv().is_err() {
+                return;
+            }
+            if let Some(left) = refresh.checked_sub(watch.elapsed()) {
+                std::thread::sleep(left);
+            }
+            // Misses that arrived meanwhile are served by this one list.
+            while requests.try_recv().is_ok() {}
+        }
+    }
+
+    fn list(&self) -> Result<HashMap<String, Arc<PodMeta>>, String> {
         let mut req = self
             .agent
             .get(&self.url)
@@ -132,42 +208,30 @@ impl PodCache {
         if let Some(t) = &self.token {
             req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        let list: Result<PodList, String> = req
-            .call()
-            .map_err(|e| e.to_string())
-            .and_then(|mut r| {
-                r.body_mut()
-                    .with_config()
-                    .limit(256 * 1024 * 1024)
-                    .read_to_string()
-                    .map_err(|e| e.to_string())
+        let text = req.call().map_err(|e| e.to_string()).and_then(|mut r| {
+            r.body_mut()
+                .with_config()
+                .limit(MAX_LIST_BYTES)
+                .read_to_string()
+                .map_err(|e| e.to_string())
+        })?;
+        let list =
+            serde_json::from_str::<PodList>(&text).map_err(|e| format!("not a pod list: {e}"))?;
+        Ok(list
+            .items
+            .into_iter()
+            .map(|p| {
+                let m = p.metadata;
+                (
+                    m.uid,
+                    Arc::new(PodMeta {
+                        namespace: m.namespace,
+                        name: m.name,
+                        labels: m.labels,
+                        annotations: m.annotations,
+                    }),
+                )
             })
-            .and_then(|text| {
-                serde_json::from_str::<PodList>(&text).map_err(|e| format!("not a pod list: {e}"))
-            });
-        match list {
-            Ok(list) => {
-                self.pods = list
-                    .items
-                    .into_iter()
-                    .map(|p| {
-                        let m = p.metadata;
-                        (
-                            m.uid,
-                            Arc::new(PodMeta {
-                                namespace: m.namespace,
-                                name: m.name,
-                                labels: m.labels,
-                                annotations: m.annotations,
-                            }),
-                        )
-                    })
-                    .collect();
-            }
-            Err(e) => {
-                self.errors_total += 1;
-                tracing::warn!(url = %self.url, error = %e, "cannot list pods; pod rules wait for the next refresh");
-            }
-        }
+            .collect())
     }
 }

@@ -32,6 +32,9 @@ pub struct ProcDetails {
     pub cmdline: String,
     /// Raw `environ`: `KEY=VALUE` entries separated by NUL bytes (empty when unreadable).
     pub environ: Vec<u8>,
+    /// False when `environ` could not be read for lack of permission: another user's
+    /// process, and the agent has neither the same uid nor CAP_SYS_PTRACE.
+    pub environ_readable: bool,
     /// Raw content of `/proc/PID/cgroup`.
     pub cgroup: String,
 }
@@ -268,9 +271,11 @@ impl ProcessSource for ProcFs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(_) => String::new(),
         };
-        let environ = match self.read_into_buf(pid, "environ") {
-            Ok(()) => std::mem::take(&mut self.buf),
-            Err(_) => Vec::new(), // another user's process without CAP_SYS_PTRACE: no environment
+        let (environ, environ_readable) = match self.read_into_buf(pid, "environ") {
+            Ok(()) => (std::mem::take(&mut self.buf), true),
+            // Another user's process without CAP_SYS_PTRACE: no environment.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => (Vec::new(), false),
+            Err(_) => (Vec::new(), true),
         };
         let mut cmdline = match self.read_into_buf(pid, "cmdline") {
             Ok(()) => self
@@ -289,6 +294,7 @@ impl ProcessSource for ProcFs {
             uid,
             cmdline,
             environ,
+            environ_readable,
             cgroup,
         })
     }

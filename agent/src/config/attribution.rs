@@ -16,6 +16,7 @@
 //! Giving `rules` replaces the default rules ([`default_rules`]).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,11 @@ pub const MAX_PROJECT_LEN: usize = 128;
 pub const DEFAULT_PASSWD_FILE: &str = "/etc/passwd";
 /// Default Docker data root (container names and labels).
 pub const DEFAULT_DOCKER_ROOT: &str = "/var/lib/docker";
+/// Shortest and longest window of activity that keeps a project in memory.
+pub const MIN_PROJECT_WINDOW: Duration = Duration::from_secs(60);
+pub const MAX_PROJECT_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+/// The most dormant projects whose totals can be parked.
+pub const MAX_DORMANT_PROJECTS: usize = 1_000_000;
 
 /// Where the energy that no process's CPU time explains goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +65,14 @@ pub struct AttributionConfig {
     /// Docker's data root, for container names and labels (`container`,
     /// `container_label` rules).
     pub docker_root: PathBuf,
+    /// A project that received no energy and had no live process for this long leaves
+    /// the attributor's maps and `/metrics` (its totals are parked; it resumes them if it
+    /// comes back). Bounds memory by the projects active in this window.
+    #[serde(with = "humantime_serde")]
+    pub project_window: Duration,
+    /// The most projects parked past the window; beyond, the longest-dormant are
+    /// forgotten (one that returns starts from zero). 0: none parked.
+    pub max_dormant_projects: usize,
     pub kubernetes: KubernetesConfig,
 }
 
@@ -72,6 +86,8 @@ impl Default for AttributionConfig {
             rules: Vec::new(),
             debug_full_cmdline: false,
             docker_root: PathBuf::from(DEFAULT_DOCKER_ROOT),
+            project_window: Duration::from_secs(3600),
+            max_dormant_projects: 10_000,
             kubernetes: KubernetesConfig::default(),
         }
     }
@@ -148,7 +164,14 @@ impl RuleConfig {
 }
 
 /// The rules used when the configuration gives none: the `EMPREINTE_PROJECT` variable,
-/// then a pod's `empreinte.io/project` label, then a pod's namespace.
+/// then a pod's `empreinte.io/project` label, then a pod's namespace, then the systemd
+/// service (`vllm.service` → `vllm`).
+///
+/// The last rule needs no privilege: the shipped unit runs the agent as an unprivileged
+/// user, which cannot read other users' `/proc/PID/environ` (that takes CAP_SYS_PTRACE,
+/// which would also let it read their memory), so a service labelled only by
+/// `EMPREINTE_PROJECT` still lands in a project named after its unit rather than in
+/// `unassigned`. See docs/attribution.md.
 pub fn default_rules() -> Vec<RuleConfig> {
     vec![
         RuleConfig {
@@ -164,6 +187,11 @@ pub fn default_rules() -> Vec<RuleConfig> {
         RuleConfig {
             pod_namespace: Some("*".into()),
             project_from: Some(ProjectFrom::PodNamespace),
+            ..RuleConfig::default()
+        },
+        RuleConfig {
+            systemd_unit: Some("*.service".into()),
+            project_from: Some(ProjectFrom::SystemdUnit),
             ..RuleConfig::default()
         },
     ]
@@ -206,6 +234,26 @@ impl AttributionConfig {
             if let Err(e) = sanitize_project(name) {
                 problems.push(ConfigProblem::new(key, format!("{name:?}: {e}")));
             }
+        }
+        if self.project_window < MIN_PROJECT_WINDOW || self.project_window > MAX_PROJECT_WINDOW {
+            problems.push(ConfigProblem::new(
+                "attribution.project_window",
+                format!(
+                    "{} is out of range: allowed from {} to {}",
+                    humantime::format_duration(self.project_window),
+                    humantime::format_duration(MIN_PROJECT_WINDOW),
+                    humantime::format_duration(MAX_PROJECT_WINDOW)
+                ),
+            ));
+        }
+        if self.max_dormant_projects > MAX_DORMANT_PROJECTS {
+            problems.push(ConfigProblem::new(
+                "attribution.max_dormant_projects",
+                format!(
+                    "{} is too many: at most {MAX_DORMANT_PROJECTS}",
+                    self.max_dormant_projects
+                ),
+            ));
         }
         for (i, c) in self.effective_rules().iter().enumerate() {
             let mut bad = |k: &str, message: String| {

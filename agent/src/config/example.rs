@@ -59,9 +59,16 @@ passwd_file = "/etc/passwd"
 debug_full_cmdline = false
 # Docker's data root: container names and labels for container rules.
 docker_root = "/var/lib/docker"
+# A project with no energy and no live process for this long leaves memory and
+# /metrics; its totals are parked (up to max_dormant_projects, then the longest-dormant
+# are forgotten) and resumed if it comes back.
+project_window = "{project_window}"
+max_dormant_projects = {max_dormant}
 # Ordered rules, first match wins; giving any replaces the defaults, which are:
 # the EMPREINTE_PROJECT environment variable, then a pod's empreinte.io/project label,
-# then a pod's namespace. Matchers (all given must match): env, env_value (regex),
+# then a pod's namespace, then the systemd service (vllm.service: project "vllm"). An
+# unprivileged agent (the shipped unit) cannot read other users' environment: their
+# processes fall to the later rules (docs/attribution.md). Matchers (all given must match): env, env_value (regex),
 # systemd_unit (glob), container (glob on the id or Docker name), container_label,
 # pod_namespace (glob), pod_label, pod_annotation, user, cmdline (regex). Project:
 # project = "name", or project_from = "env" | "systemd_unit" | "container_name" |
@@ -124,6 +131,8 @@ max_batches_per_push = {max_batches}
             spool_max_age = humantime::format_duration(d.push.spool_max_age),
             push_timeout = humantime::format_duration(d.push.timeout),
             max_batches = d.push.max_batches_per_push,
+            project_window = humantime::format_duration(d.attribution.project_window),
+            max_dormant = d.attribution.max_dormant_projects,
         )
     }
 }

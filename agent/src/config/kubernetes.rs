@@ -18,7 +18,7 @@ pub const DEFAULT_API_URL: &str = "https://kubernetes.default.svc";
 /// the configuration is loaded, never by validation.
 pub const NODE_NAME_VAR: &str = "NODE_NAME";
 /// Shortest and longest pause between two pod list requests.
-pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+pub const MIN_REFRESH: Duration = Duration::from_millis(100);
 pub const MAX_REFRESH: Duration = Duration::from_secs(3600);
 
 /// Where pod metadata comes from.
