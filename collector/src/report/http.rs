@@ -57,11 +57,22 @@ pub async fn report(
         .map_err(AppError::BadQuery)?;
     let now_s = i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX);
     let m = parse_report_month(&state.tz, label, now_s)?;
-    let data = if format == Format::Csv {
-        build(state.store.as_ref(), config, &state.tz, &m, now_s).await?
-    } else {
-        build_summary(state.store.as_ref(), config, &state.tz, &m, now_s).await?
-    };
+    // Building the report (its store reads and the aggregation) runs on the blocking
+    // pool too, so a large month never holds an async worker.
+    let handle = tokio::runtime::Handle::current();
+    let builder = state.clone();
+    let data = off_async(move || {
+        let s = &builder;
+        handle.block_on(async {
+            let config = s.planner.config();
+            if format == Format::Csv {
+                build(s.store.as_ref(), config, &s.tz, &m, now_s).await
+            } else {
+                build_summary(s.store.as_ref(), config, &s.tz, &m, now_s).await
+            }
+        })
+    })
+    .await??;
     let (data, body): (_, Vec<u8>) = if format == Format::Pdf {
         // Wait for a Chromium slot first: a queued request holds no browser.
         let slot = tokio::time::timeout(
