@@ -235,15 +235,21 @@ pub fn lock_data_dir(dir: &Path) -> anyhow::Result<empreinte_agent::push::lock::
 }
 
 /// Sets `dir` to 0700 when group or others may read it (a directory made by an older
-/// version, or by hand).
+/// version, or by hand). A directory this user does not own (a volume mounted by root
+/// with a group for the collector) stays as it is, with a warning.
 pub fn make_private(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make {} private (chmod 700)", dir.display()))?;
-        tracing::info!(dir = %dir.display(), previous = format!("{mode:o}"), "data directory made private (0700)");
+        match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            Ok(()) => {
+                tracing::info!(dir = %dir.display(), previous = format!("{mode:o}"), "data directory made private (0700)")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), error = %e, "the data directory is readable by others and cannot be made private; the files in it are 0600")
+            }
+        }
     }
     Ok(())
 }

@@ -172,7 +172,7 @@ fn slow_bodies_without_a_token_cost_almost_nothing() {
     assert!(took < Duration::from_secs(1), "the push took {took:?}");
     let rss = c.rss_kib();
     eprintln!(
-        "collector RSS: {rss_before} KiB before, {rss} KiB with 200 slow unauthenticated bodies"
+        "collector RSS: {rss_before} KiB before, {rss} KiB with 200 slow unauthenticated bodies; authenticated push answered in {took:?}"
     );
     assert!(rss < 64 * 1024, "RSS {rss} KiB");
     drop(slow);
@@ -188,13 +188,16 @@ fn idle_connections_cannot_lock_clients_out_under_a_low_open_files_limit() {
     // 2,000 connections that never send a byte (more than the open-files limit).
     let mut idle = Vec::new();
     let t = Stopwatch::start();
-    for _ in 0..2000 {
+    let mut failed = 0;
+    while idle.len() < 2000 && failed < 20 {
+        // Past the accept queue the kernel drops SYNs until idle connections time out
+        // and free slots: a connect may take a few retransmissions.
         match TcpStream::connect_timeout(
             &format!("127.0.0.1:{}", c.port).parse().unwrap(),
-            Duration::from_secs(2),
+            Duration::from_secs(15),
         ) {
             Ok(s) => idle.push(s),
-            Err(_) => break,
+            Err(_) => failed += 1,
         }
     }
     eprintln!("{} connections in {:?}", idle.len(), t.elapsed());

@@ -361,3 +361,75 @@ fn plain_http_on_a_network_address_warns_that_tokens_travel_in_clear() {
     );
     c.child.kill().unwrap();
 }
+
+#[test]
+fn a_client_ca_makes_client_certificates_required() {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("collector");
+    std::fs::create_dir_all(&data).unwrap();
+    let server = make_pki(dir.path(), "server");
+    let clients = make_pki(dir.path(), "clients");
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n",
+            server.cert.display(),
+            server.key.display(),
+            clients.ca.display()
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let log = data.join("collector.log");
+    let mut collector = Collector {
+        child: Command::new(BIN)
+            .args([
+                "collector",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let roots = RootCerts::Specific(std::sync::Arc::new(vec![
+        Certificate::from_pem(&std::fs::read(&server.ca).unwrap()).unwrap(),
+    ]));
+    let client = |cert: Option<&Pki>| {
+        let mut tls = TlsConfig::builder().root_certs(roots.clone());
+        if let Some(c) = cert {
+            tls = tls.client_cert(Some(ClientCert::new_with_certs(
+                &[Certificate::from_pem(&std::fs::read(&c.cert).unwrap()).unwrap()],
+                PrivateKey::from_pem(&std::fs::read(&c.key).unwrap()).unwrap(),
+            )));
+        }
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .tls_config(tls.build())
+            .build()
+            .new_agent()
+    };
+    let url = format!("https://localhost:{port}/healthz");
+    wait_for("the collector answers a client with a certificate", || {
+        assert!(
+            collector.child.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&collector.log).unwrap_or_default()
+        );
+        get(&client(Some(&clients)), &url, "").is_ok()
+    });
+    // Without a certificate, or with one from another CA: no answer.
+    assert!(get(&client(None), &url, "").is_err());
+    assert!(get(&client(Some(&server)), &url, "").is_err());
+    collector.child.kill().unwrap();
+}

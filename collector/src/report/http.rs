@@ -57,7 +57,21 @@ pub async fn report(
         .map_err(AppError::BadQuery)?;
     let now_s = i64::try_from(now_unix_ms() / 1000).unwrap_or(i64::MAX);
     let m = parse_report_month(&state.tz, label, now_s)?;
-    let data = build_summary(state.store.as_ref(), config, &state.tz, &m, now_s).await?;
+    // Building the summary (its store reads and the aggregation) runs on the blocking
+    // pool too, so a large month never holds an async worker.
+    let handle = tokio::runtime::Handle::current();
+    let builder = state.clone();
+    let data = off_async(move || {
+        let s = &builder;
+        handle.block_on(build_summary(
+            s.store.as_ref(),
+            s.planner.config(),
+            &s.tz,
+            &m,
+            now_s,
+        ))
+    })
+    .await??;
     if format == Format::Csv {
         // Streamed page by page: the month's hourly rows are never all in memory.
         let disposition = format!(
