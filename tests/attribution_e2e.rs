@@ -79,10 +79,14 @@ fn busy_processes_get_their_share_and_nothing_is_lost_or_counted_twice() {
         Busy::spawn("beta"),
     ];
     agent.wait_cycles(3);
+    let ticks =
+        |b: &[Busy]| -> (u64, u64) { (b[0].cpu_ticks() + b[1].cpu_ticks(), b[2].cpu_ticks()) };
     let before = debug(&agent);
+    let ticks_before = ticks(&busy);
     // A window of 15 sampling cycles (3 s at 200 ms), however slow the machine.
     agent.wait_cycles(15);
     let after = debug(&agent);
+    let ticks_after = ticks(&busy);
     drop(busy);
     stop.store(true, Ordering::Relaxed);
     let _fp = power.join().unwrap();
@@ -110,16 +114,21 @@ fn busy_processes_get_their_share_and_nothing_is_lost_or_counted_twice() {
         );
     }
 
-    // Shares over the 3 s window. Stated tolerance: alpha/beta = 2 within ±35 % (the
-    // scheduler shares 2 CPUs between 3 spinning processes and the other tests).
+    // Shares over the 3 s window, against the ground truth: the CPU time the kernel
+    // charged to each project's processes over the same window (read by the test from
+    // /proc). On a loaded machine the scheduler does not give alpha's two processes
+    // twice beta's one, so the nominal 2 is not the truth. Stated tolerance ±25 % (the
+    // test's reads and the agent's cycles are not at the same instants).
     let delta = |p: &str| project_uj(&after, p, "cpu") - project_uj(&before, p, "cpu");
     let (alpha, beta) = (delta("alpha") as f64, delta("beta") as f64);
     assert!(beta > 0.0, "beta got energy");
     let ratio = alpha / beta;
-    eprintln!("alpha {alpha} µJ, beta {beta} µJ, ratio {ratio:.2}");
+    let truth =
+        (ticks_after.0 - ticks_before.0) as f64 / (ticks_after.1 - ticks_before.1).max(1) as f64;
+    eprintln!("alpha {alpha} µJ, beta {beta} µJ, ratio {ratio:.2}; CPU time ratio {truth:.2}");
     assert!(
-        (1.3..=2.7).contains(&ratio),
-        "alpha/beta = {ratio:.2}, expected 2 ± 35 %"
+        (ratio / truth - 1.0).abs() <= 0.25,
+        "alpha/beta = {ratio:.2}, the processes' CPU time says {truth:.2} (± 25 %)"
     );
     let top = &after["attribution"]["top_processes"];
     let alpha_proc = top

@@ -33,8 +33,8 @@ pub struct HostState {
     /// Wall time of the longest cycle since the start.
     pub max_cycle_seconds: f64,
     /// The per-project split, when attribution is on.
+    /// (Failed intervals are counted there: `failed_intervals_total`.)
     pub attribution: Option<AttributionState>,
-    pub attribution_errors_total: u64,
 }
 
 /// One channel's counters.
@@ -193,7 +193,6 @@ impl Sampler {
         host.max_interval = host.max_interval.max(duration);
         if let Some(attributor) = attributor {
             if let Err(e) = attributor.attribute(interval) {
-                host.attribution_errors_total += 1;
                 tracing::warn!(error = %e, "attribution failed for this interval: its energy goes to the unassigned project");
             }
             host.attribution = Some(attributor.state().clone());

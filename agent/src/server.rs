@@ -25,6 +25,8 @@ pub struct AppState {
     pub info: Arc<AgentInfo>,
     /// Present when pushing to a collector is configured.
     pub push: Option<SharedPushMetrics>,
+    /// The sampling clock, which dates the batches (and so their age).
+    pub clock: MonotonicClock,
 }
 
 /// The agent's HTTP routes.
@@ -83,7 +85,8 @@ async fn metrics_handler(State(state): State<AppState>) -> Response {
         metrics::render_with_push(
             &host,
             &state.info,
-            push.as_ref().map(|p| (p, crate::clock::unix_ms())),
+            push.as_ref()
+                .map(|p| (p, state.clock.anchor().unix_ms(state.clock.now()))),
         )
     };
     match rendered {
@@ -141,6 +144,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
             interval_seconds: config.interval.as_secs_f64(),
         }),
         push: push.as_ref().map(PushRuntime::metrics),
+        clock,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -420,6 +420,15 @@ impl Busy {
                 .unwrap(),
         )
     }
+
+    /// CPU time used so far (user + system), in clock ticks, from `/proc/PID/stat`.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.0.id())).unwrap();
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_comm.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5), counted from `state` (field 3) here.
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
 }
 
 impl Drop for Busy {
