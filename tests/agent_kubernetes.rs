@@ -108,8 +108,17 @@ fn a_stalling_api_server_never_makes_a_sampling_cycle_late() {
     let cycles = value(&samples, "empreinte_agent_sampling_cycles_total", &[]).unwrap();
     eprintln!("{cycles} cycles: longest gap {gap:.3} s, longest cycle {longest:.3} s");
     assert!(cycles >= 6.0, "{cycles} cycles");
+    // What the agent controls: no cycle waits on the API (a lookup inside the cycle would
+    // make one last the 3 s stall). Its length stays within 10 % of the interval.
     assert!(
-        gap <= INTERVAL_S * 1.1,
+        longest <= INTERVAL_S * 0.1,
+        "a sampling cycle took {:.0} ms (the API stalls 3 s per request)",
+        longest * 1e3
+    );
+    // The gap between samples also carries the test machine's scheduling delays (CI
+    // runs this beside other tests on 2 cores): a looser bound, still far below a stall.
+    assert!(
+        gap <= INTERVAL_S * 1.5,
         "a sampling cycle was {:.0} ms late (longest cycle {:.0} ms)",
         (gap - INTERVAL_S) * 1e3,
         longest * 1e3
