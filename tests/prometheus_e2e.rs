@@ -563,6 +563,31 @@ scrape_configs:
         stable,
         "stored by the collector against measured by host-a"
     );
+    let per_project_stored = |query: &str| -> BTreeMap<String, u64> {
+        collector.get(&reader, query)["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["key"].as_str().unwrap().to_string(),
+                    r["exact"]["energy_uj"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        per_project_stored(
+            "/api/v1/footprint?from=2020-01-01&to=2100-01-01&group_by=project&host=host-a"
+        ),
+        attributed,
+        "stored per project against attributed by host-a"
+    );
+    // The footprint counters start from the stored totals (they survive the restart
+    // after the seed run): they hold everything stored, the seed host's energy too.
+    let all =
+        per_project_stored("/api/v1/footprint?from=2020-01-01&to=2100-01-01&group_by=project");
+    assert!(all.len() >= attributed.len(), "{all:?}");
     prom.wait_scrape_after_now(r#"job="empreinte-collector""#);
     let footprint = prom.query("sum by (project) (empreinte_footprint_energy_joules_total)");
     let footprint: BTreeMap<String, f64> = footprint
@@ -571,9 +596,9 @@ scrape_configs:
         .collect();
     assert_eq!(
         footprint.keys().collect::<Vec<_>>(),
-        attributed.keys().collect::<Vec<_>>()
+        all.keys().collect::<Vec<_>>()
     );
-    for (p, uj) in &attributed {
+    for (p, uj) in &all {
         assert_close(footprint[p], *uj as f64 / 1e6, &format!("stored for {p}"));
     }
     let refused =
