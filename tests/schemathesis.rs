@@ -25,7 +25,10 @@ fn push_body(agent: &str) -> String {
 /// Runs schemathesis; gives the number of test cases it generated.
 fn schemathesis(st: &str, base: &str, token: &str, extra: &[&str]) -> u64 {
     let doc = tools::root().join("collector/openapi.json");
+    // Its cache (.schemathesis/) goes to a temp dir, not into the checkout.
+    let cwd = tempfile::tempdir().unwrap();
     let out = Command::new(st)
+        .current_dir(cwd.path())
         .arg("run")
         .arg(&doc)
         .args(["--url", base])
