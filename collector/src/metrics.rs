@@ -1,9 +1,9 @@
 //! The collector's Prometheus exposition.
 //!
-//! Footprint counters are the store's totals: at start they are read from the database
-//! ([`Metrics::seed`]), then each stored push adds to them (integer µJ and µg, rendered
-//! at scrape time). A restart, even after a SIGKILL, is therefore not a counter reset,
-//! and `increase()` over a month is right across crashes. Budget and intensity gauges
+//! Footprint counters are the store's totals (its monthly rollups), read at start and at
+//! every scrape ([`Metrics::seed`]); between scrapes each stored push adds to them. A
+//! restart, even after a SIGKILL, is therefore not a counter reset (the stored totals
+//! only grow), and `increase()` over a month is right across crashes. Budget and intensity gauges
 //! are refreshed from the store in the background.
 
 use std::collections::BTreeMap;

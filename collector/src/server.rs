@@ -110,6 +110,12 @@ async fn metrics(
             return AppError::Auth(e).into_response();
         }
     }
+    // The footprint counters are the store's totals (monthly rollups) at scrape time:
+    // exactly what a restart starts from, so they never go back across one.
+    if let Err(e) = seed_metrics(&state).await {
+        return AppError::Unavailable(format!("cannot read the stored totals: {e}"))
+            .into_response();
+    }
     match state.store.agents().await {
         Ok(agents) => (
             [(
