@@ -16,7 +16,7 @@ use empreinte_agent::attribution::rules::Resolver;
 use empreinte_agent::attribution::users::UserNames;
 use empreinte_agent::clock::SampleTime;
 use empreinte_agent::config::AttributionConfig;
-use empreinte_agent::metrics::{self, AgentInfo};
+use empreinte_agent::metrics::{self, ExportInfo};
 use empreinte_agent::push::PushMetrics;
 use empreinte_agent::sampler::Sampler;
 use empreinte_agent::sources::EnergySource;
@@ -143,7 +143,7 @@ fn every_series_the_agent_exports_passes_promtool() {
     };
     let text = metrics::render_with_push(
         &host,
-        &AgentInfo {
+        &ExportInfo {
             interval_seconds: 1.0,
         },
         Some((&push, 1_700_000_001_000)),

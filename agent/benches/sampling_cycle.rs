@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use empreinte_agent::clock::SampleTime;
-use empreinte_agent::metrics::{self, AgentInfo};
+use empreinte_agent::metrics::{self, ExportInfo};
 use empreinte_agent::sampler::Sampler;
 use empreinte_agent::sources::EnergySource;
 use empreinte_agent::sources::estimate::{Estimate, EstimateScope};
@@ -64,7 +64,7 @@ fn cycle(c: &mut Criterion) {
         sampler.cycle(SampleTime::from_monotonic(Duration::from_secs(i)));
     }
     let state = sampler.state();
-    let info = AgentInfo {
+    let info = ExportInfo {
         interval_seconds: 1.0,
     };
     c.bench_function("render_metrics_11_channels", |b| {

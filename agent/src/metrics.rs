@@ -17,7 +17,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Static facts the agent exports alongside the state.
 #[derive(Clone, Debug)]
-pub struct AgentInfo {
+pub struct ExportInfo {
     pub interval_seconds: f64,
 }
 
@@ -41,7 +41,7 @@ fn host_labels<'a>(
 }
 
 /// The metric families for `host` (without the text encoding).
-pub fn families(host: &HostState, info: &AgentInfo) -> Vec<MetricFamily> {
+pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
     use MetricType::{COUNTER, GAUGE};
     let mut energy = Family::new(
         "empreinte_host_energy_joules_total",
@@ -288,7 +288,7 @@ fn watts(uj: u64, secs: f64) -> f64 {
 pub use crate::push::metrics::push_families;
 
 /// The Prometheus text exposition of `host`.
-pub fn render(host: &HostState, info: &AgentInfo) -> Result<String, prometheus::Error> {
+pub fn render(host: &HostState, info: &ExportInfo) -> Result<String, prometheus::Error> {
     render_with_push(host, info, None)
 }
 
@@ -296,7 +296,7 @@ pub fn render(host: &HostState, info: &AgentInfo) -> Result<String, prometheus::
 /// the current Unix time in ms).
 pub fn render_with_push(
     host: &HostState,
-    info: &AgentInfo,
+    info: &ExportInfo,
     push: Option<(&PushMetrics, u64)>,
 ) -> Result<String, prometheus::Error> {
     let mut families = families(host, info);

@@ -77,7 +77,8 @@ impl SharedState {
     }
 }
 
-struct Slot {
+/// A source and where its channels start in the host state.
+struct PolledSource {
     source: Box<dyn EnergySource>,
     /// Index of this source's first channel in `HostState::channels`.
     first_channel: usize,
@@ -85,7 +86,7 @@ struct Slot {
 
 /// Polls the sources and keeps the counters.
 pub struct Sampler {
-    slots: Vec<Slot>,
+    polled: Vec<PolledSource>,
     scratch: Vec<ChannelEnergy>,
     /// Published to `state` at the end of each cycle: the lock is held only for that copy,
     /// never while sources are polled or processes scanned, so scrapes do not wait.
@@ -106,7 +107,7 @@ pub struct CycleReport {
 impl Sampler {
     pub fn new(sources: Vec<Box<dyn EnergySource>>) -> Sampler {
         let mut host = HostState::default();
-        let mut slots = Vec::with_capacity(sources.len());
+        let mut polled = Vec::with_capacity(sources.len());
         for source in sources {
             let first_channel = host.channels.len();
             host.channels
@@ -124,7 +125,7 @@ impl Sampler {
                 last_error: None,
                 stopped: false,
             });
-            slots.push(Slot {
+            polled.push(PolledSource {
                 source,
                 first_channel,
             });
@@ -137,7 +138,7 @@ impl Sampler {
                 .collect(),
         );
         Sampler {
-            slots,
+            polled,
             scratch: Vec::with_capacity(64),
             state: SharedState(Arc::new(Mutex::new(host.clone()))),
             host,
@@ -212,7 +213,7 @@ impl Sampler {
         // GPU processes are read (and their samples drained) only for the attribution.
         let want_gpu = self.attributor.is_some();
         let Sampler {
-            slots,
+            polled,
             scratch,
             host,
             interval,
@@ -224,14 +225,17 @@ impl Sampler {
             c.energy = MicroJoules::ZERO;
             c.corrections = Corrections::default();
         }
-        for (i, slot) in slots.iter_mut().enumerate() {
+        for (i, polled_source) in polled.iter_mut().enumerate() {
             if host.sources[i].stopped {
                 continue;
             }
             scratch.clear();
-            let result = slot.source.poll(at, scratch);
+            let result = polled_source.source.poll(at, scratch);
             for e in scratch.iter() {
-                let Some(c) = interval.channels.get_mut(slot.first_channel + e.channel) else {
+                let Some(c) = interval
+                    .channels
+                    .get_mut(polled_source.first_channel + e.channel)
+                else {
                     continue;
                 };
                 c.energy += e.energy;
@@ -255,13 +259,17 @@ impl Sampler {
                     s.last_error = Some(text);
                 }
             }
-            for ch in 0..slot.source.channels().len() {
+            for ch in 0..polled_source.source.channels().len() {
                 if !want_gpu {
                     break;
                 }
-                if slot.source.channels()[ch].component == Some(empreinte_shared::Component::Gpu) {
-                    if let Some(a) = slot.source.gpu_activity(ch) {
-                        interval.gpu_activity.push((slot.first_channel + ch, a));
+                if polled_source.source.channels()[ch].component
+                    == Some(empreinte_shared::Component::Gpu)
+                {
+                    if let Some(a) = polled_source.source.gpu_activity(ch) {
+                        interval
+                            .gpu_activity
+                            .push((polled_source.first_channel + ch, a));
                     }
                 }
             }

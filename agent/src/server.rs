@@ -12,7 +12,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::clock::{MonotonicClock, SampleTime};
 use crate::config::AgentConfig;
-use crate::metrics::{self, AgentInfo};
+use crate::metrics::{self, ExportInfo};
 use crate::push::SharedPushMetrics;
 use crate::push::wiring::{CycleInput, Feed, PushRuntime};
 use crate::sampler::{Sampler, SharedState};
@@ -22,7 +22,7 @@ use crate::sources;
 #[derive(Clone)]
 pub struct AppState {
     pub host: SharedState,
-    pub info: Arc<AgentInfo>,
+    pub info: Arc<ExportInfo>,
     /// Present when pushing to a collector is configured.
     pub push: Option<SharedPushMetrics>,
     /// The sampling clock, which dates the batches (and so their age).
@@ -140,7 +140,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     };
     let state = AppState {
         host: sampler.state(),
-        info: Arc::new(AgentInfo {
+        info: Arc::new(ExportInfo {
             interval_seconds: config.interval.as_secs_f64(),
         }),
         push: push.as_ref().map(PushRuntime::metrics),
