@@ -36,31 +36,6 @@ pub fn find_chromium(explicit: Option<&Path>) -> Result<PathBuf, ReportError> {
     )))
 }
 
-/// A directory removed when dropped.
-pub struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    pub fn new() -> Result<ScratchDir, ReportError> {
-        let mut bytes = [0u8; 8];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| ReportError::Render(format!("no randomness for a temp dir: {e}")))?;
-        let name: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let dir = std::env::temp_dir().join(format!("empreinte-report-{name}"));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| ReportError::Render(format!("cannot create {}: {e}", dir.display())))?;
-        Ok(ScratchDir(dir))
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The flags every headless run gets: no sandbox (containers, root), no GPU, no network
 /// chatter, a fresh profile.
 pub fn headless_args(profile: &Path) -> Vec<String> {
@@ -143,7 +118,10 @@ pub async fn run_chromium(chromium: &Path, args: &[String]) -> Result<(), Report
 
 /// Prints `html` to PDF with `chromium`; gives the PDF's bytes.
 pub async fn print(html: &str, chromium: &Path) -> Result<Vec<u8>, ReportError> {
-    let dir = ScratchDir::new()?;
+    let dir = tempfile::Builder::new()
+        .prefix("empreinte-report-")
+        .tempdir()
+        .map_err(|e| ReportError::Render(format!("cannot create a temp dir for Chromium: {e}")))?;
     let page = dir.path().join("report.html");
     let out = dir.path().join("report.pdf");
     std::fs::write(&page, html)
