@@ -29,20 +29,58 @@ fn seeded() -> tempfile::TempDir {
         }
         store.close().await;
     });
+    // The rows may still be in the write-ahead log after `close`: the damage below must
+    // hit the database itself, so the directory gets one whole file, the consistent copy
+    // `empreinte backup` writes, in place of the database and its log.
+    let copy = dir.path().join("copy.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_empreinte"))
+        .args(["backup", "--data-dir"])
+        .arg(dir.path())
+        .arg("-o")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{suffix}")));
+    }
+    std::fs::rename(&copy, dir.path().join(DB_FILE)).unwrap();
     dir
 }
 
+/// Starts the collector on `dir`; its exit code and stderr. A collector that starts
+/// instead of refusing is killed after a while (the test then fails on its code).
 fn start(dir: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_empreinte"))
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_empreinte"))
         .args(["collector", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("RUST_LOG", "warn")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let mut status = None;
+    let exited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        status = Some(empreinte_testkit::wait::wait_until(
+            "the collector to exit",
+            std::time::Duration::from_secs(30),
+            || child.try_wait().unwrap(),
+        ));
+    }));
+    if exited.is_err() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    (status.and_then(|s| s.code()), stderr)
 }
 
 fn assert_refused(dir: &std::path::Path, what: &str) {
@@ -73,6 +111,10 @@ fn an_emptied_database_is_refused_with_exit_2_and_not_recreated() {
     let dir = seeded();
     let db = dir.path().join(DB_FILE);
     std::fs::write(&db, b"").unwrap();
+    // Emptied whole: a write-ahead log left beside it would hold the pages again.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{suffix}")));
+    }
     assert_refused(dir.path(), "empty");
     assert_eq!(std::fs::metadata(&db).unwrap().len(), 0);
 }
