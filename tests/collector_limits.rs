@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
 use std::time::Duration;
 
 use empreinte_agent::clock::Stopwatch;
@@ -98,14 +97,7 @@ impl Drop for Limited {
     }
 }
 
-/// Polls `cond` until it holds; fails after `limit`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Stopwatch::start();
-    while !cond() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        sleep(Duration::from_millis(20));
-    }
-}
+use empreinte_testkit::wait::wait_for;
 
 fn now_ms() -> u64 {
     empreinte_agent::clock::unix_ms()

@@ -104,14 +104,8 @@ impl Drop for Running {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1200 {
-        if cond() {
-            return;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: not within 60 s");
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    empreinte_testkit::wait::wait_for(what, empreinte_testkit::wait::PATIENCE, cond);
 }
 
 /// An agent pushing every second to `port` while its fake host draws power.

@@ -70,14 +70,8 @@ fn get(client: &ureq::Agent, url: &str, token: &str) -> Result<(u16, String), St
     Ok((status, resp.body_mut().read_to_string().unwrap_or_default()))
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..600 {
-        if cond() {
-            return;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    panic!("{what}: not within 30 s");
+fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    empreinte_testkit::wait::wait_for(what, empreinte_testkit::wait::PATIENCE, cond);
 }
 
 struct Collector {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::process::{Child, Command, Stdio};
-use std::thread::sleep;
 use std::time::Duration;
 
 use common::{BIN, create_token, free_port};
@@ -71,15 +70,11 @@ rm '{running}'/run.$$
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let mut up = false;
-    for _ in 0..400 {
-        if ureq::get(&format!("{base}/healthz")).call().is_ok() {
-            up = true;
-            break;
-        }
-        sleep(Duration::from_millis(50));
-    }
-    assert!(up, "the collector did not start");
+    empreinte_testkit::wait::wait_for(
+        "the collector to start",
+        empreinte_testkit::wait::PATIENCE,
+        || ureq::get(&format!("{base}/healthz")).call().is_ok(),
+    );
     // Last month, in the organisation's time zone (Europe/Paris by default).
     let now = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap());
     let last = now.date().first_of_month().yesterday().unwrap();
