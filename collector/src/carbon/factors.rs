@@ -560,18 +560,37 @@ mod tests {
             c.embodied("nvidia-h100-boavizta").unwrap().lifetime_years,
             3.0
         );
-        // EU27 and World default to recent lifecycle figures.
-        for zone in ["EU27", "WORLD"] {
+        // EU27 and World default to Ember's latest year (2024), lifecycle, as checked
+        // against the co2.js mirror of Ember's data (213.02 and 472.94 g/kWh).
+        for (zone, checked) in [("EU27", 213.02), ("WORLD", 472.94)] {
             let g = c.grid(zone).unwrap();
-            assert!(g.year >= 2023, "{zone}: {}", g.year);
+            assert_eq!(g.year, 2024, "{zone}");
             assert_eq!(g.kind, FactorKind::Lifecycle, "{zone}");
+            assert!((g.g_per_kwh.0 - checked).abs() < 0.5, "{zone}: {g:?}");
+        }
+        // Embodied figures from Boavizta's model as run (boaviztapi 2.5.0), the two-socket
+        // servers, and the GPU cards the issue names.
+        for (id, kg) in [
+            ("nvidia-h100-boavizta", 575.0),
+            ("nvidia-h200-boavizta", 1067.0),
+            ("nvidia-a100-sxm4-80gb-boavizta", 567.7),
+            ("nvidia-a100-pcie-80gb-boavizta", 569.4),
+            ("nvidia-a100-pcie-40gb-boavizta", 321.6),
+            ("nvidia-l40s-boavizta", 277.1),
+            ("nvidia-l4-boavizta", 123.5),
+            ("server-2s-2u-boavizta", 1200.0),
+            ("server-2s-generic-boavizta", 900.0),
+            ("server-2s-1u-ccf", 1433.0),
+        ] {
+            let e = c.embodied(id).unwrap_or_else(|| panic!("{id}"));
+            assert!((e.kgco2e.0 - kg).abs() < 0.5, "{id}: {}", e.kgco2e.0);
         }
         for id in [
-            "nvidia-h200-boavizta",
-            "server-2s-2u-boavizta",
-            "server-2s-1u-ccf",
+            "nvidia-a100-sxm4-80gb-boavizta",
+            "nvidia-l40s-boavizta",
+            "nvidia-l4-boavizta",
         ] {
-            assert!(c.embodied(id).is_some(), "{id}");
+            assert_eq!(c.embodied(id).unwrap().lifetime_years, 3.0, "{id}");
         }
     }
 
