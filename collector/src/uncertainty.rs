@@ -51,6 +51,9 @@ pub const PUE_OWN_PCT: f64 = 5.0;
 pub const EMBODIED_PCT: f64 = 50.0;
 /// A contractual (market-based) factor from the organisation's own contract.
 pub const MARKET_CONTRACT_PCT: f64 = 5.0;
+/// A residual mix (AIB) without its own stated uncertainty: a yearly national figure
+/// applied to hours, direct emissions only.
+pub const RESIDUAL_MIX_PCT: f64 = 10.0;
 
 /// The documented relative uncertainty (%) of energy from `source` for `component`.
 pub fn source_pct(source: &str, component: &str) -> f64 {
@@ -247,6 +250,8 @@ pub struct CoefficientPcts {
     pue_default: f64,
     /// Per embodied id.
     embodied: BTreeMap<String, f64>,
+    /// Per zone (upper case) that has a residual mix: its uncertainty.
+    residual: BTreeMap<String, f64>,
 }
 
 impl Default for CoefficientPcts {
@@ -256,6 +261,7 @@ impl Default for CoefficientPcts {
             grid: BTreeMap::new(),
             pue_default: PUE_DEFAULT_PCT,
             embodied: BTreeMap::new(),
+            residual: BTreeMap::new(),
         }
     }
 }
@@ -282,10 +288,18 @@ impl CoefficientPcts {
             .iter()
             .map(|e| (e.id.clone(), e.uncertainty_pct.unwrap_or(EMBODIED_PCT)))
             .collect();
+        let mut residual = BTreeMap::new();
+        for r in coefficients.residual_mixes() {
+            let zone = r.zone.to_ascii_uppercase();
+            if let Some(chosen) = coefficients.residual_mix(&zone) {
+                residual.insert(zone, chosen.uncertainty_pct.unwrap_or(RESIDUAL_MIX_PCT));
+            }
+        }
         CoefficientPcts {
             grid,
             pue_default,
             embodied,
+            residual,
         }
     }
 
@@ -401,7 +415,13 @@ pub fn of_lines_with<'a>(
                     },
                 ),
                 grid: (l.zone.clone(), pcts.grid_pct(&l.zone)),
-                market: contract.then(|| (l.site.clone(), MARKET_CONTRACT_PCT)),
+                market: if contract {
+                    Some((l.site.clone(), MARKET_CONTRACT_PCT))
+                } else {
+                    pcts.residual
+                        .get(&l.zone.to_ascii_uppercase())
+                        .map(|pct| (format!("residual:{}", l.zone), *pct))
+                },
                 embodied: Some(("hardware".to_string(), embodied_pct)),
             }
         })
