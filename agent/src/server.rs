@@ -12,7 +12,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::clock::{MonotonicClock, SampleTime};
 use crate::config::AgentConfig;
-use crate::inference::{Inference, ServerTake, records, series};
+use crate::inference::{Inference, records};
 use crate::metrics::{self, ExportInfo};
 use crate::push::SharedPushMetrics;
 use crate::push::wiring::{CycleInput, Feed, PushRuntime};
@@ -228,17 +228,6 @@ struct Counts {
     fallback_project: Arc<str>,
 }
 
-/// The model weights of each serving process on this host.
-fn model_weights(takes: &[ServerTake]) -> std::collections::HashMap<u32, Vec<(Arc<str>, u64)>> {
-    takes
-        .iter()
-        .filter_map(|t| {
-            let w = series::energy_weights(&t.taken);
-            Some((t.info.pid?, w)).filter(|(_, w)| !w.is_empty())
-        })
-        .collect()
-}
-
 /// One sampling cycle; its per-project energy (and what the inference servers counted,
 /// taken without I/O) is copied out and handed to the push's feed after the sampler's
 /// lock is released (the feed never waits on I/O). Returns the cycle's time.
@@ -258,7 +247,7 @@ fn cycle(
         .unwrap_or_default();
     let input = {
         let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
-        s.set_model_weights(model_weights(&takes));
+        s.set_model_weights(crate::inference::model_weights(&takes));
         s.cycle(at);
         feed.map(|_| {
             let host = s.host();

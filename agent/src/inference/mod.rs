@@ -208,6 +208,18 @@ impl Inference {
     }
 }
 
+/// The weights that split each serving process's energy between its models this cycle
+/// (see [`series::energy_weights`]), by PID: servers on this host only.
+pub fn model_weights(takes: &[ServerTake]) -> std::collections::HashMap<u32, Vec<(Arc<str>, u64)>> {
+    takes
+        .iter()
+        .filter_map(|t| {
+            let w = series::energy_weights(&t.taken);
+            Some((t.info.pid?, w)).filter(|(_, w)| !w.is_empty())
+        })
+        .collect()
+}
+
 impl Drop for Inference {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
