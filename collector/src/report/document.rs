@@ -242,18 +242,68 @@ figcaption { font-size: 8.5pt; color: #4b5563; margin-top: 2pt; }
 @media print { body { max-width: none; } a { color: inherit; } }
 "#;
 
+/// Text for a CSS string (`content: "…"`): no quote, backslash or `<` can end it or the
+/// style element.
+fn css_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\22 "),
+            '\\' => out.push_str("\\5C "),
+            '<' => out.push_str("\\3C "),
+            '>' => out.push_str("\\3E "),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The printed pages' running header (title, organisation, month; not on the first
+/// page, which has them in large type) and footer (generation date, page N of M), as CSS
+/// page-margin boxes that Chromium prints.
+fn running_header_footer(data: &ReportData, lang: Lang) -> String {
+    let t = lang.texts();
+    let header = format!(
+        "{} — {} — {}",
+        t.title,
+        data.organisation,
+        month_name(lang, &data.month)
+    );
+    let generated = format!(
+        "Empreinte — {} {}",
+        t.generated.to_lowercase(),
+        data.generated_at.get(..10).unwrap_or_default()
+    );
+    let (page, of) = match lang {
+        Lang::Fr => ("Page ", " sur "),
+        Lang::En => ("Page ", " of "),
+    };
+    let small = "font-family: \"DejaVu Sans\", \"Liberation Sans\", Arial, sans-serif; font-size: 7.5pt; color: #4b5563;";
+    format!(
+        "<style>\n@page {{\n  @top-left {{ content: {}; {small} }}\n  @bottom-left {{ content: {}; {small} }}\n  @bottom-right {{ content: {} counter(page) {} counter(pages); {small} }}\n}}\n@page :first {{ @top-left {{ content: none; }} }}\n</style>\n</head>\n<body>\n",
+        css_string(&header),
+        css_string(&generated),
+        css_string(page),
+        css_string(of),
+    )
+}
+
 /// The report as one self-contained HTML page.
 pub fn html(data: &ReportData, lang: Lang) -> String {
     let t = lang.texts();
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{} — {} — {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{} — {} — {}</title>\n<style>{CSS}</style>\n",
         lang.code(),
         escape(t.title),
         escape(&data.organisation),
         escape(&month_name(lang, &data.month))
     );
+    out.push_str(&running_header_footer(data, lang));
     for block in blocks(data, lang, true) {
         match block {
             Block::Title(s) => {
