@@ -22,6 +22,7 @@ pub mod document;
 pub mod http;
 pub mod i18n;
 pub mod pdf;
+pub mod readable;
 pub mod sections;
 pub mod summary;
 
@@ -102,6 +103,16 @@ pub struct ReportData {
     pub days: Vec<DayLine>,
     /// The last twelve months, this one last.
     pub trend: Vec<MonthLine>,
+    /// The previous month's totals, for the first page's comparison.
+    pub previous_month: Option<MonthLine>,
+    /// The same month a year before.
+    pub year_ago: Option<MonthLine>,
+    /// Hosts some of whose energy is estimated (no readable counter), for the banner.
+    pub estimated_hosts: Vec<String>,
+    /// The month's cost in euros, where tariffs are configured (the register's costs
+    /// fill it); the first page shows it when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_eur: Option<f64>,
     pub inference: Inference,
     pub coefficients: Vec<CoefficientLine>,
     pub intensity_series: Vec<SeriesLine>,
@@ -154,6 +165,12 @@ pub struct ProjectLine {
     pub objectives: Vec<ObjectiveStatus>,
     /// The project's propagated standard uncertainties.
     pub uncertainty: crate::uncertainty::FigureUncertainty,
+    /// The project's cost in euros, where known (tariffs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_eur: Option<f64>,
+    /// Requests served, where the inference servers' counters are collected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
