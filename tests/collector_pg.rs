@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! Several stateless collectors on one PostgreSQL database, as the real binary runs
 //! them: pushes spread over three collectors while one of them is SIGKILLed and
 //! restarted again and again, the same push sent to all three at once, three
