@@ -54,7 +54,11 @@ use state::{Group, MAX_CACHED_ROWS, RunState};
 const MAX_GROUP: usize = 512;
 
 /// A push, owned, ready for the writer (parsed and split by hour off the writer).
-#[derive(Serialize, Deserialize)]
+///
+/// It is what the ingest log holds, written with postcard, which is not
+/// self-describing: nothing it holds may skip a field when serialized
+/// (`skip_serializing_if`), and the round trip test in `log.rs` must fill every field.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreparedPush {
     pub agent: AgentInfo,
     pub spool: SpoolStatus,
@@ -63,7 +67,7 @@ pub struct PreparedPush {
     pub batches: Vec<PreparedBatch>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreparedBatch {
     pub run_id: String,
     pub seq: u64,
