@@ -160,7 +160,7 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Write(format!("the writer did not start: {e}")))??;
         std::thread::Builder::new()
-            .name("empreinte-store-writer".into())
+            .name("store-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Write(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {

@@ -46,6 +46,8 @@ pub(super) struct Progress {
     pub(super) unfolded_rows: usize,
     /// The last log entry folded.
     pub(super) folded_through: i64,
+    /// How long the last fold took, in seconds.
+    pub(super) last_fold_s: f64,
 }
 
 pub(super) type SharedProgress = Arc<Mutex<Progress>>;
@@ -159,8 +161,10 @@ impl Folder {
             }
             None => (group, through, rows),
         };
+        let watch = crate::clock::Stopwatch::start();
         let result = self.fold(&group, through);
         let mut p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        p.last_fold_s = watch.elapsed_seconds();
         p.in_flight = p.in_flight.saturating_sub(1);
         match &result {
             Ok(()) => {

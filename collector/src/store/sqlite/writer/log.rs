@@ -127,3 +127,104 @@ pub fn decode(entry: &[u8]) -> Result<PreparedPush, String> {
         None => Err("an ingest log entry is empty".to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::Arc;
+
+    use empreinte_shared::wire::{AgentInfo, Counter, SpoolStatus};
+    use empreinte_shared::{Component, SourceKind};
+
+    use super::super::{PreparedBatch, PreparedPush};
+    use super::{decode, encode};
+    use crate::footprint::{
+        COEFFICIENT_UNITS, Coefficient, CoefficientKind, EmbodiedRate, HostPlan, HourlyDelta,
+    };
+
+    fn coefficient(kind: CoefficientKind, unit: &'static str, year: Option<i32>) -> Coefficient {
+        Coefficient {
+            kind,
+            subject: "site-é".into(),
+            value: 1.234_567_890_123,
+            unit,
+            source: "a source".into(),
+            year,
+            is_default: year.is_none(),
+            detail: "made of parts".into(),
+        }
+    }
+
+    /// Every field filled, every unit: what is logged is read back equal.
+    #[test]
+    fn a_push_is_read_back_from_the_log_as_it_was_written() {
+        let push = PreparedPush {
+            agent: AgentInfo {
+                agent_id: "host-1".into(),
+                hostname: "host-1.example".into(),
+                agent_version: "1.2.3".into(),
+            },
+            spool: SpoolStatus {
+                batches: 7,
+                bytes: 9_000,
+                oldest_start_unix_ms: Some(1_700_000_000_000),
+                dropped_batches_total: 2,
+            },
+            plan: Arc::new(HostPlan {
+                site: "datacentre".into(),
+                zone: "FR".into(),
+                pue: coefficient(CoefficientKind::Pue, COEFFICIENT_UNITS[0], Some(2024)),
+                grid_default: coefficient(
+                    CoefficientKind::GridIntensity,
+                    COEFFICIENT_UNITS[1],
+                    None,
+                ),
+                market: Some(coefficient(
+                    CoefficientKind::MarketFactor,
+                    COEFFICIENT_UNITS[1],
+                    Some(2025),
+                )),
+                embodied: Some(EmbodiedRate {
+                    server_ug_per_hour: 5.5,
+                    gpu_ug_per_hour: 7.25,
+                    coefficient: coefficient(
+                        CoefficientKind::Embodied,
+                        COEFFICIENT_UNITS[2],
+                        Some(2023),
+                    ),
+                }),
+            }),
+            now_ms: 1_700_000_123_456,
+            batches: vec![PreparedBatch {
+                run_id: "0123456789abcdef".into(),
+                seq: u64::MAX >> 1,
+                start_ms: 1_700_000_000_000,
+                end_ms: 1_700_000_015_000,
+                deltas: vec![HourlyDelta {
+                    hour_s: 1_699_999_200,
+                    project: "projet-é".into(),
+                    component: Component::Gpu,
+                    source: SourceKind::Nvml,
+                    energy_uj: 123_456_789,
+                    embodied_ug: 42,
+                }],
+                counters: vec![Counter {
+                    project: "projet-é".into(),
+                    component: Component::Gpu,
+                    source: SourceKind::Nvml,
+                    total_uj: 987_654_321,
+                }],
+            }],
+        };
+        let entry = encode(&push).unwrap();
+        assert_eq!(decode(&entry).unwrap(), push);
+        let mut other = entry.clone();
+        other[0] = 9;
+        assert!(decode(&other).unwrap_err().contains("format 9"));
+        assert!(
+            decode(&entry[..entry.len() / 2]).is_err(),
+            "a cut entry is refused"
+        );
+    }
+}

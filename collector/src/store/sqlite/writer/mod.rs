@@ -54,7 +54,11 @@ use state::{Group, MAX_CACHED_ROWS, RunState};
 const MAX_GROUP: usize = 512;
 
 /// A push, owned, ready for the writer (parsed and split by hour off the writer).
-#[derive(Serialize, Deserialize)]
+///
+/// It is what the ingest log holds, written with postcard, which is not
+/// self-describing: nothing it holds may skip a field when serialized
+/// (`skip_serializing_if`), and the round trip test in `log.rs` must fill every field.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreparedPush {
     pub agent: AgentInfo,
     pub spool: SpoolStatus,
@@ -63,7 +67,7 @@ pub struct PreparedPush {
     pub batches: Vec<PreparedBatch>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 pub struct PreparedBatch {
     pub run_id: String,
     pub seq: u64,
@@ -180,7 +184,7 @@ impl Writer {
         }
         let (folder_tx, folder_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
-            .name("empreinte-store-fold".into())
+            .name("store-fold".into())
             .spawn(move || folder.run(folder_rx))
             .map_err(|e| StoreError::Write(format!("cannot start the fold thread: {e}")))?;
         Ok(Writer {
@@ -303,9 +307,9 @@ impl Writer {
     /// Starts a fold when none is running and the group is old or large enough; with
     /// nothing unfolded, drops cached state that grew past its bound.
     fn maybe_fold(&mut self) {
-        let (in_flight, folded) = {
+        let (in_flight, folded, last_fold_s) = {
             let p = self.progress.lock().unwrap_or_else(|e| e.into_inner());
-            (p.in_flight, p.folded_through)
+            (p.in_flight, p.folded_through, p.last_fold_s)
         };
         if let Some(log) = self.log.as_mut() {
             log.folded_through(folded);
@@ -320,8 +324,11 @@ impl Writer {
             self.host_hours
                 .retain(|k, _| current.host_hours.contains_key(k));
         }
+        // Folding takes at most about a fifth of the time: under load, folds come less
+        // often and sum more pushes each (their cost is per row, not per push).
+        let interval = self.fold_interval.as_secs_f64().max(4.0 * last_fold_s);
         if !self.current.is_empty()
-            && (self.current_since.elapsed_seconds() >= self.fold_interval.as_secs_f64()
+            && (self.current_since.elapsed_seconds() >= interval
                 || self.current.hours.len() >= self.max_unfolded_rows / 2)
         {
             self.send_current();
