@@ -63,24 +63,8 @@ pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
         "Readings of a hardware energy counter that went backwards or jumped, by kind: wrap (wrapped past its maximum: the energy across the wrap is counted), reset (restarted from zero, e.g. a GPU driver reload: the energy since the restart is counted), glitch (a step no power within the zone's ceiling explains: no energy is taken from it).",
         COUNTER,
     );
-    let mut unaccounted = Family::new(
-        "empreinte_gpu_unaccounted_seconds_total",
-        "Time since the agent started during which a GPU's energy could not be accounted for at all (NVML lost the GPU or the driver reloaded, and neither the energy counter nor the power readings cover the gap), in seconds: that energy is missing from the totals.",
-        COUNTER,
-    );
+    let unaccounted = gpu_unaccounted(host);
     for c in &host.channels {
-        if let Some(g) = &c.channel.gpu {
-            let index = g.index.to_string();
-            unaccounted.push(
-                &[
-                    ("device", c.channel.device.as_str()),
-                    ("gpu", index.as_str()),
-                    ("uuid", g.uuid.as_str()),
-                    ("model", g.model.as_str()),
-                ],
-                c.unaccounted.as_secs_f64(),
-            );
-        }
         let gpu_index = c
             .channel
             .gpu
@@ -293,6 +277,31 @@ pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
     .map(|f| f.0)
     .filter(|f| !f.get_metric().is_empty())
     .collect()
+}
+
+/// `empreinte_gpu_unaccounted_seconds_total`: per GPU, the time its energy could not be
+/// accounted for at all (`EnergySource::unaccounted_time`).
+fn gpu_unaccounted(host: &HostState) -> Family {
+    let mut unaccounted = Family::new(
+        "empreinte_gpu_unaccounted_seconds_total",
+        "Time since the agent started during which a GPU's energy could not be accounted for at all (NVML lost the GPU or the driver reloaded, and neither the energy counter nor the power readings cover the gap), in seconds: that energy is missing from the totals.",
+        MetricType::COUNTER,
+    );
+    for c in &host.channels {
+        if let Some(g) = &c.channel.gpu {
+            let index = g.index.to_string();
+            unaccounted.push(
+                &[
+                    ("device", c.channel.device.as_str()),
+                    ("gpu", index.as_str()),
+                    ("uuid", g.uuid.as_str()),
+                    ("model", g.model.as_str()),
+                ],
+                c.unaccounted.as_secs_f64(),
+            );
+        }
+    }
+    unaccounted
 }
 
 fn watts(uj: u64, secs: f64) -> f64 {

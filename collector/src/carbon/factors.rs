@@ -596,6 +596,7 @@ mod tests {
             ("grid", &["g_per_kwh"][..]),
             ("pue", &["pue"][..]),
             ("embodied", &["kgco2e", "lifetime_years"][..]),
+            ("residual_mix", &["g_per_kwh"][..]),
         ] {
             let entries = raw[section].as_array().unwrap();
             assert!(!entries.is_empty(), "{section}");
@@ -618,6 +619,10 @@ mod tests {
                     {
                         problems.push(format!("{what}: no {k} (the unit is in the name)"));
                     }
+                }
+                // A residual mix says in its note what it was checked against.
+                if section == "residual_mix" && !e.contains_key("note") {
+                    problems.push(format!("{what}: no note saying what was checked"));
                 }
                 match e.get("year").and_then(|v| v.as_integer()) {
                     None => problems.push(format!("{what}: no year")),
