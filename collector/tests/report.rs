@@ -186,7 +186,7 @@ async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactl
     assert_eq!(json["market_sites"], serde_json::json!(["mairie"]));
 
     // The CSV's rows add up to the totals, exactly, column by column and per project.
-    let csv_text = report::render_text(&data, Format::Csv, Lang::Fr).unwrap();
+    let csv_text = report::render_text(&data, Format::Csv, Lang::En).unwrap();
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     let headers = reader.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
@@ -328,7 +328,11 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
         json["totals"]["exact"]["energy_uj"].as_u64().unwrap(),
         KWH / 2 * 745 + KWH / 5 * 372 + KWH * 745 + KWH / 4 * 745
     );
+    // The CSV: French by default (`;`, decimal commas), international on request.
     let (status, body) = call("/reports/2025-10.csv", Some(&reader)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("hour_utc;local_day;host"), "{body:.200}");
+    let (status, body) = call("/reports/2025-10.csv?lang=en", Some(&reader)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.starts_with("hour_utc,local_day,host"), "{body:.200}");
     // French by default (the organisation's language), English on request.
@@ -362,7 +366,7 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
 async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
     let (h, _) = october().await;
     let full = build(&h, "2025-10").await.unwrap();
-    let expected = report::render_text(&full, Format::Csv, Lang::Fr).unwrap();
+    let expected = report::render_text(&full, Format::Csv, Lang::En).unwrap();
     assert_eq!(expected.lines().count(), 1 + 745 + 372 + 745 * 2);
     let config = h.state.planner.config();
     let m = report::parse_report_month(&paris(), "2025-10", NOW_S).unwrap();
@@ -373,7 +377,7 @@ async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
     // Pages of 100 rows (and a page size that divides the rows exactly) give the same file.
     for page in [100, 2607, 1] {
         let store: std::sync::Arc<dyn Store> = h.store.clone();
-        let stream = report::csv_stream_paged(store, summary.clone(), paris(), page);
+        let stream = report::csv_stream_paged(store, summary.clone(), paris(), Lang::En, page);
         let pieces: Vec<Vec<u8>> = futures_util::StreamExt::collect::<Vec<_>>(stream)
             .await
             .into_iter()
@@ -389,7 +393,7 @@ async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
     let read = h.token(TokenKind::Read, None).await;
     let (status, body) = h
         .call(
-            Request::get("/reports/2025-10.csv")
+            Request::get("/reports/2025-10.csv?lang=en")
                 .header("authorization", format!("Bearer {read}"))
                 .body(Body::empty())
                 .unwrap(),
@@ -397,4 +401,41 @@ async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, expected);
+}
+
+#[tokio::test]
+async fn the_french_csv_has_semicolons_and_decimal_commas_and_the_same_figures() {
+    let (h, _) = october().await;
+    let data = build(&h, "2025-10").await.unwrap();
+    let en = report::render_text(&data, Format::Csv, Lang::En).unwrap();
+    let fr = report::render_text(&data, Format::Csv, Lang::Fr).unwrap();
+    let read = |text: &str, delimiter: u8| -> Vec<Vec<String>> {
+        csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect()
+    };
+    let (en_rows, fr_rows) = (read(&en, b','), read(&fr, b';'));
+    assert_eq!(en_rows.len(), 745 + 372 + 745 * 2);
+    assert_eq!(en_rows.len(), fr_rows.len());
+    let header: Vec<&str> = fr.lines().next().unwrap().split(';').collect();
+    assert_eq!(
+        header,
+        report::csv::COLUMNS,
+        "the same columns, split by `;`"
+    );
+    let pue = header.iter().position(|c| *c == "pue").unwrap();
+    let energy = header.iter().position(|c| *c == "energy_uj").unwrap();
+    for (e, f) in en_rows.iter().zip(&fr_rows) {
+        // Decimals with a comma, the same value; integers as they are.
+        assert_eq!(f[pue], e[pue].replace('.', ","), "{f:?}");
+        assert!(!f[pue].contains('.'), "{f:?}");
+        assert_eq!(f[energy], e[energy]);
+    }
+    assert!(
+        fr_rows.iter().any(|r| r[pue] == "1,2"),
+        "the town hall's PUE"
+    );
 }

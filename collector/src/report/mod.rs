@@ -320,8 +320,9 @@ pub fn csv_stream(
     store: std::sync::Arc<dyn Store>,
     data: ReportData,
     tz: TimeZone,
+    lang: Lang,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, ReportError>> + Send {
-    csv_stream_paged(store, data, tz, CSV_PAGE)
+    csv_stream_paged(store, data, tz, lang, CSV_PAGE)
 }
 
 /// [`csv_stream`] with pages of `page` rows.
@@ -329,6 +330,7 @@ pub fn csv_stream_paged(
     store: std::sync::Arc<dyn Store>,
     data: ReportData,
     tz: TimeZone,
+    lang: Lang,
     page: u32,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, ReportError>> + Send {
     let page = page.max(1);
@@ -371,7 +373,7 @@ pub fn csv_stream_paged(
             .iter()
             .map(|r| ReportRow::from_stored(r, &st.tz))
             .collect();
-        let text = csv::render(&st.data);
+        let text = csv::render(&st.data, lang);
         st.data.rows = Vec::new();
         let piece = text.map(|t| {
             if st.first {
@@ -393,10 +395,11 @@ pub async fn write_csv(
     store: std::sync::Arc<dyn Store>,
     data: ReportData,
     tz: TimeZone,
+    lang: Lang,
     out: &mut impl std::io::Write,
 ) -> Result<(), ReportError> {
     use futures_util::StreamExt;
-    let stream = csv_stream(store, data, tz);
+    let stream = csv_stream(store, data, tz, lang);
     futures_util::pin_mut!(stream);
     while let Some(piece) = stream.next().await {
         out.write_all(&piece?)
@@ -463,7 +466,7 @@ impl Format {
 pub fn render_text(data: &ReportData, format: Format, lang: Lang) -> Result<String, ReportError> {
     match format {
         Format::Json => to_json(data),
-        Format::Csv => csv::render(data),
+        Format::Csv => csv::render(data, lang),
         Format::Md => Ok(document::markdown(data, lang)),
         Format::Html | Format::Pdf => Ok(document::html(data, lang)),
     }
