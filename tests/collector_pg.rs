@@ -278,3 +278,91 @@ fn three_collectors_started_at_once_on_an_empty_database_make_one_schema() {
         let _ = c.wait();
     }
 }
+
+#[test]
+fn db_migrate_copies_a_filled_sqlite_store_with_every_total_equal() {
+    let Some(url) = fresh_database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let tokens = [
+        create_token(data, "agent", Some("mig-a")),
+        create_token(data, "agent", Some("mig-b")),
+    ];
+    create_token(data, "read", None);
+    let collector = Collector::spawn(data, free_port(), &[]);
+    // Two agents, 3 hours of one-second batches in pushes of 40, some sent twice.
+    let start_ms = now_ms() - 3 * 3_600_000;
+    let c = client();
+    let mut given = 0u64;
+    for (a, (agent, tok)) in ["mig-a", "mig-b"].iter().zip(&tokens).enumerate() {
+        for p in 0..20u64 {
+            let batches: Vec<_> = (p * 40 + 1..=p * 40 + 40)
+                .map(|s| (s, start_ms + s * 250, 3_000_017 * (a as u64 + 1) + s))
+                .collect();
+            let body = push_body(agent, &batches);
+            for _ in 0..(1 + p % 2) {
+                let (status, b) = post(&c, collector.port, tok, &body).unwrap();
+                assert_eq!(status, 200, "{b}");
+            }
+            given += batches.iter().map(|b| b.2).sum::<u64>();
+        }
+    }
+    collector.kill();
+    let out = run(&[
+        "db",
+        "migrate",
+        "--from",
+        data.to_str().unwrap(),
+        "--to",
+        &url,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("every row count and every total equal"),
+        "{stderr}"
+    );
+    assert_eq!(stored_totals(&url), (given, given, given), "{stderr}");
+    assert_eq!(psql(&url, "SELECT COUNT(*) FROM tokens"), "3");
+    // The same month's report from either store, byte for byte.
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let month = jiff::Timestamp::from_millisecond(start_ms as i64)
+        .unwrap()
+        .to_zoned(tz)
+        .strftime("%Y-%m")
+        .to_string();
+    let report = |source: [&str; 2]| {
+        let out = run(&[
+            "report", "--month", &month, "--format", "json", source[0], source[1],
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let from_sqlite = report(["--data-dir", data.to_str().unwrap()]);
+    let from_pg = report(["--database-url", &url]);
+    assert!(String::from_utf8_lossy(&from_pg).contains("mig-b"));
+    assert_eq!(
+        String::from_utf8_lossy(&from_sqlite),
+        String::from_utf8_lossy(&from_pg)
+    );
+    // A second copy into the same database is refused, and changes nothing.
+    let again = run(&[
+        "db",
+        "migrate",
+        "--from",
+        data.to_str().unwrap(),
+        "--to",
+        &url,
+    ]);
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already holds a store"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(stored_totals(&url).0, given);
+}

@@ -14,6 +14,7 @@
 //! Per-collector state: nothing but a cache of coefficient ids (rows never deleted or
 //! changed once committed) and the time of the last retention step.
 
+pub mod copy;
 mod ingest;
 mod maintain;
 mod rows;
