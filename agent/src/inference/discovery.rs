@@ -153,6 +153,12 @@ pub fn process(root: &Path, pid: u32) -> Option<(u64, Vec<String>)> {
     Some((start, args))
 }
 
+/// Whether the process `pid` that started at `start_ticks` still runs: its directory is
+/// there and its start time (when it can be read this once) is the same.
+pub fn alive(root: &Path, pid: u32, start_ticks: u64) -> bool {
+    root.join(pid.to_string()).exists() && process(root, pid).is_none_or(|(s, _)| s == start_ticks)
+}
+
 /// Every known server process under `root`, with its listening addresses (empty while
 /// it loads its model and listens on nothing yet).
 pub fn scan(root: &Path) -> Vec<Found> {

@@ -427,17 +427,16 @@ fn discover(shared: &Mutex<Servers>, settings: &Settings, agent: &ureq::Agent) {
     let found = discovery::scan(&settings.procfs_root);
     let to_probe: Vec<discovery::Found> = {
         let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let root = &settings.procfs_root;
         for srv in &mut s.servers {
-            if srv.info.origin == Origin::Discovered
-                && !found.iter().any(|f| {
-                    Some(f.pid) == srv.info.pid && Some(f.start_ticks) == srv.info.start_ticks
-                })
+            if let (Origin::Discovered, Some(pid), Some(start)) =
+                (srv.info.origin, srv.info.pid, srv.info.start_ticks)
             {
-                srv.gone = true;
+                srv.gone |= !discovery::alive(root, pid, start);
             }
         }
-        let live: HashSet<(u32, u64)> = found.iter().map(|f| (f.pid, f.start_ticks)).collect();
-        s.probed.retain(|k| live.contains(k));
+        s.probed
+            .retain(|&(pid, start)| discovery::alive(root, pid, start));
         s.unread.retain(|u| found.iter().any(|f| f.pid == u.pid));
         found
             .into_iter()
@@ -552,13 +551,8 @@ fn locate_configured(shared: &Mutex<Servers>, settings: &Settings) {
     };
     for (id, port, known) in wanted {
         match known {
-            Some((pid, start)) => {
-                let still =
-                    discovery::process(&settings.procfs_root, pid).is_some_and(|(s, _)| s == start);
-                if still {
-                    continue;
-                }
-            }
+            Some((pid, start)) if discovery::alive(&settings.procfs_root, pid, start) => continue,
+            Some(_) => {}
             // Looking through every process's sockets costs: a URL no local process
             // serves is looked for again every LOCATE_EVERY rounds only.
             None if round % LOCATE_EVERY != 1 => continue,
