@@ -27,6 +27,10 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     /// Where the database lives.
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded SQLite in `data_dir`
+    /// (`postgres://USER:PASSWORD@HOST/DATABASE`), shared by several collectors; see
+    /// docs/postgresql.md. Never shown with its password.
+    pub database_url: Option<crate::store::pg::DatabaseUrl>,
     pub organisation: Organisation,
     pub limits: LimitsConfig,
     /// The store: hourly retention, write queue.
@@ -227,6 +231,7 @@ impl Default for CollectorConfig {
                 .parse()
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9820))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
             organisation: Organisation::default(),
             limits: LimitsConfig::default(),
             store: crate::store::StoreConfig::default(),
@@ -328,6 +333,7 @@ pub enum ConfigError {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<crate::store::pg::DatabaseUrl>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -385,6 +391,9 @@ impl CollectorConfig {
         }
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database_url = Some(url.clone());
         }
         if let Some(f) = &overrides.tls_cert {
             config.tls.cert_file = Some(f.clone());

@@ -388,17 +388,21 @@ pub async fn run(
     if !problems.is_empty() {
         return Err(crate::config::ConfigError::Invalid(problems).into());
     }
-    let store = crate::store::sqlite::SqliteStore::open_with(
+    let opened = crate::store::OpenStore::open(
         &config.data_dir,
+        config.database_url.as_ref(),
         &config.store.options(
             &config.organisation.timezone,
             config.limits.max_host_power_watts,
         ),
     )
     .await
-    .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    tracing::info!(database = %store.path().display(), "store open");
-    let store = Arc::new(store);
+    .with_context(|| match &config.database_url {
+        Some(url) => format!("cannot open the store in the PostgreSQL database {url}"),
+        None => format!("cannot open the store in {}", config.data_dir.display()),
+    })?;
+    tracing::info!(database = %opened.describe(), "store open");
+    let store = opened.store();
     let tls = if config.tls.enabled() {
         Some(Arc::new(crate::tls::Reloadable::open(&config.tls)?))
     } else {
@@ -431,6 +435,6 @@ pub async fn run(
     }
     on_ready(local, &state);
     let served = serve(state, listener, tls, shutdown).await;
-    store.close().await;
+    opened.close().await;
     served.context("the HTTP server failed")
 }

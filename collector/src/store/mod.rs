@@ -1,14 +1,19 @@
 //! The store: one interface ([`Store`]) over the database that keeps the footprint.
-//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL backend
-//! implements the same trait with the same SQL shape (sqlx speaks both).
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL
+//! ([`pg::PgStore`], `database_url`) implements the same trait with the same tables and
+//! behaviour, for several collectors sharing one database. [`OpenStore`] opens either.
 //!
 //! Architecture invariant: a push is stored in one transaction, and a batch's name
 //! `(agent_id, run_id, seq)` is stored in that transaction with its energy, so a batch is
 //! counted once whatever the number of times it is received, and an acknowledgement is
 //! only sent after the commit.
 
+mod open;
+pub mod pg;
 pub mod runs;
 pub mod sqlite;
+
+pub use open::OpenStore;
 
 use async_trait::async_trait;
 use empreinte_shared::wire::{AgentInfo, Batch, PushAck, SpoolStatus, WireProblem};
