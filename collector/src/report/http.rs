@@ -52,6 +52,11 @@ pub async fn report(
     })?;
     let format =
         Format::parse(ext).map_err(|e| AppError::NotFound(format!("/reports/{file}: {e}")))?;
+    if format == Format::Boamps {
+        return Err(AppError::NotFound(format!(
+            "/reports/{file}: BoAmps is one file per use: `empreinte report --format boamps --month YYYY-MM -o DIR`"
+        )));
+    }
     let config = state.planner.config();
     let lang = Lang::parse(p.lang.as_deref().unwrap_or(&config.organisation.language))
         .map_err(AppError::BadQuery)?;
