@@ -142,7 +142,7 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
             (Ok(d), Format::Csv) => {
                 let mut out = Vec::new();
                 let written =
-                    report::write_csv(store.clone(), d.clone(), tz.clone(), &mut out).await;
+                    report::write_csv(store.clone(), d.clone(), tz.clone(), lang, &mut out).await;
                 Some(written.map(|()| out))
             }
             _ => None,

@@ -115,6 +115,10 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Pushes whose bodies are read and stored at the same time; more get 503.
     pub max_ingests_in_flight: usize,
+    /// Bytes of push bodies read and stored at the same time (each push counts its
+    /// `Content-Length`, or `max_body_bytes` without one); more get 503. The memory
+    /// bound for small pushes, which group commit wants many of at once.
+    pub max_ingest_bytes_in_flight: usize,
     /// A request's headers must arrive within this time; it is also how long an idle
     /// connection stays open.
     #[serde(with = "humantime_serde")]
@@ -264,7 +268,8 @@ impl Default for LimitsConfig {
             max_clock_skew: Duration::from_millis(wire.max_clock_skew_ms),
             max_batch_age: Duration::from_millis(wire.max_age_ms),
             max_connections: 512,
-            max_ingests_in_flight: 4,
+            max_ingests_in_flight: 1024,
+            max_ingest_bytes_in_flight: 64 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_pdf_renders: 1,

@@ -39,6 +39,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Pushes being read or stored now (`limits.max_ingests_in_flight`).
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// KiB of push bodies being read or stored now (`limits.max_ingest_bytes_in_flight`).
+    pub ingest_kib: Arc<tokio::sync::Semaphore>,
     /// Chromium processes printing now (`limits.max_pdf_renders`).
     pub pdf_slots: Arc<tokio::sync::Semaphore>,
     pub pdf_queue_timeout: Duration,
@@ -58,6 +60,9 @@ impl AppState {
             max_body_bytes: l.max_body_bytes,
             body_timeout: l.body_timeout,
             ingest_slots: Arc::new(tokio::sync::Semaphore::new(l.max_ingests_in_flight.max(1))),
+            ingest_kib: Arc::new(tokio::sync::Semaphore::new(
+                (l.max_ingest_bytes_in_flight / 1024).max(1),
+            )),
             pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
             pdf_queue_timeout: l.pdf_queue_timeout,
             metrics_public: config.metrics.public,
