@@ -47,6 +47,7 @@ pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
     all.extend(host_families(host));
     all.extend(source_families(host));
     all.extend(sampling_families(host, info));
+    all.push(gpu_unaccounted(host));
     if let Some(a) = &host.attribution {
         all.extend(project_families(host, a));
         all.extend(attribution_families(a));
@@ -290,6 +291,31 @@ fn sampling_families(host: &HostState, info: &ExportInfo) -> [Family; 7] {
     build.push(&[("version", VERSION)], 1.0);
 
     [cycles, spent, last, longest, gap, interval, build]
+}
+
+/// `empreinte_gpu_unaccounted_seconds_total`: per GPU, the time its energy could not be
+/// accounted for at all (`EnergySource::unaccounted_time`).
+fn gpu_unaccounted(host: &HostState) -> Family {
+    let mut unaccounted = Family::new(
+        "empreinte_gpu_unaccounted_seconds_total",
+        "Time since the agent started during which a GPU's energy could not be accounted for at all (NVML lost the GPU or the driver reloaded, and neither the energy counter nor the power readings cover the gap), in seconds: that energy is missing from the totals.",
+        MetricType::COUNTER,
+    );
+    for c in &host.channels {
+        if let Some(g) = &c.channel.gpu {
+            let index = g.index.to_string();
+            unaccounted.push(
+                &[
+                    ("device", c.channel.device.as_str()),
+                    ("gpu", index.as_str()),
+                    ("uuid", g.uuid.as_str()),
+                    ("model", g.model.as_str()),
+                ],
+                c.unaccounted.as_secs_f64(),
+            );
+        }
+    }
+    unaccounted
 }
 
 fn watts(uj: u64, secs: f64) -> f64 {
