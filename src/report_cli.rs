@@ -123,10 +123,11 @@ fn local_data(cmd: &ReportCommand) -> anyhow::Result<(CollectorConfig, report::R
         cmd.config.as_deref(),
         &Overrides {
             data_dir: cmd.data_dir.clone(),
+            database_url: cmd.database_url.clone(),
             ..Overrides::default()
         },
     )?;
-    if !config.data_dir.is_dir() {
+    if config.database_url.is_none() && !config.data_dir.is_dir() {
         bail!(
             "no data directory at {} (give --data-dir)",
             config.data_dir.display()
@@ -141,11 +142,9 @@ fn local_data(cmd: &ReportCommand) -> anyhow::Result<(CollectorConfig, report::R
     })?;
     let runtime = crate::collector_cli::runtime()?;
     let data = runtime.block_on(async {
-        let store = SqliteStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let data = report::build_summary(&store, &config, &tz, &m, now).await;
-        store.close().await;
+        let opened = crate::collector_cli::open_for_command(&config).await?;
+        let data = report::build_summary(opened.store().as_ref(), &config, &tz, &m, now).await;
+        opened.close().await;
         anyhow::Ok(data?)
     })?;
     Ok((config, data))
