@@ -18,6 +18,10 @@ pub struct ReportCommand {
     /// The month, YYYY-MM, in the organisation's time zone [default: last month].
     #[arg(long, value_name = "YYYY-MM")]
     month: Option<String>,
+    /// The yearly statement of this calendar year instead (Bilan GES categories, REEN
+    /// indicators; html, pdf, json or md; from the data directory).
+    #[arg(long, value_name = "YYYY", conflicts_with = "month")]
+    year: Option<i16>,
     /// html, pdf, csv, json, md, boamps (one BoAmps file per use, in the -o directory) or
     /// opendata (the month per use, the open-data CSV of docs/opendata.md).
     #[arg(long, value_name = "FORMAT", default_value = "html", value_parser = Format::parse)]
@@ -63,6 +67,9 @@ fn now_s() -> i64 {
 }
 
 pub fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
+    if let Some(year) = cmd.year {
+        return yearly(&cmd, year);
+    }
     if cmd.format == Format::Boamps {
         return boamps(&cmd);
     }
@@ -87,6 +94,58 @@ pub fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
         None => std::io::stdout()
             .write_all(&bytes)
             .context("cannot write the report to standard output")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--year YYYY`: the yearly statement, from the data directory.
+fn yearly(cmd: &ReportCommand, year: i16) -> anyhow::Result<ExitCode> {
+    if cmd.collector.is_some() {
+        bail!("--year reads the data directory (--data-dir), not --collector");
+    }
+    let config = CollectorConfig::load(
+        cmd.config.as_deref(),
+        &Overrides {
+            data_dir: cmd.data_dir.clone(),
+            database_url: cmd.database_url.clone(),
+            ..Overrides::default()
+        },
+    )?;
+    if config.database_url.is_none() && !config.data_dir.is_dir() {
+        bail!(
+            "no data directory at {} (give --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    let lang = match cmd.lang {
+        Some(l) => l,
+        None => Lang::parse(&config.organisation.language).map_err(anyhow::Error::msg)?,
+    };
+    let tz = report::time_zone(&config)?;
+    let now = now_s();
+    let runtime = crate::collector_cli::runtime()?;
+    let data = runtime.block_on(async {
+        let opened = crate::collector_cli::open_for_command(&config).await?;
+        let store = opened.store();
+        let data = report::year::build_year(store.as_ref(), &config, &tz, year, now).await;
+        opened.close().await;
+        anyhow::Ok(data?)
+    })?;
+    let text = report::year::render(&data, cmd.format, lang)?;
+    let bytes = if cmd.format == Format::Pdf {
+        pdf_of(&text, cmd.chromium.as_deref())?
+    } else {
+        text.into_bytes()
+    };
+    match &cmd.output {
+        Some(path) => {
+            std::fs::write(path, &bytes)
+                .with_context(|| format!("cannot write the statement to {}", path.display()))?;
+            eprintln!("statement for {year} written to {}", path.display());
+        }
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .context("cannot write the statement to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -143,7 +202,8 @@ fn local_data(cmd: &ReportCommand) -> anyhow::Result<(CollectorConfig, report::R
     let runtime = crate::collector_cli::runtime()?;
     let data = runtime.block_on(async {
         let opened = crate::collector_cli::open_for_command(&config).await?;
-        let data = report::build_summary(opened.store().as_ref(), &config, &tz, &m, now).await;
+        let store = opened.store();
+        let data = report::build_summary(store.as_ref(), &config, &tz, &m, now).await;
         opened.close().await;
         anyhow::Ok(data?)
     })?;

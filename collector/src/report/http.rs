@@ -47,7 +47,7 @@ pub async fn report(
     let Query(p) = params.map_err(|e| AppError::BadQuery(e.body_text()))?;
     let (label, ext) = file.rsplit_once('.').ok_or_else(|| {
         AppError::NotFound(format!(
-            "/reports/{file}: reports are named YYYY-MM.html, .pdf, .csv, .json or .md"
+            "/reports/{file}: reports are named YYYY-MM.html, .pdf, .csv, .json, .md or .opendata"
         ))
     })?;
     let format =

@@ -26,6 +26,7 @@ pub mod pdf;
 pub mod readable;
 pub mod sections;
 pub mod summary;
+pub mod year;
 
 pub use build::{build, build_summary};
 
