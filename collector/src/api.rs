@@ -28,7 +28,7 @@ pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+pub async fn reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -83,7 +83,7 @@ pub struct RangeParams {
     pub host: Option<String>,
 }
 
-fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
+pub fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
     match text {
         Some(t) => parse_month(t)
             .and_then(|(y, m)| month(&state.tz, y, m))
@@ -125,6 +125,9 @@ pub struct FootprintRow {
     pub key: String,
     #[serde(flatten)]
     pub figures: Figures,
+    /// `group_by=project`: the project's use and department, or the undeclared flag.
+    #[serde(flatten)]
+    pub register: crate::register::api::ProjectTags,
 }
 
 #[derive(Serialize)]
@@ -134,6 +137,10 @@ pub struct FootprintResponse {
     pub timezone: String,
     pub group_by: String,
     pub rows: Vec<FootprintRow>,
+    /// `group_by=use|department`: the projects with energy that no use declares
+    /// ("usage non déclaré"); rows and these add up to the total.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undeclared: Vec<crate::register::api::Undeclared>,
     pub total: Figures,
     /// The total's propagated standard uncertainties (`crate::uncertainty`).
     pub uncertainty: crate::uncertainty::FigureUncertainty,
@@ -155,7 +162,7 @@ pub async fn footprint(
     let (from_s, to_s) = range(&state, &p)?;
     let group_by = p.group_by.clone().unwrap_or_else(|| "project".into());
     let group = match group_by.as_str() {
-        "project" => Grouping::Project,
+        "project" | "use" | "department" => Grouping::Project,
         "host" => Grouping::Host,
         "site" => Grouping::Site,
         "component" => Grouping::Component,
@@ -167,7 +174,7 @@ pub async fn footprint(
         "day" | "hour" => Grouping::Hour,
         other => {
             return Err(AppError::BadQuery(format!(
-                "group_by={other:?}: allowed are project, host, site, component, source, day, hour"
+                "group_by={other:?}: allowed are project, use, department, host, site, component, source, day, hour"
             )));
         }
     };
@@ -183,11 +190,22 @@ pub async fn footprint(
         .await?;
     let mut total = Sums::default();
     let mut grouped: BTreeMap<String, Sums> = BTreeMap::new();
+    let register = state.register.get();
+    let mut undeclared: BTreeMap<String, Sums> = BTreeMap::new();
     for (key, sums) in &rows {
         total.add(sums);
         let key = match group_by.as_str() {
             "day" => local_day(&state.tz, key.parse().unwrap_or_default()),
             "hour" => instant(key.parse().unwrap_or_default()),
+            "use" | "department" => {
+                match crate::register::api::group_key(&register, &group_by, key) {
+                    Some(k) => k,
+                    None => {
+                        undeclared.entry(key.clone()).or_default().add(sums);
+                        continue;
+                    }
+                }
+            }
             _ => key.clone(),
         };
         grouped.entry(key).or_default().add(sums);
@@ -200,17 +218,27 @@ pub async fn footprint(
         }),
         state.planner.config(),
     );
+    let rows = grouped
+        .into_iter()
+        .map(|(key, s)| FootprintRow {
+            register: if group_by == "project" {
+                crate::register::api::ProjectTags::of(&register, &key)
+            } else {
+                crate::register::api::ProjectTags::default()
+            },
+            key,
+            figures: Figures::from(&s),
+        })
+        .collect();
     Ok(Json(FootprintResponse {
         from: instant(from_s),
         to: instant(to_s),
         timezone: state.planner.config().organisation.timezone.clone(),
         group_by,
-        rows: grouped
-            .into_iter()
-            .map(|(key, s)| FootprintRow {
-                key,
-                figures: Figures::from(&s),
-            })
+        rows,
+        undeclared: undeclared
+            .iter()
+            .map(|(p, s)| crate::register::api::Undeclared::new(p, s))
             .collect(),
         total: Figures::from(&total),
         uncertainty,

@@ -45,6 +45,10 @@ pub struct CollectorConfig {
     /// An organisation's own coefficients file (same format as the built-in
     /// `carbon.toml`), merged over the built-in one.
     pub coefficients_file: Option<PathBuf>,
+    /// The register of AI uses (`register.toml`; see `empreinte register check`):
+    /// projects map to uses, departments and services. Unset: every project with energy
+    /// is flagged as an undeclared use.
+    pub register_file: Option<PathBuf>,
     /// HTTPS: the certificate and key the collector serves (reloaded on SIGHUP).
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
@@ -231,6 +235,7 @@ impl Default for CollectorConfig {
             inventory: Vec::new(),
             objectives: Vec::new(),
             coefficients_file: None,
+            register_file: None,
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
         }

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod objectives;
 pub mod period;
 pub mod plan;
+pub mod register;
 pub mod report;
 pub mod server;
 pub mod store;

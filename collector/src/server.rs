@@ -44,6 +44,8 @@ pub struct AppState {
     pub pdf_queue_timeout: Duration,
     /// `/metrics` without a token (`[metrics] public`).
     pub metrics_public: bool,
+    /// The register of AI uses (reloaded on SIGHUP).
+    pub register: Arc<crate::register::Live>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
             pdf_queue_timeout: l.pdf_queue_timeout,
             metrics_public: config.metrics.public,
+            register: Arc::new(crate::register::Live::open(config).map_err(|e| e.to_string())?),
             planner,
             metrics: Arc::new(Metrics::new()),
             tz,
@@ -83,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/objectives", get(api::objectives))
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/coefficients", get(api::coefficients))
+        .route("/api/v1/uses", get(crate::register::api::uses))
         .route("/reports/{file}", get(crate::report::http::report))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -333,10 +337,17 @@ pub async fn serve(
         header_timeout: config.limits.header_timeout,
     };
     let reloader = tls.clone().map(|t| tokio::spawn(t.reload_on_sighup()));
+    let register_reloader = tokio::spawn(
+        state
+            .register
+            .clone()
+            .reload_on_sighup(Arc::new(state.planner.config().clone())),
+    );
     let metrics = state.metrics.clone();
     let result =
         crate::listen::serve(listener, router(state), tls, limits, metrics, shutdown).await;
     refresher.abort();
+    register_reloader.abort();
     if let Some(r) = reloader {
         r.abort();
     }
