@@ -34,6 +34,7 @@ fn push(seq: &mut u64, batches: usize, now_ms: u64) -> Vec<u8> {
                     start_unix_ms: s,
                     end_unix_ms: s + 15_000,
                     energy_uj: 100_000_000 + i as u64,
+                    model: None,
                 })
                 .collect();
             Batch {
@@ -43,6 +44,7 @@ fn push(seq: &mut u64, batches: usize, now_ms: u64) -> Vec<u8> {
                 end_unix_ms: s + 15_000,
                 records,
                 counters: vec![],
+                inference: vec![],
             }
         })
         .collect();

@@ -218,6 +218,7 @@ mod tests {
             start_unix_ms: start,
             end_unix_ms: end,
             energy_uj: uj,
+            model: None,
         }
     }
 
@@ -229,6 +230,7 @@ mod tests {
             end_unix_ms: end,
             records,
             counters: vec![],
+            inference: vec![],
         }
     }
 

@@ -308,202 +308,18 @@ impl Metrics {
 
     /// The text exposition, with the agents' state as the store has it at `now_ms`.
     pub fn render(&self, agents: &[AgentRecord], now_ms: u64) -> String {
-        use MetricType::{COUNTER, GAUGE};
         let c = self.counts();
-        let mut energy = Family::new(
-            "empreinte_footprint_energy_joules_total",
-            "IT energy stored by this collector (all time: the database's totals), per project, site and component, in joules (at the meter, without PUE).",
-            COUNTER,
-        );
-        for ((project, site, component), uj) in &c.energy {
-            energy.push(
-                &[
-                    ("project", project),
-                    ("site", site),
-                    ("component", component),
-                ],
-                *uj as f64 / 1e6,
-            );
-        }
-        let mut co2e = Family::new(
-            "empreinte_footprint_co2e_grams_total",
-            "Emissions stored by this collector (all time: the database's totals), per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
-            COUNTER,
-        );
-        for ((project, site, scope, method), ug) in &c.co2e {
-            co2e.push(
-                &[
-                    ("project", project),
-                    ("site", site),
-                    ("scope", scope),
-                    ("method", method),
-                ],
-                *ug as f64 / 1e6,
-            );
-        }
-        let mut used = Family::new(
-            "empreinte_budget_used_ratio",
-            "Month-to-date use of a sobriety objective's monthly budget (1 = the whole budget); project * is the whole organisation; kind energy (kWh) or co2e (kgCO2e).",
-            GAUGE,
-        );
-        let mut projected = Family::new(
-            "empreinte_budget_projected_ratio",
-            "Projected end-of-month use of a monthly budget at the month-to-date pace (above 1: the objective will be missed).",
-            GAUGE,
-        );
-        for b in &c.budgets {
-            if let Some(r) = b.used_ratio {
-                used.push(&[("project", &b.project), ("kind", b.kind.as_str())], r);
-            }
-            if let Some(r) = b.projected_ratio {
-                projected.push(&[("project", &b.project), ("kind", b.kind.as_str())], r);
-            }
-        }
-        let mut intensity = Family::new(
-            "empreinte_grid_intensity_grams_per_kwh",
-            "Grid carbon intensity used for the current hour in a zone, in gCO2e/kWh (an imported series where one covers the hour, else the zone's yearly factor).",
-            GAUGE,
-        );
-        for (zone, g) in &c.intensity {
-            intensity.push(&[("zone", zone)], *g);
-        }
-        let mut pushes = Family::new(
-            "empreinte_collector_pushes_total",
-            "Agent pushes received, by outcome: stored or refused.",
-            COUNTER,
-        );
-        for (outcome, n) in &c.pushes {
-            pushes.push(&[("outcome", outcome)], *n as f64);
-        }
-        let mut batches = Family::new(
-            "empreinte_collector_batches_total",
-            "Batches received in stored pushes, by outcome: accepted (new) or duplicate (already stored, ignored).",
-            COUNTER,
-        );
-        for (outcome, n) in &c.batches {
-            batches.push(&[("outcome", outcome)], *n as f64);
-        }
-        let mut refused = Family::new(
-            "empreinte_collector_refused_pushes_total",
-            "Pushes refused, by reason (unauthenticated, forbidden, malformed, too_large, invalid, store_error): nothing of them was stored.",
-            COUNTER,
-        );
-        for (reason, n) in &c.refused {
-            refused.push(&[("reason", reason)], *n as f64);
-        }
-        let mut records = Family::new(
-            "empreinte_collector_hourly_parts_total",
-            "Hourly footprint parts (hour, project, component, source) added by stored batches.",
-            COUNTER,
-        );
-        records.push(&[], c.records as f64);
-        let mut lag = Family::new(
-            "empreinte_collector_agent_lag_seconds",
-            "Time since the end of the latest batch stored from an agent, in seconds: how far behind the collector's view of that host is.",
-            GAUGE,
-        );
-        let mut last_push = Family::new(
-            "empreinte_collector_agent_last_push_timestamp_seconds",
-            "Unix time of an agent's latest stored push.",
-            GAUGE,
-        );
-        let mut spool = Family::new(
-            "empreinte_collector_agent_spool_batches",
-            "Batches waiting in an agent's spool once its latest push was stored (0: it is up to date).",
-            GAUGE,
-        );
-        let mut spool_age = Family::new(
-            "empreinte_collector_agent_spool_oldest_age_seconds",
-            "Age of the oldest batch in an agent's spool at its latest push, in seconds (0 when empty).",
-            GAUGE,
-        );
-        let mut dropped = Family::new(
-            "empreinte_collector_agent_spool_dropped_batches_total",
-            "Batches an agent dropped from its spool (size or age limit) since it started, as it reported: energy lost.",
-            COUNTER,
-        );
-        for a in agents {
-            let labels = [("agent", a.agent_id.as_str())];
-            if let Some(end) = a.last_batch_end_ms {
-                lag.push(&labels, now_ms.saturating_sub(end) as f64 / 1e3);
-            }
-            last_push.push(&labels, a.last_push_ms as f64 / 1e3);
-            spool.push(&labels, a.spool_batches as f64);
-            spool_age.push(
-                &labels,
-                a.spool_oldest_ms
-                    .map(|o| now_ms.saturating_sub(o) as f64 / 1e3)
-                    .unwrap_or(0.0),
-            );
-            dropped.push(&labels, a.spool_dropped as f64);
-        }
-        let mut open = Family::new(
-            "empreinte_collector_open_connections",
-            "Client connections open now.",
-            GAUGE,
-        );
-        open.push(&[], c.open_connections as f64);
-        let mut limit = Family::new(
-            "empreinte_collector_connection_limit",
-            "The most connections served at once (limits.max_connections, kept below the open-files limit); more wait in the kernel's queue.",
-            GAUGE,
-        );
-        limit.push(&[], c.connection_limit as f64);
-        let mut closed = Family::new(
-            "empreinte_collector_connections_closed_total",
-            "Client connections closed, by reason: done (the client or an idle timeout closed it), header_timeout (headers not sent in time), tls_handshake (failed or too slow), error.",
-            COUNTER,
-        );
-        for (reason, n) in &c.closed {
-            closed.push(&[("reason", reason)], *n as f64);
-        }
-        let mut saturated = Family::new(
-            "empreinte_collector_saturated_total",
-            "Times a limit was reached, by limit: connections (new ones wait in the kernel's queue), ingests (a push got 503), pdf (a PDF request waited past its queue timeout and got 503).",
-            COUNTER,
-        );
-        for (what, n) in &c.saturated {
-            saturated.push(&[("limit", what)], *n as f64);
-        }
-        let mut accept_errors = Family::new(
-            "empreinte_collector_accept_errors_total",
-            "Connections the collector could not accept (most often: out of file descriptors).",
-            COUNTER,
-        );
-        accept_errors.push(&[], c.accept_errors as f64);
-        let mut build = Family::new(
-            "empreinte_collector_build_info",
-            "The collector's version.",
-            GAUGE,
-        );
-        build.push(&[("version", VERSION)], 1.0);
+        let mut families = footprint_families(&c);
+        families.extend(budget_families(&c));
+        families.extend(push_families(&c));
+        families.extend(agent_families(agents, now_ms));
+        families.extend(connection_families(&c));
         drop(c);
-        let mut families: Vec<MetricFamily> = [
-            energy,
-            co2e,
-            used,
-            projected,
-            intensity,
-            pushes,
-            batches,
-            refused,
-            records,
-            lag,
-            last_push,
-            spool,
-            spool_age,
-            dropped,
-            open,
-            limit,
-            closed,
-            saturated,
-            accept_errors,
-            build,
-        ]
-        .into_iter()
-        .map(|f| f.0)
-        .filter(|f| !f.get_metric().is_empty())
-        .collect();
+        let mut families: Vec<MetricFamily> = families
+            .into_iter()
+            .map(|f| f.0)
+            .filter(|f| !f.get_metric().is_empty())
+            .collect();
         if let Some(h) = &self.store_seconds {
             families.extend(h.collect());
         }
@@ -513,6 +329,203 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The footprint counters: energy and emissions per project and site.
+fn footprint_families(c: &Counts) -> Vec<Family> {
+    use MetricType::COUNTER;
+    let mut energy = Family::new(
+        "empreinte_footprint_energy_joules_total",
+        "IT energy stored by this collector (all time: the database's totals), per project, site and component, in joules (at the meter, without PUE).",
+        COUNTER,
+    );
+    for ((project, site, component), uj) in &c.energy {
+        energy.push(
+            &[
+                ("project", project),
+                ("site", site),
+                ("component", component),
+            ],
+            *uj as f64 / 1e6,
+        );
+    }
+    let mut co2e = Family::new(
+        "empreinte_footprint_co2e_grams_total",
+        "Emissions stored by this collector (all time: the database's totals), per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
+        COUNTER,
+    );
+    for ((project, site, scope, method), ug) in &c.co2e {
+        co2e.push(
+            &[
+                ("project", project),
+                ("site", site),
+                ("scope", scope),
+                ("method", method),
+            ],
+            *ug as f64 / 1e6,
+        );
+    }
+    vec![energy, co2e]
+}
+
+/// The objectives' budgets and the grid intensity in use.
+fn budget_families(c: &Counts) -> Vec<Family> {
+    use MetricType::GAUGE;
+    let mut used = Family::new(
+        "empreinte_budget_used_ratio",
+        "Month-to-date use of a sobriety objective's monthly budget (1 = the whole budget); project * is the whole organisation; kind energy (kWh) or co2e (kgCO2e).",
+        GAUGE,
+    );
+    let mut projected = Family::new(
+        "empreinte_budget_projected_ratio",
+        "Projected end-of-month use of a monthly budget at the month-to-date pace (above 1: the objective will be missed).",
+        GAUGE,
+    );
+    for b in &c.budgets {
+        if let Some(r) = b.used_ratio {
+            used.push(&[("project", &b.project), ("kind", b.kind.as_str())], r);
+        }
+        if let Some(r) = b.projected_ratio {
+            projected.push(&[("project", &b.project), ("kind", b.kind.as_str())], r);
+        }
+    }
+    let mut intensity = Family::new(
+        "empreinte_grid_intensity_grams_per_kwh",
+        "Grid carbon intensity used for the current hour in a zone, in gCO2e/kWh (an imported series where one covers the hour, else the zone's yearly factor).",
+        GAUGE,
+    );
+    for (zone, g) in &c.intensity {
+        intensity.push(&[("zone", zone)], *g);
+    }
+    vec![used, projected, intensity]
+}
+
+/// Pushes, batches and hourly parts received.
+fn push_families(c: &Counts) -> Vec<Family> {
+    use MetricType::COUNTER;
+    let mut pushes = Family::new(
+        "empreinte_collector_pushes_total",
+        "Agent pushes received, by outcome: stored or refused.",
+        COUNTER,
+    );
+    for (outcome, n) in &c.pushes {
+        pushes.push(&[("outcome", outcome)], *n as f64);
+    }
+    let mut batches = Family::new(
+        "empreinte_collector_batches_total",
+        "Batches received in stored pushes, by outcome: accepted (new) or duplicate (already stored, ignored).",
+        COUNTER,
+    );
+    for (outcome, n) in &c.batches {
+        batches.push(&[("outcome", outcome)], *n as f64);
+    }
+    let mut refused = Family::new(
+        "empreinte_collector_refused_pushes_total",
+        "Pushes refused, by reason (unauthenticated, forbidden, malformed, too_large, invalid, store_error): nothing of them was stored.",
+        COUNTER,
+    );
+    for (reason, n) in &c.refused {
+        refused.push(&[("reason", reason)], *n as f64);
+    }
+    let mut records = Family::new(
+        "empreinte_collector_hourly_parts_total",
+        "Hourly footprint parts (hour, project, component, source) added by stored batches.",
+        COUNTER,
+    );
+    records.push(&[], c.records as f64);
+    vec![pushes, batches, refused, records]
+}
+
+/// The agents' state as the store has it at `now_ms`.
+fn agent_families(agents: &[AgentRecord], now_ms: u64) -> Vec<Family> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut lag = Family::new(
+        "empreinte_collector_agent_lag_seconds",
+        "Time since the end of the latest batch stored from an agent, in seconds: how far behind the collector's view of that host is.",
+        GAUGE,
+    );
+    let mut last_push = Family::new(
+        "empreinte_collector_agent_last_push_timestamp_seconds",
+        "Unix time of an agent's latest stored push.",
+        GAUGE,
+    );
+    let mut spool = Family::new(
+        "empreinte_collector_agent_spool_batches",
+        "Batches waiting in an agent's spool once its latest push was stored (0: it is up to date).",
+        GAUGE,
+    );
+    let mut spool_age = Family::new(
+        "empreinte_collector_agent_spool_oldest_age_seconds",
+        "Age of the oldest batch in an agent's spool at its latest push, in seconds (0 when empty).",
+        GAUGE,
+    );
+    let mut dropped = Family::new(
+        "empreinte_collector_agent_spool_dropped_batches_total",
+        "Batches an agent dropped from its spool (size or age limit) since it started, as it reported: energy lost.",
+        COUNTER,
+    );
+    for a in agents {
+        let labels = [("agent", a.agent_id.as_str())];
+        if let Some(end) = a.last_batch_end_ms {
+            lag.push(&labels, now_ms.saturating_sub(end) as f64 / 1e3);
+        }
+        last_push.push(&labels, a.last_push_ms as f64 / 1e3);
+        spool.push(&labels, a.spool_batches as f64);
+        spool_age.push(
+            &labels,
+            a.spool_oldest_ms
+                .map(|o| now_ms.saturating_sub(o) as f64 / 1e3)
+                .unwrap_or(0.0),
+        );
+        dropped.push(&labels, a.spool_dropped as f64);
+    }
+    vec![lag, last_push, spool, spool_age, dropped]
+}
+
+/// Connections, limits and the build.
+fn connection_families(c: &Counts) -> Vec<Family> {
+    use MetricType::{COUNTER, GAUGE};
+    let mut open = Family::new(
+        "empreinte_collector_open_connections",
+        "Client connections open now.",
+        GAUGE,
+    );
+    open.push(&[], c.open_connections as f64);
+    let mut limit = Family::new(
+        "empreinte_collector_connection_limit",
+        "The most connections served at once (limits.max_connections, kept below the open-files limit); more wait in the kernel's queue.",
+        GAUGE,
+    );
+    limit.push(&[], c.connection_limit as f64);
+    let mut closed = Family::new(
+        "empreinte_collector_connections_closed_total",
+        "Client connections closed, by reason: done (the client or an idle timeout closed it), header_timeout (headers not sent in time), tls_handshake (failed or too slow), error.",
+        COUNTER,
+    );
+    for (reason, n) in &c.closed {
+        closed.push(&[("reason", reason)], *n as f64);
+    }
+    let mut saturated = Family::new(
+        "empreinte_collector_saturated_total",
+        "Times a limit was reached, by limit: connections (new ones wait in the kernel's queue), ingests (a push got 503), pdf (a PDF request waited past its queue timeout and got 503).",
+        COUNTER,
+    );
+    for (what, n) in &c.saturated {
+        saturated.push(&[("limit", what)], *n as f64);
+    }
+    let mut accept_errors = Family::new(
+        "empreinte_collector_accept_errors_total",
+        "Connections the collector could not accept (most often: out of file descriptors).",
+        COUNTER,
+    );
+    accept_errors.push(&[], c.accept_errors as f64);
+    let mut build = Family::new(
+        "empreinte_collector_build_info",
+        "The collector's version.",
+        GAUGE,
+    );
+    build.push(&[("version", VERSION)], 1.0);
+    vec![open, limit, closed, saturated, accept_errors, build]
 }
 
 /// The `component` label of a stored component name.

@@ -18,9 +18,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::labels::{Component, SourceKind};
 
-/// The version this crate writes and reads. A collector refuses other versions with a
-/// message naming the ones it accepts.
-pub const WIRE_VERSION: u32 = 1;
+/// The version agents of this crate write.
+///
+/// Version 2 added a record's optional [`Record::model`] and a batch's
+/// [`Batch::inference`] records; a version 1 push carries neither.
+pub const WIRE_VERSION: u32 = 2;
+
+/// The versions a collector of this crate reads (collectors are upgraded before agents).
+/// Other versions are refused with a message naming these.
+pub const ACCEPTED_WIRE_VERSIONS: [u32; 2] = [1, 2];
 
 /// Where agents push.
 pub const INGEST_PATH: &str = "/api/v1/ingest";
@@ -83,6 +89,10 @@ pub struct Batch {
     /// (the agent's `empreinte_project_energy_joules_total`, in µJ). The collector keeps
     /// the latest ones to check that nothing of a run is missing.
     pub counters: Vec<Counter>,
+    /// Requests and tokens counted by the inference servers over spans inside
+    /// `[start_unix_ms, end_unix_ms]` (version 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inference: Vec<InferenceRecord>,
 }
 
 /// A project's energy for one component and source over a time span.
@@ -95,6 +105,85 @@ pub struct Record {
     pub start_unix_ms: u64,
     pub end_unix_ms: u64,
     pub energy_uj: u64,
+    /// The model this energy served (version 2; same limits as a project name). `None`:
+    /// energy not tied to a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// The kind of inference server a count was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InferenceServerKind {
+    Vllm,
+    Sglang,
+    Tgi,
+    Triton,
+    Llamacpp,
+    Litellm,
+}
+
+impl InferenceServerKind {
+    pub const ALL: [InferenceServerKind; 6] = [
+        InferenceServerKind::Vllm,
+        InferenceServerKind::Sglang,
+        InferenceServerKind::Tgi,
+        InferenceServerKind::Triton,
+        InferenceServerKind::Llamacpp,
+        InferenceServerKind::Litellm,
+    ];
+
+    /// The wire's (and the configuration's) name: `vllm`, `sglang`, `tgi`, `triton`,
+    /// `llamacpp`, `litellm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InferenceServerKind::Vllm => "vllm",
+            InferenceServerKind::Sglang => "sglang",
+            InferenceServerKind::Tgi => "tgi",
+            InferenceServerKind::Triton => "triton",
+            InferenceServerKind::Llamacpp => "llamacpp",
+            InferenceServerKind::Litellm => "litellm",
+        }
+    }
+
+    /// The kind named `name`, if any.
+    pub fn parse(name: &str) -> Option<InferenceServerKind> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for InferenceServerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one inference server counted for one project and model over a span (version 2).
+///
+/// A count is `None` when the server does not count it (never 0 for "unknown"). Counts
+/// are differences of the server's cumulative counters: never negative, a counter reset
+/// (a restart) counts the new value, and time the server could not be read is `gap_ms`
+/// (its counts are carried by the next successful read).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceRecord {
+    pub project: String,
+    pub model: String,
+    pub server: InferenceServerKind,
+    pub start_unix_ms: u64,
+    pub end_unix_ms: u64,
+    pub requests: Option<u64>,
+    pub input_tokens: Option<u64>,
+    /// Input tokens served from a prefix cache (part of `input_tokens`).
+    pub cached_input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    /// Time inside the span when the server could not be read.
+    pub gap_ms: u64,
+    /// Counter resets (server restarts) seen inside the span.
+    pub resets: u32,
+    /// True when this model's energy was split from a process serving several models
+    /// (by output tokens, else requests).
+    pub allocated: bool,
 }
 
 /// A run's cumulative energy for one project, component and source.
@@ -245,75 +334,11 @@ impl Push {
     /// Every problem of this push against `limits`, at `now_unix_ms` by the receiver's
     /// clock. Empty when the push can be stored.
     pub fn problems(&self, limits: &Limits, now_unix_ms: u64) -> Vec<WireProblem> {
-        let mut out = Vec::new();
-        let mut problem = |path: String, message: String| out.push(WireProblem { path, message });
-        if self.version != WIRE_VERSION {
-            problem(
-                "version".into(),
-                format!(
-                    "version {} is not supported; this collector accepts version {WIRE_VERSION}",
-                    self.version
-                ),
-            );
-        }
-        if let Err(m) = check_name(&self.agent.agent_id) {
-            problem("agent.agent_id".into(), m);
-        }
-        for (path, text) in [
-            ("agent.hostname", &self.agent.hostname),
-            ("agent.agent_version", &self.agent.agent_version),
-        ] {
-            if text.len() > MAX_NAME_LEN || text.chars().any(char::is_control) {
-                problem(
-                    path.into(),
-                    format!("at most {MAX_NAME_LEN} bytes and no control characters are allowed"),
-                );
-            }
-        }
-        // Everything is stored as a signed 64-bit integer: larger values are refused.
-        let mut past_i64 = |path: String, v: u64| {
-            if v > MAX_STORED {
-                problem(
-                    path,
-                    format!("{v} is more than {MAX_STORED}, the largest value stored"),
-                );
-            }
-        };
-        past_i64("spool.batches".into(), self.spool.batches);
-        past_i64("spool.bytes".into(), self.spool.bytes);
-        past_i64(
-            "spool.dropped_batches_total".into(),
-            self.spool.dropped_batches_total,
-        );
-        past_i64(
-            "spool.oldest_start_unix_ms".into(),
-            self.spool.oldest_start_unix_ms.unwrap_or(0),
-        );
-        for (b, batch) in self.batches.iter().enumerate() {
-            past_i64(format!("batches[{b}].seq"), batch.seq);
-            for (c, counter) in batch.counters.iter().enumerate() {
-                past_i64(
-                    format!("batches[{b}].counters[{c}].total_uj"),
-                    counter.total_uj,
-                );
-            }
-            let mut sum: u128 = 0;
-            for (r, rec) in batch.records.iter().enumerate() {
-                past_i64(
-                    format!("batches[{b}].records[{r}].energy_uj"),
-                    rec.energy_uj,
-                );
-                sum += u128::from(rec.energy_uj);
-            }
-            if sum > u128::from(MAX_STORED) {
-                past_i64(
-                    format!("batches[{b}].records"),
-                    u64::try_from(sum).unwrap_or(u64::MAX),
-                );
-            }
-        }
+        let mut out = Problems::default();
+        self.check_header(&mut out);
+        self.check_stored_range(&mut out);
         if self.batches.len() > limits.max_batches_per_push {
-            problem(
+            out.add(
                 "batches".into(),
                 format!(
                     "{} batches in one push; at most {} are allowed",
@@ -323,111 +348,295 @@ impl Push {
             );
         }
         for (b, batch) in self.batches.iter().enumerate() {
-            let at = |field: &str| format!("batches[{b}].{field}");
-            if let Err(m) = check_run_id(&batch.run_id) {
-                problem(at("run_id"), m);
+            batch.check_span(b, limits, now_unix_ms, &mut out);
+            batch.check_records(b, limits, &mut out);
+            batch.check_inference(b, limits, &mut out);
+            if self.version < 2 {
+                batch.check_v1_only(b, &mut out);
             }
-            if batch.seq == 0 {
-                problem(at("seq"), "sequence numbers start at 1".into());
-            }
-            let span = batch.end_unix_ms.saturating_sub(batch.start_unix_ms);
-            if batch.end_unix_ms <= batch.start_unix_ms {
-                problem(
-                    at("end_unix_ms"),
-                    format!(
-                        "{} is not after start_unix_ms {}",
-                        batch.end_unix_ms, batch.start_unix_ms
-                    ),
-                );
-            } else if span > limits.max_batch_span_ms {
-                problem(
-                    at("end_unix_ms"),
-                    format!(
-                        "the batch spans {span} ms; at most {} ms are allowed",
-                        limits.max_batch_span_ms
-                    ),
-                );
-            }
-            if batch.end_unix_ms > now_unix_ms.saturating_add(limits.max_clock_skew_ms) {
-                problem(
-                    at("end_unix_ms"),
-                    format!(
-                        "{} is {} ms in the future by the collector's clock; at most {} ms of clock skew are allowed",
-                        batch.end_unix_ms,
-                        batch.end_unix_ms - now_unix_ms,
-                        limits.max_clock_skew_ms
-                    ),
+        }
+        out.0
+    }
+
+    /// The version and who pushes.
+    fn check_header(&self, out: &mut Problems) {
+        if !ACCEPTED_WIRE_VERSIONS.contains(&self.version) {
+            out.add(
+                "version".into(),
+                format!(
+                    "version {} is not supported; this collector accepts versions {ACCEPTED_WIRE_VERSIONS:?}",
+                    self.version
+                ),
+            );
+        }
+        if let Err(m) = check_name(&self.agent.agent_id) {
+            out.add("agent.agent_id".into(), m);
+        }
+        for (path, text) in [
+            ("agent.hostname", &self.agent.hostname),
+            ("agent.agent_version", &self.agent.agent_version),
+        ] {
+            if text.len() > MAX_NAME_LEN || text.chars().any(char::is_control) {
+                out.add(
+                    path.into(),
+                    format!("at most {MAX_NAME_LEN} bytes and no control characters are allowed"),
                 );
             }
-            if batch.start_unix_ms < now_unix_ms.saturating_sub(limits.max_age_ms) {
-                problem(
-                    at("start_unix_ms"),
-                    format!(
-                        "{} is older than the {} days this collector accepts",
-                        batch.start_unix_ms,
-                        limits.max_age_ms / 86_400_000
-                    ),
-                );
-            }
-            if batch.records.len() > limits.max_records_per_batch {
-                problem(
-                    at("records"),
-                    format!(
-                        "{} records in one batch; at most {} are allowed",
-                        batch.records.len(),
-                        limits.max_records_per_batch
-                    ),
-                );
-            }
-            let mut total: u128 = 0;
-            for (r, rec) in batch.records.iter().enumerate() {
-                let at = |field: &str| format!("batches[{b}].records[{r}].{field}");
-                if let Err(m) = check_name(&rec.project) {
-                    problem(at("project"), m);
-                }
-                if rec.end_unix_ms <= rec.start_unix_ms {
-                    problem(
-                        at("end_unix_ms"),
-                        format!(
-                            "{} is not after start_unix_ms {}",
-                            rec.end_unix_ms, rec.start_unix_ms
-                        ),
-                    );
-                }
-                if rec.start_unix_ms < batch.start_unix_ms || rec.end_unix_ms > batch.end_unix_ms {
-                    problem(
-                        at("start_unix_ms"),
-                        format!(
-                            "the record spans [{}, {}], outside its batch [{}, {}]",
-                            rec.start_unix_ms,
-                            rec.end_unix_ms,
-                            batch.start_unix_ms,
-                            batch.end_unix_ms
-                        ),
-                    );
-                }
-                total += u128::from(rec.energy_uj);
-            }
-            if span > 0 {
-                // µJ / ms = mW.
-                let watts = total as f64 / span as f64 / 1e3;
-                if watts > limits.max_host_power_watts {
-                    problem(
-                        at("records"),
-                        format!(
-                            "{total} µJ over {span} ms is a mean power of {watts:.0} W, more than the {:.0} W a host can draw (max_host_power_watts)",
-                            limits.max_host_power_watts
-                        ),
-                    );
-                }
-            }
+        }
+    }
+
+    /// Everything is stored as a signed 64-bit integer: larger values are refused.
+    fn check_stored_range(&self, out: &mut Problems) {
+        out.past_i64("spool.batches".into(), self.spool.batches);
+        out.past_i64("spool.bytes".into(), self.spool.bytes);
+        out.past_i64(
+            "spool.dropped_batches_total".into(),
+            self.spool.dropped_batches_total,
+        );
+        out.past_i64(
+            "spool.oldest_start_unix_ms".into(),
+            self.spool.oldest_start_unix_ms.unwrap_or(0),
+        );
+        for (b, batch) in self.batches.iter().enumerate() {
+            out.past_i64(format!("batches[{b}].seq"), batch.seq);
             for (c, counter) in batch.counters.iter().enumerate() {
-                if let Err(m) = check_name(&counter.project) {
-                    problem(format!("batches[{b}].counters[{c}].project"), m);
+                out.past_i64(
+                    format!("batches[{b}].counters[{c}].total_uj"),
+                    counter.total_uj,
+                );
+            }
+            let mut sum: u128 = 0;
+            for (r, rec) in batch.records.iter().enumerate() {
+                out.past_i64(
+                    format!("batches[{b}].records[{r}].energy_uj"),
+                    rec.energy_uj,
+                );
+                sum += u128::from(rec.energy_uj);
+            }
+            if sum > u128::from(MAX_STORED) {
+                out.past_i64(
+                    format!("batches[{b}].records"),
+                    u64::try_from(sum).unwrap_or(u64::MAX),
+                );
+            }
+        }
+    }
+}
+
+/// The problems found so far.
+#[derive(Default)]
+struct Problems(Vec<WireProblem>);
+
+impl Problems {
+    fn add(&mut self, path: String, message: String) {
+        self.0.push(WireProblem { path, message });
+    }
+
+    fn past_i64(&mut self, path: String, v: u64) {
+        if v > MAX_STORED {
+            self.add(
+                path,
+                format!("{v} is more than {MAX_STORED}, the largest value stored"),
+            );
+        }
+    }
+
+    /// A span `[start, end]` that must be non-empty and inside its batch's.
+    fn span_inside(
+        &mut self,
+        at: &dyn Fn(&str) -> String,
+        what: &str,
+        span: [u64; 2],
+        batch: &Batch,
+    ) {
+        let [start, end] = span;
+        if end <= start {
+            self.add(
+                at("end_unix_ms"),
+                format!("{end} is not after start_unix_ms {start}"),
+            );
+        }
+        if start < batch.start_unix_ms || end > batch.end_unix_ms {
+            self.add(
+                at("start_unix_ms"),
+                format!(
+                    "the {what} spans [{start}, {end}], outside its batch [{}, {}]",
+                    batch.start_unix_ms, batch.end_unix_ms
+                ),
+            );
+        }
+    }
+}
+
+impl Batch {
+    /// Its name, its span against its own limits and the receiver's clock.
+    fn check_span(&self, b: usize, limits: &Limits, now_unix_ms: u64, out: &mut Problems) {
+        let at = |field: &str| format!("batches[{b}].{field}");
+        if let Err(m) = check_run_id(&self.run_id) {
+            out.add(at("run_id"), m);
+        }
+        if self.seq == 0 {
+            out.add(at("seq"), "sequence numbers start at 1".into());
+        }
+        let span = self.end_unix_ms.saturating_sub(self.start_unix_ms);
+        if self.end_unix_ms <= self.start_unix_ms {
+            out.add(
+                at("end_unix_ms"),
+                format!(
+                    "{} is not after start_unix_ms {}",
+                    self.end_unix_ms, self.start_unix_ms
+                ),
+            );
+        } else if span > limits.max_batch_span_ms {
+            out.add(
+                at("end_unix_ms"),
+                format!(
+                    "the batch spans {span} ms; at most {} ms are allowed",
+                    limits.max_batch_span_ms
+                ),
+            );
+        }
+        if self.end_unix_ms > now_unix_ms.saturating_add(limits.max_clock_skew_ms) {
+            out.add(
+                at("end_unix_ms"),
+                format!(
+                    "{} is {} ms in the future by the collector's clock; at most {} ms of clock skew are allowed",
+                    self.end_unix_ms,
+                    self.end_unix_ms - now_unix_ms,
+                    limits.max_clock_skew_ms
+                ),
+            );
+        }
+        if self.start_unix_ms < now_unix_ms.saturating_sub(limits.max_age_ms) {
+            out.add(
+                at("start_unix_ms"),
+                format!(
+                    "{} is older than the {} days this collector accepts",
+                    self.start_unix_ms,
+                    limits.max_age_ms / 86_400_000
+                ),
+            );
+        }
+    }
+
+    /// The energy records and counters: names, spans, the host's power.
+    fn check_records(&self, b: usize, limits: &Limits, out: &mut Problems) {
+        if self.records.len() > limits.max_records_per_batch {
+            out.add(
+                format!("batches[{b}].records"),
+                format!(
+                    "{} records in one batch; at most {} are allowed",
+                    self.records.len(),
+                    limits.max_records_per_batch
+                ),
+            );
+        }
+        let mut total: u128 = 0;
+        for (r, rec) in self.records.iter().enumerate() {
+            let at = |field: &str| format!("batches[{b}].records[{r}].{field}");
+            if let Err(m) = check_name(&rec.project) {
+                out.add(at("project"), m);
+            }
+            if let Some(Err(m)) = rec.model.as_deref().map(check_name) {
+                out.add(at("model"), m);
+            }
+            out.span_inside(&at, "record", [rec.start_unix_ms, rec.end_unix_ms], self);
+            total += u128::from(rec.energy_uj);
+        }
+        let span = self.end_unix_ms.saturating_sub(self.start_unix_ms);
+        if span > 0 {
+            // µJ / ms = mW.
+            let watts = total as f64 / span as f64 / 1e3;
+            if watts > limits.max_host_power_watts {
+                out.add(
+                    format!("batches[{b}].records"),
+                    format!(
+                        "{total} µJ over {span} ms is a mean power of {watts:.0} W, more than the {:.0} W a host can draw (max_host_power_watts)",
+                        limits.max_host_power_watts
+                    ),
+                );
+            }
+        }
+        for (c, counter) in self.counters.iter().enumerate() {
+            if let Err(m) = check_name(&counter.project) {
+                out.add(format!("batches[{b}].counters[{c}].project"), m);
+            }
+        }
+    }
+
+    /// The inference records: names, spans, gaps, counts.
+    fn check_inference(&self, b: usize, limits: &Limits, out: &mut Problems) {
+        if self.inference.len() > limits.max_records_per_batch {
+            out.add(
+                format!("batches[{b}].inference"),
+                format!(
+                    "{} inference records in one batch; at most {} are allowed",
+                    self.inference.len(),
+                    limits.max_records_per_batch
+                ),
+            );
+        }
+        for (i, rec) in self.inference.iter().enumerate() {
+            let at = |field: &str| format!("batches[{b}].inference[{i}].{field}");
+            if let Err(m) = check_name(&rec.project) {
+                out.add(at("project"), m);
+            }
+            if let Err(m) = check_name(&rec.model) {
+                out.add(at("model"), m);
+            }
+            out.span_inside(
+                &at,
+                "inference record",
+                [rec.start_unix_ms, rec.end_unix_ms],
+                self,
+            );
+            let span = rec.end_unix_ms.saturating_sub(rec.start_unix_ms);
+            if rec.gap_ms > span {
+                out.add(
+                    at("gap_ms"),
+                    format!(
+                        "{} ms of gap is more than the record's span of {span} ms",
+                        rec.gap_ms
+                    ),
+                );
+            }
+            for (field, count) in [
+                ("requests", rec.requests),
+                ("input_tokens", rec.input_tokens),
+                ("cached_input_tokens", rec.cached_input_tokens),
+                ("output_tokens", rec.output_tokens),
+            ] {
+                out.past_i64(at(field), count.unwrap_or(0));
+            }
+            if let (Some(cached), Some(input)) = (rec.cached_input_tokens, rec.input_tokens) {
+                if cached > input {
+                    out.add(
+                        at("cached_input_tokens"),
+                        format!(
+                            "{cached} cached input tokens are more than the {input} input tokens"
+                        ),
+                    );
                 }
             }
         }
-        out
+    }
+
+    /// A version 1 push carries none of version 2's fields.
+    fn check_v1_only(&self, b: usize, out: &mut Problems) {
+        if !self.inference.is_empty() {
+            out.add(
+                format!("batches[{b}].inference"),
+                "inference records need wire version 2; this push says version 1".into(),
+            );
+        }
+        for (r, rec) in self.records.iter().enumerate() {
+            if rec.model.is_some() {
+                out.add(
+                    format!("batches[{b}].records[{r}].model"),
+                    "a record's model needs wire version 2; this push says version 1".into(),
+                );
+            }
+        }
     }
 }
 
@@ -458,8 +667,10 @@ mod tests {
                     start_unix_ms: NOW - span_ms,
                     end_unix_ms: NOW,
                     energy_uj,
+                    model: None,
                 }],
                 counters: vec![],
+                inference: vec![],
             }],
         }
     }
@@ -583,5 +794,126 @@ mod tests {
         // Negative energy cannot be represented.
         let negative = text.replace(r#""energy_uj":5"#, r#""energy_uj":-5"#);
         assert!(serde_json::from_str::<Push>(&negative).is_err());
+    }
+
+    fn inference(start: u64, end: u64) -> InferenceRecord {
+        InferenceRecord {
+            project: "chatbot".into(),
+            model: "mistral-7b".into(),
+            server: InferenceServerKind::Vllm,
+            start_unix_ms: start,
+            end_unix_ms: end,
+            requests: Some(12),
+            input_tokens: Some(3_000),
+            cached_input_tokens: None,
+            output_tokens: Some(900),
+            gap_ms: 0,
+            resets: 0,
+            allocated: false,
+        }
+    }
+
+    #[test]
+    fn a_v2_push_with_models_and_inference_records_is_accepted() {
+        let mut p = push(10_500_000_000, 15_000);
+        p.batches[0].records[0].model = Some("mistral-7b".into());
+        p.batches[0].inference.push(inference(NOW - 15_000, NOW));
+        assert_eq!(p.version, 2);
+        assert_eq!(p.problems(&Limits::default(), NOW), vec![]);
+        let text = serde_json::to_string(&p).unwrap_or_default();
+        assert!(text.contains(r#""server":"vllm""#), "{text}");
+        assert!(text.contains(r#""cached_input_tokens":null"#), "{text}");
+        let back: Push = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, p);
+        // Every kind spells as the configuration and the wire name it.
+        for kind in InferenceServerKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap_or_default();
+            assert_eq!(json, format!("\"{kind}\""));
+            assert_eq!(InferenceServerKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(InferenceServerKind::parse("ollama"), None);
+    }
+
+    #[test]
+    fn a_v1_push_is_accepted_and_written_without_v2_fields() {
+        let mut p = push(10_500_000_000, 15_000);
+        p.version = 1;
+        assert_eq!(p.problems(&Limits::default(), NOW), vec![]);
+        let text = serde_json::to_string(&p).unwrap_or_default();
+        assert!(!text.contains("model"), "{text}");
+        assert!(!text.contains("inference"), "{text}");
+        // What a v1 agent wrote (no v2 field at all) reads back.
+        let back: Push = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, p);
+        // A v1 push carrying a v2 field is refused, naming the field.
+        p.batches[0].records[0].model = Some("mistral-7b".into());
+        p.batches[0].inference.push(inference(NOW - 15_000, NOW));
+        let paths: Vec<String> = p
+            .problems(&Limits::default(), NOW)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(
+            paths,
+            ["batches[0].inference", "batches[0].records[0].model"]
+        );
+        p.version = 3;
+        let problems = p.problems(&Limits::default(), NOW);
+        assert_eq!(problems[0].path, "version");
+        assert!(problems[0].message.contains("[1, 2]"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn every_problem_of_an_inference_record_is_named() {
+        let mut p = push(10_500_000_000, 15_000);
+        p.batches[0].records[0].model = Some(String::new());
+        let mut bad = inference(NOW - 20_000, NOW - 15_000);
+        bad.project = "a\u{7}".into();
+        bad.model = "m".repeat(200);
+        bad.gap_ms = 6_000;
+        bad.requests = Some(u64::MAX);
+        bad.input_tokens = Some(10);
+        bad.cached_input_tokens = Some(11);
+        bad.output_tokens = Some(MAX_STORED + 1);
+        p.batches[0].inference.push(bad);
+        let mut empty = inference(NOW - 1_000, NOW - 1_000);
+        empty.input_tokens = None;
+        empty.cached_input_tokens = Some(5);
+        p.batches[0].inference.push(empty);
+        let paths: Vec<String> = p
+            .problems(&Limits::default(), NOW)
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "batches[0].records[0].model",
+                "batches[0].inference[0].project",
+                "batches[0].inference[0].model",
+                "batches[0].inference[0].start_unix_ms",
+                "batches[0].inference[0].gap_ms",
+                "batches[0].inference[0].requests",
+                "batches[0].inference[0].output_tokens",
+                "batches[0].inference[0].cached_input_tokens",
+                "batches[0].inference[1].end_unix_ms",
+            ]
+        );
+        let limits = Limits {
+            max_records_per_batch: 1,
+            ..Limits::default()
+        };
+        let mut p = push(10_500_000_000, 15_000);
+        p.batches[0].inference = vec![inference(NOW - 15_000, NOW); 2];
+        let problems = p.problems(&limits, NOW);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].path, "batches[0].inference");
+        // Unknown fields in an inference record are refused like everywhere else.
+        let text = serde_json::to_string(&p).unwrap_or_default().replacen(
+            r#""allocated":false"#,
+            r#""allocated":false,"watts":3"#,
+            1,
+        );
+        assert!(serde_json::from_str::<Push>(&text).is_err());
     }
 }

@@ -255,6 +255,7 @@ impl Batcher {
                     start_unix_ms: r.start,
                     end_unix_ms: r.end,
                     energy_uj: r.energy_uj,
+                    model: None,
                 })
                 .collect(),
             counters: self
@@ -268,6 +269,7 @@ impl Batcher {
                     total_uj: total.uj,
                 })
                 .collect(),
+            inference: vec![],
         })
     }
 

@@ -164,6 +164,7 @@ pub fn record(
         start_unix_ms: start,
         end_unix_ms: end,
         energy_uj: uj,
+        model: None,
     }
 }
 
@@ -175,6 +176,7 @@ pub fn batch(run: u8, seq: u64, start: u64, end: u64, records: Vec<Record>) -> B
         end_unix_ms: end,
         records,
         counters: vec![],
+        inference: vec![],
     }
 }
 

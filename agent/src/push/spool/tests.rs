@@ -19,6 +19,7 @@ fn batch(run: &str, seq: u64, start: u64, uj: u64) -> Batch {
             start_unix_ms: start,
             end_unix_ms: start + 15_000,
             energy_uj: uj,
+            model: None,
         }],
         counters: vec![Counter {
             project: "p".into(),
@@ -26,6 +27,7 @@ fn batch(run: &str, seq: u64, start: u64, uj: u64) -> Batch {
             source: SourceKind::Rapl,
             total_uj: uj * seq,
         }],
+        inference: vec![],
     }
 }
 
