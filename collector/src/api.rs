@@ -93,7 +93,7 @@ pub fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppE
 }
 
 /// `[from, to)` from `month` or `from`/`to` (default: the current month).
-fn range(state: &AppState, p: &RangeParams) -> Result<(i64, i64), AppError> {
+pub fn range(state: &AppState, p: &RangeParams) -> Result<(i64, i64), AppError> {
     match (&p.month, &p.from, &p.to) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(AppError::BadQuery(
             "give either month or from/to, not both".into(),
@@ -146,7 +146,7 @@ pub struct FootprintResponse {
     pub uncertainty: crate::uncertainty::FigureUncertainty,
 }
 
-fn instant(s: i64) -> String {
+pub fn instant(s: i64) -> String {
     jiff::Timestamp::from_second(s)
         .map(|t| t.to_string())
         .unwrap_or_default()

@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod problems;
+mod tariff;
+
+pub use tariff::{TariffChange, TariffView};
 
 /// Default address of the collector's HTTP server.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9820";
@@ -137,6 +140,21 @@ pub struct DefaultSite {
     /// The facility's PUE; when absent the built-in default is used and flagged.
     pub pue: Option<f64>,
     pub pue_source: Option<String>,
+    /// Electricity price, euros per kWh (the peak price when an off-peak one is given),
+    /// applied to the facility energy (PUE included) of every hour.
+    #[serde(default)]
+    pub tariff_eur_per_kwh: Option<f64>,
+    #[serde(default)]
+    pub tariff_off_peak_eur_per_kwh: Option<f64>,
+    /// Local hours of the off-peak price, e.g. `["22-06"]`.
+    #[serde(default)]
+    pub tariff_off_peak_hours: Vec<String>,
+    /// The contract or price list behind the tariff, and its date.
+    #[serde(default)]
+    pub tariff_source: Option<String>,
+    /// Later tariffs, each from a local day on.
+    #[serde(default, rename = "tariff_change")]
+    pub tariff_changes: Vec<TariffChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -161,6 +179,21 @@ pub struct Site {
     /// The contract or certificate behind `market_g_per_kwh`, and its year.
     #[serde(default)]
     pub market_source: Option<String>,
+    /// Electricity price, euros per kWh (the peak price when an off-peak one is given),
+    /// applied to the facility energy (PUE included) of every hour.
+    #[serde(default)]
+    pub tariff_eur_per_kwh: Option<f64>,
+    #[serde(default)]
+    pub tariff_off_peak_eur_per_kwh: Option<f64>,
+    /// Local hours of the off-peak price, e.g. `["22-06"]`.
+    #[serde(default)]
+    pub tariff_off_peak_hours: Vec<String>,
+    /// The contract or price list behind the tariff, and its date.
+    #[serde(default)]
+    pub tariff_source: Option<String>,
+    /// Later tariffs, each from a local day on.
+    #[serde(default, rename = "tariff_change")]
+    pub tariff_changes: Vec<TariffChange>,
 }
 
 /// A set of hosts of one kind with the manufacturing footprint of each.
@@ -280,6 +313,11 @@ impl Default for DefaultSite {
             zone: "FR".into(),
             pue: None,
             pue_source: None,
+            tariff_eur_per_kwh: None,
+            tariff_off_peak_eur_per_kwh: None,
+            tariff_off_peak_hours: Vec::new(),
+            tariff_source: None,
+            tariff_changes: Vec::new(),
         }
     }
 }
@@ -439,6 +477,25 @@ impl CollectorConfig {
         EXAMPLE.to_string()
     }
 }
+
+macro_rules! tariff_view {
+    ($t:ty) => {
+        impl $t {
+            /// The site's tariff fields.
+            pub fn tariff(&self) -> TariffView<'_> {
+                TariffView {
+                    eur_per_kwh: self.tariff_eur_per_kwh,
+                    off_peak_eur_per_kwh: self.tariff_off_peak_eur_per_kwh,
+                    off_peak_hours: &self.tariff_off_peak_hours,
+                    source: self.tariff_source.as_deref(),
+                    changes: &self.tariff_changes,
+                }
+            }
+        }
+    };
+}
+tariff_view!(Site);
+tariff_view!(DefaultSite);
 
 /// A host's site as the configuration says.
 #[derive(Clone, Copy, Debug, PartialEq)]

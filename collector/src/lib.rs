@@ -7,6 +7,7 @@ pub mod auth;
 pub mod carbon;
 pub mod clock;
 pub mod config;
+pub mod cost;
 pub mod footprint;
 pub mod ingest;
 pub mod listen;

@@ -87,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/coefficients", get(api::coefficients))
         .route("/api/v1/uses", get(crate::register::api::uses))
+        .route("/api/v1/costs", get(crate::cost::api::costs))
         .route("/reports/{file}", get(crate::report::http::report))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -126,11 +127,27 @@ async fn metrics(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            state.metrics.render(&agents, now_unix_ms()),
+            state.metrics.render(&agents, now_unix_ms()) + &register_series(&state).await,
         )
             .into_response(),
         Err(e) => AppError::Store(e).into_response(),
     }
+}
+
+/// The register's and the costs' series (`crate::register::api::prometheus`,
+/// `crate::cost::api::prometheus`); a store error leaves them out and is logged.
+async fn register_series(state: &AppState) -> String {
+    let mut out = String::new();
+    for part in [
+        crate::register::api::prometheus(state).await,
+        crate::cost::api::prometheus(state).await,
+    ] {
+        match part {
+            Ok(text) => out.push_str(&text),
+            Err(e) => tracing::warn!(error = %e, "cannot read the register's or the costs' series"),
+        }
+    }
+    out
 }
 
 /// A request that failed, with what the client should know.

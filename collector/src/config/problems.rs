@@ -134,6 +134,7 @@ fn tls(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
 /// The default site and the sites: zones, PUEs, market factors, hosts.
 fn sites(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
     check_pue(problem, "default_site.pue", c.default_site.pue);
+    c.default_site.tariff().problems("default_site", problem);
     if c.default_site.zone.trim().is_empty() {
         problem(
             "default_site.zone".into(),
@@ -153,6 +154,7 @@ fn sites(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
             problem(key("zone"), "must name a grid zone such as FR".into());
         }
         check_pue(problem, &key("pue"), site.pue);
+        site.tariff().problems(&format!("site[{i}]"), problem);
         if let Some(f) = site.market_g_per_kwh {
             if !(f.is_finite() && (0.0..=2000.0).contains(&f)) {
                 problem(

@@ -220,3 +220,55 @@ pub fn build(
         total_measured: Figures::from(&total),
     }
 }
+
+/// The series' name.
+pub const PROJECT_INFO_METRIC: &str = "empreinte_register_project_info";
+
+/// `empreinte_register_project_info{project, use, department, service, undeclared}`:
+/// one series (value 1) per project the store or the register knows, for dashboards
+/// to group and filter by use and department (`* on (project) group_left (use,
+/// department)`); a project no use declares has `undeclared="true"` and empty use and
+/// department.
+pub async fn prometheus(state: &AppState) -> Result<String, crate::store::StoreError> {
+    use std::fmt::Write;
+    let register = state.register.get();
+    let mut projects: std::collections::BTreeSet<String> = state
+        .store
+        .projects()
+        .await?
+        .into_iter()
+        .map(|p| p.project)
+        .collect();
+    for u in &register.uses {
+        projects.extend(u.projects.iter().cloned());
+    }
+    let mut out = String::new();
+    if projects.is_empty() {
+        return Ok(out);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP {PROJECT_INFO_METRIC} The use, department and service a project belongs to in the register of AI uses (undeclared=\"true\": no use declares it).\n# TYPE {PROJECT_INFO_METRIC} gauge"
+    );
+    let esc = |v: &str| {
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n")
+    };
+    for p in projects {
+        let (id, dept, service) = match register.use_of(&p) {
+            Some(u) => (u.id.as_str(), u.department.as_str(), u.service.as_str()),
+            None => ("", "", ""),
+        };
+        let _ = writeln!(
+            out,
+            "{PROJECT_INFO_METRIC}{{project=\"{}\",use=\"{}\",department=\"{}\",service=\"{}\",undeclared=\"{}\"}} 1",
+            esc(&p),
+            esc(id),
+            esc(dept),
+            esc(service),
+            id.is_empty()
+        );
+    }
+    Ok(out)
+}
