@@ -275,3 +275,34 @@ async fn the_uses_endpoint_needs_a_read_token_and_checks_its_query() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(v["uses"].as_array().unwrap().len(), 2, "{v}");
 }
+
+#[tokio::test]
+async fn the_report_has_the_uses_departments_and_the_undeclared_project_french_first() {
+    let s = setup().await;
+    let (status, md) =
+        s.h.get(&s.reader, &format!("/reports/{}.md?lang=fr", s.month))
+            .await;
+    assert_eq!(status, StatusCode::OK);
+    let md = md.as_str().unwrap();
+    let section = &md[md.find("Usages de l'IA, directions et coûts").expect(md)..];
+    for want in [
+        "Assistant conversationnel citoyen",
+        "Relation citoyenne",
+        "Urbanisme",
+        "Usage non déclaré",
+        "shadow",
+        "Services d'IA externes (estimé)",
+        "(estimé)",
+        "EcoLogits",
+    ] {
+        assert!(section.contains(want), "{want} missing in:\n{section}");
+    }
+    let (_, en) =
+        s.h.get(&s.reader, &format!("/reports/{}.md?lang=en", s.month))
+            .await;
+    let en = en.as_str().unwrap();
+    assert!(
+        en.contains("Undeclared use") && en.contains("(estimated)"),
+        "{en}"
+    );
+}

@@ -386,6 +386,7 @@ async fn build_with(
             available: false,
             note: "no inference counts (requests, tokens) are collected yet",
         },
+        register: super::register::gather(store, config, m, &month_lines).await,
         coefficients: store.coefficients_used(m.from_s, m.to_s).await?,
         intensity_series: store.series_used(m.from_s, m.to_s).await?,
         lines: month_lines,

@@ -22,6 +22,7 @@ pub mod document;
 pub mod http;
 pub mod i18n;
 pub mod pdf;
+pub mod register;
 pub mod sections;
 pub mod summary;
 
@@ -103,6 +104,9 @@ pub struct ReportData {
     /// The last twelve months, this one last.
     pub trend: Vec<MonthLine>,
     pub inference: Inference,
+    /// The register of AI uses, departments and costs (`register.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<register::RegisterReport>,
     pub coefficients: Vec<CoefficientLine>,
     pub intensity_series: Vec<SeriesLine>,
     /// The month's sums per host, project, component, source, site and zone: every total
