@@ -125,6 +125,11 @@ pub struct FootprintRow {
     pub key: String,
     #[serde(flatten)]
     pub figures: Figures,
+    /// The row's propagated standard uncertainties (`crate::uncertainty`): from its own
+    /// lines for groupings by project, use, department, host, site, component and
+    /// source; for days and hours, the period's relative uncertainties applied to the
+    /// row's figures.
+    pub uncertainty: crate::uncertainty::FigureUncertainty,
     /// `group_by=project`: the project's use and department, or the undeclared flag.
     #[serde(flatten)]
     pub register: crate::register::api::ProjectTags,
@@ -211,16 +216,44 @@ pub async fn footprint(
         grouped.entry(key).or_default().add(sums);
     }
     let lines = state.store.lines(from_s, to_s).await?;
-    let uncertainty = crate::uncertainty::of_lines(
-        lines.iter().filter(|l| {
+    let config = state.planner.config();
+    let pcts = crate::uncertainty::CoefficientPcts::for_config(config);
+    let selected: Vec<&crate::store::AggregateLine> = lines
+        .iter()
+        .filter(|l| {
             p.project.as_ref().is_none_or(|x| *x == l.project)
                 && p.host.as_ref().is_none_or(|x| *x == l.host)
-        }),
-        state.planner.config(),
-    );
+        })
+        .collect();
+    let uncertainty = crate::uncertainty::of_lines_with(selected.iter().copied(), config, &pcts);
+    let mut by_key: BTreeMap<String, Vec<&crate::store::AggregateLine>> = BTreeMap::new();
+    for l in &selected {
+        let key = match group {
+            Grouping::Project if group_by == "project" => l.project.clone(),
+            Grouping::Project => {
+                match crate::register::api::group_key(&register, &group_by, &l.project) {
+                    Some(k) => k,
+                    None => continue,
+                }
+            }
+            Grouping::Host => l.host.clone(),
+            Grouping::Site => l.site.clone(),
+            Grouping::Component => l.component.clone(),
+            Grouping::Source => l.source.clone(),
+            Grouping::Day | Grouping::Hour => continue,
+        };
+        by_key.entry(key).or_default().push(l);
+    }
+    let row_uncertainty = |key: &str, s: &Sums| match by_key.get(key) {
+        Some(group_lines) => {
+            crate::uncertainty::of_lines_with(group_lines.iter().copied(), config, &pcts)
+        }
+        None => uncertainty.scaled_to(s),
+    };
     let rows = grouped
         .into_iter()
         .map(|(key, s)| FootprintRow {
+            uncertainty: row_uncertainty(&key, &s),
             register: if group_by == "project" {
                 crate::register::api::ProjectTags::of(&register, &key)
             } else {

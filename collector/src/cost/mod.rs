@@ -14,7 +14,7 @@ pub mod api;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Microjoules in a kilowatt-hour.
 const UJ_PER_KWH: u128 = 3_600_000_000_000;
@@ -68,7 +68,7 @@ pub struct Rate {
 }
 
 /// One tariff of a site's history.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Period {
     /// First local day; `None`: before every dated change.
     pub from: Option<Date>,
@@ -79,10 +79,12 @@ pub struct Period {
     pub source: String,
 }
 
-/// A site's tariff history in the organisation's time zone.
-#[derive(Clone, Debug, PartialEq)]
+/// A site's tariff history in the organisation's time zone. It travels with a push's
+/// host plan (through the store's ingest log: the time zone as its IANA name).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Tariff {
     pub site: String,
+    #[serde(with = "tz_name")]
     pub tz: TimeZone,
     /// Sorted by `from` (`None` first).
     pub periods: Vec<Period>,
@@ -115,6 +117,20 @@ impl Tariff {
             off_peak_hours: p.off_peak_hours.clone(),
             source: p.source.clone(),
         })
+    }
+}
+
+mod tz_name {
+    use jiff::tz::TimeZone;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(tz: &TimeZone, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(tz.iana_name().unwrap_or("UTC"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TimeZone, D::Error> {
+        let name = String::deserialize(d)?;
+        TimeZone::get(&name).map_err(serde::de::Error::custom)
     }
 }
 
