@@ -360,6 +360,7 @@ pub async fn objectives(
     let objectives = objectives::evaluate(
         state.store.as_ref(),
         &state.planner.config().objectives,
+        &state.register.get(),
         &state.tz,
         &m,
         now_s(),

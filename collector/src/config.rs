@@ -246,7 +246,15 @@ pub struct GpuItem {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Objective {
+    /// A project, or `*` for the organisation; empty with `use` or `department`.
+    #[serde(default)]
     pub project: String,
+    /// An objective for a use of the register (all its projects)…
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_id: Option<String>,
+    /// …or for a department (all the projects of its uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     #[serde(default)]
     pub monthly_energy_kwh: Option<f64>,
     #[serde(default)]

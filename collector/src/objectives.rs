@@ -98,10 +98,47 @@ async fn sums(store: &dyn Store, project: &str, m: &Month) -> Result<Sums, Store
     Ok(total)
 }
 
+/// What an objective counts: its label (`project`, `*`, `use:ID` or `department:NAME`)
+/// and its projects (`*`: the organisation).
+fn target(o: &Objective, register: &crate::register::Register) -> (String, Vec<String>) {
+    let of_uses = |uses: Vec<&crate::register::Use>| -> Vec<String> {
+        uses.iter()
+            .flat_map(|u| u.projects.iter().cloned())
+            .collect()
+    };
+    match (&o.use_id, &o.department) {
+        (Some(id), _) => (
+            format!("use:{id}"),
+            of_uses(register.uses.iter().filter(|u| &u.id == id).collect()),
+        ),
+        (None, Some(d)) => (
+            format!("department:{d}"),
+            of_uses(
+                register
+                    .uses
+                    .iter()
+                    .filter(|u| &u.department == d)
+                    .collect(),
+            ),
+        ),
+        (None, None) => (o.project.clone(), vec![o.project.clone()]),
+    }
+}
+
+/// The sums of `projects` (`["*"]`: the organisation) over `m`.
+async fn sums_of(store: &dyn Store, projects: &[String], m: &Month) -> Result<Sums, StoreError> {
+    let mut total = Sums::default();
+    for p in projects {
+        total.add(&sums(store, p, m).await?);
+    }
+    Ok(total)
+}
+
 /// The status of every objective for the month `m`, evaluated at `now_s`.
 pub async fn evaluate(
     store: &dyn Store,
     objectives: &[Objective],
+    register: &crate::register::Register,
     tz: &TimeZone,
     m: &Month,
     now_s: i64,
@@ -110,10 +147,11 @@ pub async fn evaluate(
     let elapsed = ((now_s - m.from_s) as f64 / span).clamp(0.0, 1.0);
     let mut out = Vec::new();
     for o in objectives {
-        let used = sums(store, &o.project, m).await?;
+        let (label, projects) = target(o, register);
+        let used = sums_of(store, &projects, m).await?;
         let baseline = match &o.baseline_month {
             Some(b) => match parse_month(b).and_then(|(y, mo)| month(tz, y, mo)) {
-                Ok(bm) => Some((b.clone(), sums(store, &o.project, &bm).await?)),
+                Ok(bm) => Some((b.clone(), sums_of(store, &projects, &bm).await?)),
                 Err(_) => None,
             },
             None => None,
@@ -158,7 +196,7 @@ pub async fn evaluate(
                 Some(_) => Verdict::OnTrack,
             };
             out.push(ObjectiveStatus {
-                project: o.project.clone(),
+                project: label.clone(),
                 month: m.label(),
                 kind,
                 unit: kind.unit(),

@@ -314,6 +314,7 @@ pub async fn refresh_once(state: &AppState) -> Result<(), String> {
     let budgets = objectives::evaluate(
         state.store.as_ref(),
         &config.objectives,
+        &state.register.get(),
         &state.tz,
         &month,
         now_s,

@@ -62,6 +62,12 @@ hosts = ["srv-1"]
 server_kgco2e = 43.8
 server_lifetime_years = 1.0
 server_source = "test figure"
+[[objective]]
+use = "chatbot-citoyen"
+monthly_energy_kwh = 0.001
+[[objective]]
+department = "Relation citoyenne"
+monthly_energy_kwh = 1000.0
 "#,
         register.display()
     );
@@ -305,4 +311,40 @@ async fn the_report_has_the_uses_departments_and_the_undeclared_project_french_f
         en.contains("Undeclared use") && en.contains("(estimated)"),
         "{en}"
     );
+}
+
+#[tokio::test]
+async fn objectives_are_set_per_use_and_per_department() {
+    let s = setup().await;
+    let (status, v) =
+        s.h.get(&s.reader, &format!("/api/v1/objectives?month={}", s.month))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let by_use = grouped(&s, "use").await;
+    let by_dept = grouped(&s, "department").await;
+    let kwh = |g: &Value, k: &str| {
+        g["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == k)
+            .unwrap()["energy_kwh"]
+            .as_f64()
+            .unwrap()
+    };
+    let status_of = |label: &str| {
+        v["objectives"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["project"] == label && o["kind"] == "energy")
+            .unwrap_or_else(|| panic!("{label} in {v}"))
+            .clone()
+    };
+    let u = status_of("use:chatbot-citoyen");
+    assert!((u["used"].as_f64().unwrap() - kwh(&by_use, "chatbot-citoyen")).abs() < 1e-12);
+    assert_eq!(u["verdict"], "exceeded");
+    let d = status_of("department:Relation citoyenne");
+    assert!((d["used"].as_f64().unwrap() - kwh(&by_dept, "Relation citoyenne")).abs() < 1e-12);
+    assert_eq!(d["verdict"], "met");
 }

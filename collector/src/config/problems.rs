@@ -263,10 +263,16 @@ fn inventory(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
 fn objectives(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
     for (i, o) in c.objectives.iter().enumerate() {
         let key = |k: &str| format!("objective[{i}].{k}");
-        if o.project.trim().is_empty() {
+        let targets = [
+            !o.project.trim().is_empty(),
+            o.use_id.is_some(),
+            o.department.is_some(),
+        ];
+        if targets.iter().filter(|&&t| t).count() != 1 {
             problem(
                 key("project"),
-                "name a project, or \"*\" for the organisation".into(),
+                "name one project (or \"*\" for the organisation), one use or one department"
+                    .into(),
             );
         }
         if o.monthly_energy_kwh.is_none()

@@ -353,7 +353,8 @@ async fn build_with(
     } else {
         Vec::new()
     };
-    let statuses = objectives::evaluate(store, &config.objectives, tz, m, now_s).await?;
+    let register = crate::register::load_configured(config).unwrap_or_default();
+    let statuses = objectives::evaluate(store, &config.objectives, &register, tz, m, now_s).await?;
     let previous: BTreeMap<String, Sums> = match m.previous(tz) {
         Ok(p) => month_sums(store, &p, Grouping::Project)
             .await?
