@@ -500,25 +500,6 @@ impl CollectorConfig {
     }
 }
 
-macro_rules! tariff_view {
-    ($t:ty) => {
-        impl $t {
-            /// The site's tariff fields.
-            pub fn tariff(&self) -> TariffView<'_> {
-                TariffView {
-                    eur_per_kwh: self.tariff_eur_per_kwh,
-                    off_peak_eur_per_kwh: self.tariff_off_peak_eur_per_kwh,
-                    off_peak_hours: &self.tariff_off_peak_hours,
-                    source: self.tariff_source.as_deref(),
-                    changes: &self.tariff_changes,
-                }
-            }
-        }
-    };
-}
-tariff_view!(Site);
-tariff_view!(DefaultSite);
-
 /// A host's site as the configuration says.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SiteRef<'a> {

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{DefaultSite, Site};
 use crate::cost::{Period, parse_hours, ueur_per_kwh};
 
 /// A tariff that applies from a local day on (until the next change).
@@ -164,3 +165,22 @@ impl TariffView<'_> {
         }
     }
 }
+
+macro_rules! tariff_view {
+    ($t:ty) => {
+        impl $t {
+            /// The site's tariff fields.
+            pub fn tariff(&self) -> TariffView<'_> {
+                TariffView {
+                    eur_per_kwh: self.tariff_eur_per_kwh,
+                    off_peak_eur_per_kwh: self.tariff_off_peak_eur_per_kwh,
+                    off_peak_hours: &self.tariff_off_peak_hours,
+                    source: self.tariff_source.as_deref(),
+                    changes: &self.tariff_changes,
+                }
+            }
+        }
+    };
+}
+tariff_view!(Site);
+tariff_view!(DefaultSite);
