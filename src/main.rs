@@ -3,6 +3,7 @@
 mod carbon_cli;
 mod collector_cli;
 mod db_cli;
+mod register_cli;
 mod report_cli;
 mod up_cli;
 
@@ -49,6 +50,8 @@ enum Command {
     /// The monthly footprint report (HTML, PDF, CSV, JSON or Markdown; French or
     /// English), from a data directory or a running collector.
     Report(report_cli::ReportCommand),
+    /// The register of AI uses: `register check` validates it.
+    Register(register_cli::RegisterCommand),
 }
 
 #[derive(Args)]
@@ -196,6 +199,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Db(cmd) => db_cli::db(cmd),
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),
         Command::Report(cmd) => report_cli::report(cmd),
+        Command::Register(cmd) => register_cli::register(cmd),
         Command::Agent(AgentCommand {
             action: None,
             flags,

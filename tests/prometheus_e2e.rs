@@ -187,6 +187,24 @@ fn push_config(dir: &Path, host: &str, port: u16, token: &str, extra: &str) -> S
     path.to_str().unwrap().to_string()
 }
 
+const REGISTER: &str = r#"
+[[use]]
+id = "mediatheque"
+name = { fr = "Recommandations de la médiathèque", en = "Library recommendations" }
+purpose = { fr = "Suggérer des lectures", en = "Suggest books" }
+department = "Culture"
+service = "Médiathèque"
+accountable = "Directrice de la culture"
+models = ["llama-3.1-8b"]
+status = "pilot"
+pilot_from = "2026-01-01"
+risk = "minimal"
+data = ["public"]
+decision = "Comité numérique 2026-01"
+hosting = { kind = "on_site", site = "lab" }
+projects = ["alpha"]
+"#;
+
 /// A dashboard expression as Grafana sends it with every variable at "All".
 fn substitute(expr: &str) -> String {
     expr.replace("$__rate_interval", "5s")
@@ -195,6 +213,8 @@ fn substitute(expr: &str) -> String {
         .replace("$site", ".*")
         .replace("$host", ".*")
         .replace("$model", ".*")
+        .replace("$department", ".*")
+        .replace("$use", ".*")
 }
 
 /// `label_values(METRIC, LABEL)` as an instant query, and the label to find.
@@ -237,9 +257,12 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     let port = free_port();
     // A budget that the first joules exceed: project alpha is over it from the start.
     let collector_config = dir.path().join("collector.toml");
+    // The register declares alpha (department "Culture"); beta is an undeclared use.
+    let register = dir.path().join("register.toml");
+    std::fs::write(&register, REGISTER).unwrap();
     std::fs::write(
         &collector_config,
-        "[default_site]\nname = \"lab\"\nzone = \"FR\"\n\n[[objective]]\nproject = \"alpha\"\nmonthly_energy_kwh = 0.000001\n",
+        format!("register_file = {:?}\n", register.to_str().unwrap()) + "[default_site]\nname = \"lab\"\nzone = \"FR\"\ntariff_eur_per_kwh = 0.2516\ntariff_source = \"test tariff\"\n\n[[objective]]\nproject = \"alpha\"\nmonthly_energy_kwh = 0.000001\n",
     )
     .unwrap();
     let collector_args = ["--config", collector_config.to_str().unwrap()];
@@ -614,6 +637,33 @@ scrape_configs:
     );
     for (p, uj) in &all {
         assert_close(footprint[p], *uj as f64 / 1e6, &format!("stored for {p}"));
+    }
+    // Euros: the cost counters are the stored costs (facility energy × the lab's tariff).
+    let costs: BTreeMap<String, u64> = collector.get(
+        &reader,
+        "/api/v1/costs?from=2020-01-01&to=2100-01-01&group_by=project",
+    )["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["cost_ueur"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let euros: BTreeMap<String, f64> = prom
+        .query("sum by (project) (empreinte_footprint_cost_euros_total{site=\"lab\"})")
+        .into_iter()
+        .map(|(l, v)| (l["project"].clone(), v))
+        .collect();
+    assert_eq!(
+        euros.keys().collect::<Vec<_>>(),
+        costs.keys().collect::<Vec<_>>()
+    );
+    for (p, ueur) in &costs {
+        assert_close(euros[p], *ueur as f64 / 1e6, &format!("cost of {p}"));
     }
     let refused =
         prom.scalar(r#"sum(empreinte_collector_refused_pushes_total{reason="unauthenticated"})"#);

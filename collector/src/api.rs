@@ -28,7 +28,7 @@ pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+pub async fn reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -83,7 +83,7 @@ pub struct RangeParams {
     pub host: Option<String>,
 }
 
-fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
+pub fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
     match text {
         Some(t) => parse_month(t)
             .and_then(|(y, m)| month(&state.tz, y, m))
@@ -93,7 +93,7 @@ fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError
 }
 
 /// `[from, to)` from `month` or `from`/`to` (default: the current month).
-fn range(state: &AppState, p: &RangeParams) -> Result<(i64, i64), AppError> {
+pub fn range(state: &AppState, p: &RangeParams) -> Result<(i64, i64), AppError> {
     match (&p.month, &p.from, &p.to) {
         (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err(AppError::BadQuery(
             "give either month or from/to, not both".into(),
@@ -126,9 +126,13 @@ pub struct FootprintRow {
     #[serde(flatten)]
     pub figures: Figures,
     /// The row's propagated standard uncertainties (`crate::uncertainty`): from its own
-    /// lines for groupings by project, host, site, component and source; for days and
-    /// hours, the period's relative uncertainties applied to the row's figures.
+    /// lines for groupings by project, use, department, host, site, component and
+    /// source; for days and hours, the period's relative uncertainties applied to the
+    /// row's figures.
     pub uncertainty: crate::uncertainty::FigureUncertainty,
+    /// `group_by=project`: the project's use and department, or the undeclared flag.
+    #[serde(flatten)]
+    pub register: crate::register::api::ProjectTags,
 }
 
 #[derive(Serialize)]
@@ -138,12 +142,16 @@ pub struct FootprintResponse {
     pub timezone: String,
     pub group_by: String,
     pub rows: Vec<FootprintRow>,
+    /// `group_by=use|department`: the projects with energy that no use declares
+    /// ("usage non déclaré"); rows and these add up to the total.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undeclared: Vec<crate::register::api::Undeclared>,
     pub total: Figures,
     /// The total's propagated standard uncertainties (`crate::uncertainty`).
     pub uncertainty: crate::uncertainty::FigureUncertainty,
 }
 
-fn instant(s: i64) -> String {
+pub fn instant(s: i64) -> String {
     jiff::Timestamp::from_second(s)
         .map(|t| t.to_string())
         .unwrap_or_default()
@@ -159,7 +167,7 @@ pub async fn footprint(
     let (from_s, to_s) = range(&state, &p)?;
     let group_by = p.group_by.clone().unwrap_or_else(|| "project".into());
     let group = match group_by.as_str() {
-        "project" => Grouping::Project,
+        "project" | "use" | "department" => Grouping::Project,
         "host" => Grouping::Host,
         "site" => Grouping::Site,
         "component" => Grouping::Component,
@@ -171,7 +179,7 @@ pub async fn footprint(
         "day" | "hour" => Grouping::Hour,
         other => {
             return Err(AppError::BadQuery(format!(
-                "group_by={other:?}: allowed are project, host, site, component, source, day, hour"
+                "group_by={other:?}: allowed are project, use, department, host, site, component, source, day, hour"
             )));
         }
     };
@@ -187,11 +195,22 @@ pub async fn footprint(
         .await?;
     let mut total = Sums::default();
     let mut grouped: BTreeMap<String, Sums> = BTreeMap::new();
+    let register = state.register.get();
+    let mut undeclared: BTreeMap<String, Sums> = BTreeMap::new();
     for (key, sums) in &rows {
         total.add(sums);
         let key = match group_by.as_str() {
             "day" => local_day(&state.tz, key.parse().unwrap_or_default()),
             "hour" => instant(key.parse().unwrap_or_default()),
+            "use" | "department" => {
+                match crate::register::api::group_key(&register, &group_by, key) {
+                    Some(k) => k,
+                    None => {
+                        undeclared.entry(key.clone()).or_default().add(sums);
+                        continue;
+                    }
+                }
+            }
             _ => key.clone(),
         };
         grouped.entry(key).or_default().add(sums);
@@ -207,14 +226,20 @@ pub async fn footprint(
         })
         .collect();
     let uncertainty = crate::uncertainty::of_lines_with(selected.iter().copied(), config, &pcts);
-    let mut by_key: BTreeMap<&str, Vec<&crate::store::AggregateLine>> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, Vec<&crate::store::AggregateLine>> = BTreeMap::new();
     for l in &selected {
         let key = match group {
-            Grouping::Project => l.project.as_str(),
-            Grouping::Host => l.host.as_str(),
-            Grouping::Site => l.site.as_str(),
-            Grouping::Component => l.component.as_str(),
-            Grouping::Source => l.source.as_str(),
+            Grouping::Project if group_by == "project" => l.project.clone(),
+            Grouping::Project => {
+                match crate::register::api::group_key(&register, &group_by, &l.project) {
+                    Some(k) => k,
+                    None => continue,
+                }
+            }
+            Grouping::Host => l.host.clone(),
+            Grouping::Site => l.site.clone(),
+            Grouping::Component => l.component.clone(),
+            Grouping::Source => l.source.clone(),
             Grouping::Day | Grouping::Hour => continue,
         };
         by_key.entry(key).or_default().push(l);
@@ -225,18 +250,28 @@ pub async fn footprint(
         }
         None => uncertainty.scaled_to(s),
     };
+    let rows = grouped
+        .into_iter()
+        .map(|(key, s)| FootprintRow {
+            uncertainty: row_uncertainty(&key, &s),
+            register: if group_by == "project" {
+                crate::register::api::ProjectTags::of(&register, &key)
+            } else {
+                crate::register::api::ProjectTags::default()
+            },
+            key,
+            figures: Figures::from(&s),
+        })
+        .collect();
     Ok(Json(FootprintResponse {
         from: instant(from_s),
         to: instant(to_s),
         timezone: state.planner.config().organisation.timezone.clone(),
         group_by,
-        rows: grouped
-            .into_iter()
-            .map(|(key, s)| FootprintRow {
-                uncertainty: row_uncertainty(&key, &s),
-                key,
-                figures: Figures::from(&s),
-            })
+        rows,
+        undeclared: undeclared
+            .iter()
+            .map(|(p, s)| crate::register::api::Undeclared::new(p, s))
             .collect(),
         total: Figures::from(&total),
         uncertainty,
@@ -325,6 +360,7 @@ pub async fn objectives(
     let objectives = objectives::evaluate(
         state.store.as_ref(),
         &state.planner.config().objectives,
+        &state.register.get(),
         &state.tz,
         &m,
         now_s(),

@@ -14,6 +14,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod problems;
+mod tariff;
+
+pub use tariff::{TariffChange, TariffView};
 
 /// Default address of the collector's HTTP server.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:9820";
@@ -49,6 +52,10 @@ pub struct CollectorConfig {
     /// An organisation's own coefficients file (same format as the built-in
     /// `carbon.toml`), merged over the built-in one.
     pub coefficients_file: Option<PathBuf>,
+    /// The register of AI uses (`register.toml`; see `empreinte register check`):
+    /// projects map to uses, departments and services. Unset: every project with energy
+    /// is flagged as an undeclared use.
+    pub register_file: Option<PathBuf>,
     /// HTTPS: the certificate and key the collector serves (reloaded on SIGHUP).
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
@@ -141,6 +148,21 @@ pub struct DefaultSite {
     /// The facility's PUE; when absent the built-in default is used and flagged.
     pub pue: Option<f64>,
     pub pue_source: Option<String>,
+    /// Electricity price, euros per kWh (the peak price when an off-peak one is given),
+    /// applied to the facility energy (PUE included) of every hour.
+    #[serde(default)]
+    pub tariff_eur_per_kwh: Option<f64>,
+    #[serde(default)]
+    pub tariff_off_peak_eur_per_kwh: Option<f64>,
+    /// Local hours of the off-peak price, e.g. `["22-06"]`.
+    #[serde(default)]
+    pub tariff_off_peak_hours: Vec<String>,
+    /// The contract or price list behind the tariff, and its date.
+    #[serde(default)]
+    pub tariff_source: Option<String>,
+    /// Later tariffs, each from a local day on.
+    #[serde(default, rename = "tariff_change")]
+    pub tariff_changes: Vec<TariffChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -165,6 +187,21 @@ pub struct Site {
     /// The contract or certificate behind `market_g_per_kwh`, and its year.
     #[serde(default)]
     pub market_source: Option<String>,
+    /// Electricity price, euros per kWh (the peak price when an off-peak one is given),
+    /// applied to the facility energy (PUE included) of every hour.
+    #[serde(default)]
+    pub tariff_eur_per_kwh: Option<f64>,
+    #[serde(default)]
+    pub tariff_off_peak_eur_per_kwh: Option<f64>,
+    /// Local hours of the off-peak price, e.g. `["22-06"]`.
+    #[serde(default)]
+    pub tariff_off_peak_hours: Vec<String>,
+    /// The contract or price list behind the tariff, and its date.
+    #[serde(default)]
+    pub tariff_source: Option<String>,
+    /// Later tariffs, each from a local day on.
+    #[serde(default, rename = "tariff_change")]
+    pub tariff_changes: Vec<TariffChange>,
 }
 
 /// A set of hosts of one kind with the manufacturing footprint of each.
@@ -209,7 +246,15 @@ pub struct GpuItem {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Objective {
+    /// A project, or `*` for the organisation; empty with `use` or `department`.
+    #[serde(default)]
     pub project: String,
+    /// An objective for a use of the register (all its projects)…
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub use_id: Option<String>,
+    /// …or for a department (all the projects of its uses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub department: Option<String>,
     #[serde(default)]
     pub monthly_energy_kwh: Option<f64>,
     #[serde(default)]
@@ -240,6 +285,7 @@ impl Default for CollectorConfig {
             inventory: Vec::new(),
             objectives: Vec::new(),
             coefficients_file: None,
+            register_file: None,
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
         }
@@ -285,6 +331,11 @@ impl Default for DefaultSite {
             zone: "FR".into(),
             pue: None,
             pue_source: None,
+            tariff_eur_per_kwh: None,
+            tariff_off_peak_eur_per_kwh: None,
+            tariff_off_peak_hours: Vec::new(),
+            tariff_source: None,
+            tariff_changes: Vec::new(),
         }
     }
 }

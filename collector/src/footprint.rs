@@ -115,6 +115,8 @@ pub struct HostPlan {
     pub grid_default: Coefficient,
     pub market: Option<Coefficient>,
     pub embodied: Option<EmbodiedRate>,
+    /// The site's electricity tariff (`crate::cost`), if it has one.
+    pub tariff: Option<std::sync::Arc<crate::cost::Tariff>>,
 }
 
 /// A host's manufacturing emissions per hour of use.

@@ -191,26 +191,80 @@ impl Objective {
     }
 }
 
+/// What an objective counts: its label (`project`, `*`, `use:ID` or `department:NAME`)
+/// and its projects (`*`: the organisation).
+fn target(o: &Objective, register: &crate::register::Register) -> (String, Vec<String>) {
+    let of_uses = |uses: Vec<&crate::register::Use>| -> Vec<String> {
+        uses.iter()
+            .flat_map(|u| u.projects.iter().cloned())
+            .collect()
+    };
+    match (&o.use_id, &o.department) {
+        (Some(id), _) => (
+            format!("use:{id}"),
+            of_uses(register.uses.iter().filter(|u| &u.id == id).collect()),
+        ),
+        (None, Some(d)) => (
+            format!("department:{d}"),
+            of_uses(
+                register
+                    .uses
+                    .iter()
+                    .filter(|u| &u.department == d)
+                    .collect(),
+            ),
+        ),
+        (None, None) => (o.project.clone(), vec![o.project.clone()]),
+    }
+}
+
+/// The sums of `projects` (`["*"]`: the organisation) over `m`.
+async fn sums_of(store: &dyn Store, projects: &[String], m: &Month) -> Result<Sums, StoreError> {
+    let mut total = Sums::default();
+    for p in projects {
+        total.add(&sums(store, p, m).await?);
+    }
+    Ok(total)
+}
+
+/// The first day with data of any of `projects` (`["*"]`: the organisation) in `m`.
+async fn first_data_of(
+    store: &dyn Store,
+    tz: &TimeZone,
+    m: &Month,
+    projects: &[String],
+) -> Result<Option<i64>, StoreError> {
+    let mut first: Option<i64> = None;
+    for p in projects {
+        if let Some(s) = first_data(store, tz, m, p).await? {
+            first = Some(first.map_or(s, |f| f.min(s)));
+        }
+    }
+    Ok(first)
+}
+
 /// The status of every objective for the month `m`, evaluated at `now_s`.
 pub async fn evaluate(
     store: &dyn Store,
     objectives: &[Objective],
+    register: &crate::register::Register,
     tz: &TimeZone,
     m: &Month,
     now_s: i64,
 ) -> Result<Vec<ObjectiveStatus>, StoreError> {
     let mut out = Vec::new();
     for o in objectives {
-        let used = sums(store, &o.project, m).await?;
+        let (label, projects) = target(o, register);
+        let used = sums_of(store, &projects, m).await?;
         let baseline = match &o.baseline_month {
             Some(b) => match parse_month(b).and_then(|(y, mo)| month(tz, y, mo)) {
-                Ok(bm) => Some((b.clone(), sums(store, &o.project, &bm).await?)),
+                Ok(bm) => Some((b.clone(), sums_of(store, &projects, &bm).await?)),
                 Err(_) => None,
             },
             None => None,
         };
         // The projection runs from the first day with data (the month's start if none).
-        let start_s = first_data(store, tz, m, &o.project)
+        let start_s = first_data_of(store, tz, m, &projects)
             .await?
             .unwrap_or(m.from_s)
             .max(m.from_s);
@@ -245,7 +299,7 @@ pub async fn evaluate(
                 budget
             };
             out.push(ObjectiveStatus {
-                project: o.project.clone(),
+                project: label.clone(),
                 month: m.label(),
                 kind,
                 unit: kind.unit(),

@@ -180,6 +180,10 @@ impl Planner {
             grid_default,
             market,
             embodied: self.embodied(host),
+            tariff: crate::cost::tariffs(&self.config)
+                .into_iter()
+                .find(|t| t.site == site.name)
+                .map(std::sync::Arc::new),
         }
     }
 

@@ -46,6 +46,8 @@ pub struct AppState {
     pub pdf_queue_timeout: Duration,
     /// `/metrics` without a token (`[metrics] public`).
     pub metrics_public: bool,
+    /// The register of AI uses (reloaded on SIGHUP).
+    pub register: Arc<crate::register::Live>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
             pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
             pdf_queue_timeout: l.pdf_queue_timeout,
             metrics_public: config.metrics.public,
+            register: Arc::new(crate::register::Live::open(config).map_err(|e| e.to_string())?),
             planner,
             metrics: Arc::new(Metrics::new()),
             tz,
@@ -88,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/objectives", get(api::objectives))
         .route("/api/v1/agents", get(api::agents))
         .route("/api/v1/coefficients", get(api::coefficients))
+        .route("/api/v1/uses", get(crate::register::api::uses))
+        .route("/api/v1/costs", get(crate::cost::api::costs))
         .route("/reports/{file}", get(crate::report::http::report))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -127,11 +132,27 @@ async fn metrics(
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            state.metrics.render(&agents, now_unix_ms()),
+            state.metrics.render(&agents, now_unix_ms()) + &register_series(&state).await,
         )
             .into_response(),
         Err(e) => AppError::Store(e).into_response(),
     }
+}
+
+/// The register's and the costs' series (`crate::register::api::prometheus`,
+/// `crate::cost::api::prometheus`); a store error leaves them out and is logged.
+async fn register_series(state: &AppState) -> String {
+    let mut out = String::new();
+    for part in [
+        crate::register::api::prometheus(state).await,
+        crate::cost::api::prometheus(state).await,
+    ] {
+        match part {
+            Ok(text) => out.push_str(&text),
+            Err(e) => tracing::warn!(error = %e, "cannot read the register's or the costs' series"),
+        }
+    }
+    out
 }
 
 /// A request that failed, with what the client should know.
@@ -293,6 +314,7 @@ pub async fn refresh_once(state: &AppState) -> Result<(), String> {
     let budgets = objectives::evaluate(
         state.store.as_ref(),
         &config.objectives,
+        &state.register.get(),
         &state.tz,
         &month,
         now_s,
@@ -338,10 +360,17 @@ pub async fn serve(
         header_timeout: config.limits.header_timeout,
     };
     let reloader = tls.clone().map(|t| tokio::spawn(t.reload_on_sighup()));
+    let register_reloader = tokio::spawn(
+        state
+            .register
+            .clone()
+            .reload_on_sighup(Arc::new(state.planner.config().clone())),
+    );
     let metrics = state.metrics.clone();
     let result =
         crate::listen::serve(listener, router(state), tls, limits, metrics, shutdown).await;
     refresher.abort();
+    register_reloader.abort();
     if let Some(r) = reloader {
         r.abort();
     }

@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use common::*;
 use empreinte_collector::objectives::{BudgetKind, Verdict, evaluate};
 use empreinte_collector::period::month;
+use empreinte_collector::register::Register;
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::{Component, SourceKind};
 
@@ -101,9 +102,16 @@ async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_w
     let config = h.state.planner.config();
     let now = at("2025-11-05T12:00:00");
 
-    let in_baseline = evaluate(h.store.as_ref(), &config.objectives, &paris(), &sep, now)
-        .await
-        .unwrap();
+    let in_baseline = evaluate(
+        h.store.as_ref(),
+        &config.objectives,
+        &Register::default(),
+        &paris(),
+        &sep,
+        now,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         in_baseline.len(),
         2,
@@ -119,9 +127,16 @@ async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_w
         .unwrap();
     assert!((energy.used - 100.0).abs() < 1e-9, "{energy:?}");
 
-    let next = evaluate(h.store.as_ref(), &config.objectives, &paris(), &oct, now)
-        .await
-        .unwrap();
+    let next = evaluate(
+        h.store.as_ref(),
+        &config.objectives,
+        &Register::default(),
+        &paris(),
+        &oct,
+        now,
+    )
+    .await
+    .unwrap();
     let energy = next.iter().find(|o| o.kind == BudgetKind::Energy).unwrap();
     assert!((energy.budget.unwrap() - 80.0).abs() < 1e-9, "{energy:?}");
     assert!(
@@ -163,9 +178,16 @@ async fn a_project_starting_on_the_28th_is_projected_from_the_28th() {
     fill(&h, "h1", 1, "late", start, now, 1).await;
     fill(&h, "h2", 2, "early", oct.from_s, now, 1).await;
     let config = h.state.planner.config();
-    let statuses = evaluate(h.store.as_ref(), &config.objectives, &paris(), &oct, now)
-        .await
-        .unwrap();
+    let statuses = evaluate(
+        h.store.as_ref(),
+        &config.objectives,
+        &Register::default(),
+        &paris(),
+        &oct,
+        now,
+    )
+    .await
+    .unwrap();
     let late = statuses.iter().find(|o| o.project == "late").unwrap();
     // From the 28th to the end of the month: 96 hours, 48 of them gone: 48 / 0.5 = 96 kWh.
     let hours_left = (oct.to_s - start) as f64 / 3600.0;

@@ -143,6 +143,7 @@ fn tls(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
 /// The default site and the sites: zones, PUEs, market factors, hosts.
 fn sites(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
     check_pue(problem, "default_site.pue", c.default_site.pue);
+    c.default_site.tariff().problems("default_site", problem);
     if c.default_site.zone.trim().is_empty() {
         problem(
             "default_site.zone".into(),
@@ -162,6 +163,7 @@ fn sites(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
             problem(key("zone"), "must name a grid zone such as FR".into());
         }
         check_pue(problem, &key("pue"), site.pue);
+        site.tariff().problems(&format!("site[{i}]"), problem);
         if let Some(f) = site.market_g_per_kwh {
             if !(f.is_finite() && (0.0..=2000.0).contains(&f)) {
                 problem(
@@ -261,10 +263,16 @@ fn inventory(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
 fn objectives(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
     for (i, o) in c.objectives.iter().enumerate() {
         let key = |k: &str| format!("objective[{i}].{k}");
-        if o.project.trim().is_empty() {
+        let targets = [
+            !o.project.trim().is_empty(),
+            o.use_id.is_some(),
+            o.department.is_some(),
+        ];
+        if targets.iter().filter(|&&t| t).count() != 1 {
             problem(
                 key("project"),
-                "name a project, or \"*\" for the organisation".into(),
+                "name one project (or \"*\" for the organisation), one use or one department"
+                    .into(),
             );
         }
         if o.monthly_energy_kwh.is_none()

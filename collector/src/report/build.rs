@@ -353,7 +353,8 @@ async fn build_with(
     } else {
         Vec::new()
     };
-    let statuses = objectives::evaluate(store, &config.objectives, tz, m, now_s).await?;
+    let register = crate::register::load_configured(config).unwrap_or_default();
+    let statuses = objectives::evaluate(store, &config.objectives, &register, tz, m, now_s).await?;
     let previous: BTreeMap<String, Sums> = match m.previous(tz) {
         Ok(p) => month_sums(store, &p, Grouping::Project)
             .await?
@@ -414,6 +415,7 @@ async fn build_with(
             available: false,
             note: "no inference counts (requests, tokens) are collected yet",
         },
+        register: super::register::gather(store, config, m, &month_lines).await,
         coefficients: store.coefficients_used(m.from_s, m.to_s).await?,
         intensity_series: store.series_used(m.from_s, m.to_s).await?,
         lines: month_lines,

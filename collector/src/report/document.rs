@@ -58,6 +58,7 @@ pub const SECTIONS: &[Section] = &[
     sections::objectives,
     sections::breakdowns,
     sections::inference_placeholder,
+    super::register::section,
     sections::trend,
     sections::measured,
     sections::coefficients,

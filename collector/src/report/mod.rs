@@ -24,6 +24,7 @@ pub mod http;
 pub mod i18n;
 pub mod pdf;
 pub mod readable;
+pub mod register;
 pub mod sections;
 pub mod summary;
 pub mod year;
@@ -116,6 +117,9 @@ pub struct ReportData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_eur: Option<f64>,
     pub inference: Inference,
+    /// The register of AI uses, departments and costs (`register.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub register: Option<register::RegisterReport>,
     pub coefficients: Vec<CoefficientLine>,
     pub intensity_series: Vec<SeriesLine>,
     /// The month's sums per host, project, component, source, site and zone: every total

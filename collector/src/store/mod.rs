@@ -521,4 +521,19 @@ pub trait Store: Send + Sync {
     /// The sum of the latest cumulative counters of every run of an agent (what the
     /// agent says it measured), and the sum stored from its batches.
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError>;
+    /// The costs of `[from_s, to_s)` per hour, site and project, each with its tariff
+    /// rate (`crate::cost`).
+    async fn costs(
+        &self,
+        _from_s: i64,
+        _to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        Err(StoreError::Invalid(
+            "this store engine does not keep costs yet".into(),
+        ))
+    }
+    /// All-time costs per site and project.
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        Ok(Vec::new())
+    }
 }

@@ -7,6 +7,7 @@
 //! connections (WAL lets them run beside the writer). Token writes, rare, take their
 //! own short transactions.
 
+pub mod cost;
 mod rows;
 mod startup;
 pub mod writer;
@@ -563,6 +564,20 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        self.settle().await?;
+        cost::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        self.settle().await?;
+        cost::totals(&self.pool).await
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {

@@ -100,6 +100,10 @@ fn write_hours(
             &row.zone,
             delta,
         );
+        let tariff = add.plan.tariff.as_deref();
+        rollups
+            .costs
+            .add(*hour_s, &row.site, project, tariff, delta.facility);
         written.push((row_key.clone(), row));
     }
     Ok(())

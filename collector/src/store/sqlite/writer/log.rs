@@ -194,6 +194,17 @@ mod tests {
                         Some(2023),
                     ),
                 }),
+                tariff: Some(Arc::new(crate::cost::Tariff {
+                    site: "datacentre".into(),
+                    tz: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
+                    periods: vec![crate::cost::Period {
+                        from: Some(jiff::civil::date(2026, 3, 16)),
+                        price_ueur_per_kwh: 251_600,
+                        off_peak: Some((199_600, [true; 24])),
+                        off_peak_hours: "22-06".into(),
+                        source: "a contract".into(),
+                    }],
+                })),
             }),
             now_ms: 1_700_000_123_456,
             batches: vec![PreparedBatch {

@@ -37,6 +37,8 @@ pub(super) struct Rollups {
     /// `(day_s, coef_id)` → rows added (or removed).
     pub(super) coef_use: BTreeMap<(i64, i64), i64>,
     pub(super) zone_hours: BTreeSet<(String, i64)>,
+    /// The facility energy priced per hour, site, project and tariff rate.
+    pub(super) costs: crate::store::sqlite::cost::CostDeltas,
 }
 
 impl Rollups {
@@ -103,6 +105,6 @@ impl Rollups {
         for (zone, hour) in &self.zone_hours {
             st.execute(params![zone, hour])?;
         }
-        Ok(())
+        self.costs.write(tx)
     }
 }

@@ -1,0 +1,291 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Euros over a whole month computed by hand: two sites, one with a peak/off-peak
+//! tariff (off-peak 22:00–06:00 local time), the other flat, and both tariffs changing
+//! on the 16th. The API's costs match the hand computation to the cent, per project,
+//! site, use and tariff rate, and every cost names the rate that produced it.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use axum::http::StatusCode;
+use common::*;
+use empreinte_collector::period::month_of;
+use empreinte_collector::store::TokenKind;
+use empreinte_shared::{Component, SourceKind};
+
+const KWH: u64 = 3_600_000_000_000;
+
+fn config(register: &str, change: &str) -> String {
+    format!(
+        r#"
+register_file = "{register}"
+[[site]]
+name = "mairie"
+zone = "FR"
+pue = 1.5
+pue_source = "test"
+hosts = ["srv-1"]
+tariff_eur_per_kwh = 0.2516
+tariff_off_peak_eur_per_kwh = 0.1996
+tariff_off_peak_hours = ["22-06"]
+tariff_source = "Tarif bleu HP/HC, test"
+[[site.tariff_change]]
+from = "{change}"
+eur_per_kwh = 0.2700
+off_peak_eur_per_kwh = 0.2100
+off_peak_hours = ["22:00-06:00"]
+source = "Avenant au contrat, test"
+
+[[site]]
+name = "datacentre"
+zone = "FR"
+pue = 1.2
+pue_source = "test"
+hosts = ["srv-2"]
+tariff_eur_per_kwh = 0.18
+tariff_source = "Marché public, lot 1, test"
+[[site.tariff_change]]
+from = "{change}"
+eur_per_kwh = 0.15
+source = "Marché public, lot 1, révision, test"
+"#
+    )
+}
+
+const REGISTER: &str = r#"
+[[use]]
+id = "chatbot"
+name = { fr = "Assistant", en = "Assistant" }
+purpose = { fr = "Répondre", en = "Answer" }
+department = "Relation citoyenne"
+service = "Accueil"
+accountable = "DGS"
+models = ["m"]
+status = "production"
+production_from = "2025-01-01"
+risk = "limited"
+data = ["public"]
+decision = "D-1"
+hosting = { kind = "on_site", site = "mairie" }
+projects = ["chat", "web"]
+"#;
+
+#[tokio::test]
+async fn a_month_of_costs_matches_the_hand_computation_to_the_cent() {
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let now_s = (empreinte_collector::clock::now_unix_ms() / 1000) as i64;
+    let m = month_of(&tz, now_s).unwrap().previous(&tz).unwrap();
+    let change = format!("{}-{:02}-16", m.year, m.month);
+    let dir = tempfile::tempdir().unwrap();
+    let register = dir.path().join("register.toml");
+    std::fs::write(&register, REGISTER).unwrap();
+    let h = Harness::new(&config(register.to_str().unwrap(), &change)).await;
+    let reader = h.token(TokenKind::Read, None).await;
+    let hours: Vec<i64> = (m.from_s..m.to_s).step_by(3600).collect();
+
+    // srv-1 (mairie): chat 1 kWh and web 0.25 kWh each hour; srv-2 (datacentre): ocr
+    // 0.5 kWh each hour.
+    let hosts: [(&str, &[(&str, u64)]); 2] = [
+        ("srv-1", &[("chat", KWH), ("web", KWH / 4)]),
+        ("srv-2", &[("ocr", KWH / 2)]),
+    ];
+    for (host, projects) in hosts {
+        let token = h.token(TokenKind::Agent, Some(host)).await;
+        let batches: Vec<_> = hours
+            .iter()
+            .enumerate()
+            .map(|(i, &hs)| {
+                let (s, e) = (hs as u64 * 1000, hs as u64 * 1000 + 3_600_000);
+                let records = projects
+                    .iter()
+                    .map(|(p, uj)| record(p, Component::Cpu, SourceKind::Rapl, s, e, *uj))
+                    .collect();
+                batch(3, i as u64 + 1, s, e, records)
+            })
+            .collect();
+        let (status, body) = h.push(&token, &push(host, batches)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    // By hand: for each hour, its local date and hour give the price.
+    let change_day: jiff::civil::Date = change.parse().unwrap();
+    let price = |site: &str, hour_s: i64| -> (f64, &'static str) {
+        let local = jiff::Timestamp::from_second(hour_s)
+            .unwrap()
+            .to_zoned(tz.clone());
+        let after = local.date() >= change_day;
+        let off = local.hour() >= 22 || local.hour() < 6;
+        match (site, after, off) {
+            ("mairie", false, false) => (0.2516, "peak"),
+            ("mairie", false, true) => (0.1996, "off_peak"),
+            ("mairie", true, false) => (0.2700, "peak"),
+            ("mairie", true, true) => (0.2100, "off_peak"),
+            (_, false, _) => (0.18, "flat"),
+            (_, true, _) => (0.15, "flat"),
+        }
+    };
+    let mut by_project: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut by_rate: BTreeMap<(String, String, String), (f64, f64)> = BTreeMap::new();
+    for &hs in &hours {
+        for (site, pue, projects) in [
+            ("mairie", 1.5, &[("chat", 1.0), ("web", 0.25)][..]),
+            ("datacentre", 1.2, &[("ocr", 0.5)][..]),
+        ] {
+            let (eur_per_kwh, band) = price(site, hs);
+            let from = if jiff::Timestamp::from_second(hs)
+                .unwrap()
+                .to_zoned(tz.clone())
+                .date()
+                >= change_day
+            {
+                change.clone()
+            } else {
+                String::new()
+            };
+            for (project, kwh) in projects {
+                let eur = kwh * pue * eur_per_kwh;
+                *by_project.entry(project).or_default() += eur;
+                let r = by_rate
+                    .entry((site.to_string(), band.to_string(), from.clone()))
+                    .or_default();
+                r.0 += eur;
+                r.1 += kwh * pue;
+            }
+        }
+    }
+
+    let (status, v) = h
+        .get(&reader, &format!("/api/v1/costs?month={}", m.label()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["currency"], "EUR");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{v}");
+    let cents = |eur: f64| (eur * 100.0).round() as i64;
+    for r in rows {
+        let p = r["key"].as_str().unwrap();
+        let api = r["cost_ueur"].as_u64().unwrap() as f64 / 1e6;
+        assert_eq!(
+            cents(api),
+            cents(by_project[p]),
+            "{p}: {api} vs {}",
+            by_project[p]
+        );
+    }
+    let total: f64 = by_project.values().sum();
+    assert_eq!(
+        cents(v["total"]["cost_eur"].as_f64().unwrap()),
+        cents(total)
+    );
+    assert_eq!(
+        v["uncosted_facility_energy_uj"], 0,
+        "every site has a tariff"
+    );
+
+    // Six rates (mairie: peak and off-peak before and after the change; datacentre:
+    // flat before and after), each with its price, source and what it priced.
+    let tariffs = v["tariffs"].as_array().unwrap();
+    assert_eq!(tariffs.len(), 6, "{v}");
+    for t in tariffs {
+        let key = (
+            t["site"].as_str().unwrap().to_string(),
+            t["band"].as_str().unwrap().to_string(),
+            t["valid_from"].as_str().unwrap().to_string(),
+        );
+        let (eur, kwh) = by_rate[&key];
+        assert_eq!(
+            cents(t["cost_ueur"].as_u64().unwrap() as f64 / 1e6),
+            cents(eur),
+            "{t}"
+        );
+        assert!(
+            (t["facility_energy_kwh"].as_f64().unwrap() - kwh).abs() < 1e-9,
+            "{t}"
+        );
+        assert!(!t["source"].as_str().unwrap().is_empty());
+        let (price, _) = match key.0.as_str() {
+            "mairie" if key.1 == "off_peak" => (if key.2.is_empty() { 0.1996 } else { 0.21 }, ()),
+            "mairie" => (if key.2.is_empty() { 0.2516 } else { 0.27 }, ()),
+            _ => (if key.2.is_empty() { 0.18 } else { 0.15 }, ()),
+        };
+        assert_eq!(
+            t["price_ueur_per_kwh"].as_u64().unwrap(),
+            (price * 1e6_f64).round() as u64
+        );
+    }
+
+    // By site, use and month: the same money, grouped; the undeclared project apart.
+    let (_, s) = h
+        .get(
+            &reader,
+            &format!("/api/v1/costs?month={}&group_by=site", m.label()),
+        )
+        .await;
+    let site = |k: &str| {
+        s["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == k)
+            .unwrap()["cost_ueur"]
+            .as_u64()
+            .unwrap() as f64
+            / 1e6
+    };
+    assert_eq!(
+        cents(site("mairie")),
+        cents(by_project["chat"] + by_project["web"])
+    );
+    assert_eq!(cents(site("datacentre")), cents(by_project["ocr"]));
+    let (_, u) = h
+        .get(
+            &reader,
+            &format!("/api/v1/costs?month={}&group_by=use", m.label()),
+        )
+        .await;
+    assert_eq!(u["rows"][0]["key"], "chatbot");
+    assert_eq!(
+        cents(u["rows"][0]["cost_ueur"].as_u64().unwrap() as f64 / 1e6),
+        cents(by_project["chat"] + by_project["web"])
+    );
+    assert_eq!(u["undeclared"][0]["key"], "ocr");
+    assert_eq!(u["undeclared"][0]["undeclared_use"], true);
+    let (_, mo) = h
+        .get(
+            &reader,
+            &format!("/api/v1/costs?month={}&group_by=month", m.label()),
+        )
+        .await;
+    assert_eq!(mo["rows"].as_array().unwrap().len(), 1);
+    assert_eq!(mo["rows"][0]["key"], m.label());
+    assert_eq!(mo["rows"][0]["cost_ueur"], v["total"]["cost_ueur"]);
+}
+
+#[tokio::test]
+async fn a_tariff_with_problems_is_refused_with_every_key() {
+    let text = r#"
+[[site]]
+name = "a"
+zone = "FR"
+hosts = ["x"]
+tariff_eur_per_kwh = -1.0
+tariff_off_peak_hours = ["22:30-06"]
+[[site.tariff_change]]
+from = "2026-13-01"
+eur_per_kwh = 0.2
+source = ""
+"#;
+    let c = empreinte_collector::config::CollectorConfig::from_toml(text).unwrap();
+    let keys: Vec<String> = c.problems().into_iter().map(|p| p.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "site[0].tariff_eur_per_kwh",
+            "site[0].tariff_source",
+            "site[0].tariff_off_peak_eur_per_kwh",
+            "site[0].tariff_change[0].from",
+            "site[0].tariff_change[0].source",
+        ]
+    );
+}
