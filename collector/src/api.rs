@@ -28,7 +28,7 @@ pub async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
+pub(crate) async fn reader(state: &AppState, headers: &HeaderMap) -> Result<(), AppError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -83,7 +83,7 @@ pub struct RangeParams {
     pub host: Option<String>,
 }
 
-fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
+pub(crate) fn resolve_month(state: &AppState, text: Option<&str>) -> Result<Month, AppError> {
     match text {
         Some(t) => parse_month(t)
             .and_then(|(y, m)| month(&state.tz, y, m))
@@ -139,7 +139,7 @@ pub struct FootprintResponse {
     pub uncertainty: crate::uncertainty::FigureUncertainty,
 }
 
-fn instant(s: i64) -> String {
+pub(crate) fn instant(s: i64) -> String {
     jiff::Timestamp::from_second(s)
         .map(|t| t.to_string())
         .unwrap_or_default()

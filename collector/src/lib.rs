@@ -8,6 +8,7 @@ pub mod carbon;
 pub mod clock;
 pub mod config;
 pub mod footprint;
+pub mod inference;
 pub mod ingest;
 pub mod listen;
 pub mod metrics;

@@ -340,8 +340,7 @@ pub fn blocks(data: &ReportData, lang: Lang, with_charts: bool) -> Vec<Block> {
     } else {
         b.push(breakdown(lang, t, t.gpu_model, &data.gpu_models));
     }
-    b.push(Block::Heading(t.inference.into()));
-    b.push(Block::Para(t.inference_none.into()));
+    b.extend(super::inference::blocks(&data.inference, lang));
 
     // Trend.
     b.push(Block::Heading(t.trend.into()));

@@ -20,6 +20,7 @@ pub mod csv;
 pub mod document;
 pub mod http;
 pub mod i18n;
+pub mod inference;
 pub mod pdf;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -166,11 +167,8 @@ pub struct MonthLine {
     pub figures: Figures,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Inference {
-    pub available: bool,
-    pub note: &'static str,
-}
+/// The per-model section (`inference.rs`).
+pub use inference::InferenceSection as Inference;
 
 /// A coefficient line of the report is the stored coefficient itself.
 pub type CoefficientLine = crate::store::StoredCoefficient;
@@ -609,10 +607,7 @@ async fn build_with(
             .map(|(day, energy_uj)| DayLine { day, energy_uj })
             .collect(),
         trend,
-        inference: Inference {
-            available: false,
-            note: "no inference counts (requests, tokens) are collected yet",
-        },
+        inference: inference::section(store, tz, (m.from_s, m.to_s), &month_lines).await?,
         coefficients,
         intensity_series: series,
         lines: month_lines,

@@ -7,6 +7,7 @@
 //! connections (WAL lets them run beside the writer). Token writes, rare, take their
 //! own short transactions.
 
+mod inference;
 mod startup;
 pub mod writer;
 
@@ -768,6 +769,18 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        inference::totals(&self.pool).await
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {

@@ -44,6 +44,8 @@ pub struct PreparedBatch {
     pub end_ms: u64,
     pub deltas: Vec<HourlyDelta>,
     pub counters: Vec<Counter>,
+    /// Inference counts and model-tagged energy by hour (`super::inference`).
+    pub inference: crate::inference::InferenceParts,
 }
 
 impl PreparedPush {
@@ -63,6 +65,7 @@ impl PreparedPush {
                     end_ms: b.end_unix_ms,
                     deltas: d.clone(),
                     counters: b.counters.clone(),
+                    inference: crate::inference::batch_inference(b),
                 })
                 .collect(),
         }
@@ -280,6 +283,7 @@ struct Group {
     /// `(agent, run)` → the run after this group, with its stored energy and times.
     runs: HashMap<(String, String), RunState>,
     agents: BTreeMap<String, AgentRow>,
+    inference: super::inference::InferenceGroup,
 }
 
 #[derive(Clone, Debug)]
@@ -580,6 +584,7 @@ impl Writer {
             &mut written,
         )?;
         rollups.write(&tx)?;
+        super::inference::write(&tx, &g.inference)?;
         tx.commit()?;
         if self.rows.len() + written.len() > MAX_CACHED_ROWS {
             self.rows.clear();
@@ -1041,6 +1046,7 @@ fn stage(
         last_end = Some(last_end.unwrap_or(0).max(b.end_ms));
     }
     for b in &new_batches {
+        g.inference.add(host, &b.inference);
         for d in &b.deltas {
             let e = parts
                 .entry((d.hour_s, d.project.as_str(), d.component, d.source))
