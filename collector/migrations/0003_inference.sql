@@ -35,11 +35,12 @@ CREATE TABLE model_energy_hourly (
     PRIMARY KEY (hour_s, host, project, model, component)
 ) WITHOUT ROWID;
 
--- All-time counts per project and model (the collector's Prometheus counters start from
--- them); a count stays NULL until some record counted it.
+-- All-time counts and model-tagged energy per project and model (the collector's
+-- Prometheus counters are read from them); a count stays NULL until some record counted it.
 CREATE TABLE inference_totals (
     project             TEXT NOT NULL,
     model               TEXT NOT NULL,
+    energy_uj           INTEGER NOT NULL DEFAULT 0,
     requests            INTEGER,
     input_tokens        INTEGER,
     cached_input_tokens INTEGER,

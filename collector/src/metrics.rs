@@ -390,12 +390,20 @@ fn inference_families(c: &Counts) -> Vec<Family> {
         "Tokens the inference servers processed (all time: the database's totals), per project, model and kind: input (prompt tokens, cached ones included), cached_input (of them, served from the prefix cache) or output (generated).",
         MetricType::COUNTER,
     );
+    let mut energy = Family::new(
+        "empreinte_inference_energy_joules_total",
+        "IT energy the agents tagged with a model (all time: the database's totals), per project and model, in joules (at the meter, without PUE): the energy of the processes serving it, their GPUs' idle time with the model loaded included; divided by the requests or tokens above, it gives the energy per request or per token.",
+        MetricType::COUNTER,
+    );
     for t in c
         .inference
         .iter()
         .filter(|t| c.last_stored.contains_key(&t.project))
     {
         let labels = [("project", t.project.as_str()), ("model", t.model.as_str())];
+        if t.energy_uj > 0 {
+            energy.push(&labels, t.energy_uj as f64 / 1e6);
+        }
         if let Some(n) = t.counts.requests {
             requests.push(&labels, n as f64);
         }
@@ -416,7 +424,7 @@ fn inference_families(c: &Counts) -> Vec<Family> {
             }
         }
     }
-    vec![requests, tokens]
+    vec![requests, tokens, energy]
 }
 
 /// The objectives' budgets and the grid intensity in use.

@@ -288,6 +288,7 @@ async fn the_prometheus_series_are_the_stored_totals_across_a_restart() {
         r#"empreinte_inference_requests_total{project="chat",model="llama-3-8b"} 1200"#,
         r#"empreinte_inference_tokens_total{project="chat",model="llama-3-8b",kind="input"} 50000"#,
         r#"empreinte_inference_tokens_total{project="chat",model="llama-3-8b",kind="output"} 240000"#,
+        r#"empreinte_inference_energy_joules_total{project="chat",model="llama-3-8b"} 3600"#,
     ];
     let metrics = |h: &Harness| {
         let h = h.state.clone();

@@ -251,12 +251,14 @@ pub struct InferenceUnit {
     pub co2e_ug: u64,
 }
 
-/// All-time counts of one project and model.
+/// All-time counts and model-tagged energy of one project and model.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct InferenceTotal {
     pub project: String,
     pub model: String,
     pub counts: Counts,
+    /// Energy of the records tagged with the model, µJ (at the meter).
+    pub energy_uj: u64,
 }
 
 #[cfg(test)]

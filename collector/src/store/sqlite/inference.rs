@@ -22,8 +22,8 @@ pub struct InferenceGroup {
     counts: BTreeMap<(String, i64, String, String), CountsDelta>,
     /// `(host, hour_s, project, model, component)` → µJ.
     energy: BTreeMap<(String, i64, String, String, Component), u64>,
-    /// `(project, model)` → counts added to the all-time totals.
-    totals: BTreeMap<(String, String), Counts>,
+    /// `(project, model)` → counts and µJ added to the all-time totals.
+    totals: BTreeMap<(String, String), (Counts, u64)>,
 }
 
 impl InferenceGroup {
@@ -51,6 +51,7 @@ impl InferenceGroup {
             self.totals
                 .entry((c.project.clone(), c.model.clone()))
                 .or_default()
+                .0
                 .add(&c.counts);
         }
         for d in &parts.energy {
@@ -63,6 +64,11 @@ impl InferenceGroup {
             );
             let e = self.energy.entry(key).or_default();
             *e = e.saturating_add(d.energy_uj);
+            let t = self
+                .totals
+                .entry((d.project.clone(), d.model.clone()))
+                .or_default();
+            t.1 = t.1.saturating_add(d.energy_uj);
         }
     }
 }
@@ -156,8 +162,9 @@ pub fn write(tx: &Transaction<'_>, g: &InferenceGroup) -> rusqlite::Result<()> {
     if !g.totals.is_empty() {
         let mut st = tx.prepare_cached(concat!(
             "INSERT INTO inference_totals (project, model, requests, input_tokens,
-                cached_input_tokens, output_tokens) VALUES (?, ?, ?, ?, ?, ?)
-             ON CONFLICT (project, model) DO UPDATE SET ",
+                cached_input_tokens, output_tokens, energy_uj) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (project, model) DO UPDATE SET
+                energy_uj = MIN(energy_uj + excluded.energy_uj, 9223372036854775807), ",
             add_nullable!("requests"),
             ", ",
             add_nullable!("input_tokens"),
@@ -166,7 +173,7 @@ pub fn write(tx: &Transaction<'_>, g: &InferenceGroup) -> rusqlite::Result<()> {
             ", ",
             add_nullable!("output_tokens"),
         ))?;
-        for ((project, model), c) in &g.totals {
+        for ((project, model), (c, uj)) in &g.totals {
             st.execute(params![
                 project,
                 model,
@@ -174,6 +181,7 @@ pub fn write(tx: &Transaction<'_>, g: &InferenceGroup) -> rusqlite::Result<()> {
                 db_opt(c.input_tokens),
                 db_opt(c.cached_input_tokens),
                 db_opt(c.output_tokens),
+                db(*uj),
             ])?;
         }
     }
@@ -294,15 +302,17 @@ pub async fn totals(pool: &SqlitePool) -> Result<Vec<InferenceTotal>, StoreError
         Option<i64>,
         Option<i64>,
         Option<i64>,
+        i64,
     );
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT project, model, requests, input_tokens, cached_input_tokens, output_tokens
+        "SELECT project, model, requests, input_tokens, cached_input_tokens, output_tokens,
+                energy_uj
          FROM inference_totals ORDER BY project, model",
     )
     .fetch_all(pool)
     .await?;
     rows.into_iter()
-        .map(|(project, model, r, i, c, o)| {
+        .map(|(project, model, r, i, c, o, uj)| {
             Ok(InferenceTotal {
                 project,
                 model,
@@ -312,6 +322,7 @@ pub async fn totals(pool: &SqlitePool) -> Result<Vec<InferenceTotal>, StoreError
                     cached_input_tokens: count(c, "inference_totals.cached_input_tokens")?,
                     output_tokens: count(o, "inference_totals.output_tokens")?,
                 },
+                energy_uj: quantity(uj, "inference_totals.energy_uj")?,
             })
         })
         .collect()
