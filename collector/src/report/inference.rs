@@ -135,15 +135,19 @@ struct Words {
     intro: &'static str,
     gpu_note: &'static str,
     allocated: &'static str,
-    head: [&'static str; 9],
+    allocated_tag: &'static str,
+    head: [&'static str; 7],
+    /// The second table: what the figures depend on.
+    context_head: [&'static str; 3],
 }
 
 const FR: Words = Words {
     heading: "Par modèle d'inférence et par unité fonctionnelle",
     none: "Non disponible : aucun serveur d'inférence n'a compté de requêtes ni de tokens ce mois-ci ; aucun chiffre par requête ou par 1 000 tokens n'est donné.",
     intro: "Énergie au compteur des serveurs (sans PUE) des heures où le serveur d'inférence a compté ses requêtes, divisée par ces requêtes et par les tokens générés ; les émissions incluent le PUE (méthode location) et la fabrication amortie. La part couverte est la part de l'énergie du modèle tombée dans des heures comptées.",
-    gpu_note: "L'utilisation des GPU n'est pas mesurée par Empreinte, seulement leur énergie : la colonne « GPU au repos » donne la part de l'énergie des GPU des hôtes du modèle attribuée au repos (projet idle). Un GPU peu chargé rend chaque token plus coûteux.",
-    allocated: "* énergie répartie entre plusieurs modèles d'un même processus, au prorata des tokens générés (ou des requêtes).",
+    gpu_note: "Empreinte mesure l'énergie des GPU, pas leur taux d'utilisation. « Part GPU » : part de l'énergie du modèle tirée par les GPU ; « GPU au repos (hôtes) » : part de l'énergie des GPU des hôtes qui servent le modèle attribuée au repos (projet idle) ; un GPU peu chargé rend chaque requête et chaque token plus coûteux. « Part couverte » : part de l'énergie du modèle tombée dans des heures où le serveur a compté.",
+    allocated: "Réparti : l'énergie du modèle est une part de celle d'un processus qui sert plusieurs modèles, au prorata des tokens générés (ou des requêtes).",
+    allocated_tag: "réparti",
     head: [
         "Usage (projet)",
         "Modèle",
@@ -152,41 +156,52 @@ const FR: Words = Words {
         "J/requête",
         "Wh/1 000 tokens",
         "gCO2e/requête",
-        "Part GPU / GPU au repos",
-        "Part couverte",
     ],
+    context_head: ["Part GPU", "GPU au repos (hôtes)", "Part couverte"],
 };
 
 const EN: Words = Words {
     heading: "By inference model and functional unit",
     none: "Not available: no inference server counted requests or tokens this month, so no figure per request or per 1,000 tokens is given.",
     intro: "Energy at the servers' meters (without PUE) of the hours in which the inference server counted its requests, divided by those requests and by the generated tokens; emissions include the PUE (location-based) and amortised manufacturing. The covered share is the share of the model's energy that fell in counted hours.",
-    gpu_note: "Empreinte does not measure GPU utilisation, only GPU energy: the \"idle GPU\" column gives the share of the GPU energy of the model's hosts attributed to idle time (project idle). A lightly loaded GPU makes every token more expensive.",
-    allocated: "* energy split between several models of one process, by generated tokens (or requests).",
+    gpu_note: "Empreinte measures GPU energy, not GPU utilisation. \"GPU share\": the share of the model's energy drawn by GPUs; \"Idle GPU (hosts)\": the share of the GPU energy of the hosts serving the model attributed to idle time (project idle): a lightly loaded GPU makes every request and every token more expensive. \"Covered share\": the share of the model's energy that fell in hours the server counted.",
+    allocated: "Allocated: the model's energy is a share of that of a process serving several models, in proportion to generated tokens (or requests).",
+    allocated_tag: "allocated",
     head: [
         "Use (project)",
         "Model",
         "Requests",
         "Output tokens",
         "J/request",
-        "Wh/1,000 tokens",
+        "Wh/1k tokens",
         "gCO2e/request",
-        "GPU share / idle GPU",
-        "Covered share",
     ],
+    context_head: ["GPU share", "Idle GPU (hosts)", "Covered share"],
 };
 
-fn opt(lang: Lang, v: Option<f64>, decimals: usize) -> String {
-    v.map(|x| number(lang, x, decimals))
-        .unwrap_or_else(|| "–".into())
+/// `x` with three significant digits (at most six decimals): per-request figures range
+/// from milligrams to hundreds of joules.
+fn significant(lang: Lang, x: f64) -> String {
+    let decimals = if x > 0.0 && x.is_finite() {
+        (2 - x.log10().floor() as i64).clamp(0, 6) as usize
+    } else {
+        0
+    };
+    number(lang, x, decimals)
+}
+
+fn opt(lang: Lang, v: Option<f64>) -> String {
+    v.map(|x| significant(lang, x))
+        .unwrap_or_else(|| "—".into())
 }
 
 fn opt_count(lang: Lang, v: Option<u64>) -> String {
-    opt(lang, v.map(|x| x as f64), 0)
+    v.map(|x| number(lang, x as f64, 0))
+        .unwrap_or_else(|| "—".into())
 }
 
 fn opt_percent(lang: Lang, v: Option<f64>) -> String {
-    v.map(|x| percent(lang, x)).unwrap_or_else(|| "–".into())
+    v.map(|x| percent(lang, x)).unwrap_or_else(|| "—".into())
 }
 
 /// The section's blocks.
@@ -201,31 +216,58 @@ pub fn blocks(s: &InferenceSection, lang: Lang) -> Vec<Block> {
         return b;
     }
     b.push(Block::Para(w.intro.into()));
-    let rows = s
+    let counted: Vec<&InferenceLine> = s
         .lines
         .iter()
         .filter(|l| l.requests.is_some() || l.output_tokens.is_some())
+        .collect();
+    let names = |l: &InferenceLine| {
+        vec![
+            l.project.clone(),
+            if l.allocated {
+                format!("{} ({})", l.model, w.allocated_tag)
+            } else {
+                l.model.clone()
+            },
+        ]
+    };
+    let figures = counted
+        .iter()
         .map(|l| {
-            vec![
-                l.project.clone(),
-                format!("{}{}", l.model, if l.allocated { " *" } else { "" }),
+            let mut row = names(l);
+            row.extend([
                 opt_count(lang, l.requests),
                 opt_count(lang, l.output_tokens),
-                opt(lang, l.joules_per_request, 1),
-                opt(lang, l.wh_per_1k_output_tokens, 3),
-                opt(lang, l.co2e_g_per_request, 3),
-                format!(
-                    "{} / {}",
-                    opt_percent(lang, l.gpu_share),
-                    opt_percent(lang, l.idle_gpu_share)
-                ),
-                opt_percent(lang, l.covered_share),
-            ]
+                opt(lang, l.joules_per_request),
+                opt(lang, l.wh_per_1k_output_tokens),
+                opt(lang, l.co2e_g_per_request),
+            ]);
+            row
         })
         .collect();
     b.push(Block::Table(
         w.head.iter().map(|h| h.to_string()).collect(),
-        rows,
+        figures,
+    ));
+    let context = counted
+        .iter()
+        .map(|l| {
+            let mut row = names(l);
+            row.extend([
+                opt_percent(lang, l.gpu_share),
+                opt_percent(lang, l.idle_gpu_share),
+                opt_percent(lang, l.covered_share),
+            ]);
+            row
+        })
+        .collect();
+    b.push(Block::Table(
+        w.head[..2]
+            .iter()
+            .chain(&w.context_head)
+            .map(|h| h.to_string())
+            .collect(),
+        context,
     ));
     b.push(Block::Para(w.gpu_note.into()));
     if s.lines.iter().any(|l| l.allocated) {
