@@ -132,7 +132,19 @@ async fn month_line(state: &AppState) -> String {
     )
 }
 
-pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
+/// What `up` runs, once every flag and file has been checked.
+struct UpPlan {
+    collector_config: CollectorConfig,
+    agent_config: AgentConfig,
+    coefficients: Arc<empreinte_collector::carbon::Coefficients>,
+    data_dir: PathBuf,
+    agent_id: String,
+    agent_token: PathBuf,
+    read_token: PathBuf,
+}
+
+/// The collector's and the agent's configurations, checked before anything starts.
+fn plan(cmd: UpCommand) -> anyhow::Result<UpPlan> {
     let default_listen: SocketAddr = DEFAULT_UP_LISTEN
         .parse()
         .context("the default listen address")?;
@@ -153,11 +165,6 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
         },
     )?;
     let data_dir = collector_config.data_dir.clone();
-    // One `up` per data directory, for the life of the process: a second one exits 2
-    // naming the first one's PID, before it touches the store or the spool.
-    let _lock =
-        empreinte_agent::push::lock::DirLock::acquire(&data_dir, UP_LOCK, "the data directory")
-            .context("another `empreinte up` uses this data directory (--data-dir)")?;
     let agent_token = data_dir.join("up").join("agent.token");
     let read_token = data_dir.join("up").join("read.token");
     if let Some(b) = cmd.batch_interval {
@@ -173,24 +180,21 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
     let default_agent_listen: SocketAddr = DEFAULT_UP_AGENT_LISTEN
         .parse()
         .context("the default agent address")?;
-    // The agent's flags are checked before anything starts.
-    let agent_overrides = |collector: String| AgentOverrides {
+    let agent_overrides = AgentOverrides {
         listen: Some(cmd.agent_listen.unwrap_or(default_agent_listen)),
         interval: cmd.measure.interval,
         powercap_root: cmd.measure.powercap_root.clone(),
         nvml_library: cmd.measure.nvml_library.clone(),
         procfs_root: cmd.measure.procfs_root.clone(),
         estimate: None,
-        collector: Some(collector),
+        // The collector's address is known once it listens; this one only passes checks.
+        collector: Some("http://127.0.0.1:9820".into()),
         token_file: Some(agent_token.clone()),
         spool_dir: Some(data_dir.join("spool")),
         agent_id: None,
         collector_ca: None,
     };
-    let mut agent_config = AgentConfig::load(
-        cmd.agent_config.as_deref(),
-        &agent_overrides("http://127.0.0.1:9820".into()),
-    )?;
+    let mut agent_config = AgentConfig::load(cmd.agent_config.as_deref(), &agent_overrides)?;
     if let Some(b) = cmd.batch_interval {
         agent_config.push.batch_interval = b;
     }
@@ -202,83 +206,129 @@ pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
     let coefficients = Arc::new(empreinte_collector::plan::load_coefficients(
         &collector_config,
     )?);
-
-    runtime()?.block_on(async move {
-        {
-            let store = SqliteStore::open(&data_dir)
-                .await
-                .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
-            ensure_token(&store, &agent_token, TokenKind::Agent, Some(&agent_id)).await?;
-            ensure_token(&store, &read_token, TokenKind::Read, None).await?;
-            store.close().await;
-        }
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<(SocketAddr, AppState)>();
-        // The collector stops after the agent, so that the agent's last batch (sealed
-        // on SIGTERM) is delivered before the collector closes.
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let collector = tokio::spawn(empreinte_collector::server::run(
-            collector_config,
-            coefficients,
-            async move {
-                let _ = stop_rx.await;
-            },
-            move |addr, state| {
-                let _ = ready_tx.send((addr, state.clone()));
-            },
-        ));
-        let (addr, state) = match ready_rx.await {
-            Ok(v) => v,
-            Err(_) => {
-                return match collector.await {
-                    Ok(Err(e)) => Err(e),
-                    Ok(Ok(())) => Err(anyhow::anyhow!("the collector stopped before it served")),
-                    Err(e) => Err(anyhow::anyhow!("the collector failed: {e}")),
-                };
-            }
-        };
-        let host = if addr.ip().is_unspecified() {
-            format!("127.0.0.1:{}", addr.port())
-        } else {
-            addr.to_string()
-        };
-        agent_config.push.collector = Some(format!("http://{host}"));
-        let agent_listen = agent_config.listen;
-        let agent = tokio::spawn(empreinte_agent::server::run(agent_config));
-        let month = month_of(&state.tz, i64::try_from(empreinte_collector::clock::now_unix_ms() / 1000).unwrap_or(0))
-            .map(|m| m.label())
-            .unwrap_or_default();
-        println!("Empreinte is up: a collector and this host's agent ({agent_id}).");
-        println!("  Agent metrics      http://{agent_listen}/metrics");
-        println!("  Collector metrics  http://{host}/metrics  (read token)");
-        println!("  API                http://{host}/api/v1/  (OpenAPI: /api/v1/openapi.json)");
-        println!("  Read token         {}", read_token.display());
-        println!("  This month         curl -H \"Authorization: Bearer $(cat {})\" 'http://{host}/api/v1/footprint?month={month}'", read_token.display());
-        println!("  Data               {}", data_dir.display());
-        println!("{}", month_line(&state).await);
-        let summary = {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(Duration::from_secs(600));
-                ticks.tick().await;
-                loop {
-                    ticks.tick().await;
-                    println!("{}", month_line(&state).await);
-                }
-            })
-        };
-        let agent_result = agent.await;
-        summary.abort();
-        let _ = stop_tx.send(());
-        let collector_result = collector.await;
-        println!("{}", month_line(&state).await);
-        match agent_result {
-            Ok(r) => r.context("the agent failed")?,
-            Err(e) => anyhow::bail!("the agent failed: {e}"),
-        }
-        match collector_result {
-            Ok(r) => r.context("the collector failed")?,
-            Err(e) => anyhow::bail!("the collector failed: {e}"),
-        }
-        Ok(ExitCode::SUCCESS)
+    Ok(UpPlan {
+        collector_config,
+        agent_config,
+        coefficients,
+        data_dir,
+        agent_id,
+        agent_token,
+        read_token,
     })
+}
+
+pub fn up(cmd: UpCommand) -> anyhow::Result<ExitCode> {
+    let plan = plan(cmd)?;
+    // One `up` per data directory, for the life of the process: a second one exits 2
+    // naming the first one's PID, before it touches the store or the spool.
+    let _lock = empreinte_agent::push::lock::DirLock::acquire(
+        &plan.data_dir,
+        UP_LOCK,
+        "the data directory",
+    )
+    .context("another `empreinte up` uses this data directory (--data-dir)")?;
+    runtime()?.block_on(run(plan))
+}
+
+/// Where to reach what `up` started, printed once it serves.
+fn print_banner(
+    agent_id: &str,
+    agent_listen: SocketAddr,
+    host: &str,
+    read_token: &Path,
+    month: &str,
+) {
+    println!("Empreinte is up: a collector and this host's agent ({agent_id}).");
+    println!("  Agent metrics      http://{agent_listen}/metrics");
+    println!("  Collector metrics  http://{host}/metrics  (read token)");
+    println!("  API                http://{host}/api/v1/  (OpenAPI: /api/v1/openapi.json)");
+    println!("  Read token         {}", read_token.display());
+    println!(
+        "  This month         curl -H \"Authorization: Bearer $(cat {})\" 'http://{host}/api/v1/footprint?month={month}'",
+        read_token.display()
+    );
+}
+
+/// The collector, then the agent pushing to it; the agent stops first (on SIGTERM) so
+/// that its last batch reaches the collector before the collector closes.
+async fn run(plan: UpPlan) -> anyhow::Result<ExitCode> {
+    let UpPlan {
+        collector_config,
+        mut agent_config,
+        coefficients,
+        data_dir,
+        agent_id,
+        agent_token,
+        read_token,
+    } = plan;
+    {
+        let store = SqliteStore::open(&data_dir)
+            .await
+            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        ensure_token(&store, &agent_token, TokenKind::Agent, Some(&agent_id)).await?;
+        ensure_token(&store, &read_token, TokenKind::Read, None).await?;
+        store.close().await;
+    }
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<(SocketAddr, AppState)>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let collector = tokio::spawn(empreinte_collector::server::run(
+        collector_config,
+        coefficients,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr, state| {
+            let _ = ready_tx.send((addr, state.clone()));
+        },
+    ));
+    let (addr, state) = match ready_rx.await {
+        Ok(v) => v,
+        Err(_) => {
+            return match collector.await {
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(())) => Err(anyhow::anyhow!("the collector stopped before it served")),
+                Err(e) => Err(anyhow::anyhow!("the collector failed: {e}")),
+            };
+        }
+    };
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    agent_config.push.collector = Some(format!("http://{host}"));
+    let agent_listen = agent_config.listen;
+    let agent = tokio::spawn(empreinte_agent::server::run(agent_config));
+    let now_s = i64::try_from(empreinte_collector::clock::now_unix_ms() / 1000).unwrap_or(0);
+    let month = month_of(&state.tz, now_s)
+        .map(|m| m.label())
+        .unwrap_or_default();
+    print_banner(&agent_id, agent_listen, &host, &read_token, &month);
+    println!("  Data               {}", data_dir.display());
+    println!("{}", month_line(&state).await);
+    let summary = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(600));
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                println!("{}", month_line(&state).await);
+            }
+        })
+    };
+    let agent_result = agent.await;
+    summary.abort();
+    let _ = stop_tx.send(());
+    let collector_result = collector.await;
+    println!("{}", month_line(&state).await);
+    match agent_result {
+        Ok(r) => r.context("the agent failed")?,
+        Err(e) => anyhow::bail!("the agent failed: {e}"),
+    }
+    match collector_result {
+        Ok(r) => r.context("the collector failed")?,
+        Err(e) => anyhow::bail!("the collector failed: {e}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,16 +8,15 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use empreinte_agent::clock::Stopwatch;
 
-use common::{BIN, create_token, free_port};
+use common::{CollectorCmd, create_token, free_port};
 
-/// A collector started through `sh -c 'ulimit -n N; exec empreinte collector …'`.
+/// A collector started through `sh -c 'ulimit -n N && exec empreinte collector …'`.
 struct Limited {
-    child: Child,
+    inner: common::Collector,
     base: String,
     port: u16,
     log: std::path::PathBuf,
@@ -28,32 +27,18 @@ impl Limited {
         let port = free_port();
         let config_path = data.join("collector.toml");
         std::fs::write(&config_path, config).unwrap();
-        let log = data.join("collector.log");
-        let script = format!(
-            "ulimit -n {nofile} && exec '{BIN}' collector --listen 127.0.0.1:{port} --data-dir '{}' --config '{}'",
-            data.display(),
-            config_path.display()
-        );
-        let child = Command::new("sh")
-            .args(["-c", &script])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut c = Limited {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+        let cmd = CollectorCmd::new(data, port)
+            .arg("--config")
+            .arg(&config_path)
+            .shell_prefix(&format!("ulimit -n {nofile}"));
+        let log = cmd.log.clone();
+        let inner = common::Collector::start(cmd, data, port);
+        Limited {
+            base: inner.base.clone(),
+            inner,
             port,
             log,
-        };
-        wait_for("the collector answers", Duration::from_secs(20), || {
-            if let Some(s) = c.child.try_wait().unwrap() {
-                panic!("collector exited with {s}: {}", c.log_text());
-            }
-            ureq::get(&format!("{}/healthz", c.base)).call().is_ok()
-        });
-        c
+        }
     }
 
     fn log_text(&self) -> String {
@@ -61,7 +46,7 @@ impl Limited {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.inner.id())).unwrap();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -89,15 +74,6 @@ impl Limited {
             .sum()
     }
 }
-
-impl Drop for Limited {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-use empreinte_testkit::wait::wait_for;
 
 fn now_ms() -> u64 {
     empreinte_agent::clock::unix_ms()

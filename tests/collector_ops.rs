@@ -7,56 +7,29 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Agent, BIN, create_token, free_port};
+use common::{Agent, BIN, CollectorCmd, create_token, free_port};
 use empreinte_testkit::powercap::FakePowercap;
 
 /// A collector started by `sh -c 'umask 000 && exec empreinte collector …'`.
-struct Running {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
+struct Running(common::Collector);
 
 impl Running {
     fn start(data: &Path, port: u16) -> Running {
-        let log = data.with_extension(format!("{port}.log"));
-        let script = format!(
-            "umask 000 && exec '{BIN}' collector --listen 127.0.0.1:{port} --data-dir '{}'",
-            data.display()
-        );
-        let child = Command::new("sh")
-            .args(["-c", &script])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut r = Running {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        wait_for("the collector answers", || {
-            if let Some(s) = r.child.try_wait().unwrap() {
-                panic!(
-                    "collector exited with {s}: {}",
-                    std::fs::read_to_string(&r.log).unwrap_or_default()
-                );
-            }
-            ureq::get(&format!("{}/healthz", r.base)).call().is_ok()
-        });
-        r
+        let cmd = CollectorCmd::new(data, port)
+            .shell_prefix("umask 000")
+            .log(&data.with_extension(format!("{port}.log")));
+        Running(common::Collector::start(cmd, data, port))
     }
 
     fn get(&self, token: &str, path: &str) -> String {
-        ureq::get(&format!("{}{path}", self.base))
+        ureq::get(&format!("{}{path}", self.0.base))
             .header("Authorization", &format!("Bearer {token}"))
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
@@ -91,16 +64,8 @@ impl Running {
         v["total"]["exact"]["energy_uj"].as_u64().unwrap()
     }
 
-    fn sigkill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn sigkill(self) {
+        self.0.kill();
     }
 }
 
@@ -200,7 +165,7 @@ fn one_collector_per_data_dir_private_files_and_a_backup_that_restores_to_the_ap
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
-        err.contains(&format!("PID {}", collector.child.id())) && err.contains("in use"),
+        err.contains(&format!("PID {}", collector.0.id())) && err.contains("in use"),
         "{err}"
     );
 

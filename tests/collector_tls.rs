@@ -8,11 +8,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Agent, BIN, create_token, free_port, run};
+use common::{Agent, CollectorCmd, create_token, free_port, run};
 use empreinte_testkit::powercap::FakePowercap;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -118,23 +118,13 @@ fn agents_and_reports_reach_an_https_collector_with_a_test_ca() {
     let port = free_port();
     let log = data.join("collector.log");
     let mut collector = Collector {
-        child: Command::new(BIN)
-            .args([
-                "collector",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data)
+        child: CollectorCmd::new(&data, port)
             .arg("--tls-cert")
             .arg(&pki.cert)
             .arg("--tls-key")
             .arg(&pki.key)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+            .log(&log)
+            .spawn(),
         log,
     };
     let base = format!("https://localhost:{port}");
@@ -328,19 +318,10 @@ fn plain_http_on_a_network_address_warns_that_tokens_travel_in_clear() {
     let port = free_port();
     let log = dir.path().join("collector.log");
     let mut c = Collector {
-        child: Command::new(BIN)
-            .args([
-                "collector",
-                "--listen",
-                &format!("0.0.0.0:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+        child: CollectorCmd::new(dir.path(), port)
+            .listen(&format!("0.0.0.0:{port}"))
+            .log(&log)
+            .spawn(),
         log,
     };
     wait_for("the start logged", || {
@@ -378,21 +359,11 @@ fn a_client_ca_makes_client_certificates_required() {
     let port = free_port();
     let log = data.join("collector.log");
     let mut collector = Collector {
-        child: Command::new(BIN)
-            .args([
-                "collector",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data)
+        child: CollectorCmd::new(&data, port)
             .arg("--config")
             .arg(&config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+            .log(&log)
+            .spawn(),
         log,
     };
     let roots = RootCerts::Specific(std::sync::Arc::new(vec![

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{BIN, create_token, free_port};
+use common::{BIN, CollectorCmd, create_token, free_port};
 use empreinte_testkit::powercap::FakePowercap;
 
 struct Killed(Child);
@@ -30,19 +30,10 @@ fn no_token_is_logged_even_at_trace_level() {
     let port = free_port();
     let collector_log = dir.path().join("collector-trace.log");
     let collector = Killed(
-        Command::new(BIN)
-            .args([
-                "collector",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(&data)
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&collector_log).unwrap())
-            .spawn()
-            .unwrap(),
+        CollectorCmd::new(&data, port)
+            .rust_log("trace")
+            .log(&collector_log)
+            .spawn(),
     );
     let token_file = dir.path().join("agent.token");
     std::fs::write(&token_file, &token).unwrap();

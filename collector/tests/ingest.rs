@@ -259,9 +259,12 @@ async fn bad_pushes_are_refused_clearly_and_nothing_is_stored() {
         (
             "another version",
             Some(&token),
-            good_json.replace("\"version\":1", "\"version\":7"),
+            good_json.replace(
+                &format!("\"version\":{}", empreinte_shared::wire::WIRE_VERSION),
+                "\"version\":7",
+            ),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "accepts version 1",
+            "accepts versions [1, 2]",
         ),
         (
             "more power than a host can draw",

@@ -3,9 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 pub use empreinte_testkit::wait::{PATIENCE, wait_for, wait_until};
@@ -243,33 +244,105 @@ pub struct Collector {
     pub data_dir: std::path::PathBuf,
 }
 
+/// How to start `empreinte collector --listen 127.0.0.1:PORT --data-dir DIR …` as a child
+/// process: stdout discarded, stderr appended to a log file (by default `collector.log`
+/// in the data directory), `RUST_LOG=info` unless told otherwise.
+pub struct CollectorCmd {
+    args: Vec<OsString>,
+    rust_log: String,
+    shell_prefix: Option<String>,
+    pub log: PathBuf,
+}
+
+impl CollectorCmd {
+    pub fn new(data_dir: &Path, port: u16) -> CollectorCmd {
+        CollectorCmd {
+            args: vec![
+                "collector".into(),
+                "--listen".into(),
+                format!("127.0.0.1:{port}").into(),
+                "--data-dir".into(),
+                data_dir.into(),
+            ],
+            rust_log: "info".into(),
+            shell_prefix: None,
+            log: data_dir.join("collector.log"),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> CollectorCmd {
+        self.args.push(arg.as_ref().to_os_string());
+        self
+    }
+
+    pub fn args<A: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = A>) -> CollectorCmd {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self
+    }
+
+    /// Listen on `addr` instead of 127.0.0.1:PORT.
+    pub fn listen(mut self, addr: &str) -> CollectorCmd {
+        self.args[2] = addr.into();
+        self
+    }
+
+    pub fn rust_log(mut self, filter: &str) -> CollectorCmd {
+        self.rust_log = filter.into();
+        self
+    }
+
+    pub fn log(mut self, path: &Path) -> CollectorCmd {
+        self.log = path.to_path_buf();
+        self
+    }
+
+    /// A shell command run before the collector replaces the shell (`umask 000`,
+    /// `ulimit -n 64`); the collector's own arguments are passed untouched.
+    pub fn shell_prefix(mut self, prefix: &str) -> CollectorCmd {
+        self.shell_prefix = Some(prefix.into());
+        self
+    }
+
+    pub fn spawn(self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = match &self.shell_prefix {
+            None => Command::new(BIN),
+            Some(prefix) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("{prefix} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
+        cmd.args(&self.args)
+            .env("RUST_LOG", &self.rust_log)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn empreinte collector")
+    }
+}
+
 impl Collector {
     /// Starts `empreinte collector --listen 127.0.0.1:PORT --data-dir DIR ARGS` and waits
     /// until it answers.
     pub fn spawn(data_dir: &Path, port: u16, args: &[&str]) -> Collector {
-        let listen = format!("127.0.0.1:{port}");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(data_dir.join("collector.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("collector")
-            .args([
-                "--listen",
-                &listen,
-                "--data-dir",
-                data_dir.to_str().unwrap(),
-            ])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn empreinte collector");
+        Collector::start(CollectorCmd::new(data_dir, port).args(args), data_dir, port)
+    }
+
+    /// Starts `cmd` (for `data_dir` and `port`) and waits until it answers over HTTP.
+    pub fn start(cmd: CollectorCmd, data_dir: &Path, port: u16) -> Collector {
+        let log_path = cmd.log.clone();
+        let child = cmd.spawn();
         let mut c = Collector {
             child,
-            base: format!("http://{listen}"),
+            base: format!("http://127.0.0.1:{port}"),
             port,
             data_dir: data_dir.to_path_buf(),
         };
@@ -279,13 +352,16 @@ impl Collector {
                 return true;
             }
             if let Some(status) = c.child.try_wait().unwrap() {
-                let log =
-                    std::fs::read_to_string(data_dir.join("collector.log")).unwrap_or_default();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
                 panic!("collector exited with {status}: {log}");
             }
             false
         });
         c
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// GET `path` with a bearer token; the JSON body.

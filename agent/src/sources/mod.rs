@@ -108,6 +108,13 @@ pub trait EnergySource: Send {
     /// baselines so nothing is lost.
     fn poll(&mut self, at: SampleTime, out: &mut Vec<ChannelEnergy>) -> Result<(), PollError>;
 
+    /// Time since the source opened during which a channel's energy could not be
+    /// accounted for at all (a GPU whose driver reloaded after a long outage: neither its
+    /// counter nor power readings cover the gap). Zero for sources that never lose time.
+    fn unaccounted_time(&self, _channel: usize) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// For a GPU channel, the processes that used the GPU since the last call (for
     /// per-project attribution). Sources without per-process data return `None`.
     fn gpu_activity(&mut self, _channel: usize) -> Option<GpuActivity> {

@@ -260,120 +260,123 @@ impl Rapl {
         };
         let mut diagnoses = Vec::new();
         for z in found {
-            let subject = format!("{} ({})", z.id, z.name);
-            let energy_path = z.dir.join("energy_uj");
-            let max_path = z.dir.join("max_energy_range_uj");
-            let max = match read_trimmed(&max_path).map(|s| s.parse::<u64>().map_err(|_| s)) {
-                Ok(Ok(m)) if m > 0 => m,
-                Ok(Ok(_)) | Ok(Err(_)) => {
-                    let content = read_trimmed(&max_path).unwrap_or_default();
-                    diagnoses.push(Diagnosis::unusable(
-                        SourceKind::Rapl,
-                        subject,
-                        format!(
-                            "{} holds {content:?}, not a positive number of microjoules",
-                            max_path.display()
-                        ),
-                        None,
-                    ));
-                    continue;
+            match open_zone(&z, &mut rapl.buf) {
+                Ok((channel, zone, diagnosis)) => {
+                    diagnoses.push(diagnosis);
+                    rapl.channels.push(channel);
+                    rapl.zones.push(zone);
                 }
-                Err(e) => {
-                    diagnoses.push(Diagnosis::unusable(
-                        SourceKind::Rapl,
-                        subject,
-                        format!("cannot read {}: {e}", max_path.display()),
-                        None,
-                    ));
-                    continue;
-                }
-            };
-            let ceiling_w = zone_ceiling_watts(&z.dir);
-            let counter = CumulativeCounter::new(
-                Rollover::WrapsAt { max },
-                Ceiling::watts_in_microjoules(ceiling_w),
-            );
-            let first = match read_energy(&energy_path, &mut rapl.buf) {
-                Ok(v) => v,
-                Err(e) => {
-                    diagnoses.push(Diagnosis::unusable(
-                        SourceKind::Rapl,
-                        subject,
-                        e.describe(&energy_path),
-                        e.fix(),
-                    ));
-                    continue;
-                }
-            };
-            // Validated here, read again by the first poll (the baseline).
-            if first > max {
-                diagnoses.push(Diagnosis::unusable(
-                    SourceKind::Rapl,
-                    subject,
-                    format!(
-                        "{} holds {first}, above max_energy_range_uj {max}",
-                        energy_path.display()
-                    ),
-                    None,
-                ));
-                continue;
+                Err(diagnosis) => diagnoses.push(diagnosis),
             }
-            let (component, measures) = match (z.is_sub, z.name.as_str()) {
-                (false, name) if is_package_name(name) => (
-                    Some(Component::Cpu),
-                    format!("cpu energy of {name} (RAPL counter, wraps at {max} µJ)"),
-                ),
-                (true, "dram") => (
-                    Some(Component::Dram),
-                    format!(
-                        "dram energy of {} (RAPL counter, wraps at {max} µJ)",
-                        z.parent_name
-                    ),
-                ),
-                (false, "psys") => (
-                    None,
-                    "platform energy (psys): raw zone, exported separately, not summed".to_string(),
-                ),
-                (true, name) => (
-                    None,
-                    format!(
-                        "raw zone {name} inside {}, exported separately, not summed",
-                        z.parent_name
-                    ),
-                ),
-                (false, name) => (
-                    None,
-                    format!(
-                        "raw zone {name}, not a known package name: exported separately, not summed"
-                    ),
-                ),
-            };
-            let device = if z.is_sub {
-                z.parent_name.clone()
-            } else {
-                z.name.clone()
-            };
-            diagnoses.push(Diagnosis::usable(SourceKind::Rapl, subject, measures));
-            rapl.channels.push(Channel {
-                component,
-                source: SourceKind::Rapl,
-                device,
-                zone: Some(RawZone {
-                    id: z.id.clone(),
-                    name: z.name.clone(),
-                }),
-                gpu: None,
-            });
-            rapl.zones.push(Zone {
-                energy_path,
-                counter,
-            });
         }
         let usable = rapl.channels.iter().any(|c| c.component.is_some());
         Opened {
             source: usable.then_some(rapl),
             diagnoses,
         }
+    }
+}
+
+/// Reads a zone's range and first value, and says what it counts; or why it cannot be
+/// used.
+fn open_zone(z: &Found, buf: &mut Vec<u8>) -> Result<(Channel, Zone, Diagnosis), Diagnosis> {
+    let subject = format!("{} ({})", z.id, z.name);
+    let unusable = |problem: String, fix: Option<String>| {
+        Diagnosis::unusable(SourceKind::Rapl, subject.clone(), problem, fix)
+    };
+    let energy_path = z.dir.join("energy_uj");
+    let max_path = z.dir.join("max_energy_range_uj");
+    let max = match read_trimmed(&max_path).map(|s| s.parse::<u64>().map_err(|_| s)) {
+        Ok(Ok(m)) if m > 0 => m,
+        Ok(Ok(_)) | Ok(Err(_)) => {
+            let content = read_trimmed(&max_path).unwrap_or_default();
+            return Err(unusable(
+                format!(
+                    "{} holds {content:?}, not a positive number of microjoules",
+                    max_path.display()
+                ),
+                None,
+            ));
+        }
+        Err(e) => {
+            return Err(unusable(
+                format!("cannot read {}: {e}", max_path.display()),
+                None,
+            ));
+        }
+    };
+    let counter = CumulativeCounter::new(
+        Rollover::WrapsAt { max },
+        Ceiling::watts_in_microjoules(zone_ceiling_watts(&z.dir)),
+    );
+    // Validated here, read again by the first poll (the baseline).
+    let first =
+        read_energy(&energy_path, buf).map_err(|e| unusable(e.describe(&energy_path), e.fix()))?;
+    if first > max {
+        return Err(unusable(
+            format!(
+                "{} holds {first}, above max_energy_range_uj {max}",
+                energy_path.display()
+            ),
+            None,
+        ));
+    }
+    let (component, measures) = classify(z, max);
+    let device = if z.is_sub {
+        z.parent_name.clone()
+    } else {
+        z.name.clone()
+    };
+    let channel = Channel {
+        component,
+        source: SourceKind::Rapl,
+        device,
+        zone: Some(RawZone {
+            id: z.id.clone(),
+            name: z.name.clone(),
+        }),
+        gpu: None,
+    };
+    let diagnosis = Diagnosis::usable(SourceKind::Rapl, subject, measures);
+    Ok((
+        channel,
+        Zone {
+            energy_path,
+            counter,
+        },
+        diagnosis,
+    ))
+}
+
+/// The component a zone counts as (`None`: a raw zone only) and what it measures.
+fn classify(z: &Found, max: u64) -> (Option<Component>, String) {
+    match (z.is_sub, z.name.as_str()) {
+        (false, name) if is_package_name(name) => (
+            Some(Component::Cpu),
+            format!("cpu energy of {name} (RAPL counter, wraps at {max} µJ)"),
+        ),
+        (true, "dram") => (
+            Some(Component::Dram),
+            format!(
+                "dram energy of {} (RAPL counter, wraps at {max} µJ)",
+                z.parent_name
+            ),
+        ),
+        (false, "psys") => (
+            None,
+            "platform energy (psys): raw zone, exported separately, not summed".to_string(),
+        ),
+        (true, name) => (
+            None,
+            format!(
+                "raw zone {name} inside {}, exported separately, not summed",
+                z.parent_name
+            ),
+        ),
+        (false, name) => (
+            None,
+            format!("raw zone {name}, not a known package name: exported separately, not summed"),
+        ),
     }
 }
 

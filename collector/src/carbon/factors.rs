@@ -318,48 +318,63 @@ fn parse_file(
 /// Every problem in a file, so that all can be fixed at once.
 fn validate(file: &CoefficientsFile) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut check_common = |what: String, source: &str, year: i16| {
+    validate_common(file, &mut problems);
+    validate_grid(&file.grid, &mut problems);
+    validate_pue(&file.pue, &mut problems);
+    validate_embodied(&file.embodied, &mut problems);
+    problems
+}
+
+/// What every entry needs: a source, a plausible year, an uncertainty within bounds.
+fn validate_common(file: &CoefficientsFile, problems: &mut Vec<String>) {
+    let entries = file
+        .grid
+        .iter()
+        .map(|g| {
+            (
+                format!("grid zone {}", g.zone),
+                g.source.as_str(),
+                g.year,
+                g.uncertainty_pct,
+            )
+        })
+        .chain(file.pue.iter().map(|p| {
+            (
+                format!("pue {:?}", p.kind),
+                p.source.as_str(),
+                p.year,
+                p.uncertainty_pct,
+            )
+        }))
+        .chain(file.embodied.iter().map(|e| {
+            (
+                format!("embodied {}", e.id),
+                e.source.as_str(),
+                e.year,
+                e.uncertainty_pct,
+            )
+        }));
+    let mut late = Vec::new();
+    for (what, source, year, u) in entries {
         if source.trim().is_empty() {
             problems.push(format!("{what}: `source` is empty"));
         }
         if !(1990..=2100).contains(&year) {
             problems.push(format!("{what}: year {year} is not plausible"));
         }
-    };
-    for g in &file.grid {
-        check_common(format!("grid zone {}", g.zone), &g.source, g.year);
-    }
-    for p in &file.pue {
-        check_common(format!("pue {:?}", p.kind), &p.source, p.year);
-    }
-    for e in &file.embodied {
-        check_common(format!("embodied {}", e.id), &e.source, e.year);
-    }
-    let uncertainties = file
-        .grid
-        .iter()
-        .map(|g| (format!("grid zone {}", g.zone), g.uncertainty_pct))
-        .chain(
-            file.pue
-                .iter()
-                .map(|p| (format!("pue {:?}", p.kind), p.uncertainty_pct)),
-        )
-        .chain(
-            file.embodied
-                .iter()
-                .map(|e| (format!("embodied {}", e.id), e.uncertainty_pct)),
-        );
-    for (what, u) in uncertainties {
         if let Some(u) = u {
             if !(u.is_finite() && (0.0..=200.0).contains(&u)) {
-                problems.push(format!("{what}: uncertainty_pct {u} is outside [0, 200]"));
+                late.push(format!("{what}: uncertainty_pct {u} is outside [0, 200]"));
             }
         }
     }
+    problems.extend(late);
+}
 
+fn validate_grid(grid: &[GridFactor], problems: &mut Vec<String>) {
     let mut seen_grid: Vec<(String, &str)> = Vec::new();
     let mut defaults_per_zone: Vec<String> = Vec::new();
-    for g in &file.grid {
+    for g in grid {
         let what = format!("grid zone {}", g.zone);
         let zone_ok = !g.zone.is_empty()
             && g.zone
@@ -394,10 +409,12 @@ fn validate(file: &CoefficientsFile) -> Vec<String> {
             defaults_per_zone.push(g.zone.clone());
         }
     }
+}
 
+fn validate_pue(pue: &[PueDefault], problems: &mut Vec<String>) {
     let mut seen_pue: Vec<(FacilityKind, &str)> = Vec::new();
     let mut pue_defaults: Vec<FacilityKind> = Vec::new();
-    for p in &file.pue {
+    for p in pue {
         let what = format!("pue {:?}", p.kind);
         if !(p.pue.is_finite() && (1.0..=4.0).contains(&p.pue)) {
             problems.push(format!("{what}: pue {} is outside [1, 4]", p.pue));
@@ -416,9 +433,11 @@ fn validate(file: &CoefficientsFile) -> Vec<String> {
             pue_defaults.push(p.kind);
         }
     }
+}
 
+fn validate_embodied(embodied: &[EmbodiedDefault], problems: &mut Vec<String>) {
     let mut seen_ids: Vec<&str> = Vec::new();
-    for e in &file.embodied {
+    for e in embodied {
         let what = format!("embodied {}", e.id);
         if e.id.trim().is_empty() {
             problems.push("embodied: an entry has an empty id".to_owned());
@@ -437,7 +456,6 @@ fn validate(file: &CoefficientsFile) -> Vec<String> {
             ));
         }
     }
-    problems
 }
 
 #[cfg(test)]

@@ -6,10 +6,8 @@ use std::fmt::Write as _;
 
 use jiff::tz::TimeZone;
 
-use super::charts;
-use super::i18n::{self, Lang, NNBSP, Texts, change, kg, kwh, month_name, number, percent};
-use super::{Line, ReportData};
-use crate::objectives::{BudgetKind, ObjectiveStatus};
+use super::i18n::{Lang, Texts, month_name};
+use super::{ReportData, sections, summary};
 
 /// A piece of the document.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,453 +27,54 @@ pub enum Block {
     Chart(String, String),
 }
 
-fn local_time(tz: &TimeZone, s: i64) -> String {
-    match jiff::Timestamp::from_second(s) {
-        Ok(t) => t
-            .to_zoned(tz.clone())
-            .strftime("%Y-%m-%d %H:%M")
-            .to_string(),
-        Err(_) => String::new(),
-    }
+/// What every section reads: the data, the language and its words, the time zone.
+pub struct Ctx<'a> {
+    pub data: &'a ReportData,
+    pub lang: Lang,
+    pub t: &'static Texts,
+    pub tz: TimeZone,
+    /// Whether charts are drawn (HTML) or left out (Markdown).
+    pub charts: bool,
 }
 
-fn emissions(l: &super::Figures) -> u64 {
-    l.exact.location_co2e_ug + l.exact.embodied_co2e_ug
-}
+/// A section adds its blocks to the document.
+pub type Section = fn(&Ctx, &mut Vec<Block>);
 
-fn kind_name(t: &Texts, k: BudgetKind) -> &'static str {
-    match k {
-        BudgetKind::Energy => t.kind_energy,
-        BudgetKind::Co2e => t.kind_co2e,
-    }
-}
+/// The document's sections, in order: the first page for a reader in a hurry (headline,
+/// banner, objectives at a glance, top uses), then the detail, explained. A new section
+/// is one line here and a function in its own file.
+pub const SECTIONS: &[Section] = &[
+    summary::first_page,
+    sections::perimeter,
+    sections::totals,
+    sections::projects,
+    sections::objectives,
+    sections::breakdowns,
+    super::inference::section,
+    sections::trend,
+    sections::measured,
+    sections::coefficients,
+    sections::method,
+];
 
-fn budget_value(lang: Lang, o: &ObjectiveStatus, v: f64) -> String {
-    i18n::with_unit(lang, number(lang, v, 2), o.unit)
-}
-
-fn objective_summary(lang: Lang, t: &Texts, objectives: &[ObjectiveStatus]) -> String {
-    if objectives.is_empty() {
-        return t.no_objective.to_string();
-    }
-    objectives
-        .iter()
-        .map(|o| format!("{} : {}", kind_name(t, o.kind), t.verdict(o.verdict)))
-        .map(|s| match lang {
-            Lang::Fr => s.replace(" : ", &format!("{NNBSP}: ")),
-            Lang::En => s.replace(" : ", ": "),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn breakdown(lang: Lang, t: &Texts, key: &str, lines: &[Line]) -> Block {
-    Block::Table(
-        vec![
-            key.to_string(),
-            t.energy.into(),
-            t.energy_facility.into(),
-            t.emissions.into(),
-            t.share.into(),
-        ],
-        lines
-            .iter()
-            .map(|l| {
-                vec![
-                    l.key.clone(),
-                    kwh(lang, l.figures.exact.energy_uj),
-                    kwh(lang, l.figures.exact.facility_energy_uj),
-                    kg(lang, emissions(&l.figures)),
-                    percent(lang, l.share),
-                ]
-            })
-            .collect(),
-    )
-}
-
-/// The document of `data` in `lang`; charts are included when `charts` is true.
+/// The document of `data` in `lang`; charts are included when `with_charts` is true.
 pub fn blocks(data: &ReportData, lang: Lang, with_charts: bool) -> Vec<Block> {
-    let t = lang.texts();
-    let tz = TimeZone::get(&data.timezone).unwrap_or(TimeZone::UTC);
+    let cx = Ctx {
+        data,
+        lang,
+        t: lang.texts(),
+        tz: TimeZone::get(&data.timezone).unwrap_or(TimeZone::UTC),
+        charts: with_charts,
+    };
     let mut b = Vec::new();
-    b.push(Block::Title(format!(
-        "{} — {}",
-        t.title,
-        month_name(lang, &data.month)
-    )));
-    let from = jiff::Timestamp::from_second(parse_s(&data.from))
-        .map(|ts| ts.to_zoned(tz.clone()).date().to_string())
-        .unwrap_or_default();
-    let last_day = jiff::Timestamp::from_second(parse_s(&data.to) - 1)
-        .map(|ts| ts.to_zoned(tz.clone()).date().to_string())
-        .unwrap_or_default();
-    b.push(Block::Facts(vec![
-        (t.organisation.into(), data.organisation.clone()),
-        (
-            t.period.into(),
-            format!(
-                "{} ({from} → {last_day}, {} {})",
-                month_name(lang, &data.month),
-                t.time_zone,
-                data.timezone
-            ),
-        ),
-        (
-            t.generated.into(),
-            format!("{} ({})", local_time(&tz, data.generated_s), data.timezone),
-        ),
-    ]));
-    if !data.complete {
-        b.push(Block::Notice(t.month_to_date.into()));
+    for section in SECTIONS {
+        section(&cx, &mut b);
     }
-    if !data.has_data {
-        b.push(Block::Notice(t.no_data.into()));
-    }
-
-    // Perimeter and exclusions.
-    b.push(Block::Heading(t.perimeter.into()));
-    let or_none = |v: Vec<String>| {
-        if v.is_empty() {
-            t.none.to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    let p = &data.perimeter;
-    b.push(Block::Facts(vec![
-        (
-            t.sites.into(),
-            format!("{} ({})", p.sites.len(), or_none(p.sites.clone())),
-        ),
-        (
-            t.hosts.into(),
-            format!("{} ({})", p.hosts.len(), or_none(p.hosts.clone())),
-        ),
-        (
-            t.gpus.into(),
-            or_none(
-                p.gpus
-                    .iter()
-                    .map(|g| format!("{} × {}", g.count, g.model))
-                    .collect(),
-            ),
-        ),
-    ]));
-    b.push(Block::Subheading(t.exclusions.into()));
-    let mut ex: Vec<String> = t.exclusion_list.iter().map(|s| s.to_string()).collect();
-    if !p.silent_agents.is_empty() {
-        ex.push(format!(
-            "{}{} {}.",
-            t.silent_agents,
-            if lang == Lang::Fr { "\u{202F}:" } else { ":" },
-            p.silent_agents.join(", ")
-        ));
-    }
-    b.push(Block::List(ex));
-
-    // Totals.
-    let tot = &data.totals.exact;
-    let u = &data.uncertainty;
-    // Location-based and embodied emissions have no error source in common: quadrature.
-    let total_u = crate::uncertainty::Uncertain {
-        value: u.co2e_kg_location.value + u.co2e_kg_embodied.value,
-        absolute: u
-            .co2e_kg_location
-            .absolute
-            .hypot(u.co2e_kg_embodied.absolute),
-    };
-    b.push(Block::Heading(t.totals.into()));
-    b.push(Block::Facts(vec![
-        (
-            t.energy_it.into(),
-            kwh(lang, tot.energy_uj) + &pm(lang, &u.energy_kwh),
-        ),
-        (
-            t.energy_facility.into(),
-            kwh(lang, tot.facility_energy_uj) + &pm(lang, &u.facility_energy_kwh),
-        ),
-        (
-            t.measured_share.into(),
-            percent(lang, data.totals.measured_share),
-        ),
-        (
-            t.co2e_location.into(),
-            kg(lang, tot.location_co2e_ug) + &pm(lang, &u.co2e_kg_location),
-        ),
-        (
-            t.co2e_market.into(),
-            kg(lang, tot.market_co2e_ug) + &pm(lang, &u.co2e_kg_market),
-        ),
-        (
-            t.co2e_embodied.into(),
-            kg(lang, tot.embodied_co2e_ug) + &pm(lang, &u.co2e_kg_embodied),
-        ),
-        (
-            t.co2e_total.into(),
-            kg(lang, tot.location_co2e_ug + tot.embodied_co2e_ug) + &pm(lang, &total_u),
-        ),
-    ]));
-    b.push(Block::Para(match lang {
-        Lang::Fr => "± : incertitude-type propagée (un écart-type) : chaque source d’erreur (mesure d’un serveur par une source, PUE d’un site, facteur d’émission d’une zone, données de fabrication) compte pour son incertitude relative documentée, corrélée avec elle-même, et les sources indépendantes s’ajoutent quadratiquement (voir la méthodologie).".into(),
-        Lang::En => "±: propagated standard uncertainty (one standard deviation): each error source (a host measured by one source, a site's PUE, a zone's grid factor, manufacturing figures) counts with its documented relative uncertainty, correlated with itself, and independent sources add in quadrature (see the methodology).".into(),
-    }));
-    if data.market_sites.is_empty() {
-        b.push(Block::Para(t.market_none.into()));
-    } else {
-        b.push(Block::Para(format!(
-            "{}{} {}.",
-            t.market_some,
-            if lang == Lang::Fr { "\u{202F}:" } else { ":" },
-            data.market_sites.join(", ")
-        )));
-    }
-
-    // Projects.
-    b.push(Block::Heading(t.by_project.into()));
-    b.push(Block::Table(
-        vec![
-            t.project.into(),
-            t.energy.into(),
-            t.share.into(),
-            t.emissions.into(),
-            t.vs_previous.into(),
-            t.objective.into(),
-        ],
-        data.projects
-            .iter()
-            .map(|p| {
-                vec![
-                    p.project.clone(),
-                    kwh(lang, p.figures.exact.energy_uj),
-                    percent(lang, p.share),
-                    kg(lang, emissions(&p.figures)),
-                    p.energy_change
-                        .map(|c| change(lang, c))
-                        .unwrap_or_else(|| t.new_project.into()),
-                    objective_summary(lang, t, &p.objectives),
-                ]
-            })
-            .collect(),
-    ));
-    if with_charts && data.has_data {
-        b.push(Block::Chart(
-            t.chart_days.into(),
-            charts::days_stacked(data, lang),
-        ));
-        b.push(Block::Chart(
-            t.chart_share.into(),
-            charts::shares(data, lang),
-        ));
-    }
-
-    // Objectives.
-    b.push(Block::Heading(t.objectives.into()));
-    let all: Vec<&ObjectiveStatus> = data
-        .projects
-        .iter()
-        .flat_map(|p| p.objectives.iter())
-        .chain(data.organisation_objectives.iter())
-        .collect();
-    if all.is_empty() {
-        b.push(Block::Para(t.no_objectives.into()));
-    } else {
-        b.push(Block::Table(
-            vec![
-                t.project.into(),
-                t.objective.into(),
-                t.budget.into(),
-                t.used.into(),
-                t.projected.into(),
-                t.status.into(),
-            ],
-            all.iter()
-                .map(|o| {
-                    vec![
-                        if o.project == "*" {
-                            t.whole_organisation.to_string()
-                        } else {
-                            o.project.clone()
-                        },
-                        kind_name(t, o.kind).to_string(),
-                        o.budget
-                            .map(|v| budget_value(lang, o, v))
-                            .unwrap_or_else(|| "—".into()),
-                        budget_value(lang, o, o.used),
-                        budget_value(lang, o, o.projected),
-                        t.verdict(o.verdict).to_string(),
-                    ]
-                })
-                .collect(),
-        ));
-        if with_charts {
-            b.push(Block::Chart(
-                t.chart_objectives.into(),
-                charts::objectives(data, lang),
-            ));
-        }
-    }
-    let without: Vec<String> = data
-        .projects
-        .iter()
-        .filter(|p| p.objectives.is_empty())
-        .map(|p| p.project.clone())
-        .collect();
-    if !without.is_empty() && !all.is_empty() {
-        b.push(Block::Para(format!(
-            "{}{} {}.",
-            capitalise(t.no_objective),
-            if lang == Lang::Fr { "\u{202F}:" } else { ":" },
-            without.join(", ")
-        )));
-    }
-
-    // Sites, hosts, GPU models.
-    b.push(Block::Heading(t.by_site.into()));
-    b.push(breakdown(lang, t, t.site, &data.sites));
-    b.push(Block::Heading(t.by_host.into()));
-    b.push(breakdown(lang, t, t.host, &data.hosts));
-    b.push(Block::Heading(t.by_gpu_model.into()));
-    if data.gpu_models.is_empty() {
-        b.push(Block::Para(t.no_gpu.into()));
-    } else {
-        b.push(breakdown(lang, t, t.gpu_model, &data.gpu_models));
-    }
-    b.extend(super::inference::blocks(&data.inference, lang));
-
-    // Trend.
-    b.push(Block::Heading(t.trend.into()));
-    b.push(Block::Table(
-        vec![t.month.into(), t.energy.into(), t.emissions.into()],
-        data.trend
-            .iter()
-            .map(|m| {
-                vec![
-                    m.month.clone(),
-                    kwh(lang, m.figures.exact.energy_uj),
-                    kg(lang, emissions(&m.figures)),
-                ]
-            })
-            .collect(),
-    ));
-    if with_charts {
-        b.push(Block::Chart(
-            t.chart_trend.into(),
-            charts::trend(data, lang),
-        ));
-    }
-
-    // Measured and estimated.
-    b.push(Block::Heading(t.measured_title.into()));
-    b.push(Block::Table(
-        vec![
-            t.project.into(),
-            t.measured.into(),
-            t.estimated.into(),
-            t.measured_share.into(),
-        ],
-        data.projects
-            .iter()
-            .map(|p| {
-                vec![
-                    p.project.clone(),
-                    kwh(lang, p.figures.exact.measured_energy_uj),
-                    kwh(lang, p.figures.exact.estimated_energy_uj),
-                    percent(lang, p.figures.measured_share),
-                ]
-            })
-            .collect(),
-    ));
-    b.push(breakdown(lang, t, t.source, &data.sources));
-
-    // Coefficients.
-    b.push(Block::Heading(t.coefficients.into()));
-    if data.coefficients.is_empty() {
-        b.push(Block::Para(t.no_coefficients.into()));
-    } else {
-        b.push(Block::Table(
-            vec![
-                "#".into(),
-                t.kind.into(),
-                t.subject.into(),
-                t.value.into(),
-                t.source.into(),
-                t.year.into(),
-                t.default_flag.into(),
-            ],
-            data.coefficients
-                .iter()
-                .map(|c| {
-                    let source = if c.detail.is_empty() {
-                        c.source.clone()
-                    } else {
-                        format!("{} ({})", c.source, c.detail)
-                    };
-                    vec![
-                        c.id.to_string(),
-                        t.coefficient_kind(&c.kind),
-                        c.subject.clone(),
-                        if c.unit.is_empty() {
-                            number(lang, c.value, 3)
-                        } else {
-                            i18n::with_unit(lang, number(lang, c.value, 3), &c.unit)
-                        },
-                        source,
-                        c.year.map(|y| y.to_string()).unwrap_or_else(|| "—".into()),
-                        if c.is_default {
-                            t.yes_default.into()
-                        } else {
-                            t.no_own.into()
-                        },
-                    ]
-                })
-                .collect(),
-        ));
-    }
-    if !data.intensity_series.is_empty() {
-        b.push(Block::Subheading(t.series.into()));
-        b.push(Block::List(
-            data.intensity_series
-                .iter()
-                .map(|s| {
-                    format!(
-                        "{} (import #{}){} {} {}, {} → {}",
-                        s.zone,
-                        s.import_id,
-                        if lang == Lang::Fr { "\u{202F}:" } else { ":" },
-                        s.hours,
-                        t.series_line,
-                        number(lang, s.min_g_per_kwh, 1),
-                        i18n::with_unit(lang, number(lang, s.max_g_per_kwh, 1), "gCO2e/kWh"),
-                    )
-                })
-                .collect(),
-        ));
-    }
-
-    // Method.
-    b.push(Block::Heading(t.methodology.into()));
-    for (title, text) in t.method {
-        b.push(Block::Subheading((*title).into()));
-        b.push(Block::Para((*text).into()));
-    }
-    b.push(Block::Para(t.data_note.into()));
     b
 }
 
-fn capitalise(s: &str) -> String {
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_uppercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
-
-fn parse_s(instant: &str) -> i64 {
-    instant
-        .parse::<jiff::Timestamp>()
-        .map(|t| t.as_second())
-        .unwrap_or_default()
-}
+/// Cells that stand where a figure would be.
+const NO_FIGURE: &[&str] = &["pas de données", "no data", "n.d.", "n/a"];
 
 /// Which columns hold figures (right-aligned): those whose every cell starts like one.
 fn numeric_columns(head: &[String], rows: &[Vec<String>]) -> Vec<bool> {
@@ -487,6 +86,7 @@ fn numeric_columns(head: &[String], rows: &[Vec<String>]) -> Vec<bool> {
                     r.get(i)
                         .and_then(|c| c.chars().next())
                         .is_some_and(|c| c.is_ascii_digit() || "+−—".contains(c))
+                        || r.get(i).is_some_and(|c| NO_FIGURE.contains(&c.as_str()))
                 })
         })
         .collect()
@@ -702,17 +302,4 @@ pub fn html(data: &ReportData, lang: Lang) -> String {
     }
     out.push_str("</body>\n</html>\n");
     out
-}
-
-/// ` ± 4 %`: a total's relative standard uncertainty, rounded for reading.
-fn pm(lang: Lang, u: &crate::uncertainty::Uncertain) -> String {
-    if u.value <= 0.0 {
-        return String::new();
-    }
-    let pct = u.relative_pct();
-    let decimals = usize::from(pct < 1.0);
-    match lang {
-        Lang::Fr => format!(" ± {}{NNBSP}%", number(lang, pct, decimals)),
-        Lang::En => format!(" ± {}%", number(lang, pct, decimals)),
-    }
 }

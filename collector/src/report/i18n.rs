@@ -1,6 +1,9 @@
 //! Every word of the report, in French and in English (one table, French first), and
 //! numbers written the way each language writes them: `1 234,5` (narrow no-break space,
 //! decimal comma) in French, `1,234.5` in English.
+//!
+//! This file stays whole past 600 lines: it is a table of words, not logic, and each
+//! French sentence is easiest to check beside its English one.
 
 use crate::objectives::Verdict;
 
@@ -221,6 +224,11 @@ pub struct Texts {
     pub verdict_exceeded: &'static str,
     pub verdict_met: &'static str,
     pub verdict_no_baseline: &'static str,
+    pub uncertainty_note: &'static str,
+    pub location_market_note: &'static str,
+    pub idle_note: &'static str,
+    pub measured_note: &'static str,
+    pub no_data_short: &'static str,
 }
 
 impl Texts {
@@ -248,6 +256,69 @@ impl Texts {
             ("embodied", false) => "Manufacturing (amortised over the lifetime)".into(),
             (other, _) => other.to_string(),
         }
+    }
+
+    fn is_fr(&self) -> bool {
+        std::ptr::eq(self, &FR)
+    }
+
+    /// A project, source or model name the software itself writes, in the reader's
+    /// language (an organisation's own names are left as they are).
+    pub fn key_name(&self, key: &str) -> String {
+        let fr = self.is_fr();
+        let words = match key {
+            "unassigned" => ("non attribué", "unassigned"),
+            "idle" => ("à vide (idle)", "idle"),
+            "estimate" => ("estimation", "estimate"),
+            "rapl" => ("RAPL (processeur, mémoire)", "RAPL (processor, memory)"),
+            "nvml" => ("NVML (cartes graphiques)", "NVML (graphics cards)"),
+            "not in the inventory" => ("absent de l'inventaire", "not in the inventory"),
+            "gpu (organisation's figure)" => (
+                "GPU (valeur de l'organisation)",
+                "GPU (the organisation's figure)",
+            ),
+            other => return other.to_string(),
+        };
+        if fr { words.0 } else { words.1 }.to_string()
+    }
+
+    /// A coefficient's source as the software writes it, in the reader's language.
+    pub fn source_name(&self, source: &str) -> String {
+        if !self.is_fr() {
+            return source.to_string();
+        }
+        match source {
+            "built-in hardware figures (see detail)" => {
+                "valeurs de fabrication intégrées (voir le détail)".into()
+            }
+            "organisation's inventory" => "inventaire de l'organisation".into(),
+            "no PUE known: IT energy only" => {
+                "aucun PUE connu : énergie des équipements seule".into()
+            }
+            "built-in carbon.toml" => "table intégrée (carbon.toml)".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// A coefficient's detail, with the software's own phrases translated.
+    pub fn source_detail(&self, detail: &str) -> String {
+        if !self.is_fr() {
+            return detail.to_string();
+        }
+        [
+            (
+                "global average: the site gives no PUE of its own",
+                "moyenne mondiale : le site ne donne pas de PUE propre",
+            ),
+            ("direct factor", "facteur direct (combustion)"),
+            ("lifecycle factor", "facteur en cycle de vie"),
+            ("server: ", "serveur : "),
+            (" kgCO2e over ", "\u{202F}kgCO2e sur "),
+            (" years (", " ans ("),
+            (" year (", " an ("),
+        ]
+        .iter()
+        .fold(detail.to_string(), |d, (en, fr)| d.replace(en, fr))
     }
 }
 
@@ -359,6 +430,11 @@ pub static FR: Texts = Texts {
     verdict_exceeded: "dépassé",
     verdict_met: "atteint",
     verdict_no_baseline: "pas de mois de référence",
+    uncertainty_note: "± : incertitude-type propagée (un écart-type) : chaque source d’erreur (mesure d’un serveur par une source, PUE d’un site, facteur d’émission d’une zone, données de fabrication) compte pour son incertitude relative documentée, corrélée avec elle-même, et les sources indépendantes s’ajoutent quadratiquement (voir la méthodologie).",
+    location_market_note: "Deux façons de compter l'électricité : la méthode « location-based » (selon le lieu) applique l'intensité carbone moyenne du réseau électrique du pays, heure par heure quand elle est connue ; la méthode « market-based » (selon le contrat) applique celle du contrat d'électricité de l'organisation (garanties d'origine, par exemple). Le Bilan GES demande les deux ; les chiffres de la première page suivent la méthode « location-based ».",
+    idle_note: "« À vide (idle) » : l'énergie que les serveurs consomment allumés mais sans calcul à faire. Elle n'est imputée à aucun projet : elle est le coût de garder les machines disponibles, payé par l'organisation dans son ensemble. La réduire, c'est mieux remplir les machines ou en éteindre.",
+    measured_note: "Une énergie « mesurée » est lue sur les compteurs du matériel (RAPL pour le processeur et la mémoire, NVML pour les cartes graphiques NVIDIA). Une énergie « estimée » est calculée à partir de l'utilisation et de la puissance nominale, là où aucun compteur n'est lisible (machines virtuelles) : son incertitude est plus grande.",
+    no_data_short: "pas de données",
 };
 
 pub static EN: Texts = Texts {
@@ -469,6 +545,11 @@ pub static EN: Texts = Texts {
     verdict_exceeded: "exceeded",
     verdict_met: "met",
     verdict_no_baseline: "no baseline month",
+    uncertainty_note: "±: propagated standard uncertainty (one standard deviation): each error source (a host measured by one source, a site's PUE, a zone's grid factor, manufacturing figures) counts with its documented relative uncertainty, correlated with itself, and independent sources add in quadrature (see the methodology).",
+    location_market_note: "Two ways of counting electricity: location-based applies the average carbon intensity of the country's grid, hour by hour where it is known; market-based applies the organisation's electricity contract (guarantees of origin, for instance). The GHG inventory asks for both; the first page's figures are location-based.",
+    idle_note: "Idle: the energy servers use while switched on with nothing to compute. It is charged to no project: it is the cost of keeping the machines available, borne by the organisation as a whole. Reducing it means filling the machines better or switching some off.",
+    measured_note: "Measured energy is read on the hardware's counters (RAPL for processor and memory, NVML for NVIDIA graphics cards). Estimated energy is computed from use and rated power where no counter can be read (virtual machines): its uncertainty is larger.",
+    no_data_short: "no data",
 };
 
 #[cfg(test)]

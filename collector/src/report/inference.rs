@@ -94,7 +94,7 @@ fn line(g: &GroupFigures, lines: &[AggregateLine]) -> InferenceLine {
 
 /// The section of `[from_s, to_s)`, whose aggregate lines are `lines`. A store that
 /// keeps no inference counts gives a section saying so.
-pub async fn section(
+pub async fn build(
     store: &dyn Store,
     tz: &TimeZone,
     (from_s, to_s): (i64, i64),
@@ -202,6 +202,11 @@ fn opt_count(lang: Lang, v: Option<u64>) -> String {
 
 fn opt_percent(lang: Lang, v: Option<f64>) -> String {
     v.map(|x| percent(lang, x)).unwrap_or_else(|| "—".into())
+}
+
+/// The section in the document (`document::SECTIONS`).
+pub fn section(cx: &super::document::Ctx, b: &mut Vec<Block>) {
+    b.extend(blocks(&cx.data.inference, cx.lang));
 }
 
 /// The section's blocks.

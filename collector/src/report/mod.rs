@@ -15,6 +15,7 @@
 //! × PUE rounded once, so a spreadsheet adding the CSV's columns finds the report's
 //! totals to the unit.
 
+mod build;
 pub mod charts;
 pub mod csv;
 pub mod document;
@@ -22,17 +23,21 @@ pub mod http;
 pub mod i18n;
 pub mod inference;
 pub mod pdf;
+pub mod sections;
+pub mod summary;
 
-use std::collections::{BTreeMap, BTreeSet};
+pub use build::{build, build_summary};
+
+use std::collections::BTreeMap;
 
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::api::Figures;
 use crate::config::{CollectorConfig, parse_month};
-use crate::objectives::{self, ObjectiveStatus};
+use crate::objectives::ObjectiveStatus;
 use crate::period::{Month, local_day, month};
-use crate::store::{AggregateLine, FootprintQuery, Grouping, HourlyRow, Store, StoreError, Sums};
+use crate::store::{AggregateLine, HourlyRow, Store, StoreError, Sums};
 
 pub use i18n::Lang;
 
@@ -163,6 +168,9 @@ pub struct DayLine {
 #[derive(Clone, Debug, Serialize)]
 pub struct MonthLine {
     pub month: String,
+    /// False when nothing was stored for the month (before the deployment): "no data",
+    /// not 0.
+    pub has_data: bool,
     #[serde(flatten)]
     pub figures: Figures,
 }
@@ -281,338 +289,6 @@ pub fn parse_report_month(tz: &TimeZone, text: &str, now_s: i64) -> Result<Month
         });
     }
     Ok(m)
-}
-
-fn share(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
-}
-
-fn lines(map: BTreeMap<String, Sums>, total: u64) -> Vec<Line> {
-    let mut v: Vec<Line> = map
-        .into_iter()
-        .map(|(key, s)| Line {
-            key,
-            share: share(s.energy_uj, total),
-            figures: Figures::from(&s),
-        })
-        .collect();
-    v.sort_by(|a, b| {
-        b.figures
-            .exact
-            .energy_uj
-            .cmp(&a.figures.exact.energy_uj)
-            .then_with(|| a.key.cmp(&b.key))
-    });
-    v
-}
-
-async fn month_sums(
-    store: &dyn Store,
-    m: &Month,
-    group: Grouping,
-) -> Result<Vec<(String, Sums)>, StoreError> {
-    store
-        .footprint(&FootprintQuery {
-            from_s: m.from_s,
-            to_s: m.to_s,
-            project: None,
-            host: None,
-            group,
-        })
-        .await
-}
-
-/// The GPU model label of a host, from the inventory.
-fn gpu_models_of(config: &CollectorConfig, host: &str) -> Vec<(String, u64)> {
-    match config.inventory_of(host) {
-        Some(item) => item
-            .gpus
-            .iter()
-            .map(|g| {
-                (
-                    g.model
-                        .clone()
-                        .unwrap_or_else(|| "gpu (organisation's figure)".into()),
-                    u64::from(g.count),
-                )
-            })
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
-/// Reads the month `m` from the store and computes the report, as of `now_s`, with
-/// every hourly row (for the CSV export).
-pub async fn build(
-    store: &dyn Store,
-    config: &CollectorConfig,
-    tz: &TimeZone,
-    m: &Month,
-    now_s: i64,
-) -> Result<ReportData, ReportError> {
-    build_with(store, config, tz, m, now_s, true).await
-}
-
-/// The report without the hourly rows: what every format but CSV needs. It reads
-/// pre-summed rows (monthly and daily rollups), so its memory does not grow with the
-/// month's hours.
-pub async fn build_summary(
-    store: &dyn Store,
-    config: &CollectorConfig,
-    tz: &TimeZone,
-    m: &Month,
-    now_s: i64,
-) -> Result<ReportData, ReportError> {
-    build_with(store, config, tz, m, now_s, false).await
-}
-
-async fn build_with(
-    store: &dyn Store,
-    config: &CollectorConfig,
-    tz: &TimeZone,
-    m: &Month,
-    now_s: i64,
-    with_rows: bool,
-) -> Result<ReportData, ReportError> {
-    if m.from_s > now_s {
-        return Err(ReportError::Future {
-            month: m.label(),
-            today: local_day(tz, now_s),
-            timezone: config.organisation.timezone.clone(),
-        });
-    }
-    let month_lines = store.lines(m.from_s, m.to_s).await?;
-    let mut total = Sums::default();
-    let mut by: [BTreeMap<String, Sums>; 6] = Default::default();
-    let mut host_sites: BTreeMap<String, String> = BTreeMap::new();
-    let mut gpu_keys: BTreeMap<String, String> = BTreeMap::new();
-    for l in &month_lines {
-        let s = &l.sums;
-        total.add(s);
-        let gpu_key = if l.component == "gpu" {
-            Some(
-                gpu_keys
-                    .entry(l.host.clone())
-                    .or_insert_with(|| {
-                        let models = gpu_models_of(config, &l.host);
-                        match models.as_slice() {
-                            [] => "not in the inventory".to_string(),
-                            [(m, _)] => m.clone(),
-                            many => many
-                                .iter()
-                                .map(|(m, _)| m.as_str())
-                                .collect::<Vec<_>>()
-                                .join(" + "),
-                        }
-                    })
-                    .clone(),
-            )
-        } else {
-            None
-        };
-        for (i, key) in [
-            Some(&l.project),
-            Some(&l.site),
-            Some(&l.host),
-            Some(&l.component),
-            Some(&l.source),
-            gpu_key.as_ref(),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if let Some(k) = key {
-                by[i].entry(k.clone()).or_default().add(s);
-            }
-        }
-        host_sites.insert(l.host.clone(), l.site.clone());
-    }
-    let mut days: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for (start_s, project, energy) in store
-        .energy_by_day(m.from_s, m.to_s, &config.organisation.timezone)
-        .await?
-    {
-        let e = days
-            .entry(local_day(tz, start_s))
-            .or_default()
-            .entry(project)
-            .or_default();
-        *e = e.saturating_add(energy);
-    }
-    let series = store.series_used(m.from_s, m.to_s).await?;
-    let rows: Vec<ReportRow> = if with_rows {
-        store
-            .hourly_rows(m.from_s, m.to_s)
-            .await?
-            .iter()
-            .map(|r| ReportRow::from_stored(r, tz))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let [
-        by_project,
-        by_site,
-        by_host,
-        by_component,
-        by_source,
-        by_gpu,
-    ] = by;
-
-    // Objectives and the previous month.
-    let statuses = objectives::evaluate(store, &config.objectives, tz, m, now_s).await?;
-    let previous: BTreeMap<String, Sums> = match m.previous(tz) {
-        Ok(p) => month_sums(store, &p, Grouping::Project)
-            .await?
-            .into_iter()
-            .collect(),
-        Err(_) => BTreeMap::new(),
-    };
-    let mut projects: Vec<ProjectLine> = lines(by_project, total.energy_uj)
-        .into_iter()
-        .map(|l| {
-            let prev = previous.get(&l.key).filter(|s| s.energy_uj > 0);
-            ProjectLine {
-                energy_change: prev.map(|p| {
-                    (l.figures.exact.energy_uj as f64 - p.energy_uj as f64) / p.energy_uj as f64
-                }),
-                previous: prev.map(Figures::from),
-                objectives: statuses
-                    .iter()
-                    .filter(|o| o.project == l.key)
-                    .cloned()
-                    .collect(),
-                uncertainty: crate::uncertainty::of_lines(
-                    month_lines.iter().filter(|m| m.project == l.key),
-                    config,
-                ),
-                project: l.key,
-                share: l.share,
-                figures: l.figures,
-            }
-        })
-        .collect();
-    // Projects with an objective but no energy this month are listed too.
-    let listed: BTreeSet<String> = projects.iter().map(|p| p.project.clone()).collect();
-    let mut idle_with_objective: BTreeSet<String> = BTreeSet::new();
-    for o in &statuses {
-        if o.project != "*" && !listed.contains(&o.project) {
-            idle_with_objective.insert(o.project.clone());
-        }
-    }
-    for p in idle_with_objective {
-        let prev = previous.get(&p).filter(|s| s.energy_uj > 0);
-        projects.push(ProjectLine {
-            energy_change: prev.map(|_| -1.0),
-            previous: prev.map(Figures::from),
-            objectives: statuses
-                .iter()
-                .filter(|o| o.project == p)
-                .cloned()
-                .collect(),
-            project: p,
-            share: 0.0,
-            figures: Figures::default(),
-            uncertainty: Default::default(),
-        });
-    }
-
-    // Twelve months of trend, this one last.
-    let mut trend = Vec::new();
-    let mut cursor = Some(*m);
-    let mut months = Vec::new();
-    for _ in 0..12 {
-        let Some(c) = cursor else { break };
-        months.push(c);
-        cursor = c.previous(tz).ok();
-    }
-    months.reverse();
-    for mo in months {
-        let s = if mo == *m {
-            total.clone()
-        } else {
-            let mut s = Sums::default();
-            for (_, x) in month_sums(store, &mo, Grouping::Component).await? {
-                s.add(&x);
-            }
-            s
-        };
-        trend.push(MonthLine {
-            month: mo.label(),
-            figures: Figures::from(&s),
-        });
-    }
-
-    // Perimeter.
-    let mut gpus: BTreeMap<String, u64> = BTreeMap::new();
-    for host in host_sites.keys() {
-        for (model, n) in gpu_models_of(config, host) {
-            *gpus.entry(model).or_default() += n;
-        }
-    }
-    let silent_agents = store
-        .agents()
-        .await?
-        .into_iter()
-        .map(|a| a.agent_id)
-        .filter(|a| !host_sites.contains_key(a))
-        .collect();
-    let sites: BTreeSet<String> = host_sites.values().cloned().collect();
-    let perimeter = Perimeter {
-        hosts: host_sites.keys().cloned().collect(),
-        sites: sites.into_iter().collect(),
-        gpus: gpus
-            .into_iter()
-            .map(|(model, count)| GpuCount { model, count })
-            .collect(),
-        silent_agents,
-    };
-    let market_sites = config
-        .sites
-        .iter()
-        .filter(|s| s.market_g_per_kwh.is_some())
-        .map(|s| s.name.clone())
-        .collect();
-
-    let coefficients = store.coefficients_used(m.from_s, m.to_s).await?;
-
-    Ok(ReportData {
-        schema: SCHEMA,
-        organisation: config.organisation.name.clone(),
-        timezone: config.organisation.timezone.clone(),
-        month: m.label(),
-        from: instant(m.from_s),
-        to: instant(m.to_s),
-        generated_at: instant(now_s),
-        generated_s: now_s,
-        complete: now_s >= m.to_s,
-        has_data: !month_lines.is_empty(),
-        perimeter,
-        totals: Figures::from(&total),
-        uncertainty: crate::uncertainty::of_lines(&month_lines, config),
-        market_sites,
-        projects,
-        organisation_objectives: statuses.into_iter().filter(|o| o.project == "*").collect(),
-        sites: lines(by_site, total.energy_uj),
-        hosts: lines(by_host, total.energy_uj),
-        components: lines(by_component, total.energy_uj),
-        sources: lines(by_source, total.energy_uj),
-        gpu_models: lines(by_gpu, total.energy_uj),
-        days: days
-            .into_iter()
-            .map(|(day, energy_uj)| DayLine { day, energy_uj })
-            .collect(),
-        trend,
-        inference: inference::section(store, tz, (m.from_s, m.to_s), &month_lines).await?,
-        coefficients,
-        intensity_series: series,
-        lines: month_lines,
-        rows,
-    })
 }
 
 /// Rows per page of the streamed CSV.

@@ -76,16 +76,6 @@ impl Estimate {
         procfs_root: &Path,
         scope: EstimateScope,
     ) -> Opened<Estimate> {
-        let mut diagnoses = Vec::new();
-        let mut channels = Vec::new();
-        let proc = procfs_root;
-        let channel = |component| Channel {
-            component: Some(component),
-            source: SourceKind::Estimate,
-            device: "host".to_string(),
-            zone: None,
-            gpu: None,
-        };
         let data = match EstimateData::builtin() {
             Ok(d) => d,
             Err(problem) => {
@@ -100,110 +90,33 @@ impl Estimate {
                 };
             }
         };
-        let cpu = if scope.cpu {
-            match open_cpu(proc, cfg, &data) {
-                Ok((stat_path, model, first)) => {
-                    diagnoses.push(Diagnosis {
-                        problem: Some(format!(
-                            "estimated from utilisation, not measured (± {} %)",
-                            data.cpu_curve.uncertainty_pct
-                        )),
-                        ..Diagnosis::usable(
-                            SourceKind::Estimate,
-                            "CPU power model",
-                            format!(
-                                "cpu power {:.1} W idle, {:.1} W at 10 %, {:.1} W at 50 %, {:.1} W at full load; {}",
-                                model.power_at(0.0),
-                                model.power_at(0.1),
-                                model.power_at(0.5),
-                                model.power_at(1.0),
-                                model.explanation
-                            ),
-                        )
-                    });
-                    channels.push(channel(Component::Cpu));
-                    Some(CpuPart {
-                        channel: channels.len() - 1,
-                        stat_path,
-                        model,
-                        last: Some(first),
-                        last_util: 0.0,
-                    })
-                }
-                Err(problem) => {
-                    diagnoses.push(Diagnosis::unusable(
-                        SourceKind::Estimate,
-                        "CPU power model",
-                        problem,
-                        Some(format!("give the agent read access to {}/stat and {}/cpuinfo, or set --procfs-root", proc.display(), proc.display())),
-                    ));
-                    None
-                }
-            }
-        } else {
-            None
+        let mut diagnoses = Vec::new();
+        let mut channels = Vec::new();
+        let channel = |component| Channel {
+            component: Some(component),
+            source: SourceKind::Estimate,
+            device: "host".to_string(),
+            zone: None,
+            gpu: None,
         };
-        let dram = if scope.dram {
-            let path = proc.join("meminfo");
-            match fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|t| {
-                    parse_mem_total_bytes(&t).map_err(|e| format!("{}: {e}", path.display()))
-                }) {
-                Ok(bytes) => {
-                    let (layout, power) = dram_power(cfg, &data, bytes);
-                    let size = layout.modules.first().copied().unwrap_or(0) >> 30;
-                    let from = if layout.from_edac {
-                        format!(
-                            "{} modules read from EDAC ({})",
-                            layout.modules.len(),
-                            cfg.edac_root.display()
-                        )
-                    } else {
-                        format!(
-                            "{} × {size} GiB modules assumed from MemTotal {:.1} GiB (EDAC lists none at {})",
-                            layout.modules.len(),
-                            bytes as f64 / f64::from(1u32 << 30),
-                            cfg.edac_root.display()
-                        )
-                    };
-                    diagnoses.push(Diagnosis {
-                        problem: Some(format!(
-                            "estimated from installed memory, not measured (± {} %)",
-                            data.dram.uncertainty_pct
-                        )),
-                        ..Diagnosis::usable(
-                            SourceKind::Estimate,
-                            "DRAM power model",
-                            format!(
-                                "dram power {:.1} W constant: {from}, {} W per module + {} W per GB ({}, {})",
-                                power.0,
-                                data.dram.watts_per_module,
-                                cfg.dram_watts_per_gb,
-                                data.dram.source,
-                                data.dram.year
-                            ),
-                        )
-                    });
-                    channels.push(channel(Component::Dram));
-                    Some(DramPart {
-                        channel: channels.len() - 1,
-                        power,
-                    })
-                }
-                Err(problem) => {
-                    diagnoses.push(Diagnosis::unusable(
-                        SourceKind::Estimate,
-                        "DRAM power model",
-                        problem,
-                        None,
-                    ));
-                    None
-                }
+        let mut cpu = None;
+        if scope.cpu {
+            let (diagnosis, part) = cpu_part(procfs_root, cfg, &data, channels.len());
+            diagnoses.push(diagnosis);
+            if let Some(part) = part {
+                channels.push(channel(Component::Cpu));
+                cpu = Some(part);
             }
-        } else {
-            None
-        };
+        }
+        let mut dram = None;
+        if scope.dram {
+            let (diagnosis, part) = dram_part(procfs_root, cfg, &data, channels.len());
+            diagnoses.push(diagnosis);
+            if let Some(part) = part {
+                channels.push(channel(Component::Dram));
+                dram = Some(part);
+            }
+        }
         let source = (!channels.is_empty()).then_some(Estimate {
             channels,
             cpu,
@@ -212,6 +125,114 @@ impl Estimate {
         });
         Opened { source, diagnoses }
     }
+}
+
+/// The CPU model for this host, on channel `channel`, and what `check` says of it.
+fn cpu_part(
+    proc: &Path,
+    cfg: &EstimateConfig,
+    data: &EstimateData,
+    channel: usize,
+) -> (Diagnosis, Option<CpuPart>) {
+    match open_cpu(proc, cfg, data) {
+        Ok((stat_path, model, first)) => {
+            let diagnosis = Diagnosis {
+                problem: Some(format!(
+                    "estimated from utilisation, not measured (± {} %)",
+                    data.cpu_curve.uncertainty_pct
+                )),
+                ..Diagnosis::usable(
+                    SourceKind::Estimate,
+                    "CPU power model",
+                    format!(
+                        "cpu power {:.1} W idle, {:.1} W at 10 %, {:.1} W at 50 %, {:.1} W at full load; {}",
+                        model.power_at(0.0),
+                        model.power_at(0.1),
+                        model.power_at(0.5),
+                        model.power_at(1.0),
+                        model.explanation
+                    ),
+                )
+            };
+            let part = CpuPart {
+                channel,
+                stat_path,
+                model,
+                last: Some(first),
+                last_util: 0.0,
+            };
+            (diagnosis, Some(part))
+        }
+        Err(problem) => {
+            let diagnosis = Diagnosis::unusable(
+                SourceKind::Estimate,
+                "CPU power model",
+                problem,
+                Some(format!(
+                    "give the agent read access to {}/stat and {}/cpuinfo, or set --procfs-root",
+                    proc.display(),
+                    proc.display()
+                )),
+            );
+            (diagnosis, None)
+        }
+    }
+}
+
+/// The DRAM model for this host, on channel `channel`, and what `check` says of it.
+fn dram_part(
+    proc: &Path,
+    cfg: &EstimateConfig,
+    data: &EstimateData,
+    channel: usize,
+) -> (Diagnosis, Option<DramPart>) {
+    let path = proc.join("meminfo");
+    let bytes = match fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        .and_then(|t| parse_mem_total_bytes(&t).map_err(|e| format!("{}: {e}", path.display())))
+    {
+        Ok(bytes) => bytes,
+        Err(problem) => {
+            let diagnosis =
+                Diagnosis::unusable(SourceKind::Estimate, "DRAM power model", problem, None);
+            return (diagnosis, None);
+        }
+    };
+    let (layout, power) = dram_power(cfg, data, bytes);
+    let size = layout.modules.first().copied().unwrap_or(0) >> 30;
+    let from = if layout.from_edac {
+        format!(
+            "{} modules read from EDAC ({})",
+            layout.modules.len(),
+            cfg.edac_root.display()
+        )
+    } else {
+        format!(
+            "{} × {size} GiB modules assumed from MemTotal {:.1} GiB (EDAC lists none at {})",
+            layout.modules.len(),
+            bytes as f64 / f64::from(1u32 << 30),
+            cfg.edac_root.display()
+        )
+    };
+    let diagnosis = Diagnosis {
+        problem: Some(format!(
+            "estimated from installed memory, not measured (± {} %)",
+            data.dram.uncertainty_pct
+        )),
+        ..Diagnosis::usable(
+            SourceKind::Estimate,
+            "DRAM power model",
+            format!(
+                "dram power {:.1} W constant: {from}, {} W per module + {} W per GB ({}, {})",
+                power.0,
+                data.dram.watts_per_module,
+                cfg.dram_watts_per_gb,
+                data.dram.source,
+                data.dram.year
+            ),
+        )
+    };
+    (diagnosis, Some(DramPart { channel, power }))
 }
 
 fn open_cpu(
