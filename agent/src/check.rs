@@ -20,6 +20,21 @@ pub struct CheckReport {
     /// CAP_SYS_PTRACE), and whether a rule in effect reads the environment.
     pub unreadable_processes: usize,
     pub rules_read_environment: bool,
+    /// The inference servers found, read once now, and how each maps to a project and
+    /// models.
+    pub inference: Vec<InferenceServerCheck>,
+    /// Known server processes that answered no metrics.
+    pub inference_unread: Vec<crate::inference::Unread>,
+}
+
+/// One inference server as `check` reads it.
+#[derive(Clone, Debug, Serialize)]
+pub struct InferenceServerCheck {
+    #[serde(flatten)]
+    pub server: crate::inference::ServerInfo,
+    /// The project its counts go to, and why.
+    pub resolved_project: String,
+    pub project_reason: String,
 }
 
 /// The processes of one project, as resolved now.
@@ -63,6 +78,7 @@ impl CheckReport {
             })
             .collect();
         let (mut unreadable_processes, mut rules_read_environment) = (0, false);
+        let mut resolved = std::collections::HashMap::new();
         let (projects, attribution_problem) =
             match crate::attribution::build(config).and_then(|mut a| {
                 rules_read_environment = a.needs_environ();
@@ -70,10 +86,39 @@ impl CheckReport {
             }) {
                 Ok(all) => {
                     unreadable_processes = all.iter().filter(|r| !r.environ_readable).count();
+                    for r in &all {
+                        resolved.insert(r.pid, (r.project.to_string(), r.reason.to_string()));
+                    }
                     (group_by_project(all), None)
                 }
                 Err(e) => (Vec::new(), Some(e)),
             };
+        let (servers, inference_unread) =
+            crate::inference::Inference::read_once(config, crate::clock::MonotonicClock::start());
+        let inference = servers
+            .into_iter()
+            .map(|server| {
+                let (resolved_project, project_reason) = match (&server.project, server.pid) {
+                    (Some(p), _) => (p.to_string(), "configured ([[inference]] project)".into()),
+                    (None, Some(pid)) => resolved.get(&pid).cloned().unwrap_or_else(|| {
+                        (
+                            config.attribution.unassigned_project.clone(),
+                            format!("process {pid} could not be resolved"),
+                        )
+                    }),
+                    (None, None) => (
+                        config.attribution.unassigned_project.clone(),
+                        "no process on this host serves its URL, and no project is configured"
+                            .into(),
+                    ),
+                };
+                InferenceServerCheck {
+                    server,
+                    resolved_project,
+                    project_reason,
+                }
+            })
+            .collect();
         CheckReport {
             diagnoses: opened.diagnoses,
             coverage,
@@ -81,6 +126,8 @@ impl CheckReport {
             attribution_problem,
             unreadable_processes,
             rules_read_environment,
+            inference,
+            inference_unread,
         }
     }
 
@@ -110,6 +157,48 @@ impl CheckReport {
                     e.pid, e.reason
                 ));
             }
+        }
+        out.push_str(&self.inference_text());
+        out
+    }
+
+    /// The inference servers and how each maps to a project and models.
+    fn inference_text(&self) -> String {
+        let mut out = String::from("\nInference servers (read once now)\n");
+        if self.inference.is_empty() && self.inference_unread.is_empty() {
+            out.push_str("  none configured ([[inference]]) or found on this host\n");
+        }
+        for s in &self.inference {
+            let i = &s.server;
+            let origin = match i.origin {
+                crate::inference::Origin::Configured => "configured".to_string(),
+                crate::inference::Origin::Discovered => {
+                    format!("found: pid {}", i.pid.map_or("?".into(), |p| p.to_string()))
+                }
+            };
+            out.push_str(&format!("  {:<9} {}  ({origin})\n", i.kind.as_str(), i.url));
+            out.push_str(&format!(
+                "      project  {}  ({})\n",
+                s.resolved_project, s.project_reason
+            ));
+            let models: Vec<&str> = i.models.iter().map(|m| &**m).collect();
+            match &i.last_error {
+                Some(e) => out.push_str(&format!("      NOT READ: {e}\n")),
+                None if models.len() > 1 => out.push_str(&format!(
+                    "      models   {}  (the process's energy is split between them by output tokens, else requests)\n",
+                    models.join(", ")
+                )),
+                None => out.push_str(&format!("      model    {}\n", models.join(", "))),
+            }
+        }
+        for u in &self.inference_unread {
+            let cmd: String = u.cmdline.chars().take(60).collect();
+            out.push_str(&format!(
+                "  {:<9} pid {} {cmd}\n      NOT READ: {}\n",
+                u.kind.as_str(),
+                u.pid,
+                u.reason
+            ));
         }
         out
     }

@@ -10,6 +10,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod counter;
+pub mod inference;
 pub mod interval;
 pub mod metrics;
 pub mod procfs;

@@ -154,6 +154,22 @@ impl Sampler {
         self
     }
 
+    /// The model weights of serving processes for the next cycle (see
+    /// [`crate::attribution::models`]); nothing without attribution.
+    pub fn set_model_weights(
+        &mut self,
+        weights: std::collections::HashMap<u32, Vec<(Arc<str>, u64)>>,
+    ) {
+        if let Some(a) = &mut self.attributor {
+            a.set_model_weights(weights);
+        }
+    }
+
+    /// The project the attribution gave a process at the last cycle.
+    pub fn project_of(&self, pid: u32) -> Option<Arc<str>> {
+        self.attributor.as_ref().and_then(|a| a.project_of(pid))
+    }
+
     /// The host's state as the last cycle left it (the sampler's own copy, no lock).
     pub fn host(&self) -> &HostState {
         &self.host

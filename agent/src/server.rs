@@ -12,6 +12,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::clock::{MonotonicClock, SampleTime};
 use crate::config::AgentConfig;
+use crate::inference::{Inference, records};
 use crate::metrics::{self, ExportInfo};
 use crate::push::SharedPushMetrics;
 use crate::push::wiring::{CycleInput, Feed, PushRuntime};
@@ -129,6 +130,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot set up the attribution: {e}"))?;
     let sampler = Sampler::new(opened.sources).with_attribution(attributor);
     let clock = MonotonicClock::start();
+    let inference = Inference::start(&config, clock)?.map(Arc::new);
+    let counts = Counts {
+        inference: inference.clone(),
+        fallback_project: Arc::from(config.attribution.unassigned_project.as_str()),
+    };
     let push = match &config.push.collector {
         Some(collector) => Some(PushRuntime::start(
             &config.push,
@@ -166,6 +172,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         clock,
         config.interval,
         feed.clone(),
+        counts.clone(),
     ));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown_signal())
@@ -176,8 +183,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         // seals it and tries to deliver what waits.
         let last = {
             let s = sampler.clone();
-            tokio::task::spawn_blocking(move || cycle(&s, &clock, config.interval, feed.as_ref()))
-                .await
+            tokio::task::spawn_blocking(move || {
+                cycle(&s, &clock, config.interval, feed.as_ref(), &counts)
+            })
+            .await
         };
         let now = match last {
             Ok(at) => at,
@@ -196,42 +205,69 @@ async fn sample_forever(
     clock: MonotonicClock,
     interval: std::time::Duration,
     feed: Option<Feed>,
+    counts: Counts,
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let (s, f) = (Arc::clone(&sampler), feed.clone());
+        let (s, f, c) = (Arc::clone(&sampler), feed.clone(), counts.clone());
         let done =
-            tokio::task::spawn_blocking(move || cycle(&s, &clock, interval, f.as_ref())).await;
+            tokio::task::spawn_blocking(move || cycle(&s, &clock, interval, f.as_ref(), &c)).await;
         if let Err(e) = done {
             tracing::error!(error = %e, "sampling cycle panicked; continuing");
         }
     }
 }
 
-/// One sampling cycle; its per-project energy is copied out and handed to the push's
-/// feed after the sampler's lock is released (the feed never waits on I/O). Returns the
-/// cycle's time.
+/// What the sampling cycle reads of the inference servers.
+#[derive(Clone)]
+struct Counts {
+    inference: Option<Arc<Inference>>,
+    /// The project of a server whose process the attribution does not know.
+    fallback_project: Arc<str>,
+}
+
+/// One sampling cycle; its per-project energy (and what the inference servers counted,
+/// taken without I/O) is copied out and handed to the push's feed after the sampler's
+/// lock is released (the feed never waits on I/O). Returns the cycle's time.
 fn cycle(
     sampler: &Mutex<Sampler>,
     clock: &MonotonicClock,
     interval: std::time::Duration,
     feed: Option<&Feed>,
+    counts: &Counts,
 ) -> SampleTime {
     let at = clock.now();
+    let end_unix_ms = clock.anchor().unix_ms(at);
+    let takes = counts
+        .inference
+        .as_ref()
+        .map(|i| i.take(end_unix_ms))
+        .unwrap_or_default();
     let input = {
         let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
+        s.set_model_weights(crate::inference::model_weights(&takes));
         s.cycle(at);
         feed.map(|_| {
             let host = s.host();
+            let length = host.last_interval.unwrap_or(interval);
+            let start =
+                end_unix_ms.saturating_sub(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
+            let inference = records::build(
+                &takes,
+                start,
+                end_unix_ms,
+                &|pid| s.project_of(pid),
+                &counts.fallback_project,
+            );
+            let attribution = host.attribution.as_ref();
             CycleInput {
-                end_unix_ms: clock.anchor().unix_ms(at),
-                length: host.last_interval.unwrap_or(interval),
-                projects: host
-                    .attribution
-                    .as_ref()
-                    .map_or_else(Vec::new, |a| a.projects.clone()),
+                end_unix_ms,
+                length,
+                projects: attribution.map_or_else(Vec::new, |a| a.projects.clone()),
+                models: attribution.map_or_else(Vec::new, |a| a.models.clone()),
+                inference,
             }
         })
     };

@@ -7,6 +7,7 @@
 
 pub mod collector;
 pub mod fuzz;
+pub mod inference;
 pub mod kube;
 pub mod load;
 pub mod nvml;

@@ -75,6 +75,27 @@ impl FakeProcfs {
         fs::write(self.dir.path().join(pid.to_string()).join("stat"), stat).unwrap();
     }
 
+    /// `pid` listens on TCP `127.0.0.1:port`: a `LISTEN` line in `net/tcp` and an
+    /// `fd/N` link `socket:[INODE]`, as the kernel shows them.
+    pub fn listen(&self, pid: u32, port: u16) {
+        let inode = 7_000_000 + u64::from(pid) * 100_000 + u64::from(port);
+        let net = self.dir.path().join("net");
+        fs::create_dir_all(&net).unwrap();
+        let tcp = net.join("tcp");
+        let mut text = fs::read_to_string(&tcp).unwrap_or_else(|_| {
+            "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n".into()
+        });
+        let n = text.lines().count() - 1;
+        text.push_str(&format!(
+            "{n:>4}: 0100007F:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 0000000000000000 100 0 0 10 0\n"
+        ));
+        write_atomic(&tcp, &text);
+        let fd = self.dir.path().join(pid.to_string()).join("fd");
+        fs::create_dir_all(&fd).unwrap();
+        let slot = fs::read_dir(&fd).unwrap().count() + 3;
+        std::os::unix::fs::symlink(format!("socket:[{inode}]"), fd.join(slot.to_string())).unwrap();
+    }
+
     /// The process exits. Its `stat` is emptied first: a file the agent kept open then
     /// reads nothing, as procfs answers `ESRCH` for a process that is gone.
     pub fn remove(&self, pid: u32) {

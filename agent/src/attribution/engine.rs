@@ -31,8 +31,11 @@ use crate::sources::estimate::CpuTimes;
 use empreinte_shared::split::split_exact;
 
 use super::gpu::{gpu_process_weights, program};
+use super::models::ModelSplit;
 use super::projects::{ProjectId, Projects};
-pub use super::state::{AttributionState, ProcessResolution, ProcessShare, ProjectEnergy};
+pub use super::state::{
+    AttributionState, ModelEnergy, ProcessResolution, ProcessShare, ProjectEnergy,
+};
 
 /// How many processes the debug endpoint lists.
 pub const TOP_PROCESSES: usize = 25;
@@ -95,6 +98,8 @@ pub struct Attributor {
     failed_energy: MicroJoules,
     /// The unreadable processes were logged once (at the first interval that had any).
     warned_unreadable: bool,
+    /// Serving processes' energy split by model.
+    models: ModelSplit,
 }
 
 impl Attributor {
@@ -127,6 +132,7 @@ impl Attributor {
             failed_intervals: 0,
             failed_energy: MicroJoules::ZERO,
             warned_unreadable: false,
+            models: ModelSplit::default(),
         };
         a.idle = a.intern(&config.idle_project);
         a.unassigned = a.intern(&config.unassigned_project);
@@ -170,6 +176,19 @@ impl Attributor {
         Ok(out)
     }
 
+    /// The model weights of serving processes for the next interval (see
+    /// [`super::models`]).
+    pub fn set_model_weights(&mut self, weights: HashMap<u32, Vec<(Arc<str>, u64)>>) {
+        self.models.set_weights(weights);
+    }
+
+    /// The project of a process seen at the last interval.
+    pub fn project_of(&self, pid: u32) -> Option<Arc<str>> {
+        self.tracked
+            .get(&pid)
+            .map(|t| self.projects.name(t.project).clone())
+    }
+
     /// True when some rule reads processes' environment.
     pub fn needs_environ(&self) -> bool {
         self.resolver.needs_environ()
@@ -193,6 +212,7 @@ impl Attributor {
         for v in self.projects.totals.values_mut() {
             v.1 = MicroJoules::ZERO;
         }
+        self.models.clear_parts();
         let split = self
             .split(interval)
             .and_then(|ticks| self.check_conservation(interval).map(|()| ticks));
@@ -212,6 +232,7 @@ impl Attributor {
                         }
                     }
                 }
+                self.models.clear_parts();
                 self.failed_intervals += 1;
                 // The next interval starts from fresh baselines.
                 self.last_host = None;
@@ -288,6 +309,22 @@ impl Attributor {
             match component {
                 Component::Cpu | Component::Dram => {
                     if split_exact(c.energy, &cpu_weights, &mut self.parts) {
+                        if !self.models.is_empty() {
+                            let serving: Vec<(u32, ProjectId, u64)> = self
+                                .tracked
+                                .iter()
+                                .filter(|(pid, t)| t.delta > 0 && self.models.serves(**pid))
+                                .map(|(pid, t)| (*pid, t.project, t.delta))
+                                .collect();
+                            let parts = &self.parts;
+                            self.models.split_cpu(
+                                component,
+                                c.source,
+                                parts,
+                                &cpu_weights,
+                                &serving,
+                            );
+                        }
                         self.add_parts(component, c.source);
                     } else {
                         self.add(self.idle, component, c.source, c.energy);
@@ -370,6 +407,8 @@ impl Attributor {
         for (pid, e) in pids.into_iter().zip(parts) {
             let project = self.project_of_pid(pid);
             self.add(project, Component::Gpu, source, e);
+            self.models
+                .split_process(pid, project, Component::Gpu, source, e);
         }
     }
 
@@ -545,8 +584,10 @@ impl Attributor {
                 "the environment of some processes cannot be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules (systemd unit, pod, user); empreinte_attribution_unreadable_processes counts them, `empreinte agent check` lists them"
             );
         }
+        let models = self.models.publish(|p| self.projects.name(p).clone());
         self.state = AttributionState {
             projects,
+            models,
             top_processes,
             processes_seen: self.tracked.len(),
             projects_active: self.projects.active(),

@@ -6,6 +6,7 @@ pub mod docker;
 pub mod engine;
 pub mod gpu;
 pub mod kube;
+pub mod models;
 pub mod procs;
 pub mod projects;
 pub mod rules;

@@ -18,6 +18,19 @@ pub struct ProjectEnergy {
     pub last_uj: u64,
 }
 
+/// The part of a project's energy for one (component, source) that served one model in
+/// the last interval (inside the project's own [`ProjectEnergy::last_uj`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelEnergy {
+    pub project: Arc<str>,
+    pub model: Arc<str>,
+    pub component: Component,
+    pub source: SourceKind,
+    pub last_uj: u64,
+    /// Split from a process serving several models (by output tokens, else requests).
+    pub allocated: bool,
+}
+
 /// A process as the debug endpoint shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct ProcessShare {
@@ -53,6 +66,8 @@ pub struct ProcessResolution {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AttributionState {
     pub projects: Vec<ProjectEnergy>,
+    /// The parts of the last interval's project energy that served each model.
+    pub models: Vec<ModelEnergy>,
     pub top_processes: Vec<ProcessShare>,
     pub processes_seen: usize,
     /// Projects in memory (active within `attribution.project_window`), parked

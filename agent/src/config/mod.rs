@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub mod attribution;
 pub mod estimate;
 mod example;
+pub mod inference;
 pub mod kubernetes;
 pub mod nvml;
 pub mod push;
@@ -26,6 +27,7 @@ pub mod rapl;
 
 pub use attribution::{AttributionConfig, IdlePolicy, ProjectFrom, RuleConfig};
 pub use estimate::{EstimateConfig, EstimateMode};
+pub use inference::{InferenceEntry, InferenceScrapeConfig};
 pub use kubernetes::{KubeMode, KubernetesConfig};
 pub use nvml::{NvmlConfig, NvmlLibrary};
 pub use push::{
@@ -61,6 +63,11 @@ pub struct AgentConfig {
     pub estimate: EstimateConfig,
     pub attribution: AttributionConfig,
     pub push: PushConfig,
+    /// How inference servers are read.
+    pub inference_scrape: InferenceScrapeConfig,
+    /// Inference servers whose counters are read (`[[inference]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inference: Vec<InferenceEntry>,
 }
 
 impl Default for AgentConfig {
@@ -74,6 +81,8 @@ impl Default for AgentConfig {
             estimate: EstimateConfig::default(),
             attribution: AttributionConfig::default(),
             push: PushConfig::default(),
+            inference_scrape: InferenceScrapeConfig::default(),
+            inference: Vec::new(),
         }
     }
 }
@@ -260,6 +269,7 @@ impl AgentConfig {
         self.estimate.check(&mut problems);
         self.attribution.check(&mut problems);
         self.push.check(&mut problems);
+        inference::check(&self.inference, &self.inference_scrape, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

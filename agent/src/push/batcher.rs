@@ -23,11 +23,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use empreinte_shared::wire::{Batch, Counter, Record, fit_name};
+use empreinte_shared::wire::{Batch, Counter, InferenceRecord, Record, fit_name};
 use empreinte_shared::{Component, SourceKind};
 
-/// What a record and a counter are kept by.
+use crate::attribution::engine::ModelEnergy;
+use crate::inference::records::{Merged, merge};
+
+/// What a counter is kept by.
 pub type Key = (Arc<str>, Component, SourceKind);
+
+/// What a record is kept by: its counter's key and the model its energy served (`None`:
+/// not tied to a model).
+type RecordKey = (Key, Option<Arc<str>>);
 
 /// How long a key stays in memory (and in every batch's counters) after its last
 /// energy, by default.
@@ -52,7 +59,8 @@ struct OpenBatch {
     period: u64,
     seq: u64,
     span: Span,
-    records: BTreeMap<Key, Span>,
+    records: BTreeMap<RecordKey, Span>,
+    inference: Merged,
 }
 
 /// A key's cumulative energy in the run, and when it last had energy.
@@ -142,6 +150,23 @@ impl Batcher {
         deltas: impl IntoIterator<Item = (&'a Arc<str>, Component, SourceKind, u64)>,
         resume: &mut dyn FnMut(&Key) -> u64,
     ) -> Vec<Batch> {
+        self.fold_all(end_unix_ms, length_ms, deltas, &[], Vec::new(), resume)
+    }
+
+    /// [`Batcher::fold_resuming`] with the parts of the projects' energy that served
+    /// each model (`models`, inside `deltas`: such a part becomes a record of its own
+    /// with its model, the rest of the project's energy a record without) and the
+    /// inference records of the cycle (added to the batch the cycle ends in, their
+    /// span cut to it).
+    pub fn fold_all<'a>(
+        &mut self,
+        end_unix_ms: u64,
+        length_ms: u64,
+        deltas: impl IntoIterator<Item = (&'a Arc<str>, Component, SourceKind, u64)>,
+        models: &[ModelEnergy],
+        inference: Vec<InferenceRecord>,
+        resume: &mut dyn FnMut(&Key) -> u64,
+    ) -> Vec<Batch> {
         let length_ms = length_ms.max(1);
         let end = end_unix_ms.max(length_ms);
         let start = end - length_ms;
@@ -154,20 +179,33 @@ impl Batcher {
             self.pieces.push((at, piece_end));
             at = piece_end;
         }
-        let mut merged: BTreeMap<Key, u64> = BTreeMap::new();
+        let fit = |p: &Arc<str>| -> Arc<str> {
+            match fit_name(p) {
+                std::borrow::Cow::Borrowed(_) => p.clone(),
+                std::borrow::Cow::Owned(n) => Arc::from(n),
+            }
+        };
+        let mut merged: BTreeMap<RecordKey, u64> = BTreeMap::new();
         for (p, c, s, uj) in deltas {
             if uj == 0 {
                 continue;
             }
-            let name: Arc<str> = match fit_name(p) {
-                std::borrow::Cow::Borrowed(_) => p.clone(),
-                std::borrow::Cow::Owned(n) => Arc::from(n),
-            };
-            let e = merged.entry((name, c, s)).or_insert(0);
+            let e = merged.entry(((fit(p), c, s), None)).or_insert(0);
             *e = e.saturating_add(uj);
         }
-        let deltas: Vec<(Key, u64)> = merged.into_iter().collect();
-        for (key, _) in &deltas {
+        for m in models {
+            let key = (fit(&m.project), m.component, m.source);
+            // A model's part comes out of its project's energy, never more than it.
+            let Some(rest) = merged.get_mut(&(key.clone(), None)) else {
+                continue;
+            };
+            let part = m.last_uj.min(*rest);
+            *rest -= part;
+            let e = merged.entry((key, Some(fit(&m.model)))).or_insert(0);
+            *e = e.saturating_add(part);
+        }
+        let deltas: Vec<(RecordKey, u64)> = merged.into_iter().filter(|(_, uj)| *uj > 0).collect();
+        for ((key, _), _) in &deltas {
             if !self.totals.contains_key(key) {
                 let uj = resume(key);
                 self.totals.insert(
@@ -196,6 +234,7 @@ impl Batcher {
                     energy_uj: 0,
                 },
                 records: BTreeMap::new(),
+                inference: Merged::new(),
             });
             open.span.widen(piece_start, piece_end);
             // This piece's share of each delta: the difference of the cumulative shares
@@ -221,13 +260,18 @@ impl Batcher {
                         end: piece_end,
                         energy_uj: e,
                     });
-                if let Some(total) = self.totals.get_mut(key) {
+                if let Some(total) = self.totals.get_mut(&key.0) {
                     total.uj = total.uj.saturating_add(e);
                     total.last_active_ms = total.last_active_ms.max(piece_end);
                 }
             }
         }
         self.pieces = pieces;
+        if let Some(open) = self.open.as_mut() {
+            for rec in inference {
+                merge(&mut open.inference, rec, open.span.start, open.span.end);
+            }
+        }
         sealed
     }
 
@@ -236,7 +280,7 @@ impl Batcher {
     /// within the window before its end.
     pub fn open_batch(&self) -> Option<Batch> {
         let open = self.open.as_ref()?;
-        if open.records.is_empty() {
+        if open.records.is_empty() && open.inference.is_empty() {
             return None;
         }
         let since = open.span.end.saturating_sub(self.active_window_ms);
@@ -248,20 +292,28 @@ impl Batcher {
             records: open
                 .records
                 .iter()
-                .map(|((project, component, source), r)| Record {
+                .map(|(((project, component, source), model), r)| Record {
                     project: project.to_string(),
                     component: *component,
                     source: *source,
                     start_unix_ms: r.start,
                     end_unix_ms: r.end,
                     energy_uj: r.energy_uj,
-                    model: None,
+                    model: model.as_deref().map(str::to_string),
                 })
                 .collect(),
             counters: self
                 .totals
                 .iter()
-                .filter(|(key, t)| t.last_active_ms >= since || open.records.contains_key(*key))
+                .filter(|(key, t)| {
+                    // The first record at or after (key, no model) is the key's, if any.
+                    t.last_active_ms >= since
+                        || open
+                            .records
+                            .range(((*key).clone(), None)..)
+                            .next()
+                            .is_some_and(|((k, _), _)| k == *key)
+                })
                 .map(|((project, component, source), total)| Counter {
                     project: project.to_string(),
                     component: *component,
@@ -269,7 +321,7 @@ impl Batcher {
                     total_uj: total.uj,
                 })
                 .collect(),
-            inference: vec![],
+            inference: open.inference.values().cloned().collect(),
         })
     }
 

@@ -148,14 +148,29 @@ impl Pipeline {
         length: Duration,
         projects: &[ProjectEnergy],
     ) -> Result<usize, SpoolError> {
+        self.on_cycle_with(end_unix_ms, length, projects, &[], Vec::new())
+    }
+
+    /// [`Pipeline::on_cycle`] with the parts of the projects' energy that served each
+    /// model and the cycle's inference records.
+    pub fn on_cycle_with(
+        &mut self,
+        end_unix_ms: u64,
+        length: Duration,
+        projects: &[ProjectEnergy],
+        models: &[crate::attribution::engine::ModelEnergy],
+        inference: Vec<empreinte_shared::wire::InferenceRecord>,
+    ) -> Result<usize, SpoolError> {
         let length_ms = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
         let quiet = &mut self.quiet;
-        let sealed = self.batcher.fold_resuming(
+        let sealed = self.batcher.fold_all(
             end_unix_ms,
             length_ms,
             projects
                 .iter()
                 .map(|p| (&p.project, p.component, p.source, p.last_uj)),
+            models,
+            inference,
             &mut |key| quiet.take(key),
         );
         let n = sealed.len();

@@ -16,7 +16,7 @@ use anyhow::Context;
 use super::client::{self, Client};
 use super::lock::{DirLock, SPOOL_LOCK};
 use super::{Pipeline, SharedPushMetrics};
-use crate::attribution::engine::ProjectEnergy;
+use crate::attribution::engine::{ModelEnergy, ProjectEnergy};
 use crate::clock::WallAnchor;
 use crate::config::PushConfig;
 
@@ -36,6 +36,10 @@ pub struct CycleInput {
     pub end_unix_ms: u64,
     pub length: Duration,
     pub projects: Vec<ProjectEnergy>,
+    /// The parts of the projects' energy that served each model.
+    pub models: Vec<ModelEnergy>,
+    /// What the inference servers counted over the cycle.
+    pub inference: Vec<empreinte_shared::wire::InferenceRecord>,
 }
 
 impl CycleInput {
@@ -51,10 +55,24 @@ impl CycleInput {
                 })
                 .or_insert(p);
         }
+        let mut models: BTreeMap<_, ModelEnergy> = BTreeMap::new();
+        for m in self.models.into_iter().chain(next.models) {
+            models
+                .entry((m.project.clone(), m.model.clone(), m.component, m.source))
+                .and_modify(|n| {
+                    n.last_uj = n.last_uj.saturating_add(m.last_uj);
+                    n.allocated |= m.allocated;
+                })
+                .or_insert(m);
+        }
+        let mut inference = self.inference;
+        inference.extend(next.inference);
         CycleInput {
             end_unix_ms: next.end_unix_ms.max(self.end_unix_ms),
             length: self.length + next.length,
             projects: by_key.into_values().collect(),
+            models: models.into_values().collect(),
+            inference,
         }
     }
 }
@@ -111,11 +129,10 @@ pub fn write_forever(feed: &Feed, pipeline: &Mutex<Pipeline>) {
     let mut failing = false;
     while let Some(cycles) = feed.take() {
         for c in cycles {
-            let result = pipeline.lock().unwrap_or_else(|e| e.into_inner()).on_cycle(
-                c.end_unix_ms,
-                c.length,
-                &c.projects,
-            );
+            let result = pipeline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_cycle_with(c.end_unix_ms, c.length, &c.projects, &c.models, c.inference);
             match result {
                 Err(e) if !failing => {
                     failing = true;
@@ -308,6 +325,8 @@ mod tests {
                     last_uj: *uj,
                 })
                 .collect(),
+            models: vec![],
+            inference: vec![],
         }
     }
 

@@ -1,0 +1,571 @@
+//! Inference servers: their request and token counters, read beside the energy.
+//!
+//! A thread of its own reads every server every `inference_scrape.interval` (HTTP with
+//! `inference_scrape.timeout`), off the sampling path: a slow or dead server never
+//! delays a sampling cycle. The cycle only takes what was counted since the last one
+//! ([`Inference::take`], a short lock and no I/O), and turns it into
+//! [`InferenceRecord`](empreinte_shared::wire::InferenceRecord)s and the weights that
+//! split a serving process's energy between its models.
+//!
+//! Servers come from `[[inference]]` and, with `inference_scrape.discover`, from the
+//! host's processes ([`discovery`]): a known server's command line and the ports it
+//! listens on, probed once per process.
+//!
+//! Counter semantics are in [`series`]; names per kind in [`kinds`] and
+//! `docs/inference.md`.
+
+pub mod discovery;
+pub mod kinds;
+pub mod records;
+pub mod series;
+pub mod text;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use empreinte_shared::wire::InferenceServerKind;
+
+use crate::clock::MonotonicClock;
+use crate::config::{AgentConfig, InferenceEntry, InferenceScrapeConfig};
+use series::{Taken, Tracker};
+
+/// The most bytes read from one answer.
+pub const MAX_ANSWER_BYTES: u64 = 8 * 1024 * 1024;
+
+/// How many rounds pass between two looks for the local process serving a configured
+/// URL that no process was found to serve.
+const LOCATE_EVERY: u64 = 12;
+
+/// The model of a server that names none, when neither the configuration nor its info
+/// endpoint gives one.
+pub const UNKNOWN_MODEL: &str = "unknown";
+
+/// How a server became known.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// An `[[inference]]` entry.
+    Configured,
+    /// A process on the host whose command line is a known server.
+    Discovered,
+}
+
+/// A server as the agent sees it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServerInfo {
+    pub kind: InferenceServerKind,
+    pub url: String,
+    pub origin: Origin,
+    /// The configured project; otherwise the attribution's project of `pid`.
+    pub project: Option<Arc<str>>,
+    /// The configured model, or the info endpoint's, for a server whose counters name
+    /// none.
+    pub model: Option<Arc<str>>,
+    /// The serving process, when it runs on this host.
+    pub pid: Option<u32>,
+    pub start_ticks: Option<u64>,
+    /// The models of the last good read.
+    pub models: Vec<Arc<str>>,
+    pub up: bool,
+    pub last_error: Option<String>,
+    pub scrapes_total: u64,
+    pub scrape_errors_total: u64,
+}
+
+impl ServerInfo {
+    fn default_model(&self) -> Arc<str> {
+        self.model
+            .clone()
+            .unwrap_or_else(|| Arc::from(UNKNOWN_MODEL))
+    }
+}
+
+struct Server {
+    /// Unique within the run (servers come and go).
+    id: u64,
+    info: ServerInfo,
+    tracker: Tracker,
+    /// The info endpoint was asked (once).
+    asked_info: bool,
+    /// The process is gone: removed after its last counts are taken.
+    gone: bool,
+}
+
+/// A known server process that answered no metrics on any port (probed once).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Unread {
+    pub pid: u32,
+    pub kind: InferenceServerKind,
+    pub cmdline: String,
+    pub reason: String,
+}
+
+#[derive(Default)]
+struct Servers {
+    servers: Vec<Server>,
+    next_id: u64,
+    rounds: u64,
+    probed: HashSet<(u32, u64)>,
+    unread: Vec<Unread>,
+}
+
+/// What one server counted since the last take.
+#[derive(Clone, Debug)]
+pub struct ServerTake {
+    pub info: ServerInfo,
+    pub taken: Taken,
+}
+
+/// The running reader of inference servers.
+pub struct Inference {
+    shared: Arc<Mutex<Servers>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the reading thread needs from the configuration.
+#[derive(Clone)]
+struct Settings {
+    scrape: InferenceScrapeConfig,
+    procfs_root: std::path::PathBuf,
+}
+
+impl Inference {
+    /// Starts reading the configured servers (and finding others, when
+    /// `inference_scrape.discover`). `None` when there is nothing to read.
+    pub fn start(config: &AgentConfig, clock: MonotonicClock) -> anyhow::Result<Option<Inference>> {
+        if config.inference.is_empty() && !config.inference_scrape.discover {
+            return Ok(None);
+        }
+        let shared = Arc::new(Mutex::new(Servers::configured(&config.inference)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let settings = Settings {
+            scrape: config.inference_scrape.clone(),
+            procfs_root: config.procfs_root.clone(),
+        };
+        let thread = {
+            let (shared, stop) = (shared.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("inference".into())
+                .spawn(move || read_forever(&shared, &stop, &settings, clock))
+                .map_err(|e| anyhow::anyhow!("cannot start the inference reader thread: {e}"))?
+        };
+        Ok(Some(Inference {
+            shared,
+            stop,
+            thread: Some(thread),
+        }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Servers> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What every server counted since the last take, up to `now_ms`; servers whose
+    /// process is gone leave after this.
+    pub fn take(&self, now_ms: u64) -> Vec<ServerTake> {
+        let mut s = self.lock();
+        let out = s
+            .servers
+            .iter_mut()
+            .map(|srv| ServerTake {
+                info: srv.info.clone(),
+                taken: srv.tracker.take(now_ms),
+            })
+            .collect();
+        s.servers.retain(|srv| !srv.gone);
+        out
+    }
+
+    /// The servers known now, and the server processes that answered no metrics.
+    pub fn servers(&self) -> (Vec<ServerInfo>, Vec<Unread>) {
+        let s = self.lock();
+        (
+            s.servers.iter().map(|srv| srv.info.clone()).collect(),
+            s.unread.clone(),
+        )
+    }
+
+    /// One round now, on the caller's thread (for `agent check`).
+    pub fn read_once(
+        config: &AgentConfig,
+        clock: MonotonicClock,
+    ) -> (Vec<ServerInfo>, Vec<Unread>) {
+        let shared = Mutex::new(Servers::configured(&config.inference));
+        let settings = Settings {
+            scrape: config.inference_scrape.clone(),
+            procfs_root: config.procfs_root.clone(),
+        };
+        round(&shared, &settings, clock);
+        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            s.servers.iter().map(|srv| srv.info.clone()).collect(),
+            s.unread.clone(),
+        )
+    }
+}
+
+/// The weights that split each serving process's energy between its models this cycle
+/// (see [`series::energy_weights`]), by PID: servers on this host only.
+pub fn model_weights(takes: &[ServerTake]) -> std::collections::HashMap<u32, Vec<(Arc<str>, u64)>> {
+    takes
+        .iter()
+        .filter_map(|t| {
+            let w = series::energy_weights(&t.taken);
+            Some((t.info.pid?, w)).filter(|(_, w)| !w.is_empty())
+        })
+        .collect()
+}
+
+impl Drop for Inference {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Servers {
+    fn configured(entries: &[InferenceEntry]) -> Servers {
+        let servers: Vec<Server> = entries
+            .iter()
+            .zip(0u64..)
+            .filter_map(|(e, id)| configured(e, id))
+            .collect();
+        Servers {
+            next_id: servers.len() as u64,
+            servers,
+            ..Servers::default()
+        }
+    }
+}
+
+fn configured(e: &InferenceEntry, id: u64) -> Option<Server> {
+    Some(Server {
+        id,
+        info: ServerInfo {
+            kind: e.server_kind()?,
+            url: e.url.clone(),
+            origin: Origin::Configured,
+            project: e.project.as_deref().map(Arc::from),
+            model: e.model.as_deref().map(Arc::from),
+            pid: None,
+            start_ticks: None,
+            models: Vec::new(),
+            up: false,
+            last_error: None,
+            scrapes_total: 0,
+            scrape_errors_total: 0,
+        },
+        tracker: Tracker::default(),
+        asked_info: e.model.is_some(),
+        gone: false,
+    })
+}
+
+fn read_forever(
+    shared: &Mutex<Servers>,
+    stop: &AtomicBool,
+    settings: &Settings,
+    clock: MonotonicClock,
+) {
+    while !stop.load(Ordering::SeqCst) {
+        round(shared, settings, clock);
+        // Woken early by `Drop`.
+        std::thread::park_timeout(settings.scrape.interval);
+    }
+}
+
+fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+}
+
+/// GETs `url`: the body of a 2xx answer, else what went wrong.
+fn get(agent: &ureq::Agent, url: &str) -> Result<String, String> {
+    let mut r = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = r.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(format!("HTTP status {status}"));
+    }
+    r.body_mut()
+        .with_config()
+        .limit(MAX_ANSWER_BYTES)
+        .read_to_string()
+        .map_err(|e| e.to_string())
+}
+
+/// Reads and extracts one server's counters.
+fn read(
+    agent: &ureq::Agent,
+    kind: InferenceServerKind,
+    url: &str,
+) -> Result<kinds::Extracted, String> {
+    let body = get(agent, url)?;
+    let samples = text::parse(&body)?;
+    let extracted = kinds::extract(kind, &samples)?;
+    if extracted.readings.is_empty() {
+        return Err(format!(
+            "no {kind} counter in the answer (expected {})",
+            kinds::sample_names(kind).join(", ")
+        ));
+    }
+    Ok(extracted)
+}
+
+/// One server to read this round (copied out, so that no lock is held while reading).
+struct Job {
+    id: u64,
+    kind: InferenceServerKind,
+    url: String,
+    asked_info: bool,
+    pid: Option<u32>,
+    start: Option<u64>,
+}
+
+/// One round: find new servers, then read each.
+fn round(shared: &Mutex<Servers>, settings: &Settings, clock: MonotonicClock) {
+    let agent = http_agent(settings.scrape.timeout);
+    if settings.scrape.discover {
+        discover(shared, settings, &agent);
+    }
+    locate_configured(shared, settings);
+    let jobs: Vec<Job> = {
+        let s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.servers
+            .iter()
+            .filter(|srv| !srv.gone)
+            .map(|srv| Job {
+                id: srv.id,
+                kind: srv.info.kind,
+                url: srv.info.url.clone(),
+                asked_info: srv.asked_info,
+                pid: srv.info.pid,
+                start: srv.info.start_ticks,
+            })
+            .collect()
+    };
+    for job in jobs {
+        let result = read(&agent, job.kind, &job.url);
+        let info_model = match kinds::info_path(job.kind) {
+            Some(path) if !job.asked_info && result.is_ok() => url::Url::parse(&job.url)
+                .ok()
+                .and_then(|u| u.join(path).ok())
+                .and_then(|u| get(&agent, u.as_str()).ok())
+                .and_then(|b| kinds::model_from_info(&b)),
+            _ => None,
+        };
+        let at_ms = clock.anchor().unix_ms(clock.now());
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(srv) = s.servers.iter_mut().find(|srv| srv.id == job.id) {
+            apply(srv, &job, result, info_model, at_ms);
+        }
+    }
+}
+
+/// What one read of `srv` gave, at `at_ms`.
+fn apply(
+    srv: &mut Server,
+    job: &Job,
+    result: Result<kinds::Extracted, String>,
+    info_model: Option<String>,
+    at_ms: u64,
+) {
+    srv.info.scrapes_total += 1;
+    if !job.asked_info && result.is_ok() {
+        srv.asked_info = true;
+        if let Some(m) = info_model {
+            srv.info.model = Some(Arc::from(empreinte_shared::wire::fit_name(&m).as_ref()));
+        }
+    }
+    let (url, kind) = (&job.url, job.kind);
+    match result {
+        Ok(read) => {
+            let identity = identity(job.pid, job.start, read.process_start_ms);
+            let default_model = srv.info.default_model();
+            srv.tracker
+                .observe(at_ms, identity.as_deref(), &read, &default_model);
+            srv.info.models = srv.tracker.loaded().to_vec();
+            if !srv.info.up {
+                tracing::info!(server = %url, kind = %kind, models = srv.info.models.len(), "inference server read");
+            }
+            srv.info.up = true;
+            srv.info.last_error = None;
+        }
+        Err(e) => {
+            srv.tracker.failed(at_ms);
+            srv.info.scrape_errors_total += 1;
+            if srv.info.up || srv.info.last_error.is_none() {
+                tracing::warn!(server = %url, kind = %kind, error = %e, "cannot read the inference server; its counts wait for the next good read and the time is recorded as a gap");
+            }
+            srv.info.up = false;
+            srv.info.last_error = Some(e);
+        }
+    }
+}
+
+/// The serving process's identity: PID and start time where known, and the start time
+/// the server exports.
+fn identity(pid: Option<u32>, start: Option<u64>, exported_ms: Option<u64>) -> Option<String> {
+    match (pid, start, exported_ms) {
+        (None, _, None) => None,
+        (pid, start, exported) => Some(format!("{pid:?}/{start:?}/{exported:?}")),
+    }
+}
+
+/// Finds new server processes and probes each once; marks gone the discovered servers
+/// whose process ended.
+fn discover(shared: &Mutex<Servers>, settings: &Settings, agent: &ureq::Agent) {
+    let found = discovery::scan(&settings.procfs_root);
+    let to_probe: Vec<discovery::Found> = {
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        let root = &settings.procfs_root;
+        for srv in &mut s.servers {
+            if let (Origin::Discovered, Some(pid), Some(start)) =
+                (srv.info.origin, srv.info.pid, srv.info.start_ticks)
+            {
+                srv.gone |= !discovery::alive(root, pid, start);
+            }
+        }
+        s.probed
+            .retain(|&(pid, start)| discovery::alive(root, pid, start));
+        s.unread.retain(|u| found.iter().any(|f| f.pid == u.pid));
+        found
+            .into_iter()
+            .filter(|f| !f.listening.is_empty() && !s.probed.contains(&(f.pid, f.start_ticks)))
+            .collect()
+    };
+    for f in to_probe {
+        let mut last_error = String::from("it listens on no port");
+        let mut hit = None;
+        for addr in &f.listening {
+            let url = format!("http://{addr}/metrics");
+            match read(agent, f.kind, &url) {
+                Ok(_) => {
+                    hit = Some(url);
+                    break;
+                }
+                Err(e) => last_error = format!("{url}: {e}"),
+            }
+        }
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.probed.insert((f.pid, f.start_ticks));
+        let configured_here = hit.as_ref().is_some_and(|url| {
+            s.servers
+                .iter()
+                .any(|srv| &srv.info.url == url || same_port(&srv.info.url, url))
+        });
+        match hit {
+            Some(_) if configured_here => {}
+            Some(url) if s.servers.len() < settings.scrape.max_servers => {
+                tracing::info!(pid = f.pid, kind = %f.kind, server = %url, "inference server found on the host");
+                let id = s.next_id;
+                s.next_id += 1;
+                s.servers.push(Server {
+                    id,
+                    info: ServerInfo {
+                        kind: f.kind,
+                        url,
+                        origin: Origin::Discovered,
+                        project: None,
+                        model: None,
+                        pid: Some(f.pid),
+                        start_ticks: Some(f.start_ticks),
+                        models: Vec::new(),
+                        up: false,
+                        last_error: None,
+                        scrapes_total: 0,
+                        scrape_errors_total: 0,
+                    },
+                    tracker: Tracker::default(),
+                    asked_info: false,
+                    gone: false,
+                });
+            }
+            Some(url) => s.unread.push(Unread {
+                pid: f.pid,
+                kind: f.kind,
+                cmdline: f.cmdline,
+                reason: format!("{url} answers, but inference_scrape.max_servers = {} are read already", settings.scrape.max_servers),
+            }),
+            None => s.unread.push(Unread {
+                pid: f.pid,
+                kind: f.kind,
+                cmdline: f.cmdline,
+                reason: format!("no metrics on its ports ({last_error}); is its metrics endpoint on (llama-server --metrics, SGLang --enable-metrics)?"),
+            }),
+        }
+    }
+}
+
+/// A loopback URL on the same port as `other` (a configured server the discovery
+/// finds again).
+fn same_port(a: &str, b: &str) -> bool {
+    let port = |u: &str| {
+        url::Url::parse(u)
+            .ok()
+            .and_then(|u| u.port_or_known_default())
+    };
+    let local = |u: &str| {
+        url::Url::parse(u).ok().is_some_and(|u| {
+            matches!(
+                u.host_str(),
+                Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+            )
+        })
+    };
+    local(a) && local(b) && port(a).is_some() && port(a) == port(b)
+}
+
+/// The process serving each configured loopback URL, found (again) when unknown or
+/// gone.
+fn locate_configured(shared: &Mutex<Servers>, settings: &Settings) {
+    // (server id, port, the process known to serve it)
+    type Wanted = (u64, u16, Option<(u32, u64)>);
+    let (wanted, round): (Vec<Wanted>, u64) = {
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        s.rounds += 1;
+        let wanted = s
+            .servers
+            .iter()
+            .filter(|srv| srv.info.origin == Origin::Configured)
+            .filter_map(|srv| {
+                let u = url::Url::parse(&srv.info.url).ok()?;
+                let local = matches!(
+                    u.host_str(),
+                    Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
+                );
+                let known = srv.info.pid.zip(srv.info.start_ticks);
+                local.then_some((srv.id, u.port_or_known_default()?, known))
+            })
+            .collect();
+        (wanted, s.rounds)
+    };
+    for (id, port, known) in wanted {
+        match known {
+            Some((pid, start)) => {
+                if discovery::alive(&settings.procfs_root, pid, start) {
+                    continue;
+                }
+            }
+            // Looking through every process's sockets costs: a URL no local process
+            // serves is looked for again every LOCATE_EVERY rounds only.
+            None if round % LOCATE_EVERY != 1 => continue,
+            None => {}
+        }
+        let owner = discovery::owner_of_port(&settings.procfs_root, port);
+        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(srv) = s.servers.iter_mut().find(|srv| srv.id == id) {
+            srv.info.pid = owner.map(|o| o.0);
+            srv.info.start_ticks = owner.map(|o| o.1);
+        }
+    }
+}
