@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use empreinte_collector::config::{CollectorConfig, Overrides};
+use empreinte_collector::store::pg::DatabaseUrl;
 use empreinte_collector::store::sqlite::SqliteStore;
-use empreinte_collector::store::{Store, TokenKind};
+use empreinte_collector::store::{OpenStore, TokenKind};
 
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -36,6 +37,16 @@ pub struct CollectorFlags {
     /// Where the database lives [default: /var/lib/empreinte].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the SQLite file in the data directory
+    /// (postgres://USER:PASSWORD@HOST/DATABASE; docs/postgresql.md). Prefer the
+    /// environment variable: a command line is visible to every user of the host.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EMPREINTE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<DatabaseUrl>,
     /// Serve HTTPS with this certificate chain (PEM; reloaded on SIGHUP).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -51,6 +62,7 @@ impl CollectorFlags {
             &Overrides {
                 listen: self.listen,
                 data_dir: self.data_dir.clone(),
+                database_url: self.database_url.clone(),
                 tls_cert: self.tls_cert.clone(),
                 tls_key: self.tls_key.clone(),
             },
@@ -74,8 +86,12 @@ pub fn collector(cmd: CollectorCommand) -> anyhow::Result<ExitCode> {
         }
         None => {
             let config = cmd.flags.load()?;
-            // One collector (or `up`) per data directory: the second exits naming the first.
-            let _lock = lock_data_dir(&config.data_dir)?;
+            // One collector (or `up`) per data directory: the second exits naming the
+            // first. On PostgreSQL, collectors share the database and keep nothing there.
+            let _lock = match config.database_url {
+                None => Some(lock_data_dir(&config.data_dir)?),
+                Some(_) => None,
+            };
             let coefficients = empreinte_collector::plan::load_coefficients(&config)?;
             runtime()?.block_on(empreinte_collector::server::run(
                 config,
@@ -133,11 +149,20 @@ fn parse_kind(s: &str) -> Result<TokenKind, String> {
     }
 }
 
-async fn open_store(flags: &CollectorFlags) -> anyhow::Result<SqliteStore> {
+async fn open_store(flags: &CollectorFlags) -> anyhow::Result<OpenStore> {
     let config = flags.load()?;
-    SqliteStore::open(&config.data_dir)
+    open_for_command(&config).await
+}
+
+/// The store a configuration names (PostgreSQL or the data directory's SQLite file),
+/// for a command.
+pub async fn open_for_command(config: &CollectorConfig) -> anyhow::Result<OpenStore> {
+    OpenStore::open_for_command(&config.data_dir, config.database_url.as_ref())
         .await
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))
+        .with_context(|| match &config.database_url {
+            Some(url) => format!("cannot open the store in the PostgreSQL database {url}"),
+            None => format!("cannot open the store in {}", config.data_dir.display()),
+        })
 }
 
 fn date(ms: u64) -> String {
@@ -171,7 +196,7 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
                 };
                 let store = open_store(&flags).await?;
                 let issued = empreinte_collector::auth::issue(
-                    &store,
+                    store.store().as_ref(),
                     kind,
                     agent.as_deref(),
                     &note,
@@ -190,7 +215,7 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             }
             TokenAction::Revoke { flags, id } => {
                 let store = open_store(&flags).await?;
-                let done = store.revoke_token(&id, now).await?;
+                let done = store.store().revoke_token(&id, now).await?;
                 store.close().await;
                 if done {
                     eprintln!("token {id} revoked");
@@ -202,7 +227,7 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             }
             TokenAction::List { flags } => {
                 let store = open_store(&flags).await?;
-                let tokens = store.tokens().await?;
+                let tokens = store.store().tokens().await?;
                 store.close().await;
                 println!("{:<14} {:<6} {:<20} {:<22} {:<22} note", "id", "kind", "agent", "created", "revoked");
                 for t in tokens {
@@ -262,6 +287,14 @@ pub struct BackupCommand {
     /// The collector's configuration (for its data directory).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// A PostgreSQL store is not copied by this command (see the error it gives).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EMPREINTE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<DatabaseUrl>,
     /// Where to write the copy (a new file; it must not exist).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -274,9 +307,15 @@ pub fn backup(cmd: BackupCommand) -> anyhow::Result<ExitCode> {
         cmd.config.as_deref(),
         &Overrides {
             data_dir: cmd.data_dir.clone(),
+            database_url: cmd.database_url.clone(),
             ..Overrides::default()
         },
     )?;
+    if let Some(url) = &config.database_url {
+        anyhow::bail!(
+            "the store is in the PostgreSQL database {url}: back it up with PostgreSQL's own tools, `pg_dump --format=custom` for a copy or continuous archiving (PITR) for a point in time; see docs/postgresql.md. `empreinte backup` copies the SQLite store only"
+        );
+    }
     let db = config
         .data_dir
         .join(empreinte_collector::store::sqlite::DB_FILE);

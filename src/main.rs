@@ -2,6 +2,7 @@
 
 mod carbon_cli;
 mod collector_cli;
+mod db_cli;
 mod report_cli;
 mod up_cli;
 
@@ -43,6 +44,8 @@ enum Command {
     /// A consistent copy of the collector's database, taken while it runs
     /// (docs/operations.md says how to restore it).
     Backup(collector_cli::BackupCommand),
+    /// The store's database: move a SQLite store into PostgreSQL (`db migrate`).
+    Db(db_cli::DbCommand),
     /// The monthly footprint report (HTML, PDF, CSV, JSON or Markdown; French or
     /// English), from a data directory or a running collector.
     Report(report_cli::ReportCommand),
@@ -197,6 +200,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Collector(cmd) => collector_cli::collector(cmd),
         Command::Token(cmd) => collector_cli::token(cmd),
         Command::Backup(cmd) => collector_cli::backup(cmd),
+        Command::Db(cmd) => db_cli::db(cmd),
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),
         Command::Report(cmd) => report_cli::report(cmd),
         Command::Agent(AgentCommand {

@@ -12,7 +12,6 @@ use empreinte_collector::clock::now_unix_ms;
 use empreinte_collector::config::{CollectorConfig, Overrides};
 use empreinte_collector::period::month_of;
 use empreinte_collector::report::{self, Format, Lang, pdf};
-use empreinte_collector::store::sqlite::SqliteStore;
 
 #[derive(Args)]
 pub struct ReportCommand {
@@ -44,6 +43,15 @@ pub struct ReportCommand {
     /// The collector's data directory [default: the configuration's, /var/lib/empreinte].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Read from this PostgreSQL store instead of a data directory (docs/postgresql.md).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "EMPREINTE_DATABASE_URL",
+        hide_env_values = true,
+        conflicts_with = "collector"
+    )]
+    database_url: Option<empreinte_collector::store::pg::DatabaseUrl>,
     /// Headless Chromium, for PDF [default: $EMPREINTE_CHROMIUM, then chromium on PATH].
     #[arg(long, value_name = "PATH")]
     chromium: Option<PathBuf>,
@@ -103,10 +111,11 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
         cmd.config.as_deref(),
         &Overrides {
             data_dir: cmd.data_dir.clone(),
+            database_url: cmd.database_url.clone(),
             ..Overrides::default()
         },
     )?;
-    if !config.data_dir.is_dir() {
+    if config.database_url.is_none() && !config.data_dir.is_dir() {
         bail!(
             "no data directory at {} (give --data-dir, or --collector URL to read from a running collector)",
             config.data_dir.display()
@@ -125,22 +134,20 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
     })?;
     let runtime = crate::collector_cli::runtime()?;
     let data = runtime.block_on(async {
-        let store = SqliteStore::open(&config.data_dir)
-            .await
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-        let store = std::sync::Arc::new(store);
+        let opened = crate::collector_cli::open_for_command(&config).await?;
+        let store = opened.store();
         let data = report::build_summary(store.as_ref(), &config, &tz, &m, now).await;
         // The CSV's hourly rows are read page by page (the text is kept, not the rows).
         let csv = match (&data, cmd.format) {
             (Ok(d), Format::Csv) => {
                 let mut out = Vec::new();
                 let written =
-                    report::write_csv(store.clone(), d.clone(), tz.clone(), &mut out).await;
+                    report::write_csv(store.clone(), d.clone(), tz.clone(), lang, &mut out).await;
                 Some(written.map(|()| out))
             }
             _ => None,
         };
-        store.close().await;
+        opened.close().await;
         anyhow::Ok((data?, csv.transpose()?))
     })?;
     let (data, csv) = data;

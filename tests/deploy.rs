@@ -106,7 +106,11 @@ fn rapl_permission_rules_are_group_read_only() {
 }
 
 fn kustomize_resources() -> Vec<String> {
-    let k = read(&root().join("deploy/kubernetes/kustomization.yaml"));
+    kustomize_resources_of("deploy/kubernetes/kustomization.yaml")
+}
+
+fn kustomize_resources_of(file: &str) -> Vec<String> {
+    let k = read(&root().join(file));
     let mut out = Vec::new();
     let mut inside = false;
     for line in k.lines() {
@@ -183,6 +187,60 @@ fn kubernetes_manifests_match_the_api_schemas() {
         }
     }
     assert!(passed >= 10, "{said}");
+}
+
+/// The PostgreSQL example (three collector replicas, the URL from a Secret) lists files
+/// that exist, and its own manifests validate strictly against the Kubernetes API.
+#[test]
+fn kubernetes_postgresql_example_matches_the_api_schemas() {
+    let dir = root().join("deploy/kubernetes/postgresql");
+    let resources = kustomize_resources_of("deploy/kubernetes/postgresql/kustomization.yaml");
+    for r in &resources {
+        assert!(
+            dir.join(r).is_file(),
+            "the PostgreSQL example lists {r}, missing"
+        );
+    }
+    let own: Vec<_> = resources.iter().filter(|r| !r.starts_with("../")).collect();
+    let collector = read(&dir.join("collector.yaml"));
+    for want in [
+        "replicas: 3",
+        "secretKeyRef:",
+        "EMPREINTE_DATABASE_URL",
+        "kind: Service\n",
+    ] {
+        assert!(
+            collector.contains(want),
+            "no {want} in the PostgreSQL example"
+        );
+    }
+    assert!(
+        !collector.contains("postgres://"),
+        "no database URL in the manifests"
+    );
+    let Some(validate) = tool(
+        "kubernetes-validate",
+        "--version",
+        "PyPI package kubernetes-validate, in a virtual environment",
+    ) else {
+        return;
+    };
+    let out = Command::new(validate)
+        .arg("--strict")
+        .args(own.iter().map(|r| dir.join(r)))
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubernetes-validate: {said}");
+    let passed = said
+        .lines()
+        .filter(|l| l.contains(" passed for resource "))
+        .count();
+    assert_eq!(passed, 4, "{said}");
 }
 
 /// The compose file mounts files that exist, and the Dockerfile builds the binary the

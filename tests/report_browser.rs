@@ -4,7 +4,10 @@
 //! prints the PDF from the data directory; headless Chromium renders the page at A4
 //! width, takes a screenshot, and a script in the page checks that every chart is drawn
 //! (bars with a size and a colour) and that nothing is wider than the page. The PDF has
-//! as many pages as the page's height needs.
+//! as many pages as the page's height needs. The PDF's pages, read back as text and
+//! rendered as PNG (poppler-utils), carry their page numbers and running header, and the
+//! first page the headline and the banner; the charts' labels sit on their bars and no
+//! text is clipped.
 //!
 //! Needs Chromium (`chromium` on PATH or $EMPREINTE_CHROMIUM). In CI (`CI=true`) a
 //! missing Chromium fails the test; elsewhere the test says so and stops.
@@ -153,7 +156,46 @@ const CHECK_SCRIPT: &str = r##"<script>
       if (fill !== "#FFFFFF" && fill !== "NONE" && b.width > 0 && b.height > 0) bars++;
     });
     var lines = svg.querySelectorAll("polyline, path").length;
-    charts.push({ name: svg.getAttribute("class"), width: box.width, height: box.height, bars: bars, lines: lines });
+    // Nothing clipped: every text of the chart lies inside the chart's box.
+    var clipped = [];
+    svg.querySelectorAll("text").forEach(function (t) {
+      var r = t.getBoundingClientRect();
+      if (r.width > 0 && (r.left < box.left - 0.5 || r.right > box.right + 0.5 || r.top < box.top - 0.5 || r.bottom > box.bottom + 0.5)) {
+        clipped.push(t.textContent);
+      }
+    });
+    // Labels aligned with bars: in the objectives chart, every label left of the bars is
+    // centred on a bar's row (within 3 px), and every row has its label.
+    var misaligned = [], rows = 0, labels = 0;
+    if (svg.getAttribute("class") === "chart-objectives") {
+      var barRects = [];
+      svg.querySelectorAll("rect").forEach(function (r) {
+        var fill = (r.getAttribute("fill") || "").toUpperCase();
+        var b = r.getBoundingClientRect();
+        if (fill !== "#FFFFFF" && fill !== "NONE" && b.width > 0 && b.height > 0) barRects.push(b);
+      });
+      var left = Math.min.apply(null, barRects.map(function (b) { return b.left; }));
+      var centres = [];
+      barRects.forEach(function (b) {
+        var c = (b.top + b.bottom) / 2;
+        if (!centres.some(function (x) { return Math.abs(x - c) < 1; })) centres.push(c);
+      });
+      rows = centres.length;
+      var labelled = {};
+      svg.querySelectorAll("text").forEach(function (t) {
+        var r = t.getBoundingClientRect();
+        if (r.right > left || r.width === 0) return;
+        labels++;
+        var c = (r.top + r.bottom) / 2;
+        var best = centres.map(function (x) { return Math.abs(x - c); });
+        var d = Math.min.apply(null, best);
+        if (d > 3) misaligned.push(t.textContent + " off by " + d.toFixed(1) + " px");
+        else labelled[best.indexOf(d)] = true;
+      });
+      if (Object.keys(labelled).length !== rows) misaligned.push("rows without a label");
+    }
+    charts.push({ name: svg.getAttribute("class"), width: box.width, height: box.height, bars: bars, lines: lines,
+                  clipped: clipped, misaligned: misaligned, rows: rows, labels: labels });
   });
   document.body.setAttribute("data-check", JSON.stringify({
     viewport: window.innerWidth, scroll_width: document.documentElement.scrollWidth,
@@ -405,6 +447,24 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
     );
     let trend = charts.iter().find(|c| c["name"] == "chart-trend").unwrap();
     assert!(trend["lines"].as_u64().unwrap() >= 1, "{trend}");
+    // No text cut off at a chart's edge ("160 %"), labels on their bars' rows.
+    for c in charts {
+        assert_eq!(c["clipped"], serde_json::json!([]), "clipped text: {c}");
+    }
+    let objectives = charts
+        .iter()
+        .find(|c| c["name"] == "chart-objectives")
+        .unwrap();
+    assert_eq!(
+        objectives["rows"], 2,
+        "two objectives, two rows: {objectives}"
+    );
+    assert_eq!(objectives["labels"], 2, "{objectives}");
+    assert_eq!(
+        objectives["misaligned"],
+        serde_json::json!([]),
+        "{objectives}"
+    );
 
     // The PDF: A4 pages (595 × 842 pt)…
     let text = String::from_utf8_lossy(&pdf_bytes);
@@ -435,4 +495,105 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
         "{pages} pages for a page {} px high ({needed} A4 pages of content)",
         f("height")
     );
+
+    pdf_pages_read_as_a_person_would(&pdf_bytes, pages, dir.path());
+}
+
+/// A poppler tool (`pdftotext`, `pdftoppm`, Debian's poppler-utils): required in CI.
+fn poppler(tool: &str) -> bool {
+    let found = Command::new(tool).arg("-v").output().is_ok();
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true and no {tool} (scripts/test installs poppler-utils)");
+        }
+        eprintln!("note: skipping the PDF page checks: no {tool} (poppler-utils)");
+    }
+    found
+}
+
+/// The PDF's pages as text and as PNG images: every page has its number ("Page 2 sur 5")
+/// and, after the first, the running header; the first page carries the headline and the
+/// banner; every page renders to a non-blank A4 image.
+fn pdf_pages_read_as_a_person_would(pdf_bytes: &[u8], pages: usize, dir: &Path) {
+    if !poppler("pdftotext") || !poppler("pdftoppm") {
+        return;
+    }
+    let pdf_path = dir.join("pages.pdf");
+    std::fs::write(&pdf_path, pdf_bytes).unwrap();
+    for page in 1..=pages {
+        let out = Command::new("pdftotext")
+            .args(["-layout", "-f", &page.to_string(), "-l", &page.to_string()])
+            .arg(&pdf_path)
+            .arg("-")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pdftotext page {page}");
+        let text = String::from_utf8_lossy(&out.stdout).replace('\u{202F}', " ");
+        assert!(
+            text.contains(&format!("Page {page} sur {pages}")),
+            "page {page} has no number: {text:.2000}"
+        );
+        if page == 1 {
+            let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                flat.contains("En octobre 2025, les usages d'IA de Communauté d'agglomération de Test ont consommé"),
+                "no headline on the first page: {flat:.2000}"
+            );
+            assert!(
+                flat.contains("de ces chiffres sont estimés, voici pourquoi"),
+                "no banner on the first page: {flat:.2000}"
+            );
+            assert!(flat.contains("km en voiture thermique"), "{flat:.2000}");
+        } else {
+            assert!(
+                text.contains("Empreinte énergétique et carbone de l'IA — Communauté d'agglomération de Test — octobre 2025"),
+                "no running header on page {page}: {text:.1000}"
+            );
+        }
+    }
+    let prefix = dir.join("page");
+    let out = Command::new("pdftoppm")
+        .args(["-png", "-r", "40"])
+        .arg(&pdf_path)
+        .arg(&prefix)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("page-") && n.ends_with(".png"))
+        })
+        .collect();
+    pngs.sort();
+    assert_eq!(pngs.len(), pages, "one image per page");
+    for png_path in &pngs {
+        let png = std::fs::read(png_path).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        let w = u32::from_be_bytes(png[16..20].try_into().unwrap()) as f64;
+        let h = u32::from_be_bytes(png[20..24].try_into().unwrap()) as f64;
+        assert!((h / w - 297.0 / 210.0).abs() < 0.01, "not A4: {w} × {h}");
+        // A blank 40 dpi page compresses to well under 2 kB.
+        assert!(
+            png.len() > 4_000,
+            "{} looks blank ({} bytes)",
+            png_path.display(),
+            png.len()
+        );
+        if let Ok(keep) = std::env::var("EMPREINTE_REPORT_ARTEFACTS") {
+            std::fs::create_dir_all(&keep).unwrap();
+            std::fs::copy(
+                png_path,
+                Path::new(&keep).join(png_path.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
 }

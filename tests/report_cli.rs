@@ -145,7 +145,7 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
     let energy: u64 = csv
         .lines()
         .skip(1)
-        .map(|l| l.split(',').nth(9).unwrap().parse::<u64>().unwrap())
+        .map(|l| l.split(';').nth(9).unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(energy, 3_600_000_000, "{csv}");
     // A future month through the collector: the same sentence.

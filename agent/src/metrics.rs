@@ -9,6 +9,7 @@ use empreinte_shared::exposition::Family;
 use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::{Encoder, TextEncoder};
 
+use crate::attribution::engine::AttributionState;
 use crate::push::PushMetrics;
 use crate::sampler::{ChannelState, HostState};
 
@@ -42,6 +43,23 @@ fn host_labels<'a>(
 
 /// The metric families for `host` (without the text encoding).
 pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
+    let mut all: Vec<Family> = Vec::new();
+    all.extend(host_families(host));
+    all.extend(source_families(host));
+    all.extend(sampling_families(host, info));
+    all.push(gpu_unaccounted(host));
+    if let Some(a) = &host.attribution {
+        all.extend(project_families(host, a));
+        all.extend(attribution_families(a));
+    }
+    all.into_iter()
+        .map(|f| f.0)
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
+}
+
+/// The host's energy and power per part, RAPL zones, counter corrections.
+fn host_families(host: &HostState) -> [Family; 4] {
     use MetricType::{COUNTER, GAUGE};
     let mut energy = Family::new(
         "empreinte_host_energy_joules_total",
@@ -109,7 +127,12 @@ pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
         }
     }
 
-    let mut extra: Vec<Family> = Vec::new();
+    [energy, power, zones, corrections]
+}
+
+/// Each energy source's health.
+fn source_families(host: &HostState) -> [Family; 2] {
+    use MetricType::{COUNTER, GAUGE};
     let mut up = Family::new(
         "empreinte_source_up",
         "1 if the energy source's last poll succeeded, 0 otherwise.",
@@ -125,91 +148,103 @@ pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
         errors.push(&[("source", s.kind.as_str())], s.poll_errors_total as f64);
     }
 
-    if let Some(a) = &host.attribution {
-        let mut energy = Family::new(
-            "empreinte_project_energy_joules_total",
-            "Energy attributed to a project since the agent started, in joules, per component and source (measured or estimated). Summed over projects it equals empreinte_host_energy_joules_total.",
-            COUNTER,
-        );
-        let mut power = Family::new(
-            "empreinte_project_power_watts",
-            "Mean power attributed to a project over the last sampling interval, in watts.",
-            GAUGE,
-        );
-        let secs = host.last_interval.map_or(0.0, |d| d.as_secs_f64());
-        let mut last_key: Option<(&str, Component)> = None;
-        let mut acc = 0u64;
-        for p in &a.projects {
-            energy.push(
-                &[
-                    ("project", &p.project),
-                    ("component", p.component.as_str()),
-                    ("source", p.source.as_str()),
-                ],
-                p.total_uj as f64 / 1e6,
-            );
-            // Power per (project, component), over sources; projects are sorted.
-            let key = (&*p.project, p.component);
-            if last_key.is_some_and(|k| k != key) {
-                if let Some((proj, comp)) = last_key {
-                    power.push(
-                        &[("project", proj), ("component", comp.as_str())],
-                        watts(acc, secs),
-                    );
-                }
-                acc = 0;
-            }
-            last_key = Some(key);
-            acc += p.last_uj;
-        }
-        if let Some((proj, comp)) = last_key {
-            power.push(
-                &[("project", proj), ("component", comp.as_str())],
-                watts(acc, secs),
-            );
-        }
-        let mut tracked = Family::new(
-            "empreinte_attribution_processes",
-            "Processes the attribution tracked in the last interval.",
-            GAUGE,
-        );
-        tracked.push(&[], a.processes_seen as f64);
-        let mut unreadable = Family::new(
-            "empreinte_attribution_unreadable_processes",
-            "Processes tracked in the last interval whose environment could not be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules.",
-            GAUGE,
-        );
-        unreadable.push(&[], a.unreadable_processes as f64);
-        let mut projects = Family::new(
-            "empreinte_attribution_projects",
-            "Projects the attribution holds: active (energy or a live process within attribution.project_window: in memory and in these metrics) or dormant (totals parked, resumed if the project comes back).",
-            GAUGE,
-        );
-        projects.push(&[("state", "active")], a.projects_active as f64);
-        projects.push(&[("state", "dormant")], a.projects_dormant as f64);
-        let mut forgotten = Family::new(
-            "empreinte_attribution_forgotten_projects_total",
-            "Dormant projects forgotten because more than attribution.max_dormant_projects were parked; one that comes back starts its counters from zero.",
-            COUNTER,
-        );
-        forgotten.push(&[], a.projects_forgotten_total as f64);
-        let mut errors = Family::new(
-            "empreinte_attribution_errors_total",
-            "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
-            COUNTER,
-        );
-        errors.push(&[], a.failed_intervals_total as f64);
-        let mut failed = Family::new(
-            "empreinte_attribution_failed_energy_joules_total",
-            "Energy of the intervals whose attribution failed, given to the unassigned project, in joules.",
-            COUNTER,
-        );
-        failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
-        extra.extend([
-            energy, power, tracked, unreadable, projects, forgotten, errors, failed,
-        ]);
-    }
+    [up, errors]
+}
 
+/// Each project's energy and power.
+fn project_families(host: &HostState, a: &AttributionState) -> [Family; 2] {
+    use MetricType::{COUNTER, GAUGE};
+    let mut energy = Family::new(
+        "empreinte_project_energy_joules_total",
+        "Energy attributed to a project since the agent started, in joules, per component and source (measured or estimated). Summed over projects it equals empreinte_host_energy_joules_total.",
+        COUNTER,
+    );
+    let mut power = Family::new(
+        "empreinte_project_power_watts",
+        "Mean power attributed to a project over the last sampling interval, in watts.",
+        GAUGE,
+    );
+    let secs = host.last_interval.map_or(0.0, |d| d.as_secs_f64());
+    let mut last_key: Option<(&str, Component)> = None;
+    let mut acc = 0u64;
+    for p in &a.projects {
+        energy.push(
+            &[
+                ("project", &p.project),
+                ("component", p.component.as_str()),
+                ("source", p.source.as_str()),
+            ],
+            p.total_uj as f64 / 1e6,
+        );
+        // Power per (project, component), over sources; projects are sorted.
+        let key = (&*p.project, p.component);
+        if last_key.is_some_and(|k| k != key) {
+            if let Some((proj, comp)) = last_key {
+                power.push(
+                    &[("project", proj), ("component", comp.as_str())],
+                    watts(acc, secs),
+                );
+            }
+            acc = 0;
+        }
+        last_key = Some(key);
+        acc += p.last_uj;
+    }
+    if let Some((proj, comp)) = last_key {
+        power.push(
+            &[("project", proj), ("component", comp.as_str())],
+            watts(acc, secs),
+        );
+    }
+    [energy, power]
+}
+
+/// How the attribution went: processes, projects, failures.
+fn attribution_families(a: &AttributionState) -> [Family; 6] {
+    use MetricType::{COUNTER, GAUGE};
+    let mut tracked = Family::new(
+        "empreinte_attribution_processes",
+        "Processes the attribution tracked in the last interval.",
+        GAUGE,
+    );
+    tracked.push(&[], a.processes_seen as f64);
+    let mut unreadable = Family::new(
+        "empreinte_attribution_unreadable_processes",
+        "Processes tracked in the last interval whose environment could not be read (other users' processes; the agent has no CAP_SYS_PTRACE): rules on environment variables such as EMPREINTE_PROJECT cannot place them, they fall to the next rules.",
+        GAUGE,
+    );
+    unreadable.push(&[], a.unreadable_processes as f64);
+    let mut projects = Family::new(
+        "empreinte_attribution_projects",
+        "Projects the attribution holds: active (energy or a live process within attribution.project_window: in memory and in these metrics) or dormant (totals parked, resumed if the project comes back).",
+        GAUGE,
+    );
+    projects.push(&[("state", "active")], a.projects_active as f64);
+    projects.push(&[("state", "dormant")], a.projects_dormant as f64);
+    let mut forgotten = Family::new(
+        "empreinte_attribution_forgotten_projects_total",
+        "Dormant projects forgotten because more than attribution.max_dormant_projects were parked; one that comes back starts its counters from zero.",
+        COUNTER,
+    );
+    forgotten.push(&[], a.projects_forgotten_total as f64);
+    let mut errors = Family::new(
+        "empreinte_attribution_errors_total",
+        "Intervals whose attribution failed (processes or /proc/stat could not be read, or read figures that do not add up): their energy went to the unassigned project whole.",
+        COUNTER,
+    );
+    errors.push(&[], a.failed_intervals_total as f64);
+    let mut failed = Family::new(
+        "empreinte_attribution_failed_energy_joules_total",
+        "Energy of the intervals whose attribution failed, given to the unassigned project, in joules.",
+        COUNTER,
+    );
+    failed.push(&[], a.failed_energy_uj_total as f64 / 1e6);
+    [tracked, unreadable, projects, forgotten, errors, failed]
+}
+
+/// The sampling loop's own health, and the build.
+fn sampling_families(host: &HostState, info: &ExportInfo) -> [Family; 7] {
+    use MetricType::{COUNTER, GAUGE};
     let mut cycles = Family::new(
         "empreinte_agent_sampling_cycles_total",
         "Sampling cycles run since the agent started.",
@@ -255,26 +290,32 @@ pub fn families(host: &HostState, info: &ExportInfo) -> Vec<MetricFamily> {
     );
     build.push(&[("version", VERSION)], 1.0);
 
-    [
-        energy,
-        power,
-        zones,
-        corrections,
-        up,
-        errors,
-        cycles,
-        spent,
-        last,
-        longest,
-        gap,
-        interval,
-        build,
-    ]
-    .into_iter()
-    .chain(extra)
-    .map(|f| f.0)
-    .filter(|f| !f.get_metric().is_empty())
-    .collect()
+    [cycles, spent, last, longest, gap, interval, build]
+}
+
+/// `empreinte_gpu_unaccounted_seconds_total`: per GPU, the time its energy could not be
+/// accounted for at all (`EnergySource::unaccounted_time`).
+fn gpu_unaccounted(host: &HostState) -> Family {
+    let mut unaccounted = Family::new(
+        "empreinte_gpu_unaccounted_seconds_total",
+        "Time since the agent started during which a GPU's energy could not be accounted for at all (NVML lost the GPU or the driver reloaded, and neither the energy counter nor the power readings cover the gap), in seconds: that energy is missing from the totals.",
+        MetricType::COUNTER,
+    );
+    for c in &host.channels {
+        if let Some(g) = &c.channel.gpu {
+            let index = g.index.to_string();
+            unaccounted.push(
+                &[
+                    ("device", c.channel.device.as_str()),
+                    ("gpu", index.as_str()),
+                    ("uuid", g.uuid.as_str()),
+                    ("model", g.model.as_str()),
+                ],
+                c.unaccounted.as_secs_f64(),
+            );
+        }
+    }
+    unaccounted
 }
 
 fn watts(uj: u64, secs: f64) -> f64 {

@@ -49,6 +49,9 @@ pub struct ChannelState {
     pub last_power: Watts,
     /// Counter corrections since the agent started.
     pub corrections: Corrections,
+    /// Time since the agent started that the source could not account for at all (see
+    /// [`EnergySource::unaccounted_time`]): only ever grows.
+    pub unaccounted: Duration,
 }
 
 /// One source's health.
@@ -117,6 +120,7 @@ impl Sampler {
                     last_energy: MicroJoules::ZERO,
                     last_power: Watts(0.0),
                     corrections: Corrections::default(),
+                    unaccounted: Duration::ZERO,
                 }));
             host.sources.push(SourceState {
                 kind: source.kind(),
@@ -273,6 +277,11 @@ impl Sampler {
                     tracing::warn!(source = %s.kind, error = %text, "energy source poll failed");
                     report.errors.push((s.kind, text.clone()));
                     s.last_error = Some(text);
+                }
+            }
+            for ch in 0..polled_source.source.channels().len() {
+                if let Some(c) = host.channels.get_mut(polled_source.first_channel + ch) {
+                    c.unaccounted = c.unaccounted.max(polled_source.source.unaccounted_time(ch));
                 }
             }
             for ch in 0..polled_source.source.channels().len() {

@@ -610,3 +610,60 @@ fn a_mig_gpu_is_split_by_memory_per_instance_and_exactly_conserved() {
         "{projects:?}"
     );
 }
+
+/// The value of `name{…uuid="…"}` in a Prometheus text exposition.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn unaccounted_gpu_time_is_exported_as_a_metric() {
+    use empreinte_agent::metrics::{ExportInfo, render};
+    use empreinte_agent::sampler::Sampler;
+
+    let mut s = Scenario {
+        gpus: vec![gpu_at(100)],
+        ..Scenario::default()
+    };
+    let fake = FakeNvml::new(&s);
+    let nvml = NvmlSource::open(fake.library()).source.unwrap();
+    let mut sampler = Sampler::new(vec![Box::new(nvml)]);
+    let info = ExportInfo {
+        interval_seconds: 1.0,
+    };
+    let mut counter = 5_000_000u64;
+    let mut before_outage = None;
+    for t in 0..=120u64 {
+        // The driver is unloaded from 20 s to 50 s, then loaded again (counter from 0).
+        s.generation = u64::from(t >= 20);
+        s.init_error = (20..50).contains(&t).then_some(9);
+        if t == 50 {
+            counter = 0;
+        } else if t > 0 && !(20..50).contains(&t) {
+            counter += 100_000;
+        }
+        s.gpus[0].energy_mj = Some(counter);
+        fake.play(&s);
+        sampler.cycle(at_ms(t * 1000));
+        if t == 19 {
+            let text = render(&sampler.state().lock(), &info).unwrap();
+            before_outage = series(&text, "empreinte_gpu_unaccounted_seconds_total");
+        }
+    }
+    assert_eq!(before_outage, Some(0.0), "a GPU measured throughout: 0 s");
+    let text = render(&sampler.state().lock(), &info).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("empreinte_gpu_unaccounted_seconds_total{"))
+        .expect("the series is exported");
+    assert!(line.contains("uuid=\"GPU-00000000"), "{line}");
+    let seconds = series(&text, "empreinte_gpu_unaccounted_seconds_total").unwrap();
+    // The gap runs from the last good reading (19 s) to the reload's first (≥ 50 s).
+    assert!(
+        (31.0..=100.0).contains(&seconds),
+        "the outage's unaccounted time: {seconds} s"
+    );
+}

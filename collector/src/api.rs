@@ -125,6 +125,10 @@ pub struct FootprintRow {
     pub key: String,
     #[serde(flatten)]
     pub figures: Figures,
+    /// The row's propagated standard uncertainties (`crate::uncertainty`): from its own
+    /// lines for groupings by project, host, site, component and source; for days and
+    /// hours, the period's relative uncertainties applied to the row's figures.
+    pub uncertainty: crate::uncertainty::FigureUncertainty,
 }
 
 #[derive(Serialize)]
@@ -193,13 +197,34 @@ pub async fn footprint(
         grouped.entry(key).or_default().add(sums);
     }
     let lines = state.store.lines(from_s, to_s).await?;
-    let uncertainty = crate::uncertainty::of_lines(
-        lines.iter().filter(|l| {
+    let config = state.planner.config();
+    let pcts = crate::uncertainty::CoefficientPcts::for_config(config);
+    let selected: Vec<&crate::store::AggregateLine> = lines
+        .iter()
+        .filter(|l| {
             p.project.as_ref().is_none_or(|x| *x == l.project)
                 && p.host.as_ref().is_none_or(|x| *x == l.host)
-        }),
-        state.planner.config(),
-    );
+        })
+        .collect();
+    let uncertainty = crate::uncertainty::of_lines_with(selected.iter().copied(), config, &pcts);
+    let mut by_key: BTreeMap<&str, Vec<&crate::store::AggregateLine>> = BTreeMap::new();
+    for l in &selected {
+        let key = match group {
+            Grouping::Project => l.project.as_str(),
+            Grouping::Host => l.host.as_str(),
+            Grouping::Site => l.site.as_str(),
+            Grouping::Component => l.component.as_str(),
+            Grouping::Source => l.source.as_str(),
+            Grouping::Day | Grouping::Hour => continue,
+        };
+        by_key.entry(key).or_default().push(l);
+    }
+    let row_uncertainty = |key: &str, s: &Sums| match by_key.get(key) {
+        Some(group_lines) => {
+            crate::uncertainty::of_lines_with(group_lines.iter().copied(), config, &pcts)
+        }
+        None => uncertainty.scaled_to(s),
+    };
     Ok(Json(FootprintResponse {
         from: instant(from_s),
         to: instant(to_s),
@@ -208,6 +233,7 @@ pub async fn footprint(
         rows: grouped
             .into_iter()
             .map(|(key, s)| FootprintRow {
+                uncertainty: row_uncertainty(&key, &s),
                 key,
                 figures: Figures::from(&s),
             })

@@ -27,6 +27,10 @@ pub struct CollectorConfig {
     pub listen: SocketAddr,
     /// Where the database lives.
     pub data_dir: PathBuf,
+    /// PostgreSQL instead of the embedded SQLite in `data_dir`
+    /// (`postgres://USER:PASSWORD@HOST/DATABASE`), shared by several collectors; see
+    /// docs/postgresql.md. Never shown with its password.
+    pub database_url: Option<crate::store::pg::DatabaseUrl>,
     pub organisation: Organisation,
     pub limits: LimitsConfig,
     /// The store: hourly retention, write queue.
@@ -111,6 +115,10 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Pushes whose bodies are read and stored at the same time; more get 503.
     pub max_ingests_in_flight: usize,
+    /// Bytes of push bodies read and stored at the same time (each push counts its
+    /// `Content-Length`, or `max_body_bytes` without one); more get 503. The memory
+    /// bound for small pushes, which group commit wants many of at once.
+    pub max_ingest_bytes_in_flight: usize,
     /// A request's headers must arrive within this time; it is also how long an idle
     /// connection stays open.
     #[serde(with = "humantime_serde")]
@@ -223,6 +231,7 @@ impl Default for CollectorConfig {
                 .parse()
                 .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 9820))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            database_url: None,
             organisation: Organisation::default(),
             limits: LimitsConfig::default(),
             store: crate::store::StoreConfig::default(),
@@ -259,7 +268,8 @@ impl Default for LimitsConfig {
             max_clock_skew: Duration::from_millis(wire.max_clock_skew_ms),
             max_batch_age: Duration::from_millis(wire.max_age_ms),
             max_connections: 512,
-            max_ingests_in_flight: 4,
+            max_ingests_in_flight: 1024,
+            max_ingest_bytes_in_flight: 64 * 1024 * 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_pdf_renders: 1,
@@ -323,6 +333,7 @@ pub enum ConfigError {
 pub struct Overrides {
     pub listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
+    pub database_url: Option<crate::store::pg::DatabaseUrl>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
 }
@@ -380,6 +391,9 @@ impl CollectorConfig {
         }
         if let Some(dir) = &overrides.data_dir {
             config.data_dir = dir.clone();
+        }
+        if let Some(url) = &overrides.database_url {
+            config.database_url = Some(url.clone());
         }
         if let Some(f) = &overrides.tls_cert {
             config.tls.cert_file = Some(f.clone());

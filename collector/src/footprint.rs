@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use empreinte_shared::split::split_amount;
 use empreinte_shared::wire::Batch;
 use empreinte_shared::{Component, SourceKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Microjoules in a kilowatt-hour.
 pub const UJ_PER_KWH: f64 = 3.6e12;
@@ -24,7 +24,7 @@ pub fn kwh(uj: u64) -> f64 {
 pub const MS_PER_HOUR: u64 = 3_600_000;
 
 /// What a coefficient is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CoefficientKind {
     /// Grid carbon intensity of a zone, gCO2e/kWh.
@@ -64,8 +64,49 @@ pub struct Coefficient {
     pub detail: String,
 }
 
+/// The units coefficients are given in (read back from the store's ingest log).
+pub const COEFFICIENT_UNITS: [&str; 3] = ["", "gCO2e/kWh", "gCO2e/h"];
+
+impl<'de> Deserialize<'de> for Coefficient {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Coefficient, D::Error> {
+        /// The same fields, in the same order, with the unit owned.
+        #[derive(Deserialize)]
+        struct Owned {
+            kind: CoefficientKind,
+            subject: String,
+            value: f64,
+            unit: String,
+            source: String,
+            year: Option<i32>,
+            is_default: bool,
+            detail: String,
+        }
+        let o = Owned::deserialize(d)?;
+        let unit = COEFFICIENT_UNITS
+            .iter()
+            .find(|u| **u == o.unit)
+            .copied()
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{:?} is not a coefficient unit (expected one of {COEFFICIENT_UNITS:?})",
+                    o.unit
+                ))
+            })?;
+        Ok(Coefficient {
+            kind: o.kind,
+            subject: o.subject,
+            value: o.value,
+            unit,
+            source: o.source,
+            year: o.year,
+            is_default: o.is_default,
+            detail: o.detail,
+        })
+    }
+}
+
 /// Where a host's energy becomes emissions.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HostPlan {
     pub site: String,
     pub zone: String,
@@ -77,7 +118,7 @@ pub struct HostPlan {
 }
 
 /// A host's manufacturing emissions per hour of use.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EmbodiedRate {
     /// The server without its GPUs: shared by all the host's energy.
     pub server_ug_per_hour: f64,
@@ -88,7 +129,7 @@ pub struct EmbodiedRate {
 
 /// One part of a batch: a project's energy in one hour, and its share of the host's
 /// embodied emissions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HourlyDelta {
     /// Start of the hour, Unix seconds.
     pub hour_s: i64,

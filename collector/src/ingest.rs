@@ -3,7 +3,8 @@
 //!
 //! Order of checks, the cheap ones before any body byte is read: token from the headers
 //! (401/403), declared size (413), a free ingest slot (503 with `Retry-After` when
-//! `limits.max_ingests_in_flight` pushes are in flight); then the body, within
+//! `limits.max_ingests_in_flight` pushes, or `limits.max_ingest_bytes_in_flight` bytes
+//! of bodies, are in flight); then the body, within
 //! `limits.body_timeout` (408) and `limits.max_body_bytes` (413); JSON shape (400, with
 //! the path of the bad field), values (422, every problem with its path), the token's
 //! agent against the push's (403). Nothing of a refused push is stored.
@@ -75,6 +76,17 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
             retry_after_s: 1,
         }
     })?;
+    let kib = declared.map_or(state.max_body_bytes as u64, |n| n) / 1024 + 1;
+    let _bytes = u32::try_from(kib)
+        .ok()
+        .and_then(|kib| state.ingest_kib.clone().try_acquire_many_owned(kib).ok())
+        .ok_or_else(|| {
+            state.metrics.saturated("ingest_bytes");
+            AppError::Saturated {
+                what: "this collector is reading as many push bytes as it accepts at once (limits.max_ingest_bytes_in_flight)".into(),
+                retry_after_s: 1,
+            }
+        })?;
     let body = read_body(state, body).await?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let push: Push = serde_path_to_error::deserialize(&mut de).map_err(|e| {

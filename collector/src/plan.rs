@@ -25,6 +25,10 @@ pub trait Defaults: Send + Sync {
     fn pue(&self) -> Coefficient;
     /// A piece of hardware by its id.
     fn embodied(&self, id: &str) -> Option<EmbodiedFigure>;
+    /// The zone's residual mix: the market-based factor where the site has no contract.
+    fn residual_mix(&self, _zone: &str) -> Option<Coefficient> {
+        None
+    }
 }
 
 /// Hours in a year of use (365 days, as Boavizta counts), to amortise over lifetimes.
@@ -151,16 +155,24 @@ impl Planner {
                 is_default: true,
                 detail: String::new(),
             });
-        let market = site.market.map(|(value, source)| Coefficient {
-            kind: CoefficientKind::MarketFactor,
-            subject: site.name.to_string(),
-            value,
-            unit: "gCO2e/kWh",
-            source: source.to_string(),
-            year: None,
-            is_default: false,
-            detail: String::new(),
-        });
+        let market = match site.market {
+            Some((value, source)) => Some(Coefficient {
+                kind: CoefficientKind::MarketFactor,
+                subject: site.name.to_string(),
+                value,
+                unit: "gCO2e/kWh",
+                source: source.to_string(),
+                year: None,
+                is_default: false,
+                detail: String::new(),
+            }),
+            // No contract: the zone's residual mix where one is known (GHG Protocol scope
+            // 2), else the location-based figure stands in.
+            None => self.defaults.residual_mix(site.zone).map(|c| Coefficient {
+                subject: site.name.to_string(),
+                ..c
+            }),
+        };
         HostPlan {
             site: site.name.to_string(),
             zone: site.zone.to_string(),
@@ -296,6 +308,23 @@ impl Defaults for crate::carbon::Coefficients {
                 detail: String::new(),
             },
         }
+    }
+
+    fn residual_mix(&self, zone: &str) -> Option<Coefficient> {
+        let r = crate::carbon::Coefficients::residual_mix(self, zone)?;
+        Some(Coefficient {
+            kind: CoefficientKind::MarketFactor,
+            subject: r.zone.clone(),
+            value: r.g_per_kwh.0,
+            unit: "gCO2e/kWh",
+            source: r.source.clone(),
+            year: Some(i32::from(r.year)),
+            is_default: r.is_default,
+            detail: format!(
+                "residual mix of {} (no contract configured for the site; direct CO2 only)",
+                r.zone
+            ),
+        })
     }
 
     fn embodied(&self, id: &str) -> Option<EmbodiedFigure> {

@@ -39,6 +39,8 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Pushes being read or stored now (`limits.max_ingests_in_flight`).
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
+    /// KiB of push bodies being read or stored now (`limits.max_ingest_bytes_in_flight`).
+    pub ingest_kib: Arc<tokio::sync::Semaphore>,
     /// Chromium processes printing now (`limits.max_pdf_renders`).
     pub pdf_slots: Arc<tokio::sync::Semaphore>,
     pub pdf_queue_timeout: Duration,
@@ -58,6 +60,9 @@ impl AppState {
             max_body_bytes: l.max_body_bytes,
             body_timeout: l.body_timeout,
             ingest_slots: Arc::new(tokio::sync::Semaphore::new(l.max_ingests_in_flight.max(1))),
+            ingest_kib: Arc::new(tokio::sync::Semaphore::new(
+                (l.max_ingest_bytes_in_flight / 1024).max(1),
+            )),
             pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
             pdf_queue_timeout: l.pdf_queue_timeout,
             metrics_public: config.metrics.public,
@@ -385,17 +390,21 @@ pub async fn run(
     if !problems.is_empty() {
         return Err(crate::config::ConfigError::Invalid(problems).into());
     }
-    let store = crate::store::sqlite::SqliteStore::open_with(
+    let opened = crate::store::OpenStore::open(
         &config.data_dir,
+        config.database_url.as_ref(),
         &config.store.options(
             &config.organisation.timezone,
             config.limits.max_host_power_watts,
         ),
     )
     .await
-    .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
-    tracing::info!(database = %store.path().display(), "store open");
-    let store = Arc::new(store);
+    .with_context(|| match &config.database_url {
+        Some(url) => format!("cannot open the store in the PostgreSQL database {url}"),
+        None => format!("cannot open the store in {}", config.data_dir.display()),
+    })?;
+    tracing::info!(database = %opened.describe(), "store open");
+    let store = opened.store();
     let tls = if config.tls.enabled() {
         Some(Arc::new(crate::tls::Reloadable::open(&config.tls)?))
     } else {
@@ -428,6 +437,6 @@ pub async fn run(
     }
     on_ready(local, &state);
     let served = serve(state, listener, tls, shutdown).await;
-    store.close().await;
+    opened.close().await;
     served.context("the HTTP server failed")
 }

@@ -18,6 +18,7 @@
 //! repeats every hour on the same host, and two hosts' errors are independent.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// RAPL energy counters: the counter's own error against an external meter of the same
 /// package and memory (few percent in published comparisons); what RAPL does not see
@@ -50,6 +51,9 @@ pub const PUE_OWN_PCT: f64 = 5.0;
 pub const EMBODIED_PCT: f64 = 50.0;
 /// A contractual (market-based) factor from the organisation's own contract.
 pub const MARKET_CONTRACT_PCT: f64 = 5.0;
+/// A residual mix (AIB) without its own stated uncertainty: a yearly national figure
+/// applied to hours, direct emissions only.
+pub const RESIDUAL_MIX_PCT: f64 = 10.0;
 
 /// The documented relative uncertainty (%) of energy from `source` for `component`.
 pub fn source_pct(source: &str, component: &str) -> f64 {
@@ -157,6 +161,27 @@ pub struct FigureUncertainty {
     pub co2e_kg_embodied: Uncertain,
 }
 
+impl FigureUncertainty {
+    /// The same relative uncertainties applied to the figures of `sums` (a part of the
+    /// total whose own lines are not known, such as one day of a period).
+    pub fn scaled_to(&self, sums: &crate::store::Sums) -> FigureUncertainty {
+        let scale = |u: &Uncertain, value: f64| Uncertain {
+            value,
+            absolute: value * u.relative_pct() / 100.0,
+        };
+        FigureUncertainty {
+            energy_kwh: scale(&self.energy_kwh, sums.energy_uj as f64 / 3.6e12),
+            facility_energy_kwh: scale(
+                &self.facility_energy_kwh,
+                sums.facility_energy_uj as f64 / 3.6e12,
+            ),
+            co2e_kg_location: scale(&self.co2e_kg_location, sums.location_co2e_ug as f64 / 1e9),
+            co2e_kg_market: scale(&self.co2e_kg_market, sums.market_co2e_ug as f64 / 1e9),
+            co2e_kg_embodied: scale(&self.co2e_kg_embodied, sums.embodied_co2e_ug as f64 / 1e9),
+        }
+    }
+}
+
 /// Propagates the uncertainties of `rows` to their totals.
 pub fn totals<'a>(rows: impl IntoIterator<Item = RowTerms<'a>>) -> FigureUncertainty {
     let (mut energy, mut facility, mut location, mut market, mut embodied) = (
@@ -202,14 +227,152 @@ pub fn totals<'a>(rows: impl IntoIterator<Item = RowTerms<'a>>) -> FigureUncerta
     }
 }
 
+#[derive(PartialEq)]
+struct CacheKey {
+    file: Option<std::path::PathBuf>,
+    text: Option<String>,
+    grid_factor: Option<String>,
+}
+
+struct Cached {
+    key: CacheKey,
+    pcts: Arc<CoefficientPcts>,
+}
+
+/// The relative uncertainties (%) of the coefficients a collector uses: each coefficient's
+/// own `uncertainty_pct` from the coefficients table (built-in `carbon.toml` merged with
+/// the organisation's file), else the documented figure of its kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CoefficientPcts {
+    /// Per zone (upper case): the uncertainty of the grid factor the zone uses.
+    grid: BTreeMap<String, f64>,
+    /// The default PUE's (a site without its own PUE).
+    pue_default: f64,
+    /// Per embodied id.
+    embodied: BTreeMap<String, f64>,
+    /// Per zone (upper case) that has a residual mix: its uncertainty.
+    residual: BTreeMap<String, f64>,
+}
+
+impl Default for CoefficientPcts {
+    /// The documented figures of each kind, no coefficient's own.
+    fn default() -> CoefficientPcts {
+        CoefficientPcts {
+            grid: BTreeMap::new(),
+            pue_default: PUE_DEFAULT_PCT,
+            embodied: BTreeMap::new(),
+            residual: BTreeMap::new(),
+        }
+    }
+}
+
+impl CoefficientPcts {
+    /// The uncertainties of `coefficients`' chosen entries.
+    pub fn of(coefficients: &crate::carbon::Coefficients) -> CoefficientPcts {
+        let mut grid = BTreeMap::new();
+        for g in coefficients.grid_factors() {
+            let zone = g.zone.to_ascii_uppercase();
+            if grid.contains_key(&zone) {
+                continue;
+            }
+            if let Some(chosen) = coefficients.grid(&zone) {
+                grid.insert(zone, chosen.uncertainty_pct.unwrap_or(GRID_FACTOR_PCT));
+            }
+        }
+        let pue_default = coefficients
+            .pue(crate::carbon::FacilityKind::GlobalAverage)
+            .and_then(|p| p.uncertainty_pct)
+            .unwrap_or(PUE_DEFAULT_PCT);
+        let embodied = coefficients
+            .embodied_all()
+            .iter()
+            .map(|e| (e.id.clone(), e.uncertainty_pct.unwrap_or(EMBODIED_PCT)))
+            .collect();
+        let mut residual = BTreeMap::new();
+        for r in coefficients.residual_mixes() {
+            let zone = r.zone.to_ascii_uppercase();
+            if let Some(chosen) = coefficients.residual_mix(&zone) {
+                residual.insert(zone, chosen.uncertainty_pct.unwrap_or(RESIDUAL_MIX_PCT));
+            }
+        }
+        CoefficientPcts {
+            grid,
+            pue_default,
+            embodied,
+            residual,
+        }
+    }
+
+    /// The coefficients `config` names (its `coefficients_file`, its `grid_factor`),
+    /// loaded once per file version and kept; the built-in table where they cannot be
+    /// read (the collector refuses to start on such a file, so only a file changed under
+    /// a running collector gets here).
+    pub fn for_config(config: &crate::config::CollectorConfig) -> Arc<CoefficientPcts> {
+        static CACHE: OnceLock<Mutex<Option<Cached>>> = OnceLock::new();
+        // The file's text is part of the key: an edited file is read again.
+        let key = CacheKey {
+            file: config.coefficients_file.clone(),
+            text: config
+                .coefficients_file
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok()),
+            grid_factor: config.organisation.grid_factor.clone(),
+        };
+        let cache = CACHE.get_or_init(|| Mutex::new(None));
+        let mut guard = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cached) = guard.as_ref() {
+            if cached.key == key {
+                return cached.pcts.clone();
+            }
+        }
+        let pcts = Arc::new(
+            crate::plan::load_coefficients(config)
+                .ok()
+                .or_else(|| crate::carbon::Coefficients::built_in().ok())
+                .map(|c| CoefficientPcts::of(&c))
+                .unwrap_or_default(),
+        );
+        *guard = Some(Cached {
+            key,
+            pcts: pcts.clone(),
+        });
+        pcts
+    }
+
+    /// The grid factor's uncertainty for `zone`.
+    pub fn grid_pct(&self, zone: &str) -> f64 {
+        self.grid
+            .get(&zone.to_ascii_uppercase())
+            .copied()
+            .unwrap_or(GRID_FACTOR_PCT)
+    }
+
+    /// The embodied uncertainty of hardware `id` (the kind's figure for an unknown id or
+    /// an organisation's own figure).
+    pub fn embodied_pct(&self, id: &str) -> f64 {
+        self.embodied.get(id).copied().unwrap_or(EMBODIED_PCT)
+    }
+}
+
 /// The uncertainty of the totals of a period's aggregate lines (one per host, project,
 /// component, source and site), with the configuration saying which sites have their own
-/// PUE and a contract. A line does not say whether its hours used an imported series or
-/// the yearly factor: the yearly factor's larger uncertainty is applied. Embodied figures
-/// are taken as one error source (the same publishers' figures for every host).
+/// PUE and a contract, and the coefficients table giving each coefficient's own
+/// uncertainty ([`CoefficientPcts::for_config`]). A line does not say whether its hours
+/// used an imported series or the yearly factor: the yearly factor's uncertainty is
+/// applied. Embodied figures are one error source (the same publishers' figures for every
+/// host), with the largest uncertainty among the figures the inventory uses.
 pub fn of_lines<'a>(
     lines: impl IntoIterator<Item = &'a crate::store::AggregateLine>,
     config: &crate::config::CollectorConfig,
+) -> FigureUncertainty {
+    of_lines_with(lines, config, &CoefficientPcts::for_config(config))
+}
+
+/// [`of_lines`] with the coefficients' uncertainties given.
+pub fn of_lines_with<'a>(
+    lines: impl IntoIterator<Item = &'a crate::store::AggregateLine>,
+    config: &crate::config::CollectorConfig,
+    pcts: &CoefficientPcts,
 ) -> FigureUncertainty {
     let site_config = |name: &str| -> (bool, bool) {
         match config.sites.iter().find(|s| s.name == name) {
@@ -217,6 +380,19 @@ pub fn of_lines<'a>(
             None => (config.default_site.pue.is_some(), false),
         }
     };
+    let embodied_pct = config
+        .inventory
+        .iter()
+        .flat_map(|item| {
+            item.server
+                .iter()
+                .chain(item.gpus.iter().filter_map(|g| g.model.as_ref()))
+                .map(|id| pcts.embodied_pct(id))
+        })
+        .fold(None, |acc: Option<f64>, p| {
+            Some(acc.map_or(p, |a| a.max(p)))
+        })
+        .unwrap_or(EMBODIED_PCT);
     let rows: Vec<RowTerms<'a>> = lines
         .into_iter()
         .map(|l| {
@@ -235,12 +411,18 @@ pub fn of_lines<'a>(
                     if own_pue {
                         PUE_OWN_PCT
                     } else {
-                        PUE_DEFAULT_PCT
+                        pcts.pue_default
                     },
                 ),
-                grid: (l.zone.clone(), GRID_FACTOR_PCT),
-                market: contract.then(|| (l.site.clone(), MARKET_CONTRACT_PCT)),
-                embodied: Some(("hardware".to_string(), EMBODIED_PCT)),
+                grid: (l.zone.clone(), pcts.grid_pct(&l.zone)),
+                market: if contract {
+                    Some((l.site.clone(), MARKET_CONTRACT_PCT))
+                } else {
+                    pcts.residual
+                        .get(&l.zone.to_ascii_uppercase())
+                        .map(|pct| (format!("residual:{}", l.zone), *pct))
+                },
+                embodied: Some(("hardware".to_string(), embodied_pct)),
             }
         })
         .collect();

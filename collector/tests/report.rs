@@ -8,179 +8,15 @@
 //! French and English Markdown are compared with golden files.
 
 mod common;
+mod report_fixture;
 
 use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::*;
-use empreinte_collector::period::month;
-use empreinte_collector::report::{self, Format, Lang, ReportData};
-use empreinte_collector::store::{IntensityImport, Store, TokenKind};
-use empreinte_shared::{Component, SourceKind};
-
-const CONFIG: &str = r#"
-[organisation]
-name = "Ville de Bourg-Test"
-timezone = "Europe/Paris"
-language = "fr"
-
-[limits]
-max_batch_age = "36500days"
-
-[[site]]
-name = "mairie"
-zone = "FR"
-pue = 1.2
-pue_source = "facilities measurement 2025"
-hosts = ["srv-1"]
-market_g_per_kwh = 10.0
-market_source = "guarantees of origin contract 2025"
-
-[[site]]
-name = "datacentre"
-zone = "DE"
-hosts = ["gpu-*"]
-
-[[inventory]]
-hosts = ["gpu-1"]
-# 43.8 kg over one year (8,760 h): 5 g per hour.
-server_kgco2e = 43.8
-server_lifetime_years = 1.0
-server_source = "test figure"
-# 87.6 kg per card over one year: 10 g per hour per card.
-gpus = [{ model = "test-gpu", count = 2 }]
-
-[[objective]]
-project = "chat"
-monthly_energy_kwh = 700.0
-
-[[objective]]
-project = "web"
-monthly_energy_kwh = 600.0
-"#;
-
-const KWH: u64 = 3_600_000_000_000;
-
-/// The French grid's intensity for the hour starting at `hour_s`: 20 to 77.5 g/kWh.
-fn intensity(hour_s: i64) -> f64 {
-    20.0 + 2.5 * ((hour_s / 3600) % 24) as f64
-}
-
-fn paris() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
-}
-
-/// 2025-11-05T10:00:00Z: the report's "now" (October is over).
-const NOW_S: i64 = 1_762_336_800;
-
-/// Fills a store with the month; gives the harness and October's hours.
-async fn october() -> (Harness, Vec<i64>) {
-    let h = Harness::new(CONFIG).await;
-    let m = month(&paris(), 2025, 10).unwrap();
-    let hours: Vec<i64> = (m.from_s..m.to_s).step_by(3600).collect();
-    assert_eq!(hours.len(), 745, "October 2025 in Paris has the DST hour");
-    h.store
-        .import_intensity(&IntensityImport {
-            zone: "FR".into(),
-            source: "test series".into(),
-            kind: "direct".into(),
-            file: "test".into(),
-            now_ms: 1,
-            hours: hours.iter().map(|&h| (h, intensity(h), 1.0)).collect(),
-        })
-        .await
-        .unwrap();
-    let srv = h.token(TokenKind::Agent, Some("srv-1")).await;
-    let gpu = h.token(TokenKind::Agent, Some("gpu-1")).await;
-    let ms = |s: i64| s as u64 * 1000;
-    // srv-1: web 0.5 kWh/h (RAPL) all month; batch 0.2 kWh/h (estimated) the first 372 hours.
-    let srv_batches: Vec<_> = hours
-        .iter()
-        .enumerate()
-        .map(|(i, &hs)| {
-            let (s, e) = (ms(hs), ms(hs) + 3_600_000);
-            let mut records = vec![record(
-                "web",
-                Component::Cpu,
-                SourceKind::Rapl,
-                s,
-                e,
-                KWH / 2,
-            )];
-            if i < 372 {
-                records.push(record(
-                    "batch",
-                    Component::Dram,
-                    SourceKind::Estimate,
-                    s,
-                    e,
-                    KWH / 5,
-                ));
-            }
-            batch(1, i as u64 + 1, s, e, records)
-        })
-        .collect();
-    // gpu-1: chat 1 kWh/h (NVML), web 0.25 kWh/h (RAPL), all month.
-    let gpu_batches: Vec<_> = hours
-        .iter()
-        .enumerate()
-        .map(|(i, &hs)| {
-            let (s, e) = (ms(hs), ms(hs) + 3_600_000);
-            batch(
-                2,
-                i as u64 + 1,
-                s,
-                e,
-                vec![
-                    record("chat", Component::Gpu, SourceKind::Nvml, s, e, KWH),
-                    record("web", Component::Cpu, SourceKind::Rapl, s, e, KWH / 4),
-                ],
-            )
-        })
-        .collect();
-    for chunk in srv_batches.chunks(500) {
-        let (status, body) = h.push(&srv, &push("srv-1", chunk.to_vec())).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    for chunk in gpu_batches.chunks(500) {
-        let (status, body) = h.push(&gpu, &push("gpu-1", chunk.to_vec())).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    // September: chat used 10 kWh in one hour (for the change against the previous month).
-    let sep = month(&paris(), 2025, 9).unwrap();
-    let s = ms(sep.from_s + 3600 * 100);
-    let (status, body) = h
-        .push(
-            &gpu,
-            &push(
-                "gpu-1",
-                vec![batch(
-                    3,
-                    1,
-                    s,
-                    s + 3_600_000,
-                    vec![record(
-                        "chat",
-                        Component::Gpu,
-                        SourceKind::Nvml,
-                        s,
-                        s + 3_600_000,
-                        10 * KWH,
-                    )],
-                )],
-            ),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    (h, hours)
-}
-
-async fn build(h: &Harness, label: &str) -> Result<ReportData, report::ReportError> {
-    let config = h.state.planner.config();
-    let m = report::parse_report_month(&paris(), label, NOW_S)?;
-    report::build(h.store.as_ref(), config, &paris(), &m, NOW_S).await
-}
+use empreinte_collector::report::{self, Format, Lang};
+use empreinte_collector::store::{Store, TokenKind};
+use report_fixture::*;
 
 fn close(got: f64, want: f64, tolerance: f64, what: &str) {
     assert!(
@@ -350,7 +186,7 @@ async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactl
     assert_eq!(json["market_sites"], serde_json::json!(["mairie"]));
 
     // The CSV's rows add up to the totals, exactly, column by column and per project.
-    let csv_text = report::render_text(&data, Format::Csv, Lang::Fr).unwrap();
+    let csv_text = report::render_text(&data, Format::Csv, Lang::En).unwrap();
     let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
     let headers = reader.headers().unwrap().clone();
     let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
@@ -492,7 +328,11 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
         json["totals"]["exact"]["energy_uj"].as_u64().unwrap(),
         KWH / 2 * 745 + KWH / 5 * 372 + KWH * 745 + KWH / 4 * 745
     );
+    // The CSV: French by default (`;`, decimal commas), international on request.
     let (status, body) = call("/reports/2025-10.csv", Some(&reader)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.starts_with("hour_utc;local_day;host"), "{body:.200}");
+    let (status, body) = call("/reports/2025-10.csv?lang=en", Some(&reader)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body.starts_with("hour_utc,local_day,host"), "{body:.200}");
     // French by default (the organisation's language), English on request.
@@ -526,7 +366,7 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
 async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
     let (h, _) = october().await;
     let full = build(&h, "2025-10").await.unwrap();
-    let expected = report::render_text(&full, Format::Csv, Lang::Fr).unwrap();
+    let expected = report::render_text(&full, Format::Csv, Lang::En).unwrap();
     assert_eq!(expected.lines().count(), 1 + 745 + 372 + 745 * 2);
     let config = h.state.planner.config();
     let m = report::parse_report_month(&paris(), "2025-10", NOW_S).unwrap();
@@ -537,7 +377,7 @@ async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
     // Pages of 100 rows (and a page size that divides the rows exactly) give the same file.
     for page in [100, 2607, 1] {
         let store: std::sync::Arc<dyn Store> = h.store.clone();
-        let stream = report::csv_stream_paged(store, summary.clone(), paris(), page);
+        let stream = report::csv_stream_paged(store, summary.clone(), paris(), Lang::En, page);
         let pieces: Vec<Vec<u8>> = futures_util::StreamExt::collect::<Vec<_>>(stream)
             .await
             .into_iter()
@@ -553,7 +393,7 @@ async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
     let read = h.token(TokenKind::Read, None).await;
     let (status, body) = h
         .call(
-            Request::get("/reports/2025-10.csv")
+            Request::get("/reports/2025-10.csv?lang=en")
                 .header("authorization", format!("Bearer {read}"))
                 .body(Body::empty())
                 .unwrap(),
@@ -561,4 +401,41 @@ async fn the_streamed_csv_is_the_csv_of_every_row_page_after_page() {
         .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, expected);
+}
+
+#[tokio::test]
+async fn the_french_csv_has_semicolons_and_decimal_commas_and_the_same_figures() {
+    let (h, _) = october().await;
+    let data = build(&h, "2025-10").await.unwrap();
+    let en = report::render_text(&data, Format::Csv, Lang::En).unwrap();
+    let fr = report::render_text(&data, Format::Csv, Lang::Fr).unwrap();
+    let read = |text: &str, delimiter: u8| -> Vec<Vec<String>> {
+        csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .from_reader(text.as_bytes())
+            .records()
+            .map(|r| r.unwrap().iter().map(str::to_string).collect())
+            .collect()
+    };
+    let (en_rows, fr_rows) = (read(&en, b','), read(&fr, b';'));
+    assert_eq!(en_rows.len(), 745 + 372 + 745 * 2);
+    assert_eq!(en_rows.len(), fr_rows.len());
+    let header: Vec<&str> = fr.lines().next().unwrap().split(';').collect();
+    assert_eq!(
+        header,
+        report::csv::COLUMNS,
+        "the same columns, split by `;`"
+    );
+    let pue = header.iter().position(|c| *c == "pue").unwrap();
+    let energy = header.iter().position(|c| *c == "energy_uj").unwrap();
+    for (e, f) in en_rows.iter().zip(&fr_rows) {
+        // Decimals with a comma, the same value; integers as they are.
+        assert_eq!(f[pue], e[pue].replace('.', ","), "{f:?}");
+        assert!(!f[pue].contains('.'), "{f:?}");
+        assert_eq!(f[energy], e[energy]);
+    }
+    assert!(
+        fr_rows.iter().any(|r| r[pue] == "1,2"),
+        "the town hall's PUE"
+    );
 }

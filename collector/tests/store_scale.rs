@@ -14,7 +14,7 @@ use axum::http::{Request, StatusCode};
 use common::{Harness, batch, hour_ago, push, record};
 use empreinte_collector::period::{Month, month_of};
 use empreinte_collector::server::router;
-use empreinte_collector::store::sqlite::{DB_FILE, MARKER_FILE, SqliteStore};
+use empreinte_collector::store::sqlite::{DB_FILE, LOG_FILE, MARKER_FILE, SqliteStore};
 use empreinte_collector::store::{
     AggregateLine, IntensityImport, Store, StoreError, StoreOptions, Sums, TokenKind,
 };
@@ -591,8 +591,9 @@ async fn a_full_write_queue_answers_503_with_retry_after_and_stores_nothing_of_i
             (status, retry)
         }
     };
-    // Another connection holds SQLite's write lock: the writer waits, its queue fills.
-    let blocker = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    // Another connection holds the ingest log's write lock: the writer waits, its queue
+    // fills.
+    let blocker = rusqlite::Connection::open(dir.path().join(LOG_FILE)).unwrap();
     blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
     let s = hour_ago(2);
     let first = tokio::spawn(send(push("srv-1", vec![one(1, s)])));

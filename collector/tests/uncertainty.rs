@@ -184,3 +184,137 @@ async fn the_footprint_api_gives_the_totals_uncertainty() {
         "{web}"
     );
 }
+
+#[tokio::test]
+async fn each_footprint_row_carries_its_own_uncertainty() {
+    let h = Harness::new(CONFIG).await;
+    let token = h
+        .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
+        .await;
+    let s = hour_ago(3);
+    let e = s + 3_600_000;
+    let records = vec![
+        record("web", Component::Cpu, SourceKind::Rapl, s, e, 3 * KWH),
+        record("chat", Component::Gpu, SourceKind::Nvml, s, e, 8 * KWH),
+        record(
+            "web",
+            Component::Dram,
+            SourceKind::Estimate,
+            s,
+            e,
+            KWH * 36 / 100,
+        ),
+    ];
+    let (status, body) = h
+        .push(&token, &push("srv-1", vec![batch(1, 1, s, e, records)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read = h
+        .token(empreinte_collector::store::TokenKind::Read, None)
+        .await;
+    let from = jiff::Timestamp::from_millisecond(s as i64).unwrap();
+    let to = jiff::Timestamp::from_millisecond(e as i64).unwrap();
+    let row = |json: &serde_json::Value, key: &str| {
+        json["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {json}"))
+            .clone()
+    };
+    let abs = |r: &serde_json::Value, figure: &str| {
+        r["uncertainty"][figure]["absolute"].as_f64().unwrap()
+    };
+    // By project, by hand: web = RAPL 3 kWh (5 %) + estimate 0.36 kWh (35 %) on one host,
+    // chat = NVML 8 kWh (5 %).
+    let (status, json) = h
+        .get(
+            &read,
+            &format!("/api/v1/footprint?from={from}&to={to}&group_by=project"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let web = row(&json, "web");
+    let web_hand = (0.15f64.powi(2) + 0.126f64.powi(2)).sqrt();
+    assert!((abs(&web, "energy_kwh") - web_hand).abs() < 1e-6, "{web}");
+    let chat = row(&json, "chat");
+    assert!((abs(&chat, "energy_kwh") - 0.4).abs() < 1e-6, "{chat}");
+    // Emissions add the default PUE (20 %) and France's yearly factor (15 %).
+    let loc = chat["uncertainty"]["co2e_kg_location"].clone();
+    let rel = loc["absolute"].as_f64().unwrap() / loc["value"].as_f64().unwrap() * 100.0;
+    assert!(
+        (rel - (25.0f64 + 400.0 + 225.0).sqrt()).abs() < 1e-6,
+        "{chat}"
+    );
+    // By source: the estimate's row is 35 %, the measured rows 5 %.
+    let (_, json) = h
+        .get(
+            &read,
+            &format!("/api/v1/footprint?from={from}&to={to}&group_by=source"),
+        )
+        .await;
+    let est = row(&json, "estimate");
+    assert!((abs(&est, "energy_kwh") - 0.126).abs() < 1e-6, "{est}");
+    // By hour: the period's relative uncertainty, applied to the hour's figures.
+    let (_, json) = h
+        .get(
+            &read,
+            &format!("/api/v1/footprint?from={from}&to={to}&group_by=hour"),
+        )
+        .await;
+    let total_rel = json["uncertainty"]["energy_kwh"]["absolute"]
+        .as_f64()
+        .unwrap()
+        / json["uncertainty"]["energy_kwh"]["value"].as_f64().unwrap();
+    for r in json["rows"].as_array().unwrap() {
+        let u = &r["uncertainty"]["energy_kwh"];
+        let (v, a) = (
+            u["value"].as_f64().unwrap(),
+            u["absolute"].as_f64().unwrap(),
+        );
+        assert!(v > 0.0 && (a / v - total_rel).abs() < 1e-9, "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_coefficients_own_uncertainty_is_propagated() {
+    // With ADEME's French factor, whose table entry states 10 % (not the 15 % of a yearly
+    // factor without its own figure).
+    let config = CONFIG.replace(
+        "language = \"fr\"",
+        "language = \"fr\"\ngrid_factor = \"ademe\"",
+    );
+    let h = Harness::new(&config).await;
+    let token = h
+        .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
+        .await;
+    let s = hour_ago(3);
+    let e = s + 3_600_000;
+    let records = vec![record(
+        "web",
+        Component::Cpu,
+        SourceKind::Rapl,
+        s,
+        e,
+        10 * KWH,
+    )];
+    let (status, body) = h
+        .push(&token, &push("srv-1", vec![batch(1, 1, s, e, records)]))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let read = h
+        .token(empreinte_collector::store::TokenKind::Read, None)
+        .await;
+    let from = jiff::Timestamp::from_millisecond(s as i64).unwrap();
+    let to = jiff::Timestamp::from_millisecond(e as i64).unwrap();
+    let (status, json) = h
+        .get(&read, &format!("/api/v1/footprint?from={from}&to={to}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let loc = &json["uncertainty"]["co2e_kg_location"];
+    let rel = loc["absolute"].as_f64().unwrap() / loc["value"].as_f64().unwrap() * 100.0;
+    // RAPL 5 %, default PUE 20 %, ADEME's 10 %.
+    let by_hand = (25.0f64 + 400.0 + 100.0).sqrt();
+    assert!((rel - by_hand).abs() < 1e-6, "{rel} vs {by_hand}: {json}");
+}

@@ -374,9 +374,10 @@ fn histogram(out: &mut String, name: &str, help: &str, rows: &[(String, u64, u64
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     for (labels, count, sum) in rows {
         let sep = if labels.is_empty() { "" } else { "," };
-        for le in ["1", "10", "100", "1000", "10000"] {
+        // The TensorRT-LLM backend's token buckets (vLLM's differ; only sums are read).
+        for le in ["10.0", "50.0", "100.0", "500.0", "1000.0"] {
             // Every observation in the largest finite bucket: the test checks sums.
-            let v = if le == "10000" { *count } else { 0 };
+            let v = if le == "1000.0" { *count } else { 0 };
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {v}");
         }
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
@@ -447,12 +448,12 @@ fn triton(out: &mut String, s: &State) {
             lab(m)
         );
     }
-    let rows = |f: fn(&ModelCounters) -> u64| -> Vec<(String, u64, u64)> {
+    let rows = |kind: &str, f: fn(&ModelCounters) -> u64| -> Vec<(String, u64, u64)> {
         s.models
             .iter()
             .map(|(m, c)| {
                 (
-                    format!("{},response_metric_type=\"total\"", lab(m)),
+                    format!("{},response_metric_type=\"{kind}\"", lab(m)),
                     c.requests,
                     f(c),
                 )
@@ -463,13 +464,13 @@ fn triton(out: &mut String, s: &State) {
         out,
         "nv_llm_input_token_len",
         "TRT LLM response metrics",
-        &rows(|c| c.input_tokens),
+        &rows("total_input_tokens", |c| c.input_tokens),
     );
     histogram(
         out,
         "nv_llm_output_token_len",
         "TRT LLM response metrics",
-        &rows(|c| c.output_tokens),
+        &rows("total_output_tokens", |c| c.output_tokens),
     );
 }
 

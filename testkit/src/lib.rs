@@ -1,7 +1,8 @@
 //! Fake hardware that tests build as real artefacts: a powercap sysfs tree in a temp
 //! directory ([`powercap`]) and a fake NVML shared library loaded through the real
 //! nvml-wrapper ([`nvml`]); a fake collector for the agent's pushes ([`collector`]);
-//! and [`wait::wait_until`], how every test waits for a condition instead of sleeping.
+//! the tests' PostgreSQL databases ([`postgres`]); and [`wait::wait_until`], how every
+//! test waits for a condition instead of sleeping.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +12,7 @@ pub mod inference;
 pub mod kube;
 pub mod load;
 pub mod nvml;
+pub mod postgres;
 pub mod powercap;
 pub mod procfs;
 pub mod wait;

@@ -11,6 +11,11 @@
 //! Architecture invariant: for every channel and interval, the parts given to projects
 //! add up to the channel's energy exactly ([`split_exact`]), so the sum over projects
 //! of `empreinte_project_energy_joules_total` equals the host's total.
+//!
+//! This file stays whole past 600 lines: the split, the conservation check and the
+//! process tracking share the per-interval state (tracked processes, weights, parts),
+//! and cutting them apart would pass that state through every call. What is separable
+//! lives beside it: projects, the GPU weights, the per-model split (`models`), state.
 
 use std::collections::HashMap;
 use std::sync::Arc;

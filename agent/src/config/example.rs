@@ -6,11 +6,18 @@ use super::{AgentConfig, MAX_INTERVAL, MIN_INTERVAL};
 
 impl AgentConfig {
     /// The default configuration as a commented TOML document (`empreinte agent
-    /// default-config`); deploy/agent.toml is kept identical to it by a test.
+    /// default-config`); deploy/agent.toml is kept identical to it by a test. One
+    /// function per part, in the file's order.
     pub fn example_toml() -> String {
         let d = AgentConfig::default();
-        format!(
-            r#"# Empreinte agent configuration. Every key is optional; shown here with its default.
+        [general(&d), measurement(&d), attribution(&d), push(&d)].concat()
+    }
+}
+
+/// The top-level keys.
+fn general(d: &AgentConfig) -> String {
+    format!(
+        r#"# Empreinte agent configuration. Every key is optional; shown here with its default.
 # Command-line flags (--listen, --interval, --powercap-root, --nvml-library,
 # --procfs-root, --estimate, --collector, --token-file, --spool-dir, --agent-id)
 # override these values.
@@ -23,7 +30,19 @@ interval = "{interval}"
 # Root of procfs: processes for the attribution, CPU use and memory for the estimate.
 procfs_root = "{procfs}"
 
-[rapl]
+"#,
+        listen = d.listen,
+        min = humantime::format_duration(MIN_INTERVAL),
+        max = humantime::format_duration(MAX_INTERVAL),
+        interval = humantime::format_duration(d.interval),
+        procfs = d.procfs_root.display(),
+    )
+}
+
+/// The energy sources: `[rapl]`, `[nvml]`, `[estimate]`.
+fn measurement(d: &AgentConfig) -> String {
+    format!(
+        r#"[rapl]
 # Read CPU package and DRAM energy from RAPL counters through Linux powercap.
 enabled = {rapl_enabled}
 root = "{rapl_root}"
@@ -46,7 +65,20 @@ dram_watts_per_gb = {dram}
 # Where the EDAC driver lists the memory modules (readable without root).
 edac_root = "{edac}"
 
-[attribution]
+"#,
+        rapl_enabled = d.rapl.enabled,
+        rapl_root = d.rapl.root.display(),
+        nvml = d.nvml.library,
+        idle = d.estimate.cpu_idle_fraction,
+        dram = d.estimate.dram_watts_per_gb,
+        edac = d.estimate.edac_root.display(),
+    )
+}
+
+/// `[attribution]` and `[attribution.kubernetes]`.
+fn attribution(d: &AgentConfig) -> String {
+    format!(
+        r#"[attribution]
 # Where the energy of idle CPU time goes: "separate" (to the project named by
 # idle_project) or "proportional" (shared by the active projects).
 idle_policy = "separate"
@@ -90,7 +122,16 @@ insecure_skip_tls_verify = false
 # node_name = "worker-1"
 refresh = "10s"
 
-[push]
+"#,
+        project_window = humantime::format_duration(d.attribution.project_window),
+        max_dormant = d.attribution.max_dormant_projects,
+    )
+}
+
+/// `[push]`.
+fn push(d: &AgentConfig) -> String {
+    format!(
+        r#"[push]
 # Push per-project energy to an Empreinte collector, in batches, over HTTP(S). Off
 # while collector is unset: no push and no spool.
 # collector = "https://empreinte.example.org"
@@ -112,27 +153,13 @@ spool_max_age = "{spool_max_age}"
 timeout = "{push_timeout}"
 max_batches_per_push = {max_batches}
 "#,
-            listen = d.listen,
-            min = humantime::format_duration(MIN_INTERVAL),
-            max = humantime::format_duration(MAX_INTERVAL),
-            interval = humantime::format_duration(d.interval),
-            rapl_enabled = d.rapl.enabled,
-            rapl_root = d.rapl.root.display(),
-            nvml = d.nvml.library,
-            procfs = d.procfs_root.display(),
-            idle = d.estimate.cpu_idle_fraction,
-            dram = d.estimate.dram_watts_per_gb,
-            edac = d.estimate.edac_root.display(),
-            min_batch = humantime::format_duration(MIN_BATCH_INTERVAL),
-            max_batch = humantime::format_duration(MAX_BATCH_INTERVAL),
-            batch_interval = humantime::format_duration(d.push.batch_interval),
-            spool_dir = d.push.spool_dir.display(),
-            spool_max_bytes = d.push.spool_max_bytes,
-            spool_max_age = humantime::format_duration(d.push.spool_max_age),
-            push_timeout = humantime::format_duration(d.push.timeout),
-            max_batches = d.push.max_batches_per_push,
-            project_window = humantime::format_duration(d.attribution.project_window),
-            max_dormant = d.attribution.max_dormant_projects,
-        )
-    }
+        min_batch = humantime::format_duration(MIN_BATCH_INTERVAL),
+        max_batch = humantime::format_duration(MAX_BATCH_INTERVAL),
+        batch_interval = humantime::format_duration(d.push.batch_interval),
+        spool_dir = d.push.spool_dir.display(),
+        spool_max_bytes = d.push.spool_max_bytes,
+        spool_max_age = humantime::format_duration(d.push.spool_max_age),
+        push_timeout = humantime::format_duration(d.push.timeout),
+        max_batches = d.push.max_batches_per_push,
+    )
 }

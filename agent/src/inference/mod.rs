@@ -551,11 +551,8 @@ fn locate_configured(shared: &Mutex<Servers>, settings: &Settings) {
     };
     for (id, port, known) in wanted {
         match known {
-            Some((pid, start)) => {
-                if discovery::alive(&settings.procfs_root, pid, start) {
-                    continue;
-                }
-            }
+            Some((pid, start)) if discovery::alive(&settings.procfs_root, pid, start) => continue,
+            Some(_) => {}
             // Looking through every process's sockets costs: a URL no local process
             // serves is looked for again every LOCATE_EVERY rounds only.
             None if round % LOCATE_EVERY != 1 => continue,

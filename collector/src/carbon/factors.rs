@@ -54,6 +54,31 @@ pub struct GridFactor {
     pub is_default: bool,
 }
 
+/// A zone's residual mix (AIB European Residual Mixes): the market-based factor of
+/// electricity bought without a contractual instrument (GHG Protocol scope 2). AIB counts
+/// direct emissions only.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidualMix {
+    /// ISO 3166 alpha-2 code (upper case).
+    pub zone: String,
+    pub g_per_kwh: GramsPerKwh,
+    /// The calendar year the residual mix describes.
+    pub year: i16,
+    pub source: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Relative uncertainty (one standard deviation, %); `crate::uncertainty`'s
+    /// contractual figure where absent.
+    #[serde(default)]
+    pub uncertainty_pct: Option<f64>,
+    /// True for a built-in figure, false for the organisation's own. Not read from files.
+    #[serde(skip)]
+    pub is_default: bool,
+}
+
 /// The kind of facility a PUE default describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,6 +175,8 @@ struct CoefficientsFile {
     pue: Vec<PueDefault>,
     #[serde(default)]
     embodied: Vec<EmbodiedDefault>,
+    #[serde(default)]
+    residual_mix: Vec<ResidualMix>,
 }
 
 /// Why a coefficients file was refused.
@@ -177,6 +204,7 @@ pub struct Coefficients {
     grid: Vec<GridFactor>,
     pue: Vec<PueDefault>,
     embodied: Vec<EmbodiedDefault>,
+    residual_mix: Vec<ResidualMix>,
     /// The publisher whose grid factors are preferred (`[organisation] grid_factor`).
     grid_choice: Option<String>,
 }
@@ -192,6 +220,7 @@ impl Coefficients {
             grid: file.grid,
             pue: file.pue,
             embodied: file.embodied,
+            residual_mix: file.residual_mix,
             grid_choice: None,
         })
     }
@@ -217,6 +246,12 @@ impl Coefficients {
         for e in own.embodied {
             merged.embodied.retain(|b| b.id != e.id);
             merged.embodied.push(e);
+        }
+        for r in own.residual_mix {
+            merged
+                .residual_mix
+                .retain(|b| !(b.zone.eq_ignore_ascii_case(&r.zone) && b.source == r.source));
+            merged.residual_mix.push(r);
         }
         Ok(merged)
     }
@@ -294,6 +329,21 @@ impl Coefficients {
     pub fn embodied_all(&self) -> &[EmbodiedDefault] {
         &self.embodied
     }
+
+    /// The residual mix of a zone: the organisation's own if it gives one, else the most
+    /// recent year. `None` where the table has none (the location-based figure then
+    /// stands in for the market-based one).
+    pub fn residual_mix(&self, zone: &str) -> Option<&ResidualMix> {
+        self.residual_mix
+            .iter()
+            .filter(|r| r.zone.eq_ignore_ascii_case(zone))
+            .max_by_key(|r| (!r.is_default, r.year))
+    }
+
+    /// Every residual mix entry.
+    pub fn residual_mixes(&self) -> &[ResidualMix] {
+        &self.residual_mix
+    }
 }
 
 fn parse_file(
@@ -312,6 +362,9 @@ fn parse_file(
     file.embodied
         .iter_mut()
         .for_each(|e| e.is_default = is_default);
+    file.residual_mix
+        .iter_mut()
+        .for_each(|r| r.is_default = is_default);
     Ok(file)
 }
 
@@ -322,7 +375,34 @@ fn validate(file: &CoefficientsFile) -> Vec<String> {
     validate_grid(&file.grid, &mut problems);
     validate_pue(&file.pue, &mut problems);
     validate_embodied(&file.embodied, &mut problems);
+    validate_residual(&file.residual_mix, &mut problems);
     problems
+}
+
+fn validate_residual(residual: &[ResidualMix], problems: &mut Vec<String>) {
+    let mut seen: Vec<(String, &str)> = Vec::new();
+    for r in residual {
+        let what = format!("residual_mix zone {}", r.zone);
+        if r.zone.len() != 2 || !r.zone.chars().all(|c| c.is_ascii_uppercase()) {
+            problems.push(format!(
+                "{what}: a residual mix's zone is an ISO 3166 alpha-2 code in upper case"
+            ));
+        }
+        let v = r.g_per_kwh.0;
+        if !(v.is_finite() && (0.0..=MAX_G_PER_KWH).contains(&v)) {
+            problems.push(format!(
+                "{what}: g_per_kwh {v} is outside [0, {MAX_G_PER_KWH}]"
+            ));
+        }
+        let key = (r.zone.to_ascii_uppercase(), r.source.as_str());
+        if seen.contains(&key) {
+            problems.push(format!(
+                "{what}: two entries with the source \"{}\"",
+                r.source
+            ));
+        }
+        seen.push(key);
+    }
 }
 
 /// What every entry needs: a source, a plausible year, an uncertainty within bounds.
@@ -352,6 +432,14 @@ fn validate_common(file: &CoefficientsFile, problems: &mut Vec<String>) {
                 e.source.as_str(),
                 e.year,
                 e.uncertainty_pct,
+            )
+        }))
+        .chain(file.residual_mix.iter().map(|r| {
+            (
+                format!("residual_mix zone {}", r.zone),
+                r.source.as_str(),
+                r.year,
+                r.uncertainty_pct,
             )
         }));
     let mut late = Vec::new();
@@ -508,6 +596,7 @@ mod tests {
             ("grid", &["g_per_kwh"][..]),
             ("pue", &["pue"][..]),
             ("embodied", &["kgco2e", "lifetime_years"][..]),
+            ("residual_mix", &["g_per_kwh"][..]),
         ] {
             let entries = raw[section].as_array().unwrap();
             assert!(!entries.is_empty(), "{section}");
@@ -530,6 +619,10 @@ mod tests {
                     {
                         problems.push(format!("{what}: no {k} (the unit is in the name)"));
                     }
+                }
+                // A residual mix says in its note what it was checked against.
+                if section == "residual_mix" && !e.contains_key("note") {
+                    problems.push(format!("{what}: no note saying what was checked"));
                 }
                 match e.get("year").and_then(|v| v.as_integer()) {
                     None => problems.push(format!("{what}: no year")),
@@ -560,18 +653,37 @@ mod tests {
             c.embodied("nvidia-h100-boavizta").unwrap().lifetime_years,
             3.0
         );
-        // EU27 and World default to recent lifecycle figures.
-        for zone in ["EU27", "WORLD"] {
+        // EU27 and World default to Ember's latest year (2024), lifecycle, as checked
+        // against the co2.js mirror of Ember's data (213.02 and 472.94 g/kWh).
+        for (zone, checked) in [("EU27", 213.02), ("WORLD", 472.94)] {
             let g = c.grid(zone).unwrap();
-            assert!(g.year >= 2023, "{zone}: {}", g.year);
+            assert_eq!(g.year, 2024, "{zone}");
             assert_eq!(g.kind, FactorKind::Lifecycle, "{zone}");
+            assert!((g.g_per_kwh.0 - checked).abs() < 0.5, "{zone}: {g:?}");
+        }
+        // Embodied figures from Boavizta's model as run (boaviztapi 2.5.0), the two-socket
+        // servers, and the GPU cards the issue names.
+        for (id, kg) in [
+            ("nvidia-h100-boavizta", 575.0),
+            ("nvidia-h200-boavizta", 1067.0),
+            ("nvidia-a100-sxm4-80gb-boavizta", 567.7),
+            ("nvidia-a100-pcie-80gb-boavizta", 569.4),
+            ("nvidia-a100-pcie-40gb-boavizta", 321.6),
+            ("nvidia-l40s-boavizta", 277.1),
+            ("nvidia-l4-boavizta", 123.5),
+            ("server-2s-2u-boavizta", 1200.0),
+            ("server-2s-generic-boavizta", 900.0),
+            ("server-2s-1u-ccf", 1433.0),
+        ] {
+            let e = c.embodied(id).unwrap_or_else(|| panic!("{id}"));
+            assert!((e.kgco2e.0 - kg).abs() < 0.5, "{id}: {}", e.kgco2e.0);
         }
         for id in [
-            "nvidia-h200-boavizta",
-            "server-2s-2u-boavizta",
-            "server-2s-1u-ccf",
+            "nvidia-a100-sxm4-80gb-boavizta",
+            "nvidia-l40s-boavizta",
+            "nvidia-l4-boavizta",
         ] {
-            assert!(c.embodied(id).is_some(), "{id}");
+            assert_eq!(c.embodied(id).unwrap().lifetime_years, 3.0, "{id}");
         }
     }
 

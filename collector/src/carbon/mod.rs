@@ -20,7 +20,7 @@ mod units;
 
 pub use factors::{
     Coefficients, CoefficientsError, EmbodiedDefault, FacilityKind, GridFactor, HardwareKind,
-    PueDefault,
+    PueDefault, ResidualMix,
 };
 pub use import::{ImportError, ImportReport, IntensityPoint, IntensitySeries, parse_intensity};
 pub use units::{FactorKind, GramsPerKwh, KgCo2e};

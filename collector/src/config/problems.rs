@@ -87,6 +87,15 @@ fn limits(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
             format!("{} is outside 1..=1024", l.max_ingests_in_flight),
         );
     }
+    if !(l.max_body_bytes..=(1usize << 32)).contains(&l.max_ingest_bytes_in_flight) {
+        problem(
+            "limits.max_ingest_bytes_in_flight".into(),
+            format!(
+                "{} is outside max_body_bytes ({})..=4 GiB: a push of max_body_bytes must fit",
+                l.max_ingest_bytes_in_flight, l.max_body_bytes
+            ),
+        );
+    }
     if !(1..=64).contains(&l.max_pdf_renders) {
         problem(
             "limits.max_pdf_renders".into(),

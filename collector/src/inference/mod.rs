@@ -19,12 +19,12 @@ use std::collections::BTreeMap;
 use empreinte_shared::Component;
 use empreinte_shared::split::split_amount;
 use empreinte_shared::wire::{Batch, InferenceServerKind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::footprint::MS_PER_HOUR;
 
 /// Requests and tokens; `None` where the server does not count them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub requests: Option<u64>,
     pub input_tokens: Option<u64>,
@@ -80,7 +80,7 @@ pub fn server_names(bits: u32) -> Vec<&'static str> {
 }
 
 /// One batch's inference in one hour, for one project and model.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountsDelta {
     pub hour_s: i64,
     pub project: String,
@@ -94,7 +94,7 @@ pub struct CountsDelta {
 }
 
 /// One batch's energy tagged with a model, in one hour.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelEnergyDelta {
     pub hour_s: i64,
     pub project: String,
@@ -103,8 +103,9 @@ pub struct ModelEnergyDelta {
     pub energy_uj: u64,
 }
 
-/// The hourly parts of a batch's inference.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The hourly parts of a batch's inference (in the store's ingest log, written with
+/// postcard: no field may be skipped).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InferenceParts {
     pub counts: Vec<CountsDelta>,
     pub energy: Vec<ModelEnergyDelta>,

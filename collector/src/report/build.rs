@@ -12,7 +12,7 @@ use super::{
 use crate::api::Figures;
 use crate::config::CollectorConfig;
 use crate::objectives::{self, ObjectiveStatus};
-use crate::period::{Month, local_day};
+use crate::period::{Month, local_day, month};
 use crate::store::{AggregateLine, FootprintQuery, Grouping, Store, StoreError, Sums};
 
 pub(super) fn share(part: u64, whole: u64) -> f64 {
@@ -213,6 +213,8 @@ fn project_lines(
                 project: l.key,
                 share: l.share,
                 figures: l.figures,
+                cost_eur: None,
+                requests: None,
             }
         })
         .collect();
@@ -232,6 +234,8 @@ fn project_lines(
             share: 0.0,
             figures: Figures::default(),
             uncertainty: Default::default(),
+            cost_eur: None,
+            requests: None,
         });
     }
     projects
@@ -244,6 +248,20 @@ async fn month_total(store: &dyn Store, m: &Month) -> Result<Sums, StoreError> {
         s.add(&x);
     }
     Ok(s)
+}
+
+/// The totals of the month `m`, or `None` when it has no data or cannot be named.
+async fn month_line(
+    store: &dyn Store,
+    m: Result<Month, String>,
+) -> Result<Option<MonthLine>, ReportError> {
+    let Ok(m) = m else { return Ok(None) };
+    let s = month_total(store, &m).await?;
+    Ok((s != Sums::default()).then(|| MonthLine {
+        month: m.label(),
+        has_data: true,
+        figures: Figures::from(&s),
+    }))
 }
 
 /// Twelve months of trend, `m` (whose total is `total`) last.
@@ -382,6 +400,16 @@ async fn build_with(
         gpu_models: lines(t.by_gpu, total_uj),
         days: days(store, config, tz, m).await?,
         trend: trend(store, tz, m, &t.total).await?,
+        previous_month: month_line(store, m.previous(tz)).await?,
+        year_ago: month_line(store, month(tz, m.year - 1, m.month)).await?,
+        estimated_hosts: month_lines
+            .iter()
+            .filter(|l| l.sums.estimated_energy_uj > 0)
+            .map(|l| l.host.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        cost_eur: None,
         inference: super::inference::build(store, tz, (m.from_s, m.to_s), &month_lines).await?,
         coefficients: store.coefficients_used(m.from_s, m.to_s).await?,
         intensity_series: store.series_used(m.from_s, m.to_s).await?,

@@ -3,6 +3,7 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::ReportData;
 use super::i18n::{Lang, number, percent};
@@ -102,7 +103,8 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
         .iter()
         .map(|d| kwh(d.energy_uj.values().sum()))
         .fold(0.0, f64::max);
-    let top = if max > 0.0 { max * 1.1 } else { 1.0 };
+    let (factor, unit) = axis_unit(max, &ENERGY_UNITS);
+    let top = if max > 0.0 { max * factor * 1.1 } else { 1.0 };
     let lines = legend_layout(&projects)
         .last()
         .map(|(_, l)| l + 1)
@@ -112,7 +114,7 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
         let mut chart = ChartBuilder::on(&plot)
             .margin(8)
             .x_label_area_size(24)
-            .y_label_area_size(52)
+            .y_label_area_size(60)
             .build_cartesian_2d(0f64..n as f64, 0f64..top)
             .map_err(e)?;
         let days = &data.days;
@@ -129,14 +131,15 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
                     .map(|s| s.trim_start_matches('0').to_string())
                     .unwrap_or_default()
             })
-            .y_label_formatter(&|y| number(lang, *y, 1))
+            .y_desc(unit)
+            .y_label_formatter(&|y| axis_label(lang, *y, top))
             .label_style((FONT, 11))
             .draw()
             .map_err(e)?;
         for (i, d) in data.days.iter().enumerate() {
             let mut base = 0.0;
             for (pi, p) in projects.iter().enumerate() {
-                let v = kwh(d.energy_uj.get(p).copied().unwrap_or(0));
+                let v = kwh(d.energy_uj.get(p).copied().unwrap_or(0)) * factor;
                 if v > 0.0 {
                     chart
                         .draw_series(std::iter::once(Rectangle::new(
@@ -148,12 +151,15 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
                 }
             }
         }
-        legend(&foot, &projects, 20)
+        let t = lang.texts();
+        let names: Vec<String> = projects.iter().map(|p| t.key_name(p)).collect();
+        legend(&foot, &names, 20)
     })
 }
 
 /// Each project's share of the month's energy, as horizontal bars.
 pub fn shares(data: &ReportData, lang: Lang) -> String {
+    let t = lang.texts();
     let n = data.projects.len().max(1);
     let height = 30 + 26 * n as u32;
     svg(height, "shares", |root| {
@@ -172,7 +178,7 @@ pub fn shares(data: &ReportData, lang: Lang) -> String {
                 .map_err(e)?;
             chart
                 .draw_series(std::iter::once(Text::new(
-                    format!("{} — {}", p.project, percent(lang, p.share)),
+                    format!("{} — {}", t.key_name(&p.project), percent(lang, p.share)),
                     (w + 0.01, y + 0.7),
                     (FONT, 13),
                 )))
@@ -182,30 +188,88 @@ pub fn shares(data: &ReportData, lang: Lang) -> String {
     })
 }
 
-/// Twelve months: energy as bars, emissions as a line (right axis).
+/// A unit for an axis whose largest value is `max` (in the first unit): the factor to
+/// multiply values by and the unit's name (`0.004 kWh` is drawn as `4 Wh`).
+fn axis_unit(max: f64, units: &[(&'static str, f64)]) -> (f64, &'static str) {
+    for &(name, factor) in units {
+        if max * factor < 1000.0 {
+            return (factor, name);
+        }
+    }
+    units.last().map(|&(n, f)| (f, n)).unwrap_or((1.0, ""))
+}
+
+const ENERGY_UNITS: [(&str, f64); 4] = [("Wh", 1000.0), ("kWh", 1.0), ("MWh", 1e-3), ("GWh", 1e-6)];
+const MASS_UNITS: [(&str, f64); 3] = [("gCO2e", 1000.0), ("kgCO2e", 1.0), ("tCO2e", 1e-3)];
+
+/// An axis label with as many decimals as the axis's step needs (never `0,0 0,0 0,0`).
+pub fn axis_label(lang: Lang, v: f64, top: f64) -> String {
+    let step = top / 5.0;
+    let decimals = if step > 0.0 {
+        (-step.log10().floor()).max(0.0) as usize
+    } else {
+        0
+    };
+    number(lang, v, decimals.min(6))
+}
+
+/// `nov. 24` / `Nov 24`: a month of the trend's axis.
+pub fn short_month(lang: Lang, label: &str) -> String {
+    let (y, m) = label.split_once('-').unwrap_or(("", ""));
+    let i: usize = m.parse().unwrap_or(0);
+    let names = match lang {
+        Lang::Fr => [
+            "janv.", "févr.", "mars", "avr.", "mai", "juin", "juil.", "août", "sept.", "oct.",
+            "nov.", "déc.",
+        ],
+        Lang::En => [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ],
+    };
+    match i.checked_sub(1).and_then(|i| names.get(i)) {
+        Some(n) => format!("{n} {}", y.get(2..).unwrap_or(y)),
+        None => label.to_string(),
+    }
+}
+
+fn emissions_kg(m: &super::MonthLine) -> f64 {
+    (m.figures.exact.location_co2e_ug + m.figures.exact.embodied_co2e_ug) as f64 / 1e9
+}
+
+/// Twelve months: energy as bars, emissions as a line (right axis); the months before the
+/// first data say "no data" instead of drawing zeros.
 pub fn trend(data: &ReportData, lang: Lang) -> String {
     let n = data.trend.len().max(1);
+    let first = data.trend.iter().position(|m| m.has_data).unwrap_or(n);
     let max_kwh = data
         .trend
         .iter()
         .map(|m| kwh(m.figures.exact.energy_uj))
         .fold(0.0, f64::max);
-    let max_kg = data
-        .trend
-        .iter()
-        .map(|m| (m.figures.exact.location_co2e_ug + m.figures.exact.embodied_co2e_ug) as f64 / 1e9)
-        .fold(0.0, f64::max);
-    let top_kwh = if max_kwh > 0.0 { max_kwh * 1.15 } else { 1.0 };
-    let top_kg = if max_kg > 0.0 { max_kg * 1.15 } else { 1.0 };
+    let max_kg = data.trend.iter().map(emissions_kg).fold(0.0, f64::max);
+    let (fe, ue) = axis_unit(max_kwh, &ENERGY_UNITS);
+    let (fm, um) = axis_unit(max_kg, &MASS_UNITS);
+    let top_e = if max_kwh > 0.0 {
+        max_kwh * fe * 1.15
+    } else {
+        1.0
+    };
+    let top_m = if max_kg > 0.0 {
+        max_kg * fm * 1.15
+    } else {
+        1.0
+    };
+    let no_data = lang.texts().no_data_short;
     svg(260, "trend", |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(8)
+            .margin_right(12)
             .x_label_area_size(24)
-            .y_label_area_size(52)
-            .right_y_label_area_size(52)
-            .build_cartesian_2d(0f64..n as f64, 0f64..top_kwh)
+            .y_label_area_size(60)
+            .right_y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, 0f64..top_e)
             .map_err(e)?
-            .set_secondary_coord(0f64..n as f64, 0f64..top_kg);
+            .set_secondary_coord(0f64..n as f64, 0f64..top_m);
         let months = &data.trend;
         chart
             .configure_mesh()
@@ -216,27 +280,27 @@ pub fn trend(data: &ReportData, lang: Lang) -> String {
             .x_label_formatter(&|x| {
                 months
                     .get(x.floor() as usize)
-                    .map(|m| m.month.get(2..).unwrap_or_default().to_string())
+                    .map(|m| short_month(lang, &m.month))
                     .unwrap_or_default()
             })
-            .y_desc("kWh")
-            .y_label_formatter(&|y| number(lang, *y, 0))
+            .y_desc(ue)
+            .y_label_formatter(&|y| axis_label(lang, *y, top_e))
             .label_style((FONT, 11))
             .draw()
             .map_err(e)?;
         chart
             .configure_secondary_axes()
-            .y_desc("kgCO2e")
-            .y_label_formatter(&|y| number(lang, *y, 1))
+            .y_desc(um)
+            .y_label_formatter(&|y| axis_label(lang, *y, top_m))
             .label_style((FONT, 11))
             .draw()
             .map_err(e)?;
         chart
-            .draw_series(data.trend.iter().enumerate().map(|(i, m)| {
+            .draw_series(data.trend.iter().enumerate().skip(first).map(|(i, m)| {
                 Rectangle::new(
                     [
                         (i as f64 + 0.15, 0.0),
-                        (i as f64 + 0.85, kwh(m.figures.exact.energy_uj)),
+                        (i as f64 + 0.85, kwh(m.figures.exact.energy_uj) * fe),
                     ],
                     colour(0).mix(0.8).filled(),
                 )
@@ -244,22 +308,33 @@ pub fn trend(data: &ReportData, lang: Lang) -> String {
             .map_err(e)?;
         chart
             .draw_secondary_series(LineSeries::new(
-                data.trend.iter().enumerate().map(|(i, m)| {
-                    (
-                        i as f64 + 0.5,
-                        (m.figures.exact.location_co2e_ug + m.figures.exact.embodied_co2e_ug)
-                            as f64
-                            / 1e9,
-                    )
-                }),
+                data.trend
+                    .iter()
+                    .enumerate()
+                    .skip(first)
+                    .map(|(i, m)| (i as f64 + 0.5, emissions_kg(m) * fm)),
                 colour(5).stroke_width(3),
             ))
             .map_err(e)?;
+        if first > 0 {
+            let style = TextStyle::from((FONT, 12).into_font())
+                .color(&RGBColor(110, 110, 110))
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("({no_data})"),
+                    (first as f64 / 2.0, top_e / 2.0),
+                    style,
+                )))
+                .map_err(e)?;
+        }
         Ok(())
     })
 }
 
-/// Each objective's use (solid) and projection (light) against its budget (the line).
+/// Each objective's use (solid) and projection (light) against its budget (the line):
+/// each label is centred on its bar's row, and the ratio is written at the bar's end,
+/// inside the drawing.
 pub fn objectives(data: &ReportData, lang: Lang) -> String {
     let all: Vec<_> = data
         .projects
@@ -268,19 +343,23 @@ pub fn objectives(data: &ReportData, lang: Lang) -> String {
         .chain(data.organisation_objectives.iter())
         .collect();
     let n = all.len().max(1);
-    let height = 36 + 26 * n as u32;
+    let height = 40 + 28 * n as u32;
     let max = all
         .iter()
         .flat_map(|o| [o.used_ratio, o.projected_ratio])
         .flatten()
         .fold(1.0, f64::max);
-    let right = max * 1.05;
+    // Room on the right for the longest value label ("160 %").
+    let right = max * 1.3;
     let t = lang.texts();
+    let label_style =
+        TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
     svg(height, "objectives", |root| {
         let mut chart = ChartBuilder::on(root)
             .margin(8)
+            .margin_right(24)
             .x_label_area_size(20)
-            .y_label_area_size(170)
+            .y_label_area_size(180)
             .build_cartesian_2d(0f64..right, 0f64..n as f64)
             .map_err(e)?;
         chart
@@ -289,7 +368,7 @@ pub fn objectives(data: &ReportData, lang: Lang) -> String {
             .light_line_style(TRANSPARENT)
             .bold_line_style(GRID)
             .y_labels(0)
-            .x_label_formatter(&|x| percent(lang, *x))
+            .x_label_formatter(&|x| percent_short(lang, *x))
             .label_style((FONT, 11))
             .draw()
             .map_err(e)?;
@@ -313,23 +392,38 @@ pub fn objectives(data: &ReportData, lang: Lang) -> String {
                     )))
                     .map_err(e)?;
             }
+            let end = o
+                .used_ratio
+                .unwrap_or(0.0)
+                .max(o.projected_ratio.unwrap_or(0.0));
+            let value = match o.used_ratio {
+                Some(u) => percent_short(lang, u),
+                None => t.verdict(o.verdict).to_string(),
+            };
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    value,
+                    (end + right * 0.01, y + 0.5),
+                    label_style.clone(),
+                )))
+                .map_err(e)?;
             let who = if o.project == "*" {
                 t.whole_organisation.to_string()
             } else {
-                o.project.clone()
+                t.key_name(&o.project)
             };
             let kind = match o.kind {
                 BudgetKind::Energy => t.kind_energy,
                 BudgetKind::Co2e => t.kind_co2e,
             };
-            let (x, yy) = chart.backend_coord(&(0.0, y + 0.75));
+            // The row's centre, in the root's pixels: the label sits on it.
+            let (_, centre) = chart.backend_coord(&(0.0, y + 0.5));
             root.draw(&Text::new(
                 format!("{who} ({kind})"),
-                (8, yy - 12),
-                (FONT, 12),
+                (8, centre),
+                label_style.clone(),
             ))
             .map_err(e)?;
-            let _ = x;
         }
         chart
             .draw_series(std::iter::once(PathElement::new(
@@ -339,6 +433,14 @@ pub fn objectives(data: &ReportData, lang: Lang) -> String {
             .map_err(e)?;
         Ok(())
     })
+}
+
+/// A ratio as a whole percentage: `160 %` / `160%`.
+fn percent_short(lang: Lang, ratio: f64) -> String {
+    match lang {
+        Lang::Fr => format!("{}\u{202F}%", number(lang, ratio * 100.0, 0)),
+        Lang::En => format!("{}%", number(lang, ratio * 100.0, 0)),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,21 @@
 //! The report's rows as CSV: one line per stored hour, host, project, component and
 //! source, with the coefficients that made its emissions. Adding a column gives the
 //! report's total exactly (integers: µJ and µg).
+//!
+//! Two dialects: the international one (`,` between fields, `.` in decimals: what
+//! programs and English spreadsheets read) and the French one (`;` between fields, `,` in
+//! decimals: what a French spreadsheet opens without an import dialog). The columns and
+//! their names are the same in both.
 
-use super::{ReportData, ReportError};
+use super::{Lang, ReportData, ReportError};
+
+/// A decimal number in the dialect of `lang`.
+fn decimal(lang: Lang, text: String) -> String {
+    match lang {
+        Lang::Fr => text.replace('.', ","),
+        Lang::En => text,
+    }
+}
 
 /// The header, in the order of the columns.
 pub const COLUMNS: &[&str] = &[
@@ -41,8 +54,16 @@ pub fn text_cell(s: &str) -> String {
     }
 }
 
-pub fn render(data: &ReportData) -> Result<String, ReportError> {
-    let mut w = csv::Writer::from_writer(Vec::new());
+/// The rows of `data` as CSV in the dialect of `lang` (French: `;` and decimal commas).
+pub fn render(data: &ReportData, lang: Lang) -> Result<String, ReportError> {
+    let delimiter = match lang {
+        Lang::Fr => b';',
+        Lang::En => b',',
+    };
+    let mut w = csv::WriterBuilder::new()
+        .delimiter(delimiter)
+        .from_writer(Vec::new());
+    let d = |v: String| decimal(lang, v);
     let err = |e: csv::Error| ReportError::Render(format!("cannot write the CSV: {e}"));
     w.write_record(COLUMNS).map_err(err)?;
     let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
@@ -59,21 +80,21 @@ pub fn render(data: &ReportData) -> Result<String, ReportError> {
             text_cell(&r.source),
             r.measured.to_string(),
             r.energy_uj.to_string(),
-            r.pue.to_string(),
+            d(r.pue.to_string()),
             r.facility_energy_uj.to_string(),
-            r.intensity_g_per_kwh.to_string(),
+            d(r.intensity_g_per_kwh.to_string()),
             text_cell(&r.intensity_from),
             r.location_co2e_ug.to_string(),
             r.market_g_per_kwh
-                .map(|v| v.to_string())
+                .map(|v| d(v.to_string()))
                 .unwrap_or_default(),
             r.market_co2e_ug.to_string(),
             r.embodied_co2e_ug.to_string(),
             r.pue_coef.to_string(),
             opt(r.market_coef),
             opt(r.embodied_coef),
-            format!("{energy_pct:.1}"),
-            format!("{location_pct:.1}"),
+            d(format!("{energy_pct:.1}")),
+            d(format!("{location_pct:.1}")),
         ])
         .map_err(err)?;
     }

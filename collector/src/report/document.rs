@@ -16,8 +16,14 @@ pub enum Block {
     Heading(String),
     Subheading(String),
     Para(String),
-    /// A sentence that must not be missed (no data, month not over).
+    /// A sentence that must not be missed (no data, month not over, estimated figures).
     Notice(String),
+    /// The headline sentence, in large type.
+    Lead(String),
+    /// A note in small type (sources, definitions).
+    Small(String),
+    /// What follows starts a new page (HTML/PDF; a rule in Markdown).
+    PageBreak,
     List(Vec<String>),
     /// `(label, value)` lines.
     Facts(Vec<(String, String)>),
@@ -45,6 +51,7 @@ pub type Section = fn(&Ctx, &mut Vec<Block>);
 /// is one line here and a function in its own file.
 pub const SECTIONS: &[Section] = &[
     summary::first_page,
+    summary::for_readers,
     sections::perimeter,
     sections::totals,
     sections::projects,
@@ -133,6 +140,13 @@ pub fn markdown(data: &ReportData, lang: Lang) -> String {
             Block::Notice(s) => {
                 let _ = writeln!(out, "> **{}**\n", md_text(&s));
             }
+            Block::Lead(s) => {
+                let _ = writeln!(out, "**{}**\n", md_text(&s));
+            }
+            Block::Small(s) => {
+                let _ = writeln!(out, "_{}_\n", md_text(&s));
+            }
+            Block::PageBreak => out.push_str("---\n\n"),
             Block::List(items) => {
                 for i in items {
                     let _ = writeln!(out, "- {}", md_text(&i));
@@ -208,6 +222,9 @@ h1 { font-size: 17pt; margin: 0 0 8pt; color: #0b4f3c; }
 h2 { font-size: 13pt; margin: 16pt 0 6pt; color: #0b4f3c; border-bottom: 1px solid #9cc5b4; break-after: avoid; }
 h3 { font-size: 10.5pt; margin: 10pt 0 3pt; break-after: avoid; }
 p, ul { margin: 0 0 6pt; }
+.lead { font-size: 14pt; line-height: 1.35; margin: 10pt 0 10pt; color: #0b4f3c; }
+.small { font-size: 8pt; color: #4b5563; }
+.page-break { break-after: page; }
 .notice { border-left: 4px solid #c2410c; background: #fff4ec; padding: 5pt 8pt; font-weight: bold; }
 dl.facts { display: grid; grid-template-columns: 62mm 1fr; gap: 2pt 8pt; margin: 0 0 6pt; }
 dl.facts dt { font-weight: bold; }
@@ -225,18 +242,68 @@ figcaption { font-size: 8.5pt; color: #4b5563; margin-top: 2pt; }
 @media print { body { max-width: none; } a { color: inherit; } }
 "#;
 
+/// Text for a CSS string (`content: "…"`): no quote, backslash or `<` can end it or the
+/// style element.
+fn css_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\22 "),
+            '\\' => out.push_str("\\5C "),
+            '<' => out.push_str("\\3C "),
+            '>' => out.push_str("\\3E "),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The printed pages' running header (title, organisation, month; not on the first
+/// page, which has them in large type) and footer (generation date, page N of M), as CSS
+/// page-margin boxes that Chromium prints.
+fn running_header_footer(data: &ReportData, lang: Lang) -> String {
+    let t = lang.texts();
+    let header = format!(
+        "{} — {} — {}",
+        t.title,
+        data.organisation,
+        month_name(lang, &data.month)
+    );
+    let generated = format!(
+        "Empreinte — {} {}",
+        t.generated.to_lowercase(),
+        data.generated_at.get(..10).unwrap_or_default()
+    );
+    let (page, of) = match lang {
+        Lang::Fr => ("Page ", " sur "),
+        Lang::En => ("Page ", " of "),
+    };
+    let small = "font-family: \"DejaVu Sans\", \"Liberation Sans\", Arial, sans-serif; font-size: 7.5pt; color: #4b5563;";
+    format!(
+        "<style>\n@page {{\n  @top-left {{ content: {}; {small} }}\n  @bottom-left {{ content: {}; {small} }}\n  @bottom-right {{ content: {} counter(page) {} counter(pages); {small} }}\n}}\n@page :first {{ @top-left {{ content: none; }} }}\n</style>\n</head>\n<body>\n",
+        css_string(&header),
+        css_string(&generated),
+        css_string(page),
+        css_string(of),
+    )
+}
+
 /// The report as one self-contained HTML page.
 pub fn html(data: &ReportData, lang: Lang) -> String {
     let t = lang.texts();
     let mut out = String::new();
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{} — {} — {}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{} — {} — {}</title>\n<style>{CSS}</style>\n",
         lang.code(),
         escape(t.title),
         escape(&data.organisation),
         escape(&month_name(lang, &data.month))
     );
+    out.push_str(&running_header_footer(data, lang));
     for block in blocks(data, lang, true) {
         match block {
             Block::Title(s) => {
@@ -254,6 +321,13 @@ pub fn html(data: &ReportData, lang: Lang) -> String {
             Block::Notice(s) => {
                 let _ = writeln!(out, "<p class=\"notice\">{}</p>", escape(&s));
             }
+            Block::Lead(s) => {
+                let _ = writeln!(out, "<p class=\"lead\">{}</p>", escape(&s));
+            }
+            Block::Small(s) => {
+                let _ = writeln!(out, "<p class=\"small\">{}</p>", escape(&s));
+            }
+            Block::PageBreak => out.push_str("<div class=\"page-break\"></div>\n"),
             Block::List(items) => {
                 out.push_str("<ul>\n");
                 for i in items {

@@ -79,7 +79,7 @@ pub async fn report(
             data.month,
             lang.code()
         );
-        let stream = csv_stream(state.store.clone(), data, state.tz.clone());
+        let stream = csv_stream(state.store.clone(), data, state.tz.clone(), lang);
         return Ok((
             [
                 (header::CONTENT_TYPE, format.content_type().to_string()),

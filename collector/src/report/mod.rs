@@ -23,6 +23,7 @@ pub mod http;
 pub mod i18n;
 pub mod inference;
 pub mod pdf;
+pub mod readable;
 pub mod sections;
 pub mod summary;
 
@@ -103,6 +104,16 @@ pub struct ReportData {
     pub days: Vec<DayLine>,
     /// The last twelve months, this one last.
     pub trend: Vec<MonthLine>,
+    /// The previous month's totals, for the first page's comparison.
+    pub previous_month: Option<MonthLine>,
+    /// The same month a year before.
+    pub year_ago: Option<MonthLine>,
+    /// Hosts some of whose energy is estimated (no readable counter), for the banner.
+    pub estimated_hosts: Vec<String>,
+    /// The month's cost in euros, where tariffs are configured (the register's costs
+    /// fill it); the first page shows it when present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_eur: Option<f64>,
     pub inference: Inference,
     pub coefficients: Vec<CoefficientLine>,
     pub intensity_series: Vec<SeriesLine>,
@@ -155,6 +166,12 @@ pub struct ProjectLine {
     pub objectives: Vec<ObjectiveStatus>,
     /// The project's propagated standard uncertainties.
     pub uncertainty: crate::uncertainty::FigureUncertainty,
+    /// The project's cost in euros, where known (tariffs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_eur: Option<f64>,
+    /// Requests served, where the inference servers' counters are collected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -301,8 +318,9 @@ pub fn csv_stream(
     store: std::sync::Arc<dyn Store>,
     data: ReportData,
     tz: TimeZone,
+    lang: Lang,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, ReportError>> + Send {
-    csv_stream_paged(store, data, tz, CSV_PAGE)
+    csv_stream_paged(store, data, tz, lang, CSV_PAGE)
 }
 
 /// [`csv_stream`] with pages of `page` rows.
@@ -310,6 +328,7 @@ pub fn csv_stream_paged(
     store: std::sync::Arc<dyn Store>,
     data: ReportData,
     tz: TimeZone,
+    lang: Lang,
     page: u32,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, ReportError>> + Send {
     let page = page.max(1);
@@ -352,7 +371,7 @@ pub fn csv_stream_paged(
             .iter()
             .map(|r| ReportRow::from_stored(r, &st.tz))
             .collect();
-        let text = csv::render(&st.data);
+        let text = csv::render(&st.data, lang);
         st.data.rows = Vec::new();
         let piece = text.map(|t| {
             if st.first {
@@ -374,10 +393,11 @@ pub async fn write_csv(
     store: std::sync::Arc<dyn Store>,
     data: ReportData,
     tz: TimeZone,
+    lang: Lang,
     out: &mut impl std::io::Write,
 ) -> Result<(), ReportError> {
     use futures_util::StreamExt;
-    let stream = csv_stream(store, data, tz);
+    let stream = csv_stream(store, data, tz, lang);
     futures_util::pin_mut!(stream);
     while let Some(piece) = stream.next().await {
         out.write_all(&piece?)
@@ -444,7 +464,7 @@ impl Format {
 pub fn render_text(data: &ReportData, format: Format, lang: Lang) -> Result<String, ReportError> {
     match format {
         Format::Json => to_json(data),
-        Format::Csv => csv::render(data),
+        Format::Csv => csv::render(data, lang),
         Format::Md => Ok(document::markdown(data, lang)),
         Format::Html | Format::Pdf => Ok(document::html(data, lang)),
     }

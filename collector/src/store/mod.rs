@@ -1,14 +1,19 @@
 //! The store: one interface ([`Store`]) over the database that keeps the footprint.
-//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; a PostgreSQL backend
-//! implements the same trait with the same SQL shape (sqlx speaks both).
+//! SQLite ([`sqlite::SqliteStore`]) is the embedded default; PostgreSQL
+//! ([`pg::PgStore`], `database_url`) implements the same trait with the same tables and
+//! behaviour, for several collectors sharing one database. [`OpenStore`] opens either.
 //!
 //! Architecture invariant: a push is stored in one transaction, and a batch's name
 //! `(agent_id, run_id, seq)` is stored in that transaction with its energy, so a batch is
 //! counted once whatever the number of times it is received, and an acknowledgement is
 //! only sent after the commit.
 
+mod open;
+pub mod pg;
 pub mod runs;
 pub mod sqlite;
+
+pub use open::OpenStore;
 
 use async_trait::async_trait;
 use empreinte_shared::wire::{AgentInfo, Batch, PushAck, SpoolStatus, WireProblem};
@@ -70,6 +75,13 @@ pub struct StoreConfig {
     /// The most batches waiting for the store's writer; beyond it a push gets 503 with
     /// `Retry-After` (memory bound: about 6 KB per queued batch of 40 records).
     pub max_queued_batches: usize,
+    /// How often acknowledged pushes (in the ingest log) are folded into the footprint
+    /// tables while pushes arrive; reads always see every acknowledged push.
+    #[serde(with = "humantime_serde")]
+    pub fold_interval: std::time::Duration,
+    /// Hourly rows waiting for the fold at most (memory bound, about 250 bytes each);
+    /// beyond it a push gets 503 with `Retry-After` until the fold catches up.
+    pub max_unfolded_rows: usize,
 }
 
 impl Default for StoreConfig {
@@ -77,6 +89,8 @@ impl Default for StoreConfig {
         StoreConfig {
             hourly_retention: std::time::Duration::ZERO,
             max_queued_batches: StoreOptions::default().max_queued_batches,
+            fold_interval: StoreOptions::default().fold_interval,
+            max_unfolded_rows: StoreOptions::default().max_unfolded_rows,
         }
     }
 }
@@ -89,6 +103,20 @@ impl StoreConfig {
             out.push((
                 "store.max_queued_batches".to_string(),
                 format!("{} is outside 1..=1000000", self.max_queued_batches),
+            ));
+        }
+        if !(1_000..=10_000_000).contains(&self.max_unfolded_rows) {
+            out.push((
+                "store.max_unfolded_rows".to_string(),
+                format!("{} is outside 1000..=10000000", self.max_unfolded_rows),
+            ));
+        }
+        if self.fold_interval < std::time::Duration::from_millis(10)
+            || self.fold_interval > std::time::Duration::from_secs(60)
+        {
+            out.push((
+                "store.fold_interval".to_string(),
+                "fold at least every 60s and at most every 10ms".to_string(),
             ));
         }
         if !self.hourly_retention.is_zero()
@@ -110,6 +138,8 @@ impl StoreConfig {
             max_queued_batches: self.max_queued_batches,
             max_host_power_watts,
             hourly_retention: (!self.hourly_retention.is_zero()).then_some(self.hourly_retention),
+            fold_interval: self.fold_interval,
+            max_unfolded_rows: self.max_unfolded_rows,
             ..StoreOptions::default()
         }
     }
@@ -138,6 +168,16 @@ pub struct StoreOptions {
     pub integrity_check: bool,
     /// The longest the integrity check at start may take.
     pub integrity_check_budget: std::time::Duration,
+    /// Acknowledge pushes once they are in the ingest log (one small row each, group
+    /// commit) and fold them into the footprint tables in the background (the
+    /// collector); `false`: each group of pushes is written to the tables before it is
+    /// acknowledged (commands, which must not fold a running collector's log).
+    pub ingest_log: bool,
+    /// With the ingest log: fold at least this often while pushes arrive.
+    pub fold_interval: std::time::Duration,
+    /// With the ingest log: hourly rows waiting for the fold at most (about 250 bytes
+    /// each); beyond, pushes get [`StoreError::Busy`] until the fold catches up.
+    pub max_unfolded_rows: usize,
 }
 
 impl Default for StoreOptions {
@@ -149,6 +189,9 @@ impl Default for StoreOptions {
             max_host_power_watts: empreinte_shared::wire::Limits::default().max_host_power_watts,
             integrity_check: true,
             integrity_check_budget: std::time::Duration::from_secs(30),
+            ingest_log: true,
+            fold_interval: std::time::Duration::from_secs(1),
+            max_unfolded_rows: 200_000,
         }
     }
 }

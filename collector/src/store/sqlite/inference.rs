@@ -27,6 +27,35 @@ pub struct InferenceGroup {
 }
 
 impl InferenceGroup {
+    /// Adds a later group's sums.
+    pub fn merge(&mut self, later: InferenceGroup) {
+        for (k, c) in later.counts {
+            match self.counts.entry(k) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(c);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let e = o.get_mut();
+                    e.server_kinds |= c.server_kinds;
+                    e.counts.add(&c.counts);
+                    e.span_ms = e.span_ms.saturating_add(c.span_ms);
+                    e.gap_ms = e.gap_ms.saturating_add(c.gap_ms);
+                    e.resets = e.resets.saturating_add(c.resets);
+                    e.allocated |= c.allocated;
+                }
+            }
+        }
+        for (k, uj) in later.energy {
+            let e = self.energy.entry(k).or_default();
+            *e = e.saturating_add(uj);
+        }
+        for (k, (c, uj)) in later.totals {
+            let e = self.totals.entry(k).or_default();
+            e.0.add(&c);
+            e.1 = e.1.saturating_add(uj);
+        }
+    }
+
     /// Adds the parts of an accepted batch of `host`.
     pub fn add(&mut self, host: &str, parts: &InferenceParts) {
         for c in &parts.counts {

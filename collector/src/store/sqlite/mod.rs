@@ -25,6 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 
 pub use startup::MARKER_FILE;
+pub use writer::log::LOG_FILE;
 
 use rows::{
     AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, Level, LineRow, TokenRow, quantity, stored,
@@ -64,6 +65,7 @@ impl SqliteStore {
             data_dir,
             &StoreOptions {
                 integrity_check: false,
+                ingest_log: false,
                 ..StoreOptions::default()
             },
         )
@@ -137,10 +139,29 @@ impl SqliteStore {
         }
         let (jobs, rx) = mpsc::channel(options.max_queued_batches.max(1));
         let pace = Arc::new(AtomicU64::new(0));
-        let w = writer::Writer::new(conn, tz.clone(), options.max_host_power_watts, pace.clone())
-            .with_retention(options.hourly_retention);
+        let read = startup::writer_connection(&path)?;
+        let log = if options.ingest_log {
+            Some(writer::log::IngestLog::open(data_dir).map_err(|e| {
+                startup::damaged_or(&data_dir.join(writer::log::LOG_FILE), e.into())
+            })?)
+        } else {
+            None
+        };
+        let writer_options = writer::WriterOptions {
+            max_host_power_watts: options.max_host_power_watts,
+            hourly_retention: options.hourly_retention,
+            fold_interval: options.fold_interval,
+            max_unfolded_rows: options.max_unfolded_rows,
+        };
+        let (cal, writer_pace) = (writer::Calendar::new(tz.clone()), pace.clone());
+        // Replays the ingest log first, if the collector stopped before folding it.
+        let w = tokio::task::spawn_blocking(move || {
+            writer::Writer::start(conn, read, log, cal, &writer_options, writer_pace)
+        })
+        .await
+        .map_err(|e| StoreError::Write(format!("the writer did not start: {e}")))??;
         std::thread::Builder::new()
-            .name("empreinte-store-writer".into())
+            .name("store-writer".into())
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Write(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
@@ -210,6 +231,11 @@ impl SqliteStore {
         } else {
             Level::Hourly
         }
+    }
+
+    /// Waits until every push acknowledged before is in the footprint tables.
+    async fn settle(&self) -> Result<(), StoreError> {
+        self.send(Job::Settle).await
     }
 
     async fn send<T>(
@@ -310,6 +336,7 @@ impl Store for SqliteStore {
     }
 
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
+        self.settle().await?;
         let mut col = q.group.column();
         let level = match q.group {
             Grouping::Hour => Level::Hourly,
@@ -344,6 +371,7 @@ impl Store for SqliteStore {
     }
 
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
+        self.settle().await?;
         // Projects and hosts from the monthly rollups; first and last hours from the
         // hourly rows through their (project, hour_s) index.
         let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
@@ -368,6 +396,7 @@ impl Store for SqliteStore {
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        self.settle().await?;
         let rows: Vec<AgentRow> = sqlx::query_as("SELECT * FROM agents ORDER BY agent_id")
             .fetch_all(&self.pool)
             .await?;
@@ -375,6 +404,7 @@ impl Store for SqliteStore {
     }
 
     async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError> {
+        self.settle().await?;
         let rows: Vec<HourlyDbRow> = sqlx::query_as(
             "SELECT * FROM footprint_hourly WHERE hour_s >= ? AND hour_s < ?
              ORDER BY hour_s, host, project, component, source",
@@ -393,6 +423,7 @@ impl Store for SqliteStore {
         after: Option<&RowKey>,
         limit: u32,
     ) -> Result<Vec<HourlyRow>, StoreError> {
+        self.settle().await?;
         // Keyset pagination on the primary key's order.
         let rows: Vec<HourlyDbRow> = match after {
             None => {
@@ -433,6 +464,7 @@ impl Store for SqliteStore {
         from_s: i64,
         to_s: i64,
     ) -> Result<Vec<StoredCoefficient>, StoreError> {
+        self.settle().await?;
         let sql = if self.level(from_s, to_s) == Level::Hourly {
             "SELECT * FROM coefficients WHERE id IN (
                 SELECT pue_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
@@ -455,6 +487,7 @@ impl Store for SqliteStore {
     }
 
     async fn lines(&self, from_s: i64, to_s: i64) -> Result<Vec<AggregateLine>, StoreError> {
+        self.settle().await?;
         let (table, period, sums) = self.level(from_s, to_s).sql();
         let sql = format!(
             "SELECT host, project, component, source, site, zone, {sums} FROM {table}
@@ -488,6 +521,7 @@ impl Store for SqliteStore {
         to_s: i64,
         timezone: &str,
     ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        self.settle().await?;
         let daily = timezone == self.tz_name && self.level(from_s, to_s) != Level::Hourly;
         let (table, period) = if daily {
             ("footprint_daily", "day_s")
@@ -508,6 +542,7 @@ impl Store for SqliteStore {
     }
 
     async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
+        self.settle().await?;
         let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
             "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
              FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
@@ -544,6 +579,7 @@ impl Store for SqliteStore {
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
+        self.settle().await?;
         // Summed here, in u128: many runs' counters may add up past SQLite's integers.
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT counted_uj, stored_uj FROM runs WHERE agent_id = ?")

@@ -2,13 +2,16 @@
 //! written once), the rollups' differences, the host hours, the runs with their holes
 //! and counters, and the agents' rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
 use super::calendar::{Calendar, facility_uj};
+use super::coefs::{CoefIds, plan_coefs};
 use super::rollups::{RollupDelta, Rollups};
-use super::state::{CachedRow, Group, HourAdd, HourKey, RowCache, overflow, to_i64, to_u64};
+use super::state::{
+    CachedRow, Group, HourAdd, HourKey, PlanCoefs, RowCache, overflow, to_i64, to_u64,
+};
 use crate::footprint::operational_ug;
 
 /// Writes a group: hourly rows and the rollups' deltas, host hours, runs, agents.
@@ -20,8 +23,9 @@ pub(super) fn apply(
     g: &Group,
     cache: &RowCache,
     written: &mut Vec<((String, HourKey), CachedRow)>,
+    coef_ids: &mut CoefIds,
 ) -> rusqlite::Result<()> {
-    write_hours(tx, cal, rollups, g, cache, written)?;
+    write_hours(tx, cal, rollups, g, (cache, coef_ids), written)?;
     write_host_hours(tx, g)?;
     write_runs(tx, g)?;
     write_agents(tx, g)
@@ -32,7 +36,7 @@ fn write_hours(
     cal: &mut Calendar,
     rollups: &mut Rollups,
     g: &Group,
-    cache: &RowCache,
+    (cache, coef_ids): (&RowCache, &mut CoefIds),
     written: &mut Vec<((String, HourKey), CachedRow)>,
 ) -> rusqlite::Result<()> {
     let mut select = tx.prepare_cached(
@@ -53,16 +57,37 @@ fn write_hours(
             embodied_co2e_ug, embodied_coef)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
+    // Pushes of a host with the same plan share it: its coefficients are resolved once.
+    let mut plans: HashMap<*const crate::footprint::HostPlan, PlanCoefs> = HashMap::new();
+    for plan in &g.plans {
+        let c = plan_coefs(tx, coef_ids, plan)?;
+        plans.insert(std::sync::Arc::as_ptr(plan), c);
+    }
     for (row_key, add) in &g.hours {
         let (host, (hour_s, project, component, source)) = row_key;
+        let coefs = match plans.get(&std::sync::Arc::as_ptr(&add.plan)) {
+            Some(c) => *c,
+            None => {
+                let c = plan_coefs(tx, coef_ids, &add.plan)?;
+                plans.insert(std::sync::Arc::as_ptr(&add.plan), c);
+                c
+            }
+        };
         let old = match cache.get(row_key) {
             Some(r) => Some(r.clone()),
             None => read_row(&mut select, row_key)?,
         };
         let (day, _) = cal.of(*hour_s);
         let (row, delta) = match old {
-            Some(old) => add_to_row(&mut update, &mut rollups.coef_use, day, row_key, add, old)?,
-            None => insert_row(&mut insert, rollups, day, row_key, add)?,
+            Some(old) => add_to_row(
+                &mut update,
+                &mut rollups.coef_use,
+                day,
+                row_key,
+                (add, coefs),
+                old,
+            )?,
+            None => insert_row(&mut insert, rollups, day, row_key, (add, coefs))?,
         };
         rollups.add(
             cal,
@@ -113,7 +138,7 @@ fn add_to_row(
     coef_use: &mut BTreeMap<(i64, i64), i64>,
     day: i64,
     (host, (hour_s, project, component, source)): &(String, HourKey),
-    add: &HourAdd,
+    (add, coefs): (&HourAdd, PlanCoefs),
     old: CachedRow,
 ) -> rusqlite::Result<(CachedRow, RollupDelta)> {
     let (pue, g, mg) = (old.pue, old.g, old.market_g);
@@ -130,9 +155,9 @@ fn add_to_row(
             .checked_add(add.embodied)
             .ok_or_else(|| overflow("an hourly row's embodied emissions"))?,
     )?;
-    let coef = old.emb_coef.or(add.coefs.embodied);
+    let coef = old.emb_coef.or(coefs.embodied);
     if old.emb_coef.is_none() {
-        if let Some(c) = add.coefs.embodied {
+        if let Some(c) = coefs.embodied {
             *coef_use.entry((day, c)).or_default() += 1;
         }
     }
@@ -175,7 +200,7 @@ fn insert_row(
     rollups: &mut Rollups,
     day: i64,
     (host, (hour_s, project, component, source)): &(String, HourKey),
-    add: &HourAdd,
+    (add, coefs): (&HourAdd, PlanCoefs),
 ) -> rusqlite::Result<(CachedRow, RollupDelta)> {
     let plan = &add.plan;
     let pue = plan.pue.value;
@@ -186,7 +211,7 @@ fn insert_row(
         .map(|m| to_i64(operational_ug(add.energy, pue, m)))
         .transpose()?;
     let grid_coef = if add.import_id.is_none() {
-        Some(add.coefs.grid)
+        Some(coefs.grid)
     } else {
         None
     };
@@ -201,25 +226,20 @@ fn insert_row(
         to_i64(add.energy)?,
         facility,
         pue,
-        add.coefs.pue,
+        coefs.pue,
         add.g_per_kwh,
         grid_coef,
         add.import_id,
         location,
         market_g,
-        add.coefs.market,
+        coefs.market,
         market,
         to_i64(add.embodied)?,
-        add.coefs.embodied,
+        coefs.embodied,
     ])?;
-    for c in [
-        Some(add.coefs.pue),
-        grid_coef,
-        add.coefs.market,
-        add.coefs.embodied,
-    ]
-    .into_iter()
-    .flatten()
+    for c in [Some(coefs.pue), grid_coef, coefs.market, coefs.embodied]
+        .into_iter()
+        .flatten()
     {
         *rollups.coef_use.entry((day, c)).or_default() += 1;
     }
@@ -242,7 +262,7 @@ fn insert_row(
         market_g,
         site: plan.site.clone(),
         zone: plan.zone.clone(),
-        emb_coef: add.coefs.embodied,
+        emb_coef: coefs.embodied,
     };
     Ok((row, delta))
 }
@@ -284,9 +304,7 @@ fn write_runs(tx: &Transaction<'_>, g: &Group) -> rusqlite::Result<()> {
             i64::try_from(r.counted_uj()).map_err(|_| overflow("a run's counters"))?
         ])?;
         if r.holes_changed {
-            if !r.is_new {
-                del.execute(params![agent, run])?;
-            }
+            del.execute(params![agent, run])?;
             for (a, b) in &r.seqs.holes {
                 hole.execute(params![agent, run, to_i64(*a)?, to_i64(*b)?])?;
             }

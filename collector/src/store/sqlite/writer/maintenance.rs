@@ -4,12 +4,12 @@
 use rusqlite::{TransactionBehavior, params};
 
 use super::super::super::{ImportOutcome, IntensityImport, StoreError};
-use super::Writer;
+use super::fold::Folder;
 use super::rollups::{RollupDelta, Rollups};
 use super::state::{to_i64, to_u64};
 use crate::footprint::operational_ug;
 
-impl Writer {
+impl Folder {
     /// Deletes the hourly rows of whole local days before `before_s`, at most
     /// `max_days` days; the rollups keep their sums. Gives the rows deleted.
     pub fn compact(&mut self, before_s: i64, max_days: usize) -> Result<u64, StoreError> {

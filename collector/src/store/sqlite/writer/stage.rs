@@ -6,77 +6,31 @@ use std::collections::{BTreeMap, HashMap, hash_map::Entry};
 
 use empreinte_shared::wire::WireProblem;
 use empreinte_shared::{Component, SourceKind};
-use rusqlite::{OptionalExtension, Transaction, params};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::super::super::runs::{MAX_HOLES, RunSeqs};
 use super::super::super::{AddedPart, IngestOutcome, StoreError};
-use super::state::{AgentRow, Group, HourAdd, PlanCoefs, RunState, load_run, to_u64};
+use super::state::{AgentRow, Group, HourAdd, RunState, load_run, to_u64};
 use super::{PreparedBatch, PreparedPush};
-use crate::footprint::{Coefficient, HostPlan, operational_ug};
+use crate::footprint::{HostPlan, operational_ug};
 
+/// What staging reads besides the database: the state as last logged (or committed).
 pub(super) struct Ctx<'a> {
-    pub(super) coef_ids: &'a mut HashMap<String, i64>,
     pub(super) runs: &'a HashMap<(String, String), RunState>,
     pub(super) host_hours: &'a HashMap<(String, i64), u64>,
     pub(super) max_hour_uj: u64,
     pub(super) intensity: HashMap<(String, i64), (f64, Option<i64>)>,
-}
-
-fn coefficient_id(
-    tx: &Transaction<'_>,
-    cache: &mut HashMap<String, i64>,
-    c: &Coefficient,
-) -> rusqlite::Result<i64> {
-    let key = format!(
-        "{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{}\u{1f}{:?}\u{1f}{}\u{1f}{}",
-        c.kind.as_str(),
-        c.subject,
-        c.value.to_bits(),
-        c.unit,
-        c.source,
-        c.year,
-        c.is_default,
-        c.detail
-    );
-    if let Some(id) = cache.get(&key) {
-        return Ok(*id);
-    }
-    let args = params![
-        c.kind.as_str(),
-        c.subject,
-        c.value,
-        c.unit,
-        c.source,
-        c.year,
-        c.is_default,
-        c.detail
-    ];
-    // Looked up first: the UNIQUE constraint does not match a NULL year, so an insert
-    // that relied on it would store a coefficient again.
-    let found: Option<i64> = tx
-        .prepare_cached(
-            "SELECT id FROM coefficients WHERE kind = ? AND subject = ? AND value = ? AND unit = ?
-             AND source = ? AND year IS ? AND is_default = ? AND detail = ? ORDER BY id LIMIT 1",
-        )?
-        .query_row(args, |r| r.get(0))
-        .optional()?;
-    let id = match found {
-        Some(id) => id,
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO coefficients (kind, subject, value, unit, source, year, is_default, detail)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            )?
-            .execute(args)?;
-            tx.last_insert_rowid()
-        }
-    };
-    cache.insert(key, id);
-    Ok(id)
+    /// The plan each host was last staged with: a push with the same plan shares it.
+    pub(super) plans: &'a mut HashMap<String, Arc<HostPlan>>,
+    /// Replaying the log at start: these pushes were acknowledged, so they are stored
+    /// whatever the checks say now (a limit lowered since is not applied to them).
+    pub(super) replay: bool,
 }
 
 fn intensity_of(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut Ctx<'_>,
     plan: &HostPlan,
     hour_s: i64,
@@ -124,7 +78,7 @@ fn past_max(v: u64) -> String {
 /// Checks one push against the store and adds it to the group; nothing of a refused
 /// push reaches the group.
 pub(super) fn stage(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut Ctx<'_>,
     g: &mut Group,
     p: &PreparedPush,
@@ -145,7 +99,10 @@ pub(super) fn stage(
     }
     hour_problems(g, ctx.max_hour_uj, &mut c);
     if !c.problems.is_empty() {
-        return Ok(Err(StoreError::Rejected(c.problems)));
+        if !ctx.replay {
+            return Ok(Err(StoreError::Rejected(c.problems)));
+        }
+        tracing::warn!(agent = c.host, problems = ?c.problems, "a logged push fails today's checks; it was acknowledged, so it is stored");
     }
     accept(tx, ctx, g, p, c).map(Ok)
 }
@@ -192,7 +149,7 @@ fn batch_value_problems(i: usize, b: &PreparedBatch, c: &mut Check<'_>) {
 
 /// A run as this group last left it, as last committed, as stored, or new.
 fn run_state(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &Ctx<'_>,
     g: &Group,
     key: &(String, String),
@@ -208,14 +165,13 @@ fn run_state(
         last_ms: now_ms,
         counters: BTreeMap::new(),
         holes_changed: false,
-        is_new: true,
     }))
 }
 
 /// One batch: a duplicate is counted and skipped; a new one moves its run (sequence
 /// numbers, stored energy, latest counters) and its host's hours.
 fn admit<'p>(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &Ctx<'_>,
     g: &mut Group,
     now_ms: u64,
@@ -291,7 +247,7 @@ fn admit<'p>(
 
 /// Adds a new batch's energy to its host's hours, noting hours past the host's bound.
 fn host_hours(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &Ctx<'_>,
     g: &mut Group,
     i: usize,
@@ -345,7 +301,7 @@ fn hour_problems(g: &Group, max_hour_uj: u64, c: &mut Check<'_>) {
 /// An accepted push into the group: its runs and host hours, its new batches' energy
 /// summed per hourly row, its agent's row. Gives its outcome.
 fn accept(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ctx: &mut Ctx<'_>,
     g: &mut Group,
     p: &PreparedPush,
@@ -359,8 +315,15 @@ fn accept(
         new_batches,
         ..
     } = c;
-    let plan = &p.plan;
-    let coefs = plan_coefs(tx, ctx, plan)?;
+    let plan = match ctx.plans.get(host) {
+        Some(shared) if **shared == *p.plan => shared.clone(),
+        _ => {
+            ctx.plans.insert(host.to_string(), p.plan.clone());
+            g.plans.push(p.plan.clone());
+            p.plan.clone()
+        }
+    };
+    let plan = &plan;
     for (hour_s, e) in hour_sums {
         if let Some(v) = g.host_hours.get_mut(&(host.to_string(), hour_s)) {
             *v = v.saturating_add(e);
@@ -401,7 +364,6 @@ fn accept(
                 energy: 0,
                 embodied: 0,
                 plan: plan.clone(),
-                coefs,
                 g_per_kwh,
                 import_id,
             });
@@ -411,27 +373,6 @@ fn accept(
     let row = agent_row(g, host, p);
     g.agents.insert(host.to_string(), row);
     Ok(outcome)
-}
-
-fn plan_coefs(
-    tx: &Transaction<'_>,
-    ctx: &mut Ctx<'_>,
-    plan: &HostPlan,
-) -> rusqlite::Result<PlanCoefs> {
-    Ok(PlanCoefs {
-        pue: coefficient_id(tx, ctx.coef_ids, &plan.pue)?,
-        grid: coefficient_id(tx, ctx.coef_ids, &plan.grid_default)?,
-        market: plan
-            .market
-            .as_ref()
-            .map(|m| coefficient_id(tx, ctx.coef_ids, m))
-            .transpose()?,
-        embodied: plan
-            .embodied
-            .as_ref()
-            .map(|e| coefficient_id(tx, ctx.coef_ids, &e.coefficient))
-            .transpose()?,
-    })
 }
 
 /// The agent's row after this push: what it last pushed and its spool's state.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use empreinte_shared::{Component, SourceKind};
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{OptionalExtension, params};
 
 use super::super::super::runs::RunSeqs;
 use crate::footprint::HostPlan;
@@ -36,7 +36,6 @@ pub(super) struct HourAdd {
     pub(super) energy: u64,
     pub(super) embodied: u64,
     pub(super) plan: Arc<HostPlan>,
-    pub(super) coefs: PlanCoefs,
     pub(super) g_per_kwh: f64,
     pub(super) import_id: Option<i64>,
 }
@@ -51,7 +50,8 @@ pub(super) struct PlanCoefs {
 
 pub(super) type HourKey = (i64, String, Component, SourceKind);
 
-/// Everything a group of pushes adds, summed per key.
+/// Everything a group of pushes adds, summed per key: one commit's pushes, or every push
+/// logged since the last fold.
 #[derive(Default)]
 pub(super) struct Group {
     /// Per host: hourly rows.
@@ -61,7 +61,48 @@ pub(super) struct Group {
     /// `(agent, run)` → the run after this group, with its stored energy and times.
     pub(super) runs: HashMap<(String, String), RunState>,
     pub(super) agents: BTreeMap<String, AgentRow>,
+    /// Plans first used in this group, in the order of their pushes (their new
+    /// coefficients are stored in that order).
+    pub(super) plans: Vec<Arc<HostPlan>>,
     pub(super) inference: super::super::inference::InferenceGroup,
+}
+
+impl Group {
+    pub(super) fn is_empty(&self) -> bool {
+        self.hours.is_empty() && self.runs.is_empty() && self.agents.is_empty()
+    }
+
+    /// Adds a later group: its sums to this one's, its runs, host hours and agents over
+    /// this one's (they are the state after it).
+    pub(super) fn merge(&mut self, later: Group) {
+        for (k, add) in later.hours {
+            match self.hours.entry(k) {
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let e = o.get_mut();
+                    e.energy = e.energy.saturating_add(add.energy);
+                    e.embodied = e.embodied.saturating_add(add.embodied);
+                }
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(add);
+                }
+            }
+        }
+        self.host_hours.extend(later.host_hours);
+        for (k, mut r) in later.runs {
+            if let Some(before) = self.runs.get(&k) {
+                r.holes_changed |= before.holes_changed;
+            }
+            self.runs.insert(k, r);
+        }
+        self.plans.extend(later.plans);
+        self.inference.merge(later.inference);
+        for (k, mut a) in later.agents {
+            if let Some(before) = self.agents.get(&k) {
+                a.last_end_ms = a.last_end_ms.max(before.last_end_ms);
+            }
+            self.agents.insert(k, a);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -72,7 +113,6 @@ pub(super) struct RunState {
     pub(super) last_ms: u64,
     pub(super) counters: RunCounters,
     pub(super) holes_changed: bool,
-    pub(super) is_new: bool,
 }
 
 impl RunState {
@@ -151,7 +191,7 @@ pub(super) type RowCache = HashMap<(String, HourKey), CachedRow>;
 pub(super) const MAX_CACHED_ROWS: usize = 100_000;
 
 pub(super) fn load_run(
-    tx: &Transaction<'_>,
+    tx: &rusqlite::Connection,
     agent: &str,
     run: &str,
 ) -> rusqlite::Result<Option<RunState>> {
@@ -190,6 +230,5 @@ pub(super) fn load_run(
         last_ms: to_u64(last)?,
         counters: parse_counters(&counters)?,
         holes_changed: false,
-        is_new: false,
     }))
 }

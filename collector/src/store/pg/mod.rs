@@ -1,0 +1,591 @@
+//! The PostgreSQL store: the same tables and the same behaviour as the embedded SQLite
+//! store, in a database that several collectors share (any collector takes any push).
+//!
+//! - Migrations from `collector/migrations-pg/`, run under sqlx's advisory lock and our
+//!   own ([`OPEN_LOCK`]), so collectors started at once make one schema.
+//! - A push is one transaction ([`ingest`]) under two advisory transaction locks: the
+//!   store-wide lock, shared (an intensity import or a compaction takes it alone), and
+//!   the agent's lock, so two collectors never decide at once whether a batch of the same
+//!   agent is new. A batch is stored once across all collectors; the acknowledgement is
+//!   sent after the commit; serialization failures and deadlocks are retried.
+//! - Reads are the SQLite store's queries in PostgreSQL's dialect (`$n` placeholders,
+//!   sums cast back to `BIGINT`); names sort byte by byte (`COLLATE "C"`).
+//!
+//! Per-collector state: nothing but a cache of coefficient ids (rows never deleted or
+//! changed once committed) and the time of the last retention step.
+
+pub mod copy;
+mod ingest;
+mod maintain;
+mod rows;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::tz::TimeZone;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use super::sqlite::writer::day_month;
+use super::{
+    AgentRecord, AggregateLine, FootprintQuery, Grouping, HourlyRow, ImportOutcome, IngestOutcome,
+    IngestSet, IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
+    StoredCoefficient, Sums, TokenRecord,
+};
+use rows::{
+    AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, LineRow, ROLLUP_SUMS, SUMS, TokenRow,
+    quantity, stored,
+};
+
+/// Session advisory lock held while a collector opens the store (migrations, the rollups'
+/// time zone): collectors started at once open one after the other.
+const OPEN_LOCK: i64 = 0x656d_7072_0001;
+/// Transaction advisory lock: shared by every push, exclusive for an intensity import or
+/// a compaction (which rewrite rows of every host).
+const STORE_LOCK: i64 = 0x656d_7072_0002;
+/// The key space of the per-agent transaction locks (`pg_advisory_xact_lock(int, int)`).
+const AGENT_LOCK_SPACE: i32 = 0x656d_7072;
+
+/// The most connections one collector opens (each push holds one for its transaction).
+pub const MAX_CONNECTIONS: u32 = 16;
+
+pub struct PgStore {
+    pool: PgPool,
+    tz: TimeZone,
+    tz_name: String,
+    max_hour_uj: u64,
+    /// Coefficient ids committed (a coefficient row is never changed nor deleted).
+    coef_ids: std::sync::Mutex<HashMap<String, i64>>,
+    retention_s: Option<i64>,
+    last_retention_s: AtomicI64,
+}
+
+/// Is `url` a PostgreSQL URL (`postgres://` or `postgresql://`)?
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with its password replaced by `***`: what may be shown or logged.
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "(a URL that does not parse)".to_string(),
+    }
+}
+
+fn connect_options(url: &str) -> Result<PgConnectOptions, StoreError> {
+    if !is_postgres_url(url) {
+        return Err(StoreError::Invalid(format!(
+            "{} is not a PostgreSQL URL: expected postgres://USER:PASSWORD@HOST/DATABASE",
+            redacted(url)
+        )));
+    }
+    // The parser's errors name the part that is wrong, never the password.
+    let options = PgConnectOptions::from_str(url).map_err(|e| {
+        StoreError::Invalid(format!(
+            "the database URL {} is invalid: {e}",
+            redacted(url)
+        ))
+    })?;
+    Ok(options
+        .application_name("empreinte-collector")
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(5)))
+}
+
+impl PgStore {
+    /// Connects to the database at `url`, brings its schema up to date (one collector at
+    /// a time) and rebuilds the rollups if their time zone changed.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<PgStore, StoreError> {
+        let connect = connect_options(url)?;
+        let tz_name = {
+            // One session (a pool of one connection) holds the open lock while the
+            // schema is brought up to date; closing it releases the lock, also when
+            // preparing failed.
+            let session = PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(600))
+                .connect_with(connect.clone())
+                .await?;
+            let r = async {
+                sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(OPEN_LOCK)
+                    .execute(&session)
+                    .await?;
+                maintain::prepare(&session, options).await
+            }
+            .await;
+            session.close().await;
+            r?
+        };
+        let tz = TimeZone::get(&tz_name)
+            .map_err(|e| StoreError::Invalid(format!("time zone {tz_name:?}: {e}")))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(connect)
+            .await?;
+        let max = options.max_host_power_watts * 3.6e9;
+        Ok(PgStore {
+            pool,
+            tz,
+            tz_name,
+            max_hour_uj: if max.is_finite() && max > 0.0 && max < 9.0e18 {
+                max as u64
+            } else {
+                i64::MAX as u64
+            },
+            coef_ids: std::sync::Mutex::new(HashMap::new()),
+            retention_s: options
+                .hourly_retention
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+            last_retention_s: AtomicI64::new(0),
+        })
+    }
+
+    /// The connection pool (for `empreinte db migrate`).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Compacts the hourly rows of the local days before `before_s` (see
+    /// [`StoreOptions::hourly_retention`]); gives the rows deleted.
+    pub async fn compact_hourly(&self, before_s: i64) -> Result<u64, StoreError> {
+        maintain::compact(self, before_s, usize::MAX).await
+    }
+
+    fn level(&self, from_s: i64, to_s: i64) -> Level {
+        let (fd, fm) = day_month(&self.tz, from_s);
+        let (td, tm) = day_month(&self.tz, to_s);
+        if fm == from_s && tm == to_s {
+            Level::Monthly
+        } else if fd == from_s && td == to_s {
+            Level::Daily
+        } else {
+            Level::Hourly
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level {
+    Monthly,
+    Daily,
+    Hourly,
+}
+
+impl Level {
+    /// `(table, period column, sums)`.
+    fn sql(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Level::Monthly => ("footprint_monthly", "month_s", ROLLUP_SUMS),
+            Level::Daily => ("footprint_daily", "day_s", ROLLUP_SUMS),
+            Level::Hourly => ("footprint_hourly", "hour_s", SUMS),
+        }
+    }
+}
+
+/// A database error worth trying the whole transaction again for: a serialization
+/// failure or a deadlock (another collector's transaction won).
+fn retryable(e: &StoreError) -> bool {
+    match e {
+        StoreError::Database(sqlx::Error::Database(d)) => {
+            matches!(d.code().as_deref(), Some("40001") | Some("40P01"))
+        }
+        _ => false,
+    }
+}
+
+/// A pool that had no free connection for its timeout: the database is busy.
+fn busy_or(e: sqlx::Error) -> StoreError {
+    match e {
+        sqlx::Error::PoolTimedOut => StoreError::Busy { retry_after_s: 1 },
+        e => StoreError::Database(e),
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ingest(&self, set: &IngestSet<'_>) -> Result<IngestOutcome, StoreError> {
+        ingest::ingest(self, set).await
+    }
+
+    async fn create_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms, revoked_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&t.id)
+        .bind(t.kind.as_str())
+        .bind(&t.agent_id)
+        .bind(&t.secret_sha256)
+        .bind(&t.note)
+        .bind(stored(t.created_ms, "created_ms")?)
+        .bind(t.revoked_ms.map(|v| stored(v, "revoked_ms")).transpose()?)
+        .execute(&self.pool)
+        .await
+        .map_err(busy_or)?;
+        Ok(())
+    }
+
+    async fn find_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row: Option<TokenRow> = sqlx::query_as("SELECT * FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        row.map(TokenRecord::try_from).transpose()
+    }
+
+    async fn revoke_token(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let n =
+            sqlx::query("UPDATE tokens SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
+                .bind(stored(now_ms, "revoked_ms")?)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(busy_or)?
+                .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows: Vec<TokenRow> = sqlx::query_as("SELECT * FROM tokens ORDER BY created_ms, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        rows.into_iter().map(TokenRecord::try_from).collect()
+    }
+
+    async fn import_intensity(
+        &self,
+        import: &IntensityImport,
+    ) -> Result<ImportOutcome, StoreError> {
+        maintain::import(self, import).await
+    }
+
+    async fn intensity(&self, zone: &str, hour_s: i64) -> Result<Option<f64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT g_per_kwh FROM intensity_hourly WHERE zone = $1 AND hour_s = $2",
+        )
+        .bind(zone)
+        .bind(hour_s)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(busy_or)?)
+    }
+
+    fn rollup_timezone(&self) -> &str {
+        &self.tz_name
+    }
+
+    async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
+        let mut col = q.group.column();
+        let level = match q.group {
+            Grouping::Hour => Level::Hourly,
+            Grouping::Day => match self.level(q.from_s, q.to_s) {
+                Level::Hourly => {
+                    col = Grouping::Hour.column();
+                    Level::Hourly
+                }
+                _ => Level::Daily,
+            },
+            _ => self.level(q.from_s, q.to_s),
+        };
+        let (table, period, sums) = level.sql();
+        let sql = format!(
+            "SELECT {col} AS key, {sums} FROM {table}
+             WHERE {period} >= $1 AND {period} < $2 AND ($3::TEXT IS NULL OR project = $3)
+               AND ($4::TEXT IS NULL OR host = $4)
+             GROUP BY 1 ORDER BY 1"
+        );
+        let rows: Vec<KeyedSums> = sqlx::query_as(&sql)
+            .bind(q.from_s)
+            .bind(q.to_s)
+            .bind(&q.project)
+            .bind(&q.host)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        rows.into_iter()
+            .map(|r| Ok((r.key, Sums::try_from(r.sums)?)))
+            .collect()
+    }
+
+    async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT m.project,
+                (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                COUNT(DISTINCT m.host)
+             FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(busy_or)?;
+        rows.into_iter()
+            .map(|(project, first, last, hosts)| {
+                Ok(ProjectInfo {
+                    project,
+                    first_hour_s: first,
+                    last_hour_s: last,
+                    hosts: quantity(hosts, "hosts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let rows: Vec<AgentRow> = sqlx::query_as("SELECT * FROM agents ORDER BY agent_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        rows.into_iter().map(AgentRecord::try_from).collect()
+    }
+
+    async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError> {
+        let rows: Vec<HourlyDbRow> = sqlx::query_as(
+            "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+             ORDER BY hour_s, host, project, component, source",
+        )
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(busy_or)?;
+        rows.into_iter().map(HourlyRow::try_from).collect()
+    }
+
+    async fn hourly_rows_after(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        after: Option<&RowKey>,
+        limit: u32,
+    ) -> Result<Vec<HourlyRow>, StoreError> {
+        // Keyset pagination on the primary key's order (byte order: COLLATE "C").
+        let rows: Vec<HourlyDbRow> = match after {
+            None => sqlx::query_as(
+                "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                 ORDER BY hour_s, host, project, component, source LIMIT $3",
+            )
+            .bind(from_s)
+            .bind(to_s)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?,
+            Some((h, host, project, component, source)) => sqlx::query_as(
+                "SELECT * FROM footprint_hourly
+                 WHERE (hour_s, host, project, component, source) > ($1, $2, $3, $4, $5)
+                   AND hour_s >= $6 AND hour_s < $7
+                 ORDER BY hour_s, host, project, component, source LIMIT $8",
+            )
+            .bind(h)
+            .bind(host)
+            .bind(project)
+            .bind(component)
+            .bind(source)
+            .bind(from_s)
+            .bind(to_s)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?,
+        };
+        rows.into_iter().map(HourlyRow::try_from).collect()
+    }
+
+    async fn coefficients_used(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<StoredCoefficient>, StoreError> {
+        let sql = if self.level(from_s, to_s) == Level::Hourly {
+            "SELECT * FROM coefficients WHERE id IN (
+                SELECT pue_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                UNION SELECT intensity_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                UNION SELECT market_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                UNION SELECT embodied_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2)
+             ORDER BY kind, subject, id"
+        } else {
+            "SELECT * FROM coefficients WHERE id IN (
+                SELECT coef_id FROM coefficient_use WHERE day_s >= $1 AND day_s < $2
+                GROUP BY coef_id HAVING SUM(rows) > 0)
+             ORDER BY kind, subject, id"
+        };
+        let rows: Vec<CoefficientRow> = sqlx::query_as(sql)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        Ok(rows.into_iter().map(StoredCoefficient::from).collect())
+    }
+
+    async fn lines(&self, from_s: i64, to_s: i64) -> Result<Vec<AggregateLine>, StoreError> {
+        let (table, period, sums) = self.level(from_s, to_s).sql();
+        let sql = format!(
+            "SELECT host, project, component, source, site, zone, {sums} FROM {table}
+             WHERE {period} >= $1 AND {period} < $2
+             GROUP BY host, project, component, source, site, zone
+             ORDER BY host, project, component, source, site, zone"
+        );
+        let rows: Vec<LineRow> = sqlx::query_as(&sql)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AggregateLine {
+                    host: r.host,
+                    project: r.project,
+                    component: r.component,
+                    source: r.source,
+                    site: r.site,
+                    zone: r.zone,
+                    sums: Sums::try_from(r.sums)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn energy_by_day(
+        &self,
+        from_s: i64,
+        to_s: i64,
+        timezone: &str,
+    ) -> Result<Vec<(i64, String, u64)>, StoreError> {
+        let daily = timezone == self.tz_name && self.level(from_s, to_s) != Level::Hourly;
+        let (table, period) = if daily {
+            ("footprint_daily", "day_s")
+        } else {
+            ("footprint_hourly", "hour_s")
+        };
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
+            "SELECT {period}, project, SUM(energy_uj)::BIGINT FROM {table}
+             WHERE {period} >= $1 AND {period} < $2 GROUP BY {period}, project ORDER BY {period}, project"
+        ))
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(busy_or)?;
+        rows.into_iter()
+            .map(|(s, p, e)| Ok((s, p, quantity(e, "energy_uj")?)))
+            .collect()
+    }
+
+    async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
+        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
+            "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
+             FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
+             WHERE ih.hour_s >= $1 AND ih.hour_s < $2
+             GROUP BY ih.zone, ih.import_id ORDER BY ih.zone, ih.import_id",
+        )
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(busy_or)?;
+        rows.into_iter()
+            .map(|(zone, import_id, hours, min, max)| {
+                Ok(SeriesUse {
+                    zone,
+                    import_id,
+                    hours: quantity(hours, "hours")?,
+                    min_g_per_kwh: min,
+                    max_g_per_kwh: max,
+                })
+            })
+            .collect()
+    }
+
+    async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT counted_uj, stored_uj FROM runs WHERE agent_id = $1")
+                .bind(agent_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(busy_or)?;
+        let (counters, runs): (Vec<i64>, Vec<i64>) = rows.into_iter().unzip();
+        let sum = |v: Vec<i64>, what: &str| -> Result<u64, StoreError> {
+            let mut total: u128 = 0;
+            for x in v {
+                total += u128::from(quantity(x, what)?);
+            }
+            Ok(u64::try_from(total).unwrap_or(u64::MAX))
+        };
+        Ok((
+            sum(counters, "runs.counted_uj")?,
+            sum(runs, "runs.stored_uj")?,
+        ))
+    }
+}
+
+/// A PostgreSQL URL from the configuration or the command line: its password is never
+/// shown (`Debug`, `Display` and serialization give it as `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL, password included: only for connecting.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DatabaseUrl, String> {
+        if !is_postgres_url(s) {
+            return Err(format!(
+                "{} is not a PostgreSQL URL: expected postgres://USER:PASSWORD@HOST[:PORT]/DATABASE (SQLite, the default, needs no URL)",
+                redacted(s)
+            ));
+        }
+        PgConnectOptions::from_str(s)
+            .map_err(|e| format!("the database URL {} is invalid: {e}", redacted(s)))?;
+        Ok(DatabaseUrl(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", redacted(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redacted(&self.0))
+    }
+}
+
+impl serde::Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&redacted(&self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DatabaseUrl, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
