@@ -7,7 +7,6 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use empreinte_collector::carbon::{Coefficients, IntensitySeries, parse_intensity};
 use empreinte_collector::plan::load_coefficients;
-use empreinte_collector::store::sqlite::SqliteStore;
 use empreinte_collector::store::{IntensityImport, Store};
 
 use crate::collector_cli::{CollectorFlags, runtime};
@@ -55,12 +54,11 @@ pub fn carbon(cmd: CarbonCommand) -> anyhow::Result<ExitCode> {
         CarbonAction::Import { flags, files } => {
             let config = flags.load()?;
             runtime()?.block_on(async {
-                let store = SqliteStore::open(&config.data_dir).await.with_context(|| {
-                    format!("cannot open the store in {}", config.data_dir.display())
-                })?;
+                let opened = crate::collector_cli::open_for_command(&config).await?;
+                let store = opened.store();
                 let mut failed = false;
                 for file in &files {
-                    match import_file(&store, file).await {
+                    match import_file(store.as_ref(), file).await {
                         Ok(()) => {}
                         Err(e) => {
                             eprintln!("error: {}: {e:#}", file.display());
@@ -68,7 +66,7 @@ pub fn carbon(cmd: CarbonCommand) -> anyhow::Result<ExitCode> {
                         }
                     }
                 }
-                store.close().await;
+                opened.close().await;
                 Ok(if failed {
                     ExitCode::from(1)
                 } else {
@@ -92,7 +90,7 @@ pub fn hourly_means(series: &IntensitySeries) -> Vec<(i64, f64, f64)> {
         .collect()
 }
 
-async fn import_file(store: &SqliteStore, path: &std::path::Path) -> anyhow::Result<()> {
+async fn import_file(store: &dyn Store, path: &std::path::Path) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).context("cannot open the file")?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let bar = indicatif::ProgressBar::new(len);

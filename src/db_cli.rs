@@ -51,10 +51,18 @@ fn migrate(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<ExitCode>
         );
     }
     crate::collector_cli::runtime()?.block_on(async {
-        // Brings the SQLite file to the latest schema first (what the copy expects).
-        let sqlite = SqliteStore::open(from)
-            .await
-            .with_context(|| format!("cannot open the store in {}", from.display()))?;
+        // Brings the SQLite file to the latest schema and folds its ingest log (pushes
+        // acknowledged before the collector stopped) into its tables: what the copy reads.
+        let sqlite = SqliteStore::open_with(
+            from,
+            &StoreOptions {
+                integrity_check: false,
+                ingest_log: true,
+                ..StoreOptions::default()
+            },
+        )
+        .await
+        .with_context(|| format!("cannot open the store in {}", from.display()))?;
         let timezone = sqlite.timezone().to_string();
         let pg = PgStore::open(
             to.secret(),

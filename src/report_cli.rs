@@ -18,14 +18,19 @@ pub struct ReportCommand {
     /// The month, YYYY-MM, in the organisation's time zone [default: last month].
     #[arg(long, value_name = "YYYY-MM")]
     month: Option<String>,
-    /// html, pdf, csv, json or md.
+    /// The yearly statement of this calendar year instead (Bilan GES categories, REEN
+    /// indicators; html, pdf, json or md; from the data directory).
+    #[arg(long, value_name = "YYYY", conflicts_with = "month")]
+    year: Option<i16>,
+    /// html, pdf, csv, json, md, boamps (one BoAmps file per use, in the -o directory) or
+    /// opendata (the month per use, the open-data CSV of docs/opendata.md).
     #[arg(long, value_name = "FORMAT", default_value = "html", value_parser = Format::parse)]
     format: Format,
     /// fr or en [default: the organisation's language, French unless configured].
     #[arg(long, value_name = "LANG", value_parser = Lang::parse)]
     lang: Option<Lang>,
     /// Where to write the report [default: standard output; for a PDF,
-    /// empreinte-YYYY-MM-LANG.pdf].
+    /// empreinte-YYYY-MM-LANG.pdf]; for boamps, a directory.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
     /// Read from this running collector (base URL) instead of a data directory.
@@ -62,6 +67,12 @@ fn now_s() -> i64 {
 }
 
 pub fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
+    if let Some(year) = cmd.year {
+        return yearly(&cmd, year);
+    }
+    if cmd.format == Format::Boamps {
+        return boamps(&cmd);
+    }
     let (bytes, month, lang) = match &cmd.collector {
         Some(url) => remote(&cmd, url)?,
         None => local(&cmd)?,
@@ -85,6 +96,118 @@ pub fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
             .context("cannot write the report to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--year YYYY`: the yearly statement, from the data directory.
+fn yearly(cmd: &ReportCommand, year: i16) -> anyhow::Result<ExitCode> {
+    if cmd.collector.is_some() {
+        bail!("--year reads the data directory (--data-dir), not --collector");
+    }
+    let config = CollectorConfig::load(
+        cmd.config.as_deref(),
+        &Overrides {
+            data_dir: cmd.data_dir.clone(),
+            database_url: cmd.database_url.clone(),
+            ..Overrides::default()
+        },
+    )?;
+    if config.database_url.is_none() && !config.data_dir.is_dir() {
+        bail!(
+            "no data directory at {} (give --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    let lang = match cmd.lang {
+        Some(l) => l,
+        None => Lang::parse(&config.organisation.language).map_err(anyhow::Error::msg)?,
+    };
+    let tz = report::time_zone(&config)?;
+    let now = now_s();
+    let runtime = crate::collector_cli::runtime()?;
+    let data = runtime.block_on(async {
+        let opened = crate::collector_cli::open_for_command(&config).await?;
+        let store = opened.store();
+        let data = report::year::build_year(store.as_ref(), &config, &tz, year, now).await;
+        opened.close().await;
+        anyhow::Ok(data?)
+    })?;
+    let text = report::year::render(&data, cmd.format, lang)?;
+    let bytes = if cmd.format == Format::Pdf {
+        pdf_of(&text, cmd.chromium.as_deref())?
+    } else {
+        text.into_bytes()
+    };
+    match &cmd.output {
+        Some(path) => {
+            std::fs::write(path, &bytes)
+                .with_context(|| format!("cannot write the statement to {}", path.display()))?;
+            eprintln!("statement for {year} written to {}", path.display());
+        }
+        None => std::io::stdout()
+            .write_all(&bytes)
+            .context("cannot write the statement to standard output")?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--format boamps`: one BoAmps file per use in the `-o` directory, from the data
+/// directory.
+fn boamps(cmd: &ReportCommand) -> anyhow::Result<ExitCode> {
+    let Some(dir) = &cmd.output else {
+        bail!("--format boamps writes one file per use: give -o DIR");
+    };
+    if cmd.collector.is_some() {
+        bail!("--format boamps reads the data directory (--data-dir), not --collector");
+    }
+    let (config, data) = local_data(cmd)?;
+    let docs = report::boamps::documents(&data, &config)?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+    for (name, text) in &docs {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    eprintln!(
+        "{} BoAmps file(s) for {} written to {}",
+        docs.len(),
+        data.month,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration and the month's summary, from the data directory.
+fn local_data(cmd: &ReportCommand) -> anyhow::Result<(CollectorConfig, report::ReportData)> {
+    let config = CollectorConfig::load(
+        cmd.config.as_deref(),
+        &Overrides {
+            data_dir: cmd.data_dir.clone(),
+            database_url: cmd.database_url.clone(),
+            ..Overrides::default()
+        },
+    )?;
+    if config.database_url.is_none() && !config.data_dir.is_dir() {
+        bail!(
+            "no data directory at {} (give --data-dir)",
+            config.data_dir.display()
+        );
+    }
+    let tz = report::time_zone(&config)?;
+    let label = month_label(cmd, &config)?;
+    let now = now_s();
+    let m = report::parse_report_month(&tz, &label, now).map_err(|e| match e {
+        report::ReportError::Future { .. } => anyhow::anyhow!("--month {e}"),
+        other => other.into(),
+    })?;
+    let runtime = crate::collector_cli::runtime()?;
+    let data = runtime.block_on(async {
+        let opened = crate::collector_cli::open_for_command(&config).await?;
+        let store = opened.store();
+        let data = report::build_summary(store.as_ref(), &config, &tz, &m, now).await;
+        opened.close().await;
+        anyhow::Ok(data?)
+    })?;
+    Ok((config, data))
 }
 
 /// The month asked for, or last month.

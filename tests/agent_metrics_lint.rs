@@ -1,7 +1,7 @@
 //! Every series the agent can export, on one exposition that `promtool check metrics`
 //! (Prometheus's own lint) accepts: RAPL zones with a wrap, a reset and a glitch, GPUs
 //! through the fake NVML (with a reset and a glitch of their counter), the attribution
-//! (with a failed interval) and the push.
+//! (with a failed interval), the push and the inference servers.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -16,15 +16,35 @@ use empreinte_agent::attribution::rules::Resolver;
 use empreinte_agent::attribution::users::UserNames;
 use empreinte_agent::clock::SampleTime;
 use empreinte_agent::config::AttributionConfig;
+use empreinte_agent::inference::metrics::CountedTotals;
+use empreinte_agent::inference::{Origin, ServerInfo};
 use empreinte_agent::metrics::{self, ExportInfo};
 use empreinte_agent::push::PushMetrics;
 use empreinte_agent::sampler::Sampler;
 use empreinte_agent::sources::EnergySource;
 use empreinte_agent::sources::nvml::NvmlSource;
 use empreinte_agent::sources::rapl::Rapl;
+use empreinte_shared::wire::{InferenceRecord, InferenceServerKind};
 use empreinte_testkit::nvml::{FakeGpu, FakeNvml, FakeProcess as GpuProc, Scenario};
 use empreinte_testkit::powercap::FakePowercap;
 use empreinte_testkit::procfs::{FakeProcess, FakeProcfs};
+
+fn inference_server(kind: InferenceServerKind, url: &str, up: bool) -> ServerInfo {
+    ServerInfo {
+        kind,
+        url: url.into(),
+        origin: Origin::Configured,
+        project: Some("chat".into()),
+        model: None,
+        pid: None,
+        start_ticks: None,
+        models: vec!["mistral-7b".into()],
+        up,
+        last_error: (!up).then(|| "connection refused".into()),
+        scrapes_total: 2,
+        scrape_errors_total: u64::from(!up),
+    }
+}
 
 fn at(s: u64) -> SampleTime {
     SampleTime::from_monotonic(Duration::from_secs(s))
@@ -141,12 +161,44 @@ fn every_series_the_agent_exports_passes_promtool() {
         last_success_unix_ms: Some(1_700_000_000_000),
         ..PushMetrics::default()
     };
-    let text = metrics::render_with_push(
+    // An inference server read once and counting, another failing: their families.
+    let servers = [
+        inference_server(
+            InferenceServerKind::Vllm,
+            "http://127.0.0.1:8000/metrics",
+            true,
+        ),
+        inference_server(
+            InferenceServerKind::Tgi,
+            "http://127.0.0.1:8080/metrics",
+            false,
+        ),
+    ];
+    let mut totals = CountedTotals::new();
+    empreinte_agent::inference::metrics::count(
+        &mut totals,
+        &[InferenceRecord {
+            project: "chat".into(),
+            model: "mistral-7b".into(),
+            server: InferenceServerKind::Vllm,
+            start_unix_ms: 1_700_000_000_000,
+            end_unix_ms: 1_700_000_001_000,
+            requests: Some(3),
+            input_tokens: Some(300),
+            cached_input_tokens: None,
+            output_tokens: Some(120),
+            gap_ms: 0,
+            resets: 0,
+            allocated: false,
+        }],
+    );
+    let text = metrics::render_all(
         &host,
         &ExportInfo {
             interval_seconds: 1.0,
         },
         Some((&push, 1_700_000_001_000)),
+        empreinte_agent::inference::metrics::families(&servers, &totals),
     )
     .unwrap();
 

@@ -148,6 +148,50 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
         .map(|l| l.split(';').nth(9).unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(energy, 3_600_000_000, "{csv}");
+    // BoAmps: one file per use in the -o directory; the open-data CSV, one line per use.
+    let boamps_dir = dir.path().join("boamps");
+    let out = run(&[
+        "report",
+        "--data-dir",
+        d,
+        "--month",
+        &label,
+        "--format",
+        "boamps",
+        "-o",
+        boamps_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file = boamps_dir.join(format!("{label}-chat.boamps.json"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(doc["measures"][0]["powerConsumption"], 0.001, "{doc}");
+    let out = run(&[
+        "report",
+        "--data-dir",
+        d,
+        "--month",
+        &label,
+        "--format",
+        "boamps",
+    ]);
+    assert!(stderr(&out).contains("give -o DIR"), "{}", stderr(&out));
+    let out = run(&[
+        "report",
+        "--data-dir",
+        d,
+        "--month",
+        &label,
+        "--format",
+        "opendata",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let open = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        open.starts_with("month,organisation,use,energy_kwh,")
+            && open.lines().nth(1).unwrap().contains(",chat,0.001000,"),
+        "{open}"
+    );
     // A future month through the collector: the same sentence.
     let out = run(&[
         "report",

@@ -340,10 +340,21 @@ pub fn render_with_push(
     info: &ExportInfo,
     push: Option<(&PushMetrics, u64)>,
 ) -> Result<String, prometheus::Error> {
+    render_all(host, info, push, Vec::new())
+}
+
+/// [`render_with_push`] with `more` families (the inference servers').
+pub fn render_all(
+    host: &HostState,
+    info: &ExportInfo,
+    push: Option<(&PushMetrics, u64)>,
+    more: Vec<MetricFamily>,
+) -> Result<String, prometheus::Error> {
     let mut families = families(host, info);
     if let Some((m, now)) = push {
         families.extend(push_families(m, now));
     }
+    families.extend(more);
     let mut buf = Vec::with_capacity(4096);
     TextEncoder::new().encode(&families, &mut buf)?;
     String::from_utf8(buf).map_err(|e| prometheus::Error::Msg(e.to_string()))

@@ -28,6 +28,8 @@ pub struct AppState {
     pub push: Option<SharedPushMetrics>,
     /// The sampling clock, which dates the batches (and so their age).
     pub clock: MonotonicClock,
+    /// The inference servers' reader, when there is one.
+    pub inference: Option<Arc<Inference>>,
 }
 
 /// The agent's HTTP routes.
@@ -81,13 +83,18 @@ async fn debug_attribution(State(state): State<AppState>) -> Response {
 
 async fn metrics_handler(State(state): State<AppState>) -> Response {
     let push = state.push.as_ref().map(|p| p.lock().clone());
+    let inference = state
+        .inference
+        .as_ref()
+        .map_or_else(Vec::new, |i| i.families());
     let rendered = {
         let host = state.host.lock();
-        metrics::render_with_push(
+        metrics::render_all(
             &host,
             &state.info,
             push.as_ref()
                 .map(|p| (p, state.clock.anchor().unix_ms(state.clock.now()))),
+            inference,
         )
     };
     match rendered {
@@ -151,6 +158,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
         }),
         push: push.as_ref().map(PushRuntime::metrics),
         clock,
+        inference: inference.clone(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -249,18 +257,21 @@ fn cycle(
         let mut s = sampler.lock().unwrap_or_else(|p| p.into_inner());
         s.set_model_weights(crate::inference::model_weights(&takes));
         s.cycle(at);
+        let host = s.host();
+        let length = host.last_interval.unwrap_or(interval);
+        let start =
+            end_unix_ms.saturating_sub(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
+        let inference = records::build(
+            &takes,
+            start,
+            end_unix_ms,
+            &|pid| s.project_of(pid),
+            &counts.fallback_project,
+        );
+        if let Some(i) = &counts.inference {
+            i.counted(&inference);
+        }
         feed.map(|_| {
-            let host = s.host();
-            let length = host.last_interval.unwrap_or(interval);
-            let start =
-                end_unix_ms.saturating_sub(u64::try_from(length.as_millis()).unwrap_or(u64::MAX));
-            let inference = records::build(
-                &takes,
-                start,
-                end_unix_ms,
-                &|pid| s.project_of(pid),
-                &counts.fallback_project,
-            );
             let attribution = host.attribution.as_ref();
             CycleInput {
                 end_unix_ms,

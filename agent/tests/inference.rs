@@ -95,6 +95,7 @@ impl Harness {
             .max(self.last_ms + 1);
         let takes = self.inference.take(end);
         let recs = records::build(&takes, self.last_ms, end, &|_| None, "unassigned");
+        self.inference.counted(&recs);
         let length = end - self.last_ms;
         self.last_ms = end;
         let sealed = self
@@ -278,4 +279,24 @@ fn two_models_behind_one_process_are_flagged() {
     let info = h.server();
     let models: Vec<&str> = info.models.iter().map(|m| &**m).collect();
     assert_eq!(models, ["gpt-4o", "mistral"]);
+    // The agent's own series show the same counts.
+    let text = empreinte_agent::metrics::render_all(
+        &empreinte_agent::sampler::HostState::default(),
+        &empreinte_agent::metrics::ExportInfo {
+            interval_seconds: 1.0,
+        },
+        None,
+        h.inference.families(),
+    )
+    .unwrap();
+    for line in [
+        "empreinte_inference_requests_total{project=\"chatbot\",model=\"gpt-4o\",server=\"litellm\"} 3",
+        "empreinte_inference_tokens_total{project=\"chatbot\",model=\"mistral\",server=\"litellm\",kind=\"output\"} 30",
+        &format!(
+            "empreinte_inference_server_up{{server=\"litellm\",url=\"{}\"}} 1",
+            server.url()
+        ),
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
 }

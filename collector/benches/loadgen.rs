@@ -14,7 +14,14 @@
 //!     --rates 1000,2000,5000 --duration 10
 //! cargo bench -p empreinte-collector --bench loadgen -- \
 //!     --collector-bin target/release/empreinte --agents 1000 --backlog 500
+//! cargo bench -p empreinte-collector --bench loadgen -- \
+//!     --collector-bin target/release/empreinte --agents 200 --rates 500,1000 \
+//!     --database-url postgres://…/empty_db --collectors 3
 //! ```
+//!
+//! With `--database-url` the collectors (`--collectors N`, each with its own data
+//! directory `c0`, `c1`… under the run's) share an empty PostgreSQL database, the agents
+//! spread over them; without it, one collector on SQLite in `c0`.
 //!
 //! `--rates` runs open loop (each agent pushes on a fixed schedule whatever the answers
 //! take), one step per rate, and stops at the first rate whose p99 is over `--p99-ms` or
@@ -61,6 +68,10 @@ struct Options {
     /// Read paths timed after the load (with a read token), e.g.
     /// `/api/v1/footprint?month=2026-10&group_by=project`.
     probes: Vec<String>,
+    /// PostgreSQL instead of SQLite (`--database-url`), shared by `collectors` collectors
+    /// the agents are spread over (agent i pushes to collector i mod N).
+    database_url: Option<String>,
+    collectors: usize,
 }
 
 fn parse_options() -> Options {
@@ -79,6 +90,8 @@ fn parse_options() -> Options {
         projects: 50,
         projects_per_host: 3,
         probes: Vec::new(),
+        database_url: None,
+        collectors: 1,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -102,10 +115,12 @@ fn parse_options() -> Options {
             "--collector-arg" => o.extra_args.push(value()),
             "--fill-month" => o.fill_month = Some(value()),
             "--probe" => o.probes.push(value()),
+            "--database-url" => o.database_url = Some(value()),
+            "--collectors" => o.collectors = value().parse().expect("--collectors N"),
             "--projects" => o.projects = value().parse().expect("a number"),
             "--projects-per-host" => o.projects_per_host = value().parse().expect("a number"),
             other => panic!(
-                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host --probe"
+                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host --probe --database-url --collectors"
             ),
         }
     }
@@ -407,6 +422,7 @@ async fn start_collector(o: &Options, data: &Path) -> Collector {
         l.local_addr().unwrap().port()
     };
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    std::fs::create_dir_all(data).unwrap();
     let log = std::fs::File::create(data.join("collector.log")).unwrap();
     let child = std::process::Command::new(&o.collector_bin)
         .arg("collector")
@@ -415,6 +431,11 @@ async fn start_collector(o: &Options, data: &Path) -> Collector {
         .arg("--data-dir")
         .arg(data)
         .args(&o.extra_args)
+        .args(
+            o.database_url
+                .iter()
+                .flat_map(|u| ["--database-url", u.as_str()]),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(log)
@@ -429,13 +450,65 @@ async fn start_collector(o: &Options, data: &Path) -> Collector {
     Collector { child, pid, addr }
 }
 
+/// Agents and a read token written into a PostgreSQL store.
+async fn pg_tokens(
+    url: &str,
+    n: usize,
+    token: &dyn Fn(usize) -> (String, String, Vec<u8>),
+    now: u64,
+) -> (Vec<Agent>, String) {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(url)
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for i in 0..n {
+        let id = format!("host-{i:05}");
+        let (tid, full, hash) = token(i);
+        sqlx::query(
+            "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms) VALUES ($1, 'agent', $2, $3, 'loadgen', $4)",
+        )
+        .bind(tid)
+        .bind(&id)
+        .bind(hash)
+        .bind(now as i64)
+        .execute(&pool)
+        .await
+        .unwrap();
+        agents.push(Agent {
+            id,
+            token: full,
+            run_id: format!("{:032x}", i as u128 + 0xabc0_0000_0000),
+            t0_ms: now - now % BATCH_MS - 86_400_000,
+            next_seq: 1,
+        });
+    }
+    let (tid, read, hash) = token(n);
+    sqlx::query(
+        "INSERT INTO tokens (id, kind, agent_id, secret_sha256, note, created_ms) VALUES ($1, 'read', NULL, $2, 'loadgen', $3)",
+    )
+    .bind(tid)
+    .bind(hash)
+    .bind(now as i64)
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    (agents, read)
+}
+
 async fn main_async(o: Options) {
     let tmp = tempfile::tempdir().unwrap();
     let data = o.keep.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&data).unwrap();
     // The collector creates its database (its own schema version), then the tokens are
     // written into it directly (the tokens table is the same in every version).
-    let mut collector = start_collector(&o, &data).await;
+    let mut collector = start_collector(&o, &data.join("c0")).await;
+    let mut others = Vec::new();
+    for i in 1..o.collectors.max(1) {
+        others.push(start_collector(&o, &data.join(format!("c{i}"))).await);
+    }
     let now = now_unix_ms();
     let token = |n: usize| {
         let id = format!("{:012x}", 0x10_0000_0000u64 + n as u64);
@@ -443,8 +516,10 @@ async fn main_async(o: Options) {
         let hash = sha2::Sha256::digest(secret.as_bytes()).to_vec();
         (id.clone(), format!("emp_{id}_{secret}"), hash)
     };
-    let (agents, read_token) = {
-        let mut db = rusqlite::Connection::open(data.join(DB_FILE)).unwrap();
+    let (agents, read_token) = if let Some(url) = &o.database_url {
+        pg_tokens(url, o.agents, &token, now).await
+    } else {
+        let mut db = rusqlite::Connection::open(data.join("c0").join(DB_FILE)).unwrap();
         db.busy_timeout(Duration::from_secs(30)).unwrap();
         let tx = db.transaction().unwrap();
         let mut agents = Vec::new();
@@ -484,13 +559,23 @@ async fn main_async(o: Options) {
         o.agents,
         o.batches_per_push
     );
+    if !others.is_empty() {
+        println!(
+            "{} more collectors on the same database (agents spread over all; CPU and RSS below are the first one's)",
+            others.len()
+        );
+    }
+    let addrs: Vec<std::net::SocketAddr> = std::iter::once(collector.addr)
+        .chain(others.iter().map(|c| c.addr))
+        .collect();
     let agents: Vec<Arc<tokio::sync::Mutex<(Agent, Conn)>>> = agents
         .into_iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             Arc::new(tokio::sync::Mutex::new((
                 a,
                 Conn {
-                    addr: collector.addr,
+                    addr: addrs[i % addrs.len()],
                     stream: None,
                 },
             )))
@@ -731,6 +816,10 @@ async fn main_async(o: Options) {
     );
     let _ = collector.child.kill();
     let _ = collector.child.wait();
+    for mut c in others {
+        let _ = c.child.kill();
+        let _ = c.child.wait();
+    }
 }
 
 fn main() {

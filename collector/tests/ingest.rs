@@ -508,7 +508,10 @@ async fn reports_neutralise_formulas_and_html_in_names() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{csv}");
-    let mut rows = csv::Reader::from_reader(csv.as_bytes());
+    // The organisation speaks French: the CSV's dialect has ';' between fields.
+    let mut rows = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_reader(csv.as_bytes());
     let projects: Vec<String> = rows
         .records()
         .map(|r| r.unwrap().get(5).unwrap().to_string())

@@ -356,7 +356,10 @@ async fn the_collector_serves_the_reports_with_a_read_token() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = call("/reports/2025-10.docx", Some(&reader)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(body.contains("html, pdf, csv, json or md"), "{body}");
+    assert!(
+        body.contains("html, pdf, csv, json, md, boamps or opendata"),
+        "{body}"
+    );
     let (status, body) = call("/reports/2100-01.json", Some(&reader)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(body.contains("2100-01 is in the future"), "{body}");

@@ -16,6 +16,7 @@
 
 pub mod discovery;
 pub mod kinds;
+pub mod metrics;
 pub mod records;
 pub mod series;
 pub mod text;
@@ -122,6 +123,8 @@ pub struct ServerTake {
 /// The running reader of inference servers.
 pub struct Inference {
     shared: Arc<Mutex<Servers>>,
+    /// What the cycles counted, for `/metrics`.
+    counted: Mutex<metrics::CountedTotals>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -155,6 +158,7 @@ impl Inference {
         };
         Ok(Some(Inference {
             shared,
+            counted: Mutex::new(metrics::CountedTotals::new()),
             stop,
             thread: Some(thread),
         }))
@@ -178,6 +182,19 @@ impl Inference {
             .collect();
         s.servers.retain(|srv| !srv.gone);
         out
+    }
+
+    /// Adds a cycle's records to what `/metrics` shows.
+    pub fn counted(&self, records: &[empreinte_shared::wire::InferenceRecord]) {
+        let mut c = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        metrics::count(&mut c, records);
+    }
+
+    /// The families of `/metrics`.
+    pub fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let servers = self.servers().0;
+        let c = self.counted.lock().unwrap_or_else(|p| p.into_inner());
+        metrics::families(&servers, &c)
     }
 
     /// The servers known now, and the server processes that answered no metrics.

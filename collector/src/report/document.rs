@@ -122,8 +122,13 @@ pub fn md_text(s: &str) -> String {
 
 /// The report as Markdown (no charts).
 pub fn markdown(data: &ReportData, lang: Lang) -> String {
+    markdown_of(blocks(data, lang, false), lang)
+}
+
+/// Blocks as Markdown (charts left out).
+pub fn markdown_of(blocks: Vec<Block>, lang: Lang) -> String {
     let mut out = String::new();
-    for block in blocks(data, lang, false) {
+    for block in blocks {
         match block {
             Block::Title(s) => {
                 let _ = writeln!(out, "# {}\n", md_text(&s));
@@ -264,18 +269,13 @@ fn css_string(s: &str) -> String {
 /// The printed pages' running header (title, organisation, month; not on the first
 /// page, which has them in large type) and footer (generation date, page N of M), as CSS
 /// page-margin boxes that Chromium prints.
-fn running_header_footer(data: &ReportData, lang: Lang) -> String {
+fn running_header_footer(page: &Page, lang: Lang) -> String {
     let t = lang.texts();
-    let header = format!(
-        "{} — {} — {}",
-        t.title,
-        data.organisation,
-        month_name(lang, &data.month)
-    );
+    let header = format!("{} — {} — {}", page.title, page.organisation, page.period);
     let generated = format!(
         "Empreinte — {} {}",
         t.generated.to_lowercase(),
-        data.generated_at.get(..10).unwrap_or_default()
+        page.generated_at.get(..10).unwrap_or_default()
     );
     let (page, of) = match lang {
         Lang::Fr => ("Page ", " sur "),
@@ -291,20 +291,40 @@ fn running_header_footer(data: &ReportData, lang: Lang) -> String {
     )
 }
 
+/// What the printed pages' header and footer say.
+pub struct Page<'a> {
+    pub title: &'a str,
+    pub organisation: &'a str,
+    /// The period in words: `octobre 2025`, `année 2025`.
+    pub period: String,
+    /// RFC 3339.
+    pub generated_at: &'a str,
+}
+
 /// The report as one self-contained HTML page.
 pub fn html(data: &ReportData, lang: Lang) -> String {
-    let t = lang.texts();
+    let page = Page {
+        title: lang.texts().title,
+        organisation: &data.organisation,
+        period: month_name(lang, &data.month),
+        generated_at: &data.generated_at,
+    };
+    html_of(&page, blocks(data, lang, true), lang)
+}
+
+/// Blocks as one self-contained HTML page.
+pub fn html_of(page: &Page, blocks: Vec<Block>, lang: Lang) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<title>{} — {} — {}</title>\n<style>{CSS}</style>\n",
         lang.code(),
-        escape(t.title),
-        escape(&data.organisation),
-        escape(&month_name(lang, &data.month))
+        escape(page.title),
+        escape(page.organisation),
+        escape(&page.period)
     );
-    out.push_str(&running_header_footer(data, lang));
-    for block in blocks(data, lang, true) {
+    out.push_str(&running_header_footer(page, lang));
+    for block in blocks {
         match block {
             Block::Title(s) => {
                 let _ = writeln!(out, "<h1>{}</h1>", escape(&s));

@@ -47,11 +47,16 @@ pub async fn report(
     let Query(p) = params.map_err(|e| AppError::BadQuery(e.body_text()))?;
     let (label, ext) = file.rsplit_once('.').ok_or_else(|| {
         AppError::NotFound(format!(
-            "/reports/{file}: reports are named YYYY-MM.html, .pdf, .csv, .json or .md"
+            "/reports/{file}: reports are named YYYY-MM.html, .pdf, .csv, .json, .md or .opendata"
         ))
     })?;
     let format =
         Format::parse(ext).map_err(|e| AppError::NotFound(format!("/reports/{file}: {e}")))?;
+    if format == Format::Boamps {
+        return Err(AppError::NotFound(format!(
+            "/reports/{file}: BoAmps is one file per use: `empreinte report --format boamps --month YYYY-MM -o DIR`"
+        )));
+    }
     let config = state.planner.config();
     let lang = Lang::parse(p.lang.as_deref().unwrap_or(&config.organisation.language))
         .map_err(AppError::BadQuery)?;

@@ -224,6 +224,9 @@ pub struct Texts {
     pub verdict_exceeded: &'static str,
     pub verdict_met: &'static str,
     pub verdict_no_baseline: &'static str,
+    pub verdict_baseline: &'static str,
+    pub projected_from: &'static str,
+    pub baseline_note: &'static str,
     pub uncertainty_note: &'static str,
     pub location_market_note: &'static str,
     pub idle_note: &'static str,
@@ -239,6 +242,7 @@ impl Texts {
             Verdict::Exceeded => self.verdict_exceeded,
             Verdict::Met => self.verdict_met,
             Verdict::NoBaseline => self.verdict_no_baseline,
+            Verdict::Baseline => self.verdict_baseline,
         }
     }
 
@@ -430,6 +434,9 @@ pub static FR: Texts = Texts {
     verdict_exceeded: "dépassé",
     verdict_met: "atteint",
     verdict_no_baseline: "pas de mois de référence",
+    verdict_baseline: "mois de référence, sans verdict",
+    projected_from: "projection à partir du premier jour avec des données, le",
+    baseline_note: "Un objectif de réduction n'est pas jugé sur son propre mois de référence : ce mois fixe le budget des suivants.",
     uncertainty_note: "± : incertitude-type propagée (un écart-type) : chaque source d’erreur (mesure d’un serveur par une source, PUE d’un site, facteur d’émission d’une zone, données de fabrication) compte pour son incertitude relative documentée, corrélée avec elle-même, et les sources indépendantes s’ajoutent quadratiquement (voir la méthodologie).",
     location_market_note: "Deux façons de compter l'électricité : la méthode « location-based » (selon le lieu) applique l'intensité carbone moyenne du réseau électrique du pays, heure par heure quand elle est connue ; la méthode « market-based » (selon le contrat) applique celle du contrat d'électricité de l'organisation (garanties d'origine, par exemple). Le Bilan GES demande les deux ; les chiffres de la première page suivent la méthode « location-based ».",
     idle_note: "« À vide (idle) » : l'énergie que les serveurs consomment allumés mais sans calcul à faire. Elle n'est imputée à aucun projet : elle est le coût de garder les machines disponibles, payé par l'organisation dans son ensemble. La réduire, c'est mieux remplir les machines ou en éteindre.",
@@ -545,6 +552,9 @@ pub static EN: Texts = Texts {
     verdict_exceeded: "exceeded",
     verdict_met: "met",
     verdict_no_baseline: "no baseline month",
+    verdict_baseline: "baseline month, no verdict",
+    projected_from: "projected from the first day with data,",
+    baseline_note: "A reduction objective is not judged on its own baseline month: that month sets the budget of the following ones.",
     uncertainty_note: "±: propagated standard uncertainty (one standard deviation): each error source (a host measured by one source, a site's PUE, a zone's grid factor, manufacturing figures) counts with its documented relative uncertainty, correlated with itself, and independent sources add in quadrature (see the methodology).",
     location_market_note: "Two ways of counting electricity: location-based applies the average carbon intensity of the country's grid, hour by hour where it is known; market-based applies the organisation's electricity contract (guarantees of origin, for instance). The GHG inventory asks for both; the first page's figures are location-based.",
     idle_note: "Idle: the energy servers use while switched on with nothing to compute. It is charged to no project: it is the cost of keeping the machines available, borne by the organisation as a whole. Reducing it means filling the machines better or switching some off.",

@@ -15,6 +15,7 @@
 //! × PUE rounded once, so a spreadsheet adding the CSV's columns finds the report's
 //! totals to the unit.
 
+pub mod boamps;
 mod build;
 pub mod charts;
 pub mod csv;
@@ -26,6 +27,7 @@ pub mod pdf;
 pub mod readable;
 pub mod sections;
 pub mod summary;
+pub mod year;
 
 pub use build::{build, build_summary};
 
@@ -425,6 +427,10 @@ pub enum Format {
     Csv,
     Json,
     Md,
+    /// BoAmps documents, one per use (a directory: [`boamps::documents`]).
+    Boamps,
+    /// The open-data CSV of the month per use ([`boamps::open_data_csv`]).
+    OpenData,
 }
 
 impl Format {
@@ -435,8 +441,10 @@ impl Format {
             "csv" => Ok(Format::Csv),
             "json" => Ok(Format::Json),
             "md" => Ok(Format::Md),
+            "boamps" => Ok(Format::Boamps),
+            "opendata" => Ok(Format::OpenData),
             other => Err(format!(
-                "{other:?} is not a report format: html, pdf, csv, json or md"
+                "{other:?} is not a report format: html, pdf, csv, json, md, boamps or opendata"
             )),
         }
     }
@@ -447,6 +455,8 @@ impl Format {
             Format::Csv => "csv",
             Format::Json => "json",
             Format::Md => "md",
+            Format::Boamps => "boamps",
+            Format::OpenData => "opendata",
         }
     }
     pub fn content_type(self) -> &'static str {
@@ -456,6 +466,8 @@ impl Format {
             Format::Csv => "text/csv; charset=utf-8",
             Format::Json => "application/json",
             Format::Md => "text/markdown; charset=utf-8",
+            Format::Boamps => "application/json",
+            Format::OpenData => "text/csv; charset=utf-8",
         }
     }
 }
@@ -467,5 +479,10 @@ pub fn render_text(data: &ReportData, format: Format, lang: Lang) -> Result<Stri
         Format::Csv => csv::render(data, lang),
         Format::Md => Ok(document::markdown(data, lang)),
         Format::Html | Format::Pdf => Ok(document::html(data, lang)),
+        Format::OpenData => boamps::open_data_csv(data),
+        Format::Boamps => Err(ReportError::Render(
+            "BoAmps is one file per use: `empreinte report --format boamps --month YYYY-MM -o DIR`"
+                .into(),
+        )),
     }
 }

@@ -261,6 +261,33 @@ pub fn objectives(cx: &Ctx, b: &mut Vec<Block>) {
                 })
                 .collect(),
         ));
+        let mut notes: Vec<String> = all
+            .iter()
+            .filter_map(|o| {
+                let day = o.projected_from.as_ref()?;
+                let who = if o.project == "*" {
+                    t.whole_organisation.to_string()
+                } else {
+                    t.key_name(&o.project)
+                };
+                Some(format!(
+                    "{who} ({}){} {} {day}.",
+                    kind_name(t, o.kind),
+                    colon(lang),
+                    t.projected_from
+                ))
+            })
+            .collect();
+        notes.dedup();
+        if all
+            .iter()
+            .any(|o| o.verdict == crate::objectives::Verdict::Baseline)
+        {
+            notes.push(t.baseline_note.into());
+        }
+        if !notes.is_empty() {
+            b.push(Block::List(notes));
+        }
         if cx.charts {
             b.push(Block::Chart(
                 t.chart_objectives.into(),

@@ -29,8 +29,8 @@ impl OpenStore {
         })
     }
 
-    /// For a command (token, report, import): no integrity check of a SQLite file, the
-    /// rollups' time zone kept as stored.
+    /// For a command (token, report, import): no integrity check of a SQLite file, its
+    /// ingest log left to the collector, the rollups' time zone kept as stored.
     pub async fn open_for_command(
         data_dir: &Path,
         database_url: Option<&DatabaseUrl>,
@@ -40,6 +40,7 @@ impl OpenStore {
             database_url,
             &StoreOptions {
                 integrity_check: false,
+                ingest_log: false,
                 ..StoreOptions::default()
             },
         )

@@ -15,9 +15,11 @@
 //! changed once committed) and the time of the last retention step.
 
 pub mod copy;
+mod hours;
 mod ingest;
 mod maintain;
 mod rows;
+mod stage;
 
 use std::collections::HashMap;
 use std::str::FromStr;

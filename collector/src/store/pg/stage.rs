@@ -1,0 +1,256 @@
+//! Checking a push against the stored runs and host hours: the SQLite writer's `stage`,
+//! for one push (the same problems, paths and messages refuse it).
+
+use std::collections::{BTreeMap, HashMap};
+
+use empreinte_shared::wire::{Batch, WireProblem};
+use empreinte_shared::{Component, SourceKind};
+
+use super::super::runs::{MAX_HOLES, RunSeqs};
+use super::super::{IngestOutcome, IngestSet, StoreError};
+
+/// A run as stored, and as this push leaves it.
+#[derive(Clone, Debug)]
+pub(super) struct RunState {
+    pub(super) seqs: RunSeqs,
+    pub(super) stored_uj: u64,
+    pub(super) first_ms: u64,
+    pub(super) last_ms: u64,
+    pub(super) counters: RunCounters,
+    pub(super) holes_changed: bool,
+    pub(super) is_new: bool,
+}
+
+impl RunState {
+    pub(super) fn counters_text(&self) -> String {
+        let mut out = String::new();
+        for ((p, c, s), (total, at)) in &self.counters {
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
+        }
+        out
+    }
+
+    pub(super) fn counted_uj(&self) -> u128 {
+        self.counters.values().map(|(t, _)| u128::from(*t)).sum()
+    }
+}
+
+/// `(project, component, source)` → latest `(total_uj, at_ms)`.
+pub(super) type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
+
+pub(super) fn parse_counters(text: &str) -> Result<RunCounters, StoreError> {
+    let bad = || StoreError::Corrupt("runs.counters is not in its format".into());
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [p, c, s, t, a] = f.as_slice() else {
+            return Err(bad());
+        };
+        out.insert(
+            (p.to_string(), c.to_string(), s.to_string()),
+            (t.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?),
+        );
+    }
+    Ok(out)
+}
+
+pub(super) fn q(v: i64, what: &str) -> Result<u64, StoreError> {
+    super::rows::quantity(v, what)
+}
+
+pub(super) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Write(format!("{what} ({v}) is past i64::MAX")))
+}
+
+/// What a push adds once checked: nothing of a refused push gets this far.
+pub(super) struct Staged {
+    pub(super) outcome: IngestOutcome,
+    pub(super) runs: HashMap<String, RunState>,
+    /// `hour_s` → the host's energy in that hour after this push.
+    pub(super) host_hours: BTreeMap<i64, u64>,
+    /// `(hour, project, component, source)` → (energy, embodied).
+    pub(super) parts: BTreeMap<(i64, String, Component, SourceKind), (u64, u64)>,
+    pub(super) last_end: Option<u64>,
+}
+
+/// The SQLite writer's `stage`, for one push: which batches are new, and every problem
+/// that refuses the push (the same paths and messages).
+pub(super) fn stage(
+    set: &IngestSet<'_>,
+    mut stored_runs: HashMap<String, RunState>,
+    stored_hours: &HashMap<i64, u64>,
+    max_hour_uj: u64,
+) -> Result<Staged, StoreError> {
+    let host = set.agent.agent_id.as_str();
+    let mut problems: Vec<WireProblem> = Vec::new();
+    let mut problem = |path: String, message: String| problems.push(WireProblem { path, message });
+    let mut outcome = IngestOutcome::default();
+    let mut runs: HashMap<String, RunState> = HashMap::new();
+    let mut hour_sums: BTreeMap<i64, u64> = BTreeMap::new();
+    let mut first_over: BTreeMap<i64, usize> = BTreeMap::new();
+    let mut new_batches: Vec<usize> = Vec::new();
+    let sp = set.spool;
+    for (field, v) in [
+        ("spool.batches", Some(sp.batches)),
+        ("spool.bytes", Some(sp.bytes)),
+        ("spool.oldest_start_unix_ms", sp.oldest_start_unix_ms),
+        (
+            "spool.dropped_batches_total",
+            Some(sp.dropped_batches_total),
+        ),
+    ] {
+        if let Some(v) = v.filter(|&v| i64::try_from(v).is_err()) {
+            problem(
+                field.to_string(),
+                format!("{v} is larger than the largest value stored ({})", i64::MAX),
+            );
+        }
+    }
+    for (i, (b, deltas)) in set.batches.iter().enumerate() {
+        check_batch_fields(i, b, &mut problem);
+        let run = runs.entry(b.run_id.clone()).or_insert_with(|| {
+            stored_runs.remove(&b.run_id).unwrap_or(RunState {
+                seqs: RunSeqs::default(),
+                stored_uj: 0,
+                first_ms: set.now_ms,
+                last_ms: set.now_ms,
+                counters: BTreeMap::new(),
+                holes_changed: false,
+                is_new: true,
+            })
+        });
+        let holes_before = run.seqs.holes.len();
+        if b.seq == 0 || !run.seqs.insert(b.seq) {
+            outcome.ack.duplicates += 1;
+            continue;
+        }
+        if run.seqs.holes.len() != holes_before || holes_before > 0 {
+            run.holes_changed = true;
+        }
+        if run.seqs.holes.len() > MAX_HOLES {
+            problem(
+                format!("batches[{i}].seq"),
+                format!(
+                    "run {} would have more than {MAX_HOLES} missing sequence numbers",
+                    b.run_id
+                ),
+            );
+        }
+        outcome.ack.accepted += 1;
+        let energy: u128 = deltas.iter().map(|d| u128::from(d.energy_uj)).sum();
+        match u64::try_from(u128::from(run.stored_uj) + energy)
+            .ok()
+            .filter(|&v| i64::try_from(v).is_ok())
+        {
+            Some(v) => run.stored_uj = v,
+            None => problem(
+                format!("batches[{i}].records"),
+                format!("the run's stored energy would pass {} µJ", i64::MAX),
+            ),
+        }
+        run.last_ms = run.last_ms.max(set.now_ms);
+        for c in &b.counters {
+            let e = run
+                .counters
+                .entry((
+                    c.project.clone(),
+                    c.component.as_str().to_string(),
+                    c.source.as_str().to_string(),
+                ))
+                .or_default();
+            if b.end_unix_ms >= e.1 {
+                *e = (c.total_uj, b.end_unix_ms);
+            }
+        }
+        if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
+            problem(
+                format!("batches[{i}].counters"),
+                format!(
+                    "the run's counters would add up past the largest value stored ({} µJ)",
+                    i64::MAX
+                ),
+            );
+        }
+        for d in deltas {
+            let e = hour_sums.entry(d.hour_s).or_default();
+            *e = e.saturating_add(d.energy_uj);
+            let before = stored_hours.get(&d.hour_s).copied().unwrap_or(0);
+            if before.saturating_add(*e) > max_hour_uj {
+                first_over.entry(d.hour_s).or_insert(i);
+            }
+        }
+        new_batches.push(i);
+    }
+    for (hour_s, i) in &first_over {
+        let before = stored_hours.get(hour_s).copied().unwrap_or(0);
+        problem(
+            format!("batches[{i}].records"),
+            format!(
+                "host {host} would have {} µJ in the hour starting at {}, more than max_host_power_watts for one hour ({} µJ): batches overlap or a counter is wrong",
+                before.saturating_add(hour_sums.get(hour_s).copied().unwrap_or(0)),
+                jiff::Timestamp::from_second(*hour_s)
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
+                max_hour_uj
+            ),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(StoreError::Rejected(problems));
+    }
+    let host_hours = hour_sums
+        .iter()
+        .map(|(h, e)| {
+            let before = stored_hours.get(h).copied().unwrap_or(0);
+            (*h, before.saturating_add(*e))
+        })
+        .collect();
+    let mut parts: BTreeMap<(i64, String, Component, SourceKind), (u64, u64)> = BTreeMap::new();
+    for &i in &new_batches {
+        for d in &set.batches[i].1 {
+            let e = parts
+                .entry((d.hour_s, d.project.clone(), d.component, d.source))
+                .or_default();
+            e.0 += d.energy_uj;
+            e.1 += d.embodied_ug;
+        }
+    }
+    let last_end = set.batches.iter().map(|(b, _)| b.end_unix_ms).max();
+    Ok(Staged {
+        outcome,
+        runs,
+        host_hours,
+        parts,
+        last_end,
+    })
+}
+
+fn check_batch_fields(i: usize, b: &Batch, problem: &mut impl FnMut(String, String)) {
+    for (field, v) in [
+        ("seq", b.seq),
+        ("start_unix_ms", b.start_unix_ms),
+        ("end_unix_ms", b.end_unix_ms),
+    ] {
+        if i64::try_from(v).is_err() {
+            problem(
+                format!("batches[{i}].{field}"),
+                format!("{v} is larger than the largest value stored ({})", i64::MAX),
+            );
+        }
+    }
+    for (c, counter) in b.counters.iter().enumerate() {
+        if i64::try_from(counter.total_uj).is_err() {
+            problem(
+                format!("batches[{i}].counters[{c}].total_uj"),
+                format!(
+                    "{} µJ is larger than the largest value stored ({} µJ)",
+                    counter.total_uj,
+                    i64::MAX
+                ),
+            );
+        }
+    }
+}
