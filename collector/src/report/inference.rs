@@ -93,7 +93,7 @@ fn line(g: &GroupFigures, lines: &[AggregateLine]) -> InferenceLine {
 }
 
 /// The section of `[from_s, to_s)`, whose aggregate lines are `lines`. A store that
-/// keeps no inference counts gives a section saying so.
+/// keeps no inference counts gives the section of a month without counts.
 pub async fn build(
     store: &dyn Store,
     tz: &TimeZone,
@@ -103,10 +103,9 @@ pub async fn build(
     let units = match store.inference_units(from_s, to_s).await {
         Ok(u) => u,
         Err(StoreError::Invalid(why)) => {
-            return Ok(InferenceSection {
-                note: why,
-                ..InferenceSection::default()
-            });
+            // The report reads the same whatever the engine: the reason goes to the log.
+            tracing::warn!(reason = %why, "no inference counts for the report");
+            Vec::new()
         }
         Err(e) => return Err(e),
     };
