@@ -182,12 +182,19 @@ fn main() -> ExitCode {
 
 /// `RUST_LOG` (default `info`), with the HTTP and TLS libraries capped at `debug`: at
 /// `trace` such libraries may write what crosses the wire, and secrets are never logged
-/// (ureq's own debug lines leave `Authorization` out).
+/// (ureq's own debug lines leave `Authorization` out). The caps only lower a level: a
+/// directive `ureq=debug` added to `warn` would raise ureq to debug, one line per HTTP
+/// call of the agent (its pushes, every inference server read).
 fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
     const CAPS: &str = "ureq=debug,ureq_proto=debug,rustls=debug,hyper=debug,hyper_util=debug";
     let base = rust_log.filter(|s| !s.trim().is_empty()).unwrap_or("info");
-    tracing_subscriber::EnvFilter::try_new(format!("{base},{CAPS}"))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{CAPS}")))
+    let filter = if base.to_ascii_lowercase().contains("trace") {
+        format!("{base},{CAPS}")
+    } else {
+        base.to_string()
+    };
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -240,5 +247,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", AgentConfig::example_toml());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+    use tracing_subscriber::filter::LevelFilter;
+
+    #[test]
+    fn library_caps_never_raise_the_level_asked_for() {
+        // Before: `warn` plus the caps let ureq log every HTTP call at debug.
+        assert_eq!(
+            log_filter(Some("warn")).max_level_hint(),
+            Some(LevelFilter::WARN)
+        );
+        assert_eq!(log_filter(None).max_level_hint(), Some(LevelFilter::INFO));
+        assert_eq!(
+            log_filter(Some("trace")).max_level_hint(),
+            Some(LevelFilter::TRACE)
+        );
     }
 }

@@ -271,6 +271,29 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
         &[("assistant-citoyen", "gpu", "nvml", 400)],
     );
 
+    // Wire v2: one minute of the citizen assistant's model, with its server's counts,
+    // for the per-model section.
+    let s = (from_s as u64 + 86_400) * 1000;
+    push(
+        &collector.base,
+        &gpu,
+        serde_json::json!({
+            "version": 2,
+            "agent": { "agent_id": "gpu-1", "hostname": "gpu-1", "agent_version": "test" },
+            "spool": { "batches": 0, "bytes": 0, "oldest_start_unix_ms": null, "dropped_batches_total": 0 },
+            "batches": [{
+                "run_id": format!("{:032x}", 4), "seq": 1, "start_unix_ms": s, "end_unix_ms": s + 60_000,
+                "records": [{ "project": "assistant-citoyen", "model": "mistral-small-24b", "component": "gpu",
+                    "source": "nvml", "start_unix_ms": s, "end_unix_ms": s + 60_000, "energy_uj": 21_600_000_000u64 }],
+                "counters": [],
+                "inference": [{ "project": "assistant-citoyen", "model": "mistral-small-24b", "server": "vllm",
+                    "start_unix_ms": s, "end_unix_ms": s + 60_000, "requests": 120, "input_tokens": 96_000,
+                    "cached_input_tokens": 12_000, "output_tokens": 48_000, "gap_ms": 0, "resets": 0,
+                    "allocated": false }],
+            }],
+        }),
+    );
+
     // The HTML from the collector (English), the PDF from the data directory (French).
     let html_path = dir.path().join("report.html");
     let out = run(&[
@@ -297,6 +320,13 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
     );
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<html lang=\"en\">") && html.contains("October 2025"));
+    // The per-model section, with the figures of that minute: 21,600 J for 120 requests.
+    assert!(
+        html.contains("By inference model and functional unit")
+            && html.contains("mistral-small-24b")
+            && html.contains(">180<"),
+        "no per-model section"
+    );
     assert_eq!(
         html.matches("<figure class=\"chart\">").count(),
         4,

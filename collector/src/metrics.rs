@@ -47,6 +47,9 @@ struct Counts {
     last_sweep_ms: u64,
     /// Projects whose series were forgotten (a fixed-size Bloom filter: bounded).
     forgotten: Forgotten,
+    /// All-time inference counts per project and model, as the store has them (read at
+    /// every scrape, like the footprint's totals).
+    inference: Vec<crate::inference::InferenceTotal>,
     /// Projects back after their series were forgotten, waiting for their stored totals
     /// ([`reseed_returning`]); their new energy is in those totals.
     returning: std::collections::BTreeSet<String>,
@@ -172,6 +175,11 @@ impl Metrics {
                     .or_default() += ug;
             }
         }
+    }
+
+    /// Sets the inference counters to the stored all-time totals.
+    pub fn seed_inference(&self, totals: Vec<crate::inference::InferenceTotal>) {
+        self.counts().inference = totals;
     }
 
     /// A push stored: its new parts and how many batches were new or replays.
@@ -310,6 +318,7 @@ impl Metrics {
     pub fn render(&self, agents: &[AgentRecord], now_ms: u64) -> String {
         let c = self.counts();
         let mut families = footprint_families(&c);
+        families.extend(inference_families(&c));
         families.extend(budget_families(&c));
         families.extend(push_families(&c));
         families.extend(agent_families(agents, now_ms));
@@ -366,6 +375,56 @@ fn footprint_families(c: &Counts) -> Vec<Family> {
         );
     }
     vec![energy, co2e]
+}
+
+/// Requests and tokens per project and model (the store's all-time totals), for the
+/// projects whose series are kept; a count the servers do not keep has no series.
+fn inference_families(c: &Counts) -> Vec<Family> {
+    let mut requests = Family::new(
+        "empreinte_inference_requests_total",
+        "Requests the inference servers completed (all time: the database's totals), per project and model, as counted by the servers (vLLM, SGLang, TGI, Triton, llama.cpp, LiteLLM) and pushed by the agents.",
+        MetricType::COUNTER,
+    );
+    let mut tokens = Family::new(
+        "empreinte_inference_tokens_total",
+        "Tokens the inference servers processed (all time: the database's totals), per project, model and kind: input (prompt tokens, cached ones included), cached_input (of them, served from the prefix cache) or output (generated).",
+        MetricType::COUNTER,
+    );
+    let mut energy = Family::new(
+        "empreinte_inference_energy_joules_total",
+        "IT energy the agents tagged with a model (all time: the database's totals), per project and model, in joules (at the meter, without PUE): the energy of the processes serving it, their GPUs' idle time with the model loaded included; divided by the requests or tokens above, it gives the energy per request or per token.",
+        MetricType::COUNTER,
+    );
+    for t in c
+        .inference
+        .iter()
+        .filter(|t| c.last_stored.contains_key(&t.project))
+    {
+        let labels = [("project", t.project.as_str()), ("model", t.model.as_str())];
+        if t.energy_uj > 0 {
+            energy.push(&labels, t.energy_uj as f64 / 1e6);
+        }
+        if let Some(n) = t.counts.requests {
+            requests.push(&labels, n as f64);
+        }
+        for (kind, n) in [
+            ("input", t.counts.input_tokens),
+            ("cached_input", t.counts.cached_input_tokens),
+            ("output", t.counts.output_tokens),
+        ] {
+            if let Some(n) = n {
+                tokens.push(
+                    &[
+                        ("project", t.project.as_str()),
+                        ("model", t.model.as_str()),
+                        ("kind", kind),
+                    ],
+                    n as f64,
+                );
+            }
+        }
+    }
+    vec![requests, tokens, energy]
 }
 
 /// The objectives' budgets and the grid intensity in use.

@@ -93,6 +93,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/coefficients", get(api::coefficients))
         .route("/api/v1/uses", get(crate::register::api::uses))
         .route("/api/v1/costs", get(crate::cost::api::costs))
+        .route("/api/v1/inference", get(crate::inference::api::inference))
         .route("/reports/{file}", get(crate::report::http::report))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -388,6 +389,7 @@ pub async fn seed_metrics(state: &AppState) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     state.metrics.seed(&lines);
+    crate::inference::seed_metrics(state).await;
     Ok(())
 }
 

@@ -228,6 +228,24 @@ async fn every_documented_read_response_matches_its_schema() {
         source: SourceKind::Nvml,
         total_uj: 5_000_000_000,
     });
+    // Wire v2: the chat energy serves a model whose server counted requests and tokens.
+    p.batches[0].records[0].model = Some("llama".into());
+    p.batches[0]
+        .inference
+        .push(empreinte_shared::wire::InferenceRecord {
+            project: "chat".into(),
+            model: "llama".into(),
+            server: empreinte_shared::wire::InferenceServerKind::Vllm,
+            start_unix_ms: t0,
+            end_unix_ms: t0 + 15_000,
+            requests: Some(12),
+            input_tokens: Some(900),
+            cached_input_tokens: None,
+            output_tokens: Some(2_400),
+            gap_ms: 0,
+            resets: 0,
+            allocated: false,
+        });
     let (status, ack) = h.push(&agent, &p).await;
     assert_eq!(status, StatusCode::OK);
     let d = doc();
@@ -257,6 +275,11 @@ async fn every_documented_read_response_matches_its_schema() {
             .iter()
             .map(|g| format!("{path}?group_by={g}"))
             .collect()
+        } else if path.ends_with("/inference") {
+            ["project", "model", "host", "day"]
+                .iter()
+                .map(|g| format!("{path}?group_by={g}"))
+                .collect()
         } else {
             vec![path.clone()]
         };

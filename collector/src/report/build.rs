@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use jiff::tz::TimeZone;
 
 use super::{
-    DayLine, GpuCount, Inference, Line, MonthLine, Perimeter, ProjectLine, ReportData, ReportError,
-    ReportRow, SCHEMA, instant,
+    DayLine, GpuCount, Line, MonthLine, Perimeter, ProjectLine, ReportData, ReportError, ReportRow,
+    SCHEMA, instant,
 };
 use crate::api::Figures;
 use crate::config::CollectorConfig;
@@ -411,10 +411,7 @@ async fn build_with(
             .into_iter()
             .collect(),
         cost_eur: None,
-        inference: Inference {
-            available: false,
-            note: "no inference counts (requests, tokens) are collected yet",
-        },
+        inference: super::inference::build(store, tz, (m.from_s, m.to_s), &month_lines).await?,
         register: super::register::gather(store, config, m, &month_lines).await,
         coefficients: store.coefficients_used(m.from_s, m.to_s).await?,
         intensity_series: store.series_used(m.from_s, m.to_s).await?,

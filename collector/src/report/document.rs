@@ -57,7 +57,7 @@ pub const SECTIONS: &[Section] = &[
     sections::projects,
     sections::objectives,
     sections::breakdowns,
-    sections::inference_placeholder,
+    super::inference::section,
     super::register::section,
     sections::trend,
     sections::measured,

@@ -22,6 +22,7 @@ pub mod csv;
 pub mod document;
 pub mod http;
 pub mod i18n;
+pub mod inference;
 pub mod pdf;
 pub mod readable;
 pub mod register;
@@ -197,11 +198,8 @@ pub struct MonthLine {
     pub figures: Figures,
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct Inference {
-    pub available: bool,
-    pub note: &'static str,
-}
+/// The per-model section (`inference.rs`).
+pub use inference::InferenceSection as Inference;
 
 /// A coefficient line of the report is the stored coefficient itself.
 pub type CoefficientLine = crate::store::StoredCoefficient;

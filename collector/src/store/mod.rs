@@ -536,4 +536,23 @@ pub trait Store: Send + Sync {
     async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// Every hour of `[from_s, to_s)` with inference counts or model-tagged energy, per
+    /// host, project and model ([`crate::inference::InferenceUnit`]), ordered by hour,
+    /// host, project, model.
+    async fn inference_units(
+        &self,
+        _from_s: i64,
+        _to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        Err(StoreError::Invalid(
+            "this database engine does not keep inference counts yet".into(),
+        ))
+    }
+    /// All-time inference counts per project and model, ordered by them.
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        Err(StoreError::Invalid(
+            "this database engine does not keep inference counts yet".into(),
+        ))
+    }
 }

@@ -8,6 +8,7 @@
 //! own short transactions.
 
 pub mod cost;
+mod inference;
 mod rows;
 mod startup;
 pub mod writer;
@@ -578,6 +579,19 @@ impl Store for SqliteStore {
     async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
         self.settle().await?;
         cost::totals(&self.pool).await
+    }
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        self.settle().await?;
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        self.settle().await?;
+        inference::totals(&self.pool).await
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {

@@ -241,6 +241,7 @@ impl Folder {
             &mut self.coef_ids,
         )?;
         rollups.write(&tx)?;
+        super::super::inference::write(&tx, &g.inference)?;
         if through > 0 {
             tx.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('ingest_log_folded_through', ?)

@@ -226,6 +226,31 @@ mod tests {
                     source: SourceKind::Nvml,
                     total_uj: 987_654_321,
                 }],
+                inference: crate::inference::InferenceParts {
+                    counts: vec![crate::inference::CountsDelta {
+                        hour_s: 1_699_999_200,
+                        project: "projet-é".into(),
+                        model: "llama".into(),
+                        server_kinds: 3,
+                        counts: crate::inference::Counts {
+                            requests: Some(7),
+                            input_tokens: None,
+                            cached_input_tokens: Some(5),
+                            output_tokens: Some(u64::MAX),
+                        },
+                        span_ms: 15_000,
+                        gap_ms: 1_000,
+                        resets: 1,
+                        allocated: true,
+                    }],
+                    energy: vec![crate::inference::ModelEnergyDelta {
+                        hour_s: 1_699_999_200,
+                        project: "projet-é".into(),
+                        model: "llama".into(),
+                        component: Component::Gpu,
+                        energy_uj: 99,
+                    }],
+                },
             }],
         };
         let entry = encode(&push).unwrap();

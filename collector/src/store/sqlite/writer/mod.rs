@@ -75,6 +75,8 @@ pub struct PreparedBatch {
     pub end_ms: u64,
     pub deltas: Vec<HourlyDelta>,
     pub counters: Vec<Counter>,
+    /// Inference counts and model-tagged energy by hour (`super::inference`).
+    pub inference: crate::inference::InferenceParts,
 }
 
 impl PreparedPush {
@@ -94,6 +96,7 @@ impl PreparedPush {
                     end_ms: b.end_unix_ms,
                     deltas: d.clone(),
                     counters: b.counters.clone(),
+                    inference: crate::inference::batch_inference(b),
                 })
                 .collect(),
         }
@@ -436,6 +439,7 @@ impl Writer {
                     runs: g.runs.clone(),
                     agents: std::mem::take(&mut g.agents),
                     plans: std::mem::take(&mut g.plans),
+                    inference: std::mem::take(&mut g.inference),
                 };
                 self.to_folder(FoldJob::Fold {
                     group: Box::new(folded),

@@ -332,6 +332,7 @@ fn accept(
     g.runs.extend(runs);
     let mut parts: BTreeMap<(i64, &str, Component, SourceKind), (u64, u64)> = BTreeMap::new();
     for b in &new_batches {
+        g.inference.add(host, &b.inference);
         for d in &b.deltas {
             let e = parts
                 .entry((d.hour_s, d.project.as_str(), d.component, d.source))

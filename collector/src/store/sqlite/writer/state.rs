@@ -64,6 +64,7 @@ pub(super) struct Group {
     /// Plans first used in this group, in the order of their pushes (their new
     /// coefficients are stored in that order).
     pub(super) plans: Vec<Arc<HostPlan>>,
+    pub(super) inference: super::super::inference::InferenceGroup,
 }
 
 impl Group {
@@ -94,6 +95,7 @@ impl Group {
             self.runs.insert(k, r);
         }
         self.plans.extend(later.plans);
+        self.inference.merge(later.inference);
         for (k, mut a) in later.agents {
             if let Some(before) = self.agents.get(&k) {
                 a.last_end_ms = a.last_end_ms.max(before.last_end_ms);
