@@ -51,6 +51,17 @@ struct NewRows {
     emb_coef: Vec<Option<i64>>,
 }
 
+/// One staged part of a push: its row's key, energy and embodied emissions.
+struct Part<'a> {
+    host: &'a str,
+    hour_s: i64,
+    project: &'a str,
+    component: &'a str,
+    source: &'a str,
+    energy: u64,
+    embodied: u64,
+}
+
 /// The hourly rows of a push: added to the rows stored (emissions recomputed from the
 /// row's whole energy, as the SQLite writer does), with the rollups' differences.
 pub(super) async fn write_hours(
@@ -72,44 +83,8 @@ pub(super) async fn write_hours(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let intensity: HashMap<i64, (f64, Option<i64>)> = {
-        let rows: Vec<(i64, f64, i64)> = sqlx::query_as(
-            "SELECT hour_s, g_per_kwh, import_id FROM intensity_hourly
-             WHERE zone = $1 AND hour_s = ANY($2)",
-        )
-        .bind(&plan.zone)
-        .bind(&hours)
-        .fetch_all(&mut **tx)
-        .await?;
-        rows.into_iter()
-            .map(|(h, g, i)| (h, (g, Some(i))))
-            .collect()
-    };
-    let old: HashMap<(i64, String, String, String), OldRow> = {
-        let rows: Vec<OldRow> = sqlx::query_as(
-            "SELECT hour_s, project, component, source, energy_uj, facility_uj,
-                location_co2e_ug, market_co2e_ug, embodied_co2e_ug, pue, intensity_g_per_kwh,
-                market_g_per_kwh, site, zone, embodied_coef
-             FROM footprint_hourly WHERE host = $1 AND hour_s = ANY($2)",
-        )
-        .bind(host)
-        .bind(&hours)
-        .fetch_all(&mut **tx)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                (
-                    (
-                        r.hour_s,
-                        r.project.clone(),
-                        r.component.clone(),
-                        r.source.clone(),
-                    ),
-                    r,
-                )
-            })
-            .collect()
-    };
+    let intensity = intensity_of(tx, &plan.zone, &hours).await?;
+    let old = old_rows(tx, host, &hours).await?;
     let mut ins = NewRows::default();
     let mut upd = NewRows::default();
     for ((hour_s, project, component, source), (energy, embodied)) in &staged.parts {
@@ -129,107 +104,31 @@ pub(super) async fn write_hours(
                 .map(|m| operational_ug(energy, plan.pue.value, m.value)),
             embodied_ug: embodied,
         });
-        let (component, source) = (component.as_str(), source.as_str());
-        let day = rollups.day(hour_s);
+        let part = Part {
+            host,
+            hour_s,
+            project,
+            component: component.as_str(),
+            source: source.as_str(),
+            energy,
+            embodied,
+        };
         let key = (
             hour_s,
             project.clone(),
-            component.to_string(),
-            source.to_string(),
+            part.component.to_string(),
+            part.source.to_string(),
         );
         match old.get(&key) {
-            Some(o) => {
-                let total = q(o.energy_uj, "footprint_hourly.energy_uj")?
-                    .checked_add(energy)
-                    .ok_or_else(|| {
-                        StoreError::Write("an hourly row's energy would pass u64::MAX".into())
-                    })?;
-                let facility = to_i64(facility_uj(total, o.pue), "facility energy")?;
-                let location = to_i64(
-                    operational_ug(total, o.pue, o.intensity_g_per_kwh),
-                    "emissions",
-                )?;
-                let market = o
-                    .market_g_per_kwh
-                    .map(|m| to_i64(operational_ug(total, o.pue, m), "emissions"))
-                    .transpose()?;
-                let emb = to_i64(
-                    q(o.embodied_co2e_ug, "footprint_hourly.embodied_co2e_ug")?
-                        .checked_add(embodied)
-                        .ok_or_else(|| {
-                            StoreError::Write(
-                                "an hourly row's embodied emissions would pass u64::MAX".into(),
-                            )
-                        })?,
-                    "embodied emissions",
-                )?;
-                let coef = o.embodied_coef.or(coefs.embodied);
-                if o.embodied_coef.is_none() {
-                    if let Some(c) = coefs.embodied {
-                        rollups.use_coef(day, c, 1);
-                    }
-                }
-                rollups.add(
-                    hour_s,
-                    [host, project, component, source, &o.site, &o.zone],
-                    [
-                        to_i64(energy, "energy")?,
-                        facility - o.facility_uj,
-                        location - o.location_co2e_ug,
-                        market.unwrap_or(location) - o.market_co2e_ug.unwrap_or(o.location_co2e_ug),
-                        emb - o.embodied_co2e_ug,
-                    ],
-                );
-                upd.hour.push(hour_s);
-                upd.project.push(project.clone());
-                upd.component.push(component.to_string());
-                upd.source.push(source.to_string());
-                upd.energy.push(to_i64(total, "energy")?);
-                upd.facility.push(facility);
-                upd.location.push(location);
-                upd.market.push(market);
-                upd.embodied.push(emb);
-                upd.emb_coef.push(coef);
-            }
-            None => {
-                let pue = plan.pue.value;
-                let facility = to_i64(facility_uj(energy, pue), "facility energy")?;
-                let location = to_i64(operational_ug(energy, pue, g_per_kwh), "emissions")?;
-                let market = plan
-                    .market
-                    .as_ref()
-                    .map(|m| to_i64(operational_ug(energy, pue, m.value), "emissions"))
-                    .transpose()?;
-                let grid_coef = import_id.is_none().then_some(coefs.grid);
-                for c in [Some(coefs.pue), grid_coef, coefs.market, coefs.embodied]
-                    .into_iter()
-                    .flatten()
-                {
-                    rollups.use_coef(day, c, 1);
-                }
-                rollups.zone_hour(&plan.zone, hour_s);
-                let e = to_i64(energy, "energy")?;
-                let emb = to_i64(embodied, "embodied emissions")?;
-                rollups.add(
-                    hour_s,
-                    [host, project, component, source, &plan.site, &plan.zone],
-                    [e, facility, location, market.unwrap_or(location), emb],
-                );
-                ins.hour.push(hour_s);
-                ins.project.push(project.clone());
-                ins.component.push(component.to_string());
-                ins.source.push(source.to_string());
-                ins.energy.push(e);
-                ins.facility.push(facility);
-                ins.pue_coef.push(coefs.pue);
-                ins.g.push(g_per_kwh);
-                ins.grid_coef.push(grid_coef);
-                ins.import.push(import_id);
-                ins.location.push(location);
-                ins.market.push(market);
-                ins.embodied.push(emb);
-                ins.emb_coef.push(coefs.embodied);
-            }
+            Some(o) => add_to_row(o, &part, coefs, rollups, &mut upd)?,
+            None => new_row(
+                &part,
+                plan,
+                coefs,
+                (g_per_kwh, import_id),
+                rollups,
+                &mut ins,
+            )?,
         }
     }
     if !ins.hour.is_empty() {
@@ -238,6 +137,183 @@ pub(super) async fn write_hours(
     if !upd.hour.is_empty() {
         update_rows(tx, host, &upd).await?;
     }
+    Ok(())
+}
+
+/// The zone's imported intensity for `hours` (g/kWh and the import's id).
+async fn intensity_of(
+    tx: &mut Transaction<'_, Postgres>,
+    zone: &str,
+    hours: &[i64],
+) -> Result<HashMap<i64, (f64, Option<i64>)>, StoreError> {
+    let rows: Vec<(i64, f64, i64)> = sqlx::query_as(
+        "SELECT hour_s, g_per_kwh, import_id FROM intensity_hourly
+         WHERE zone = $1 AND hour_s = ANY($2)",
+    )
+    .bind(zone)
+    .bind(hours)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(h, g, i)| (h, (g, Some(i))))
+        .collect())
+}
+
+/// The host's stored rows of `hours`, by (hour, project, component, source).
+async fn old_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    host: &str,
+    hours: &[i64],
+) -> Result<HashMap<(i64, String, String, String), OldRow>, StoreError> {
+    let rows: Vec<OldRow> = sqlx::query_as(
+        "SELECT hour_s, project, component, source, energy_uj, facility_uj,
+            location_co2e_ug, market_co2e_ug, embodied_co2e_ug, pue, intensity_g_per_kwh,
+            market_g_per_kwh, site, zone, embodied_coef
+         FROM footprint_hourly WHERE host = $1 AND hour_s = ANY($2)",
+    )
+    .bind(host)
+    .bind(hours)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (
+                (
+                    r.hour_s,
+                    r.project.clone(),
+                    r.component.clone(),
+                    r.source.clone(),
+                ),
+                r,
+            )
+        })
+        .collect())
+}
+
+/// `part` added to the row `o` that exists: the row's totals recomputed with its own
+/// coefficients, the rollups given the differences.
+fn add_to_row(
+    o: &OldRow,
+    part: &Part<'_>,
+    coefs: PlanCoefs,
+    rollups: &mut super::maintain::Rollups,
+    upd: &mut NewRows,
+) -> Result<(), StoreError> {
+    let total = q(o.energy_uj, "footprint_hourly.energy_uj")?
+        .checked_add(part.energy)
+        .ok_or_else(|| StoreError::Write("an hourly row's energy would pass u64::MAX".into()))?;
+    let facility = to_i64(facility_uj(total, o.pue), "facility energy")?;
+    let location = to_i64(
+        operational_ug(total, o.pue, o.intensity_g_per_kwh),
+        "emissions",
+    )?;
+    let market = o
+        .market_g_per_kwh
+        .map(|m| to_i64(operational_ug(total, o.pue, m), "emissions"))
+        .transpose()?;
+    let emb = to_i64(
+        q(o.embodied_co2e_ug, "footprint_hourly.embodied_co2e_ug")?
+            .checked_add(part.embodied)
+            .ok_or_else(|| {
+                StoreError::Write("an hourly row's embodied emissions would pass u64::MAX".into())
+            })?,
+        "embodied emissions",
+    )?;
+    let coef = o.embodied_coef.or(coefs.embodied);
+    if o.embodied_coef.is_none() {
+        if let Some(c) = coefs.embodied {
+            let day = rollups.day(part.hour_s);
+            rollups.use_coef(day, c, 1);
+        }
+    }
+    rollups.add(
+        part.hour_s,
+        [
+            part.host,
+            part.project,
+            part.component,
+            part.source,
+            &o.site,
+            &o.zone,
+        ],
+        [
+            to_i64(part.energy, "energy")?,
+            facility - o.facility_uj,
+            location - o.location_co2e_ug,
+            market.unwrap_or(location) - o.market_co2e_ug.unwrap_or(o.location_co2e_ug),
+            emb - o.embodied_co2e_ug,
+        ],
+    );
+    upd.hour.push(part.hour_s);
+    upd.project.push(part.project.to_string());
+    upd.component.push(part.component.to_string());
+    upd.source.push(part.source.to_string());
+    upd.energy.push(to_i64(total, "energy")?);
+    upd.facility.push(facility);
+    upd.location.push(location);
+    upd.market.push(market);
+    upd.embodied.push(emb);
+    upd.emb_coef.push(coef);
+    Ok(())
+}
+
+/// `part` as a new row with the plan's coefficients (and the hour's imported intensity
+/// when there is one).
+fn new_row(
+    part: &Part<'_>,
+    plan: &HostPlan,
+    coefs: PlanCoefs,
+    (g_per_kwh, import_id): (f64, Option<i64>),
+    rollups: &mut super::maintain::Rollups,
+    ins: &mut NewRows,
+) -> Result<(), StoreError> {
+    let pue = plan.pue.value;
+    let facility = to_i64(facility_uj(part.energy, pue), "facility energy")?;
+    let location = to_i64(operational_ug(part.energy, pue, g_per_kwh), "emissions")?;
+    let market = plan
+        .market
+        .as_ref()
+        .map(|m| to_i64(operational_ug(part.energy, pue, m.value), "emissions"))
+        .transpose()?;
+    let grid_coef = import_id.is_none().then_some(coefs.grid);
+    let day = rollups.day(part.hour_s);
+    for c in [Some(coefs.pue), grid_coef, coefs.market, coefs.embodied]
+        .into_iter()
+        .flatten()
+    {
+        rollups.use_coef(day, c, 1);
+    }
+    rollups.zone_hour(&plan.zone, part.hour_s);
+    let e = to_i64(part.energy, "energy")?;
+    let emb = to_i64(part.embodied, "embodied emissions")?;
+    rollups.add(
+        part.hour_s,
+        [
+            part.host,
+            part.project,
+            part.component,
+            part.source,
+            &plan.site,
+            &plan.zone,
+        ],
+        [e, facility, location, market.unwrap_or(location), emb],
+    );
+    ins.hour.push(part.hour_s);
+    ins.project.push(part.project.to_string());
+    ins.component.push(part.component.to_string());
+    ins.source.push(part.source.to_string());
+    ins.energy.push(e);
+    ins.facility.push(facility);
+    ins.pue_coef.push(coefs.pue);
+    ins.g.push(g_per_kwh);
+    ins.grid_coef.push(grid_coef);
+    ins.import.push(import_id);
+    ins.location.push(location);
+    ins.market.push(market);
+    ins.embodied.push(emb);
+    ins.emb_coef.push(coefs.embodied);
     Ok(())
 }
 

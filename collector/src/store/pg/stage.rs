@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use empreinte_shared::wire::{Batch, WireProblem};
+use empreinte_shared::wire::{Batch, SpoolStatus, WireProblem};
 use empreinte_shared::{Component, SourceKind};
 
 use super::super::runs::{MAX_HOLES, RunSeqs};
@@ -92,23 +92,7 @@ pub(super) fn stage(
     let mut hour_sums: BTreeMap<i64, u64> = BTreeMap::new();
     let mut first_over: BTreeMap<i64, usize> = BTreeMap::new();
     let mut new_batches: Vec<usize> = Vec::new();
-    let sp = set.spool;
-    for (field, v) in [
-        ("spool.batches", Some(sp.batches)),
-        ("spool.bytes", Some(sp.bytes)),
-        ("spool.oldest_start_unix_ms", sp.oldest_start_unix_ms),
-        (
-            "spool.dropped_batches_total",
-            Some(sp.dropped_batches_total),
-        ),
-    ] {
-        if let Some(v) = v.filter(|&v| i64::try_from(v).is_err()) {
-            problem(
-                field.to_string(),
-                format!("{v} is larger than the largest value stored ({})", i64::MAX),
-            );
-        }
-    }
+    check_spool(set.spool, &mut problem);
     for (i, (b, deltas)) in set.batches.iter().enumerate() {
         check_batch_fields(i, b, &mut problem);
         let run = runs.entry(b.run_id.clone()).or_insert_with(|| {
@@ -152,28 +136,7 @@ pub(super) fn stage(
             ),
         }
         run.last_ms = run.last_ms.max(set.now_ms);
-        for c in &b.counters {
-            let e = run
-                .counters
-                .entry((
-                    c.project.clone(),
-                    c.component.as_str().to_string(),
-                    c.source.as_str().to_string(),
-                ))
-                .or_default();
-            if b.end_unix_ms >= e.1 {
-                *e = (c.total_uj, b.end_unix_ms);
-            }
-        }
-        if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
-            problem(
-                format!("batches[{i}].counters"),
-                format!(
-                    "the run's counters would add up past the largest value stored ({} µJ)",
-                    i64::MAX
-                ),
-            );
-        }
+        add_counters(run, i, b, &mut problem);
         for d in deltas {
             let e = hour_sums.entry(d.hour_s).or_default();
             *e = e.saturating_add(d.energy_uj);
@@ -184,7 +147,91 @@ pub(super) fn stage(
         }
         new_batches.push(i);
     }
-    for (hour_s, i) in &first_over {
+    power_problems(
+        host,
+        &first_over,
+        &hour_sums,
+        stored_hours,
+        max_hour_uj,
+        &mut problem,
+    );
+    if !problems.is_empty() {
+        return Err(StoreError::Rejected(problems));
+    }
+    let host_hours = hour_sums
+        .iter()
+        .map(|(h, e)| {
+            let before = stored_hours.get(h).copied().unwrap_or(0);
+            (*h, before.saturating_add(*e))
+        })
+        .collect();
+    let parts = parts_of(set, &new_batches);
+    let last_end = set.batches.iter().map(|(b, _)| b.end_unix_ms).max();
+    Ok(Staged {
+        outcome,
+        runs,
+        host_hours,
+        parts,
+        last_end,
+    })
+}
+
+/// The spool figures a collector stores must fit in an `i64`.
+fn check_spool(sp: &SpoolStatus, problem: &mut impl FnMut(String, String)) {
+    for (field, v) in [
+        ("spool.batches", Some(sp.batches)),
+        ("spool.bytes", Some(sp.bytes)),
+        ("spool.oldest_start_unix_ms", sp.oldest_start_unix_ms),
+        (
+            "spool.dropped_batches_total",
+            Some(sp.dropped_batches_total),
+        ),
+    ] {
+        if let Some(v) = v.filter(|&v| i64::try_from(v).is_err()) {
+            problem(
+                field.to_string(),
+                format!("{v} is larger than the largest value stored ({})", i64::MAX),
+            );
+        }
+    }
+}
+
+/// The batch's counters kept as the run's latest, and refused past `i64::MAX` in total.
+fn add_counters(run: &mut RunState, i: usize, b: &Batch, problem: &mut impl FnMut(String, String)) {
+    for c in &b.counters {
+        let e = run
+            .counters
+            .entry((
+                c.project.clone(),
+                c.component.as_str().to_string(),
+                c.source.as_str().to_string(),
+            ))
+            .or_default();
+        if b.end_unix_ms >= e.1 {
+            *e = (c.total_uj, b.end_unix_ms);
+        }
+    }
+    if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
+        problem(
+            format!("batches[{i}].counters"),
+            format!(
+                "the run's counters would add up past the largest value stored ({} µJ)",
+                i64::MAX
+            ),
+        );
+    }
+}
+
+/// One problem per hour where the host would draw more than it can.
+fn power_problems(
+    host: &str,
+    first_over: &BTreeMap<i64, usize>,
+    hour_sums: &BTreeMap<i64, u64>,
+    stored_hours: &HashMap<i64, u64>,
+    max_hour_uj: u64,
+    problem: &mut impl FnMut(String, String),
+) {
+    for (hour_s, i) in first_over {
         let before = stored_hours.get(hour_s).copied().unwrap_or(0);
         problem(
             format!("batches[{i}].records"),
@@ -198,18 +245,15 @@ pub(super) fn stage(
             ),
         );
     }
-    if !problems.is_empty() {
-        return Err(StoreError::Rejected(problems));
-    }
-    let host_hours = hour_sums
-        .iter()
-        .map(|(h, e)| {
-            let before = stored_hours.get(h).copied().unwrap_or(0);
-            (*h, before.saturating_add(*e))
-        })
-        .collect();
+}
+
+/// The new batches' energy and embodied emissions per (hour, project, component, source).
+fn parts_of(
+    set: &IngestSet<'_>,
+    new_batches: &[usize],
+) -> BTreeMap<(i64, String, Component, SourceKind), (u64, u64)> {
     let mut parts: BTreeMap<(i64, String, Component, SourceKind), (u64, u64)> = BTreeMap::new();
-    for &i in &new_batches {
+    for &i in new_batches {
         for d in &set.batches[i].1 {
             let e = parts
                 .entry((d.hour_s, d.project.clone(), d.component, d.source))
@@ -218,14 +262,7 @@ pub(super) fn stage(
             e.1 += d.embodied_ug;
         }
     }
-    let last_end = set.batches.iter().map(|(b, _)| b.end_unix_ms).max();
-    Ok(Staged {
-        outcome,
-        runs,
-        host_hours,
-        parts,
-        last_end,
-    })
+    parts
 }
 
 fn check_batch_fields(i: usize, b: &Batch, problem: &mut impl FnMut(String, String)) {
