@@ -326,12 +326,6 @@ pub fn breakdowns(cx: &Ctx, b: &mut Vec<Block>) {
     }
 }
 
-/// Until the per-model section exists: says that no count per request is given.
-pub fn inference_placeholder(cx: &Ctx, b: &mut Vec<Block>) {
-    b.push(Block::Heading(cx.t.inference.into()));
-    b.push(Block::Para(cx.t.inference_none.into()));
-}
-
 /// The last twelve months: months before the first data say "no data", not 0.
 pub fn trend(cx: &Ctx, b: &mut Vec<Block>) {
     let (lang, t, data) = (cx.lang, cx.t, cx.data);
