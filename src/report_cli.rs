@@ -13,6 +13,8 @@ use empreinte_collector::config::{CollectorConfig, Overrides};
 use empreinte_collector::period::month_of;
 use empreinte_collector::report::{self, Format, Lang, pdf};
 
+mod csv_out;
+
 #[derive(Args)]
 pub struct ReportCommand {
     /// The month, YYYY-MM, in the organisation's time zone [default: last month].
@@ -72,6 +74,9 @@ pub fn report(cmd: ReportCommand) -> anyhow::Result<ExitCode> {
     }
     if cmd.format == Format::Boamps {
         return boamps(&cmd);
+    }
+    if cmd.format == Format::Csv {
+        return csv_out::csv(&cmd);
     }
     let (bytes, month, lang) = match &cmd.collector {
         Some(url) => remote(&cmd, url)?,
@@ -229,7 +234,17 @@ fn pdf_of(html: &str, chromium: Option<&Path>) -> anyhow::Result<Vec<u8>> {
     Ok(runtime.block_on(pdf::print(html, &chromium))?)
 }
 
-fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
+/// What a report from the data directory needs: the configuration, the language, the
+/// time zone, the month and the instant it is made at.
+struct LocalSetup {
+    config: CollectorConfig,
+    lang: Lang,
+    tz: jiff::tz::TimeZone,
+    month: empreinte_collector::period::Month,
+    now: i64,
+}
+
+fn local_setup(cmd: &ReportCommand) -> anyhow::Result<LocalSetup> {
     let config = CollectorConfig::load(
         cmd.config.as_deref(),
         &Overrides {
@@ -251,31 +266,36 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
     let tz = report::time_zone(&config)?;
     let label = month_label(cmd, &config)?;
     let now = now_s();
-    let m = report::parse_report_month(&tz, &label, now).map_err(|e| match e {
+    let month = report::parse_report_month(&tz, &label, now).map_err(|e| match e {
         report::ReportError::Future { .. } => anyhow::anyhow!("--month {e}"),
         other => other.into(),
     })?;
+    Ok(LocalSetup {
+        config,
+        lang,
+        tz,
+        month,
+        now,
+    })
+}
+
+fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
+    let LocalSetup {
+        config,
+        lang,
+        tz,
+        month: m,
+        now,
+    } = local_setup(cmd)?;
     let runtime = crate::collector_cli::runtime()?;
     let data = runtime.block_on(async {
         let opened = crate::collector_cli::open_for_command(&config).await?;
         let store = opened.store();
         let data = report::build_summary(store.as_ref(), &config, &tz, &m, now).await;
-        // The CSV's hourly rows are read page by page (the text is kept, not the rows).
-        let csv = match (&data, cmd.format) {
-            (Ok(d), Format::Csv) => {
-                let mut out = Vec::new();
-                let written =
-                    report::write_csv(store.clone(), d.clone(), tz.clone(), lang, &mut out).await;
-                Some(written.map(|()| out))
-            }
-            _ => None,
-        };
         opened.close().await;
-        anyhow::Ok((data?, csv.transpose()?))
+        anyhow::Ok(data?)
     })?;
-    let (data, csv) = data;
     let bytes = match cmd.format {
-        Format::Csv => csv.unwrap_or_default(),
         Format::Pdf => pdf_of(
             &report::render_text(&data, Format::Html, lang)?,
             cmd.chromium.as_deref(),
@@ -286,6 +306,37 @@ fn local(cmd: &ReportCommand) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)>
 }
 
 fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Option<Lang>)> {
+    let config = CollectorConfig::load(cmd.config.as_deref(), &Overrides::default())?;
+    let label = month_label(cmd, &config)?;
+    // A PDF is printed here, from the collector's HTML.
+    let fetched = if cmd.format == Format::Pdf {
+        Format::Html
+    } else {
+        cmd.format
+    };
+    let (address, mut response) = fetch(cmd, url, &label, fetched)?;
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(512 * 1024 * 1024)
+        .read_to_vec()
+        .with_context(|| format!("cannot read the collector's answer from {address}"))?;
+    let bytes = if cmd.format == Format::Pdf {
+        pdf_of(&String::from_utf8_lossy(&body), cmd.chromium.as_deref())?
+    } else {
+        body
+    };
+    Ok((bytes, label, cmd.lang))
+}
+
+/// `GET {url}/reports/{label}.{format}` with the read token: the collector's answer when
+/// it is 200 (its body not read yet), else its message as an error.
+fn fetch(
+    cmd: &ReportCommand,
+    url: &str,
+    label: &str,
+    format: Format,
+) -> anyhow::Result<(String, ureq::http::Response<ureq::Body>)> {
     let token = match &cmd.token_file {
         Some(p) => std::fs::read_to_string(p)
             .with_context(|| format!("cannot read the token file {}", p.display()))?
@@ -295,18 +346,10 @@ fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Op
             "--collector needs a read token: give --token-file or set EMPREINTE_READ_TOKEN",
         )?,
     };
-    let config = CollectorConfig::load(cmd.config.as_deref(), &Overrides::default())?;
-    let label = month_label(cmd, &config)?;
-    // A PDF is printed here, from the collector's HTML.
-    let fetched = if cmd.format == Format::Pdf {
-        Format::Html
-    } else {
-        cmd.format
-    };
     let mut address = format!(
         "{}/reports/{label}.{}",
         url.trim_end_matches('/'),
-        fetched.extension()
+        format.extension()
     );
     if let Some(l) = cmd.lang {
         address.push_str(&format!("?lang={}", l.code()));
@@ -330,13 +373,13 @@ fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Op
             )
         })?;
     let status = response.status().as_u16();
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(512 * 1024 * 1024)
-        .read_to_vec()
-        .with_context(|| format!("cannot read the collector's answer from {address}"))?;
     if status != 200 {
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_vec()
+            .with_context(|| format!("cannot read the collector's answer from {address}"))?;
         let text = String::from_utf8_lossy(&body);
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
@@ -348,10 +391,5 @@ fn remote(cmd: &ReportCommand, url: &str) -> anyhow::Result<(Vec<u8>, String, Op
         }
         bail!("the collector refused the report ({status}): {message}");
     }
-    let bytes = if cmd.format == Format::Pdf {
-        pdf_of(&String::from_utf8_lossy(&body), cmd.chromium.as_deref())?
-    } else {
-        body
-    };
-    Ok((bytes, label, cmd.lang))
+    Ok((address, response))
 }

@@ -72,6 +72,8 @@ struct Options {
     /// the agents are spread over (agent i pushes to collector i mod N).
     database_url: Option<String>,
     collectors: usize,
+    /// The backlog run stops after this long, delivered or not (`--max-seconds`).
+    max_seconds: Option<f64>,
 }
 
 fn parse_options() -> Options {
@@ -92,6 +94,7 @@ fn parse_options() -> Options {
         probes: Vec::new(),
         database_url: None,
         collectors: 1,
+        max_seconds: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -117,10 +120,11 @@ fn parse_options() -> Options {
             "--probe" => o.probes.push(value()),
             "--database-url" => o.database_url = Some(value()),
             "--collectors" => o.collectors = value().parse().expect("--collectors N"),
+            "--max-seconds" => o.max_seconds = Some(value().parse().expect("--max-seconds S")),
             "--projects" => o.projects = value().parse().expect("a number"),
             "--projects-per-host" => o.projects_per_host = value().parse().expect("a number"),
             other => panic!(
-                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host --probe --database-url --collectors"
+                "unknown argument {other}: --collector-bin --agents --batches-per-push --rates --duration --backlog --timeout --p99-ms --keep --collector-arg --fill-month --projects --projects-per-host --probe --database-url --collectors --max-seconds"
             ),
         }
     }
@@ -281,6 +285,7 @@ impl Conn {
         let status: u16 = line.split(' ').nth(1)?.parse().ok()?;
         let mut length = 0usize;
         let mut retry_after = None;
+        let mut close = false;
         loop {
             line.clear();
             if s.read_line(&mut line).await.ok()? == 0 {
@@ -295,10 +300,17 @@ impl Conn {
                 length = v.trim().parse().ok()?;
             } else if k.eq_ignore_ascii_case("retry-after") {
                 retry_after = v.trim().parse().ok();
+            } else if k.eq_ignore_ascii_case("connection") && v.trim() == "close" {
+                close = true;
             }
         }
         let mut buf = vec![0; length];
         s.read_exact(&mut buf).await.ok()?;
+        if close {
+            // The collector gives the connection back (a refused push): the next push
+            // opens a new one, as the agent's HTTP client does.
+            self.stream = None;
+        }
         if status != 200 {
             return Some(Outcome::Status(status, retry_after));
         }
@@ -318,10 +330,15 @@ struct Counts {
     busy: AtomicU64,
     failed: AtomicU64,
     timed_out: AtomicU64,
+    /// Bytes of pushes sent and turned away (429/5xx): the cost of retries.
+    refused_bytes: AtomicU64,
 }
 
-/// A push until it is acknowledged, as the agent does: back off (1 s doubling, or the
-/// `Retry-After`) on 429/5xx, a timeout or a broken connection; the same batches again.
+/// A push until it is acknowledged, as the agent does
+/// (`empreinte_agent::push::client::failed_wait`): on 429/503 with `Retry-After`, wait
+/// that long plus up to a quarter more at random, without doubling; on another 5xx, a
+/// timeout or a broken connection, back off 1 s doubling to 2 min with jitter; the same
+/// batches again.
 async fn deliver(
     conn: &mut Conn,
     a: &Agent,
@@ -332,8 +349,15 @@ async fn deliver(
     deadline: Option<Instant>,
 ) -> bool {
     let mut backoff = Duration::from_secs(1);
+    let mut rng = a.next_seq ^ (a.t0_ms << 7) ^ a.run_id.len() as u64 ^ conn.addr.port() as u64;
+    let mut random = move || {
+        rng = rng
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (rng >> 11) as f64 / (1u64 << 53) as f64
+    };
     loop {
-        match conn.post(&a.token, body, timeout).await {
+        let wait = match conn.post(&a.token, body, timeout).await {
             Outcome::Ok {
                 accepted,
                 duplicates,
@@ -344,8 +368,19 @@ async fn deliver(
             }
             Outcome::Status(s, retry) if s == 429 || s >= 500 => {
                 counts.busy.fetch_add(1, Ordering::Relaxed);
-                if let Some(r) = retry {
-                    backoff = Duration::from_secs(r.max(1));
+                counts
+                    .refused_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                match retry {
+                    Some(r) if s == 429 || s == 503 => {
+                        let r = Duration::from_secs(r.clamp(1, 120));
+                        (r + r.mul_f64(random() / 4.0)).min(Duration::from_secs(120))
+                    }
+                    _ => {
+                        let w = backoff / 2 + backoff.mul_f64(random() / 2.0);
+                        backoff = (backoff * 2).min(Duration::from_secs(120));
+                        w
+                    }
                 }
             }
             Outcome::Status(s, _) => {
@@ -353,18 +388,21 @@ async fn deliver(
                 eprintln!("push refused with {s}");
                 return false;
             }
-            Outcome::Failed => {
-                counts.failed.fetch_add(1, Ordering::Relaxed);
+            other => {
+                if matches!(other, Outcome::TimedOut) {
+                    counts.timed_out.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counts.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                let w = backoff / 2 + backoff.mul_f64(random() / 2.0);
+                backoff = (backoff * 2).min(Duration::from_secs(120));
+                w
             }
-            Outcome::TimedOut => {
-                counts.timed_out.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        if deadline.is_some_and(|d| Instant::now() + backoff > d) {
+        };
+        if deadline.is_some_and(|d| Instant::now() + wait > d) {
             return false;
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(120));
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -657,13 +695,31 @@ async fn main_async(o: Options) {
         let peak = Arc::new(AtomicU64::new(0));
         let pid = collector.pid;
         let watch_peak = peak.clone();
+        let watch_counts = counts.clone();
         let watcher = tokio::spawn(async move {
+            let mut tick = 0u64;
             loop {
                 let (_, rss, _) = proc_stats(pid);
                 watch_peak.fetch_max(rss as u64, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                tick += 1;
+                if tick % 100 == 0 {
+                    let c = &watch_counts;
+                    println!(
+                        "  {:>4.0} s: acknowledged {} new, {} duplicates; 503/429 {} ({:.0} MB sent again), timeouts {}, failed {}; RSS {rss:.0} MB (peak {} MB)",
+                        start.elapsed().as_secs_f64(),
+                        c.accepted.load(Ordering::Relaxed) - acc0,
+                        c.duplicates.load(Ordering::Relaxed),
+                        c.busy.load(Ordering::Relaxed),
+                        c.refused_bytes.load(Ordering::Relaxed) as f64 / 1e6,
+                        c.timed_out.load(Ordering::Relaxed),
+                        c.failed.load(Ordering::Relaxed),
+                        watch_peak.load(Ordering::Relaxed),
+                    );
+                }
             }
         });
+        let deadline = o.max_seconds.map(|s| start + Duration::from_secs_f64(s));
         let mut tasks = Vec::new();
         for a in &agents {
             let a = a.clone();
@@ -679,7 +735,7 @@ async fn main_async(o: Options) {
                     let k = n.min(left);
                     write_push(&mut body, agent, agent.next_seq, k, left);
                     let t = Instant::now();
-                    if !deliver(conn, agent, &body, k, timeout, &counts, None).await {
+                    if !deliver(conn, agent, &body, k, timeout, &counts, deadline).await {
                         break;
                     }
                     lat.push(t.elapsed().as_micros() as u64);
@@ -701,10 +757,12 @@ async fn main_async(o: Options) {
         lat.sort_unstable();
         let acked = counts.accepted.load(Ordering::Relaxed) - acc0;
         println!(
-            "backlog {} × {} batches, {} per push: {:.1} s, {:>8.0} stored/s, push p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; collector CPU {:.0} %, RSS {:.1} MB (peak sampled {} MB, VmHWM {:.1} MB); busy {} timeouts {} failed {} duplicates {}",
+            "backlog {} × {} batches, {} per push: {} of {} delivered in {:.1} s, {:>8.0} stored/s, push p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; collector CPU {:.0} %, RSS {:.1} MB (peak sampled {} MB, VmHWM {:.1} MB); busy {} ({:.0} MB sent again) timeouts {} failed {} duplicates {}",
             o.agents,
             o.backlog,
             o.batches_per_push,
+            acked,
+            o.agents * o.backlog,
             elapsed,
             acked as f64 / elapsed,
             percentile(&lat, 0.5),
@@ -715,6 +773,7 @@ async fn main_async(o: Options) {
             peak.load(Ordering::Relaxed),
             hwm,
             counts.busy.load(Ordering::Relaxed),
+            counts.refused_bytes.load(Ordering::Relaxed) as f64 / 1e6,
             counts.timed_out.load(Ordering::Relaxed),
             counts.failed.load(Ordering::Relaxed),
             counts.duplicates.load(Ordering::Relaxed),

@@ -19,7 +19,9 @@ use crate::auth;
 use crate::clock::{Stopwatch, now_unix_ms};
 use crate::footprint::batch_deltas;
 use crate::server::{AppError, AppState};
-use crate::store::{IngestSet, TokenKind};
+use crate::store::{IngestSet, StoreError, TokenKind};
+
+pub mod pacing;
 
 pub async fn handle(
     State(state): State<AppState>,
@@ -55,6 +57,25 @@ async fn read_body(state: &AppState, body: Body) -> Result<Bytes, AppError> {
     }
 }
 
+/// Reads and drops the body of an authenticated push turned away before its body was
+/// read (within `body_timeout` and `max_body_bytes`, a chunk at a time: nothing is
+/// kept). An agent sends its whole body before it reads the answer: closing at once would
+/// reset its connection, and it would never see the 503 and its `Retry-After`.
+async fn discard(state: &AppState, body: Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut left = state.max_body_bytes;
+    let _ = tokio::time::timeout(state.body_timeout, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            if chunk.len() >= left {
+                break;
+            }
+            left -= chunk.len();
+        }
+    })
+    .await;
+}
+
 async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<PushAck, AppError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -69,24 +90,29 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
             limit: state.max_body_bytes,
         });
     }
-    let _slot = state.ingest_slots.clone().try_acquire_owned().map_err(|_| {
-        state.metrics.saturated("ingests");
-        AppError::Saturated {
-            what: "this collector is storing as many pushes as it accepts at once (limits.max_ingests_in_flight)".into(),
-            retry_after_s: 1,
-        }
-    })?;
     let kib = declared.map_or(state.max_body_bytes as u64, |n| n) / 1024 + 1;
-    let _bytes = u32::try_from(kib)
+    // A push turned away is told when to come back: the pushes turned away are spread
+    // over the time the collector needs to store them (`pacing`).
+    let come_back = || state.ingest_pacer.retry_after_s(kib * 1024);
+    let Ok(_slot) = state.ingest_slots.clone().try_acquire_owned() else {
+        state.metrics.saturated("ingests");
+        discard(state, body).await;
+        return Err(AppError::Saturated {
+            what: "this collector is storing as many pushes as it accepts at once (limits.max_ingests_in_flight)".into(),
+            retry_after_s: come_back(),
+        });
+    };
+    let bytes = u32::try_from(kib)
         .ok()
-        .and_then(|kib| state.ingest_kib.clone().try_acquire_many_owned(kib).ok())
-        .ok_or_else(|| {
-            state.metrics.saturated("ingest_bytes");
-            AppError::Saturated {
-                what: "this collector is reading as many push bytes as it accepts at once (limits.max_ingest_bytes_in_flight)".into(),
-                retry_after_s: 1,
-            }
-        })?;
+        .and_then(|kib| state.ingest_kib.clone().try_acquire_many_owned(kib).ok());
+    let Some(_bytes) = bytes else {
+        state.metrics.saturated("ingest_bytes");
+        discard(state, body).await;
+        return Err(AppError::Saturated {
+            what: "this collector is reading as many push bytes as it accepts at once (limits.max_ingest_bytes_in_flight)".into(),
+            retry_after_s: come_back(),
+        });
+    };
     let body = read_body(state, body).await?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let push: Push = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -125,7 +151,16 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
         batches,
     };
     let watch = Stopwatch::start();
-    let outcome = state.store.ingest(&set).await?;
+    let outcome = match state.store.ingest(&set).await {
+        Ok(o) => o,
+        Err(StoreError::Busy { retry_after_s }) => {
+            return Err(AppError::Store(StoreError::Busy {
+                retry_after_s: retry_after_s.max(come_back()),
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    state.ingest_pacer.stored(body.len() as u64);
     state.metrics.stored(
         &plan.site,
         &outcome.added,

@@ -41,6 +41,8 @@ pub struct AppState {
     pub ingest_slots: Arc<tokio::sync::Semaphore>,
     /// KiB of push bodies being read or stored now (`limits.max_ingest_bytes_in_flight`).
     pub ingest_kib: Arc<tokio::sync::Semaphore>,
+    /// When pushes turned away by these bounds should come back (`Retry-After`).
+    pub ingest_pacer: Arc<crate::ingest::pacing::Pacer>,
     /// Chromium processes printing now (`limits.max_pdf_renders`).
     pub pdf_slots: Arc<tokio::sync::Semaphore>,
     pub pdf_queue_timeout: Duration,
@@ -65,6 +67,7 @@ impl AppState {
             ingest_kib: Arc::new(tokio::sync::Semaphore::new(
                 (l.max_ingest_bytes_in_flight / 1024).max(1),
             )),
+            ingest_pacer: Arc::new(crate::ingest::pacing::Pacer::new()),
             pdf_slots: Arc::new(tokio::sync::Semaphore::new(l.max_pdf_renders.max(1))),
             pdf_queue_timeout: l.pdf_queue_timeout,
             metrics_public: config.metrics.public,
@@ -278,6 +281,12 @@ impl IntoResponse for AppError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(s));
+            // The connection is given back: the client comes back later, and another one
+            // waiting for a connection slot (`limits.max_connections`) gets it meanwhile.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
         }
         if status == StatusCode::UNAUTHORIZED {
             if let Ok(v) = "Bearer realm=\"empreinte\"".parse() {

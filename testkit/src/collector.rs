@@ -23,6 +23,9 @@ pub enum Mode {
     LoseAcks,
     /// Store nothing; answer 401 with a message.
     Refuse,
+    /// Store nothing; answer 503 with `Retry-After` of this many seconds (a collector
+    /// at its queue bound).
+    Busy(u64),
 }
 
 #[derive(Default)]
@@ -181,10 +184,14 @@ fn serve(stream: TcpStream, shared: &Mutex<Inner>) {
     let mut body = vec![0u8; length.unwrap_or(0)];
     let _ = reader.read_exact(&mut body);
     let (status, answer) = handle(&request_line, length, authorization, &body, shared);
+    let retry_after = match shared.lock().unwrap().mode {
+        Some(Mode::Busy(s)) if status == 503 => format!("Retry-After: {s}\r\n"),
+        _ => String::new(),
+    };
     *shared.lock().unwrap().statuses.entry(status).or_insert(0) += 1;
     let _ = write!(
         &stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry_after}Connection: close\r\n\r\n{answer}",
         answer.len()
     );
 }
@@ -212,6 +219,12 @@ fn handle(
     match mode {
         Mode::Down => return (503, "{\"error\":\"down for a test\"}".into()),
         Mode::Refuse => return (401, "{\"error\":\"unknown agent token\"}".into()),
+        Mode::Busy(s) => {
+            return (
+                503,
+                format!("{{\"error\":\"busy for a test; try again in {s} s\"}}"),
+            );
+        }
         Mode::Healthy | Mode::LoseAcks => {}
     }
     let push: Push = match serde_json::from_slice(body) {

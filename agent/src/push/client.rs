@@ -6,7 +6,9 @@
 //! - 200 with a [`PushAck`]: the cursor moves past exactly those batches, and the next
 //!   push may be twice as large again (up to `max_batches_per_push`).
 //! - No answer, 5xx or 429: everything stays, and the next try waits longer (1 s
-//!   doubling to 2 min, with jitter).
+//!   doubling to 2 min, with jitter). A 429 or 503 with `Retry-After: N` (seconds) is
+//!   tried again after N to 1.25 × N seconds (at most 2 min), without doubling: the
+//!   collector spreads the agents it turns away over the time it needs to serve them.
 //! - 401 or 403: the token is wrong; everything stays, logged at error level, tried
 //!   again every 2 min.
 //! - 413 or another 4xx for a push of several batches: the push is halved and sent again
@@ -46,8 +48,13 @@ pub enum Outcome {
     Idle,
     /// Stored: `sent` batches, of which the collector had `ack.duplicates` already.
     Stored { sent: u64, ack: PushAck },
-    /// No answer, 5xx or 429: try again later.
-    Failed { sent: u64, error: String },
+    /// No answer, 5xx or 429: try again later (after `retry_after`, when the collector
+    /// said when).
+    Failed {
+        sent: u64,
+        error: String,
+        retry_after: Option<Duration>,
+    },
     /// 401 or 403: the token is wrong; the batches wait until it is fixed.
     Refused {
         sent: u64,
@@ -133,6 +140,7 @@ impl Client {
                 return Outcome::Failed {
                     sent: 0,
                     error: e.to_string(),
+                    retry_after: None,
                 };
             }
         };
@@ -172,6 +180,7 @@ impl Client {
                 outcome = Outcome::Failed {
                     sent,
                     error: format!("refused ({status}: {message}), and {e}"),
+                    retry_after: None,
                 };
             }
         }
@@ -215,6 +224,7 @@ impl Client {
                 return Outcome::Failed {
                     sent,
                     error: format!("cannot encode the push: {e}"),
+                    retry_after: None,
                 };
             }
         };
@@ -231,10 +241,16 @@ impl Client {
                 return Outcome::Failed {
                     sent,
                     error: super::tls::explain(&e, "[push] ca_file or --collector-ca FILE"),
+                    retry_after: None,
                 };
             }
         };
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let text = response
             .body_mut()
             .with_config()
@@ -250,11 +266,18 @@ impl Client {
                         "status {status} but not an acknowledgement ({e}): {}",
                         snippet(&text)
                     ),
+                    retry_after: None,
                 },
             },
-            429 | 500..=599 => Outcome::Failed {
+            429 | 503 => Outcome::Failed {
                 sent,
                 error: format!("status {status}: {}", snippet(&text)),
+                retry_after,
+            },
+            500..=599 => Outcome::Failed {
+                sent,
+                error: format!("status {status}: {}", snippet(&text)),
+                retry_after: None,
             },
             401 | 403 => Outcome::Refused {
                 sent,
@@ -282,9 +305,16 @@ impl Client {
             _ => Outcome::Failed {
                 sent,
                 error: format!("unexpected status {status}: {}", snippet(&text)),
+                retry_after: None,
             },
         }
     }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by the collector, and is
+/// treated as absent: the agent's own backoff applies).
+fn parse_retry_after(text: &str) -> Option<Duration> {
+    text.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 fn snippet(text: &str) -> String {
@@ -318,6 +348,7 @@ pub async fn push_forever(
                 Outcome::Failed {
                     sent: 0,
                     error: e.to_string(),
+                    retry_after: None,
                 }
             }
         };
@@ -334,10 +365,13 @@ pub async fn push_forever(
                 // More may be waiting (a backlog after an outage): go on at once.
                 Duration::ZERO
             }
-            Outcome::Failed { sent, error } => {
-                let w = jitter(backoff);
+            Outcome::Failed {
+                sent,
+                error,
+                retry_after,
+            } => {
+                let w = failed_wait(retry_after, &mut backoff);
                 tracing::warn!(collector = %client.url(), batches = sent, error = %error, retry_in = ?w, "push failed; the batches stay in the spool");
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 w
             }
             Outcome::Refused {
@@ -360,6 +394,25 @@ pub async fn push_forever(
             // Logged when set aside; the next batches go on at once.
             Outcome::SetAside { .. } => Duration::ZERO,
         };
+    }
+}
+
+/// The wait after a failed push. With the collector's `Retry-After`: that long, plus up to
+/// a quarter more at random, at most [`MAX_BACKOFF`], and `backoff` unchanged (the
+/// collector is up and has said when it can serve). Without: `backoff` with jitter, then
+/// doubled up to [`MAX_BACKOFF`].
+pub fn failed_wait(retry_after: Option<Duration>, backoff: &mut Duration) -> Duration {
+    match retry_after {
+        Some(r) => {
+            let r = r.clamp(MIN_BACKOFF, MAX_BACKOFF);
+            let spread = f64::from(getrandom::u32().unwrap_or(0)) / f64::from(u32::MAX);
+            (r + r.mul_f64(spread / 4.0)).min(MAX_BACKOFF)
+        }
+        None => {
+            let w = jitter(*backoff);
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            w
+        }
     }
 }
 
@@ -391,4 +444,52 @@ pub async fn final_push(
         }
     };
     tokio::time::timeout(deadline, work).await.ok().flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_after_is_honoured_without_doubling_and_bounded() {
+        let mut backoff = Duration::from_secs(8);
+        for _ in 0..100 {
+            let w = failed_wait(Some(Duration::from_secs(7)), &mut backoff);
+            assert!(
+                w >= Duration::from_secs(7) && w <= Duration::from_millis(8_750),
+                "{w:?}"
+            );
+        }
+        assert_eq!(
+            backoff,
+            Duration::from_secs(8),
+            "no doubling after Retry-After"
+        );
+        // A collector asking for a day is waited for two minutes at most; zero is 1 s.
+        assert_eq!(
+            failed_wait(Some(Duration::from_secs(86_400)), &mut backoff),
+            MAX_BACKOFF
+        );
+        assert!(failed_wait(Some(Duration::ZERO), &mut backoff) >= MIN_BACKOFF);
+    }
+
+    #[test]
+    fn without_retry_after_the_backoff_doubles_with_jitter_up_to_two_minutes() {
+        let mut backoff = MIN_BACKOFF;
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            waits.push(failed_wait(None, &mut backoff));
+        }
+        assert!(waits[0] >= Duration::from_millis(500) && waits[0] <= MIN_BACKOFF);
+        assert!(waits[3] >= Duration::from_secs(4) && waits[3] <= Duration::from_secs(8));
+        assert_eq!(backoff, MAX_BACKOFF);
+        assert!(waits[9] >= MAX_BACKOFF / 2 && waits[9] <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn retry_after_is_read_in_seconds_only() {
+        assert_eq!(parse_retry_after(" 12 "), Some(Duration::from_secs(12)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-3"), None);
+    }
 }
