@@ -1,5 +1,8 @@
 //! The PostgreSQL store: the same tables and the same behaviour as the embedded SQLite
 //! store, in a database that several collectors share (any collector takes any push).
+//! Kept whole though over 600 lines: it is the `Store` trait's impl, one short method
+//! per read; the engine's parts (ingest, stage, hours, inference, copy, maintenance) are
+//! in files of their own.
 //!
 //! - Migrations from `collector/migrations-pg/`, run under sqlx's advisory lock and our
 //!   own ([`OPEN_LOCK`]), so collectors started at once make one schema.
@@ -16,6 +19,7 @@
 
 pub mod copy;
 mod hours;
+mod inference;
 mod ingest;
 mod maintain;
 mod rows;
@@ -537,6 +541,18 @@ impl Store for PgStore {
             sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
+    }
+
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        inference::totals(&self.pool).await
     }
 }
 

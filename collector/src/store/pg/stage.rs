@@ -74,6 +74,8 @@ pub(super) struct Staged {
     /// `(hour, project, component, source)` → (energy, embodied).
     pub(super) parts: BTreeMap<(i64, String, Component, SourceKind), (u64, u64)>,
     pub(super) last_end: Option<u64>,
+    /// The indices of the push's new batches (their inference counts are written).
+    pub(super) new_batches: Vec<usize>,
 }
 
 /// The SQLite writer's `stage`, for one push: which batches are new, and every problem
@@ -173,6 +175,7 @@ pub(super) fn stage(
         host_hours,
         parts,
         last_end,
+        new_batches,
     })
 }
 
