@@ -321,9 +321,9 @@ async fn a_coefficients_own_uncertainty_is_propagated() {
 
 /// The CSV's per-row figures come from each row's own coefficients (their table entries'
 /// `uncertainty_pct`), not from the kinds' figures. By hand, for one RAPL hour (5 %):
-///   srv-1, site "mairie" (FR, default PUE 20 %, ADEME's factor 10 %, no contract, no
-///     French residual mix in the table, no inventory): location sqrt(5² + 20² + 10²),
-///     market the same, embodied the kind's 50 %;
+///   srv-1, site "mairie" (FR, default PUE 20 %, ADEME's factor 10 %, no contract: AIB's
+///     French residual mix, 10 %; no inventory): location sqrt(5² + 20² + 10²), market
+///     sqrt(5² + 20² + 10²), embodied the kind's 50 %;
 ///   srv-2, site "roma" (IT, own PUE 5 %, Ember's yearly factor without its own figure:
 ///     15 %, no contract: AIB's Italian residual mix, 10 %; inventory
 ///     `server-2s-2u-boavizta`, 45 %): location sqrt(5² + 5² + 15²), market
