@@ -359,7 +359,9 @@ impl CoefficientPcts {
 /// PUE and a contract, and the coefficients table giving each coefficient's own
 /// uncertainty ([`CoefficientPcts::for_config`]). A line does not say whether its hours
 /// used an imported series or the yearly factor: the yearly factor's uncertainty is
-/// applied. Embodied figures are one error source (the same publishers' figures for every
+/// applied. A line's market-based figure used its zone's residual mix where it differs
+/// from its location-based one and the site has no contract (where none applied, the
+/// location-based figure stands in, to the microgram). Embodied figures are one error source (the same publishers' figures for every
 /// host), with the largest uncertainty among the figures the inventory uses.
 pub fn of_lines<'a>(
     lines: impl IntoIterator<Item = &'a crate::store::AggregateLine>,
@@ -417,10 +419,14 @@ pub fn of_lines_with<'a>(
                 grid: (l.zone.clone(), pcts.grid_pct(&l.zone)),
                 market: if contract {
                     Some((l.site.clone(), MARKET_CONTRACT_PCT))
-                } else {
+                } else if l.sums.market_co2e_ug != l.sums.location_co2e_ug {
+                    // A residual mix was applied when the rows were stored (the
+                    // location-based figure stands in, equal to the microgram, where none was).
                     pcts.residual
                         .get(&l.zone.to_ascii_uppercase())
                         .map(|pct| (format!("residual:{}", l.zone), *pct))
+                } else {
+                    None
                 },
                 embodied: Some(("hardware".to_string(), embodied_pct)),
             }
