@@ -538,6 +538,20 @@ impl Store for PgStore {
             sum(runs, "runs.stored_uj")?,
         ))
     }
+
+    fn engine(&self) -> super::Engine {
+        super::Engine::Postgresql
+    }
+
+    // Costs and inference counts are not kept on PostgreSQL yet (`store/pg/costs.rs`
+    // and `store/pg/inference.rs` will give `Some(self)`).
+    fn cost_reads(&self) -> Option<&dyn super::CostReads> {
+        None
+    }
+
+    fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
+        None
+    }
 }
 
 /// A PostgreSQL URL from the configuration or the command line: its password is never

@@ -572,31 +572,16 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn costs(
-        &self,
-        from_s: i64,
-        to_s: i64,
-    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
-        self.settle().await?;
-        cost::lines(&self.pool, from_s, to_s).await
+    fn engine(&self) -> super::Engine {
+        super::Engine::Sqlite
     }
 
-    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
-        self.settle().await?;
-        cost::totals(&self.pool).await
-    }
-    async fn inference_units(
-        &self,
-        from_s: i64,
-        to_s: i64,
-    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
-        self.settle().await?;
-        inference::units(&self.pool, from_s, to_s).await
+    fn cost_reads(&self) -> Option<&dyn super::CostReads> {
+        Some(self)
     }
 
-    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
-        self.settle().await?;
-        inference::totals(&self.pool).await
+    fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
+        Some(self)
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
@@ -619,5 +604,39 @@ impl Store for SqliteStore {
             sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
+    }
+}
+
+#[async_trait]
+impl super::CostReads for SqliteStore {
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        self.settle().await?;
+        cost::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        self.settle().await?;
+        cost::totals(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl super::InferenceReads for SqliteStore {
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        self.settle().await?;
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        self.settle().await?;
+        inference::totals(&self.pool).await
     }
 }
