@@ -9,7 +9,7 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use empreinte_collector::store::{Store, TokenKind};
+use empreinte_collector::store::{InferenceReads, TokenKind};
 use empreinte_shared::wire::{Batch, InferenceRecord, InferenceServerKind, Push, Record};
 use empreinte_shared::{Component, SourceKind};
 use serde_json::Value;

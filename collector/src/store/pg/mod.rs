@@ -328,10 +328,20 @@ impl Store for PgStore {
     }
 
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        // First and last hours from the hourly rows, except where those were compacted
+        // (`store_meta.hourly_compacted_before`, a local day's start): there, the start
+        // of the project's first day in the daily rollups, or of its last day when
+        // none of its hours are left.
+        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
             "SELECT m.project,
-                (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
-                (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                COALESCE(
+                    (SELECT MIN(d.day_s) FROM footprint_daily d WHERE d.project = m.project
+                       AND d.day_s < (SELECT CAST(value AS BIGINT) FROM store_meta
+                                      WHERE key = 'hourly_compacted_before')),
+                    (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project)),
+                COALESCE(
+                    (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                    (SELECT MAX(d.day_s) FROM footprint_daily d WHERE d.project = m.project)),
                 COUNT(DISTINCT m.host)
              FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
         )
@@ -340,6 +350,11 @@ impl Store for PgStore {
         .map_err(busy_or)?;
         rows.into_iter()
             .map(|(project, first, last, hosts)| {
+                let (Some(first), Some(last)) = (first, last) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "project {project:?} has monthly rollups but no daily or hourly rows"
+                    )));
+                };
                 Ok(ProjectInfo {
                     project,
                     first_hour_s: first,
@@ -537,6 +552,20 @@ impl Store for PgStore {
             sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
+    }
+
+    fn engine(&self) -> super::Engine {
+        super::Engine::Postgresql
+    }
+
+    // Costs and inference counts are not kept on PostgreSQL yet (`store/pg/costs.rs`
+    // and `store/pg/inference.rs` will give `Some(self)`).
+    fn cost_reads(&self) -> Option<&dyn super::CostReads> {
+        None
+    }
+
+    fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
+        None
     }
 }
 
