@@ -312,6 +312,36 @@ async fn scenario(e: &Engine) {
             e.name
         );
     }
+    // The report says the month was recomputed, and which plan made which days.
+    let data = empreinte_collector::report::build_summary(
+        e.store.as_ref(),
+        &v2,
+        &tz,
+        &m,
+        (now_ms / 1000) as i64 + 10,
+    )
+    .await
+    .unwrap();
+    let md = empreinte_collector::report::render_text(
+        &data,
+        empreinte_collector::report::Format::Md,
+        empreinte_collector::report::Lang::Fr,
+    )
+    .unwrap();
+    let section = md
+        .split("## Configuration qui a produit ces chiffres")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{}: no configuration section in\n{md}", e.name));
+    assert!(
+        section.contains("Ce mois a été recalculé le 2025-11-06")
+            && section.contains("à partir du 2025-10-15 00:00")
+            && section.contains("Du 2025-10-01 00:00 au 2025-10-15 00:00")
+            && section.contains("Du 2025-10-15 00:00 au 2025-11-01 00:00")
+            && section.contains("| mairie | FR | 1,30 |")
+            && section.contains("| mairie | FR | 1,10 |"),
+        "{}: {section}",
+        e.name
+    );
     // The active history: v1 from the beginning, v2 from 15 October.
     let h = e.store.plan_history().await.unwrap();
     assert_eq!(

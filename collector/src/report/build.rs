@@ -414,6 +414,7 @@ async fn build_with(
         inference: super::inference::build(store, tz, (m.from_s, m.to_s), &month_lines).await?,
         register: super::register::gather(store, config, m, &month_lines).await,
         coefficients: store.coefficients_used(m.from_s, m.to_s).await?,
+        configuration: super::history::gather(store, config, m).await?,
         intensity_series: store.series_used(m.from_s, m.to_s).await?,
         lines: month_lines,
         rows,
