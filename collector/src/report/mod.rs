@@ -30,6 +30,7 @@ pub mod register;
 pub mod sections;
 pub mod summary;
 pub mod year;
+pub mod year_factors;
 
 pub use build::{build, build_summary};
 
