@@ -13,7 +13,7 @@ use super::super::StoreError;
 use super::{PgStore, STORE_LOCK};
 
 /// Every table of the store, parents before children (foreign keys).
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 17] = [
     "coefficients",
     "intensity_imports",
     "intensity_hourly",
@@ -28,6 +28,9 @@ pub const TABLES: [&str; 14] = [
     "run_holes",
     "tokens",
     "store_meta",
+    "tariffs",
+    "cost_hourly",
+    "cost_totals",
 ];
 
 /// A table as copied and as checked.
@@ -150,7 +153,7 @@ pub async fn copy_from_sqlite(db: &Path, pg: &PgStore) -> Result<Vec<TableCheck>
         }
         checks.push((table, columns, types, sums, rows_read));
     }
-    for table in ["coefficients", "intensity_imports"] {
+    for table in ["coefficients", "intensity_imports", "tariffs"] {
         sqlx::query(&format!(
             "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
                 GREATEST((SELECT MAX(id) FROM {table}), 1), (SELECT MAX(id) FROM {table}) IS NOT NULL)"

@@ -15,6 +15,7 @@
 //! changed once committed) and the time of the last retention step.
 
 pub mod copy;
+mod costs;
 mod hours;
 mod ingest;
 mod maintain;
@@ -221,6 +222,18 @@ fn busy_or(e: sqlx::Error) -> StoreError {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        costs::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::totals(&self.pool).await
+    }
+
     async fn ingest(&self, set: &IngestSet<'_>) -> Result<IngestOutcome, StoreError> {
         ingest::ingest(self, set).await
     }

@@ -1,6 +1,8 @@
 //! Costs in the SQLite store: what a writer transaction adds (the facility energy of
 //! the hourly rows it wrote, per hour, site, project and tariff rate), written in the
 //! same transaction as the energy, and the reads of the cost API and `/metrics`.
+//! [`CostDeltas`] is the engines' common part: PostgreSQL (`store/pg/costs.rs`) sums a
+//! push's additions with it too and writes them in its own dialect.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -42,6 +44,15 @@ impl CostDeltas {
             rate.site = site.to_string();
             self.map.insert(key, (rate, facility_uj));
         }
+    }
+
+    /// The additions in key order: `(hour_s, site, project)` → (rate, facility µJ).
+    pub fn entries(&self) -> impl Iterator<Item = (&(i64, String, String), &(Rate, i64))> {
+        self.map.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     pub fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
