@@ -184,7 +184,14 @@ impl Planner {
                 .into_iter()
                 .find(|t| t.site == site.name)
                 .map(std::sync::Arc::new),
+            hardware: self.hardware(host),
         }
+    }
+
+    fn hardware(&self, host: &str) -> Option<std::sync::Arc<crate::cost::hardware::HardwareRate>> {
+        let tz = jiff::tz::TimeZone::get(&self.config.organisation.timezone).ok()?;
+        let item = self.config.inventory_of(host)?;
+        crate::cost::hardware::rate_of(host, item, &tz).map(std::sync::Arc::new)
     }
 
     fn embodied(&self, host: &str) -> Option<EmbodiedRate> {

@@ -536,6 +536,15 @@ pub trait Store: Send + Sync {
     async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
         Ok(Vec::new())
     }
+    /// The amortised hardware costs of `[from_s, to_s)` per hour, host and project, each
+    /// with its rate (`crate::cost::hardware`).
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError>;
+    /// All-time amortised hardware costs per site and project.
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError>;
 
     /// Every hour of `[from_s, to_s)` with inference counts or model-tagged energy, per
     /// host, project and model ([`crate::inference::InferenceUnit`]), ordered by hour,

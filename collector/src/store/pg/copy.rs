@@ -13,7 +13,7 @@ use super::super::StoreError;
 use super::{PgStore, STORE_LOCK};
 
 /// Every table of the store, parents before children (foreign keys).
-pub const TABLES: [&str; 17] = [
+pub const TABLES: [&str; 20] = [
     "coefficients",
     "intensity_imports",
     "intensity_hourly",
@@ -31,6 +31,9 @@ pub const TABLES: [&str; 17] = [
     "tariffs",
     "cost_hourly",
     "cost_totals",
+    "hardware_rates",
+    "hardware_cost_hourly",
+    "hardware_cost_totals",
 ];
 
 /// A table as copied and as checked.
@@ -153,7 +156,12 @@ pub async fn copy_from_sqlite(db: &Path, pg: &PgStore) -> Result<Vec<TableCheck>
         }
         checks.push((table, columns, types, sums, rows_read));
     }
-    for table in ["coefficients", "intensity_imports", "tariffs"] {
+    for table in [
+        "coefficients",
+        "intensity_imports",
+        "tariffs",
+        "hardware_rates",
+    ] {
         sqlx::query(&format!(
             "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
                 GREATEST((SELECT MAX(id) FROM {table}), 1), (SELECT MAX(id) FROM {table}) IS NOT NULL)"

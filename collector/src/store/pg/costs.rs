@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::stage::{q, to_i64};
+use crate::cost::hardware::{HardwareDeltas, HardwareLine, HardwareRate, StoredRate};
 use crate::cost::{Band, CostLine, CostTotal, Rate, StoredTariff, cost_ueur};
 use crate::store::StoreError;
 use crate::store::sqlite::cost::CostDeltas;
@@ -222,6 +223,184 @@ pub async fn totals(pool: &PgPool) -> Result<Vec<CostTotal>, StoreError> {
                 project,
                 facility_uj: q(f, "cost_totals.facility_uj")?,
                 cost_ueur: q(c, "cost_totals.cost_ueur")?,
+            })
+        })
+        .collect()
+}
+
+/// `(hour_s, host, project, rate_id, site, cost_ueur)` as arrays, for `UNNEST`.
+type HardwareColumns<'a> = (
+    Vec<i64>,
+    Vec<&'a str>,
+    Vec<&'a str>,
+    Vec<i64>,
+    Vec<&'a str>,
+    Vec<i64>,
+);
+
+/// Writes the amortised hardware cost of a push's new batches in its transaction (the
+/// hourly rows are the agent's own, under its lock; the totals, shared, in key order).
+pub async fn write_hardware(
+    tx: &mut Transaction<'_, Postgres>,
+    deltas: &HardwareDeltas,
+) -> Result<(), StoreError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut ids: BTreeMap<&HardwareRate, i64> = BTreeMap::new();
+    for ((_, _, _, rate), _) in deltas.entries() {
+        ids.insert(rate, 0);
+    }
+    for (rate, id) in ids.iter_mut() {
+        *id = hardware_rate_id(tx, rate).await?;
+    }
+    let mut cols: HardwareColumns<'_> = Default::default();
+    let mut totals: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for ((hour_s, host, project, rate), (site, ueur)) in deltas.entries() {
+        let v = to_i64(*ueur, "a hardware cost")?;
+        cols.0.push(*hour_s);
+        cols.1.push(host);
+        cols.2.push(project);
+        cols.3.push(ids.get(rate).copied().unwrap_or_default());
+        cols.4.push(site);
+        cols.5.push(v);
+        *totals.entry((site, project)).or_default() += v;
+    }
+    sqlx::query(
+        "INSERT INTO hardware_cost_hourly (hour_s, host, project, rate_id, site, cost_ueur)
+         SELECT * FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[],
+            $6::BIGINT[])
+         ON CONFLICT (hour_s, host, project, rate_id) DO UPDATE
+            SET cost_ueur = hardware_cost_hourly.cost_ueur + EXCLUDED.cost_ueur",
+    )
+    .bind(&cols.0)
+    .bind(&cols.1)
+    .bind(&cols.2)
+    .bind(&cols.3)
+    .bind(&cols.4)
+    .bind(&cols.5)
+    .execute(&mut **tx)
+    .await?;
+    let (mut sites, mut projects, mut sums) = (Vec::new(), Vec::new(), Vec::new());
+    for ((site, project), v) in totals {
+        sites.push(site);
+        projects.push(project);
+        sums.push(v);
+    }
+    sqlx::query(
+        "INSERT INTO hardware_cost_totals (site, project, cost_ueur)
+         SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::BIGINT[])
+         ON CONFLICT (site, project) DO UPDATE
+            SET cost_ueur = hardware_cost_totals.cost_ueur + EXCLUDED.cost_ueur",
+    )
+    .bind(&sites)
+    .bind(&projects)
+    .bind(&sums)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn hardware_rate_id(
+    tx: &mut Transaction<'_, Postgres>,
+    rate: &HardwareRate,
+) -> Result<i64, StoreError> {
+    let price = to_i64(rate.price_ueur, "a purchase price")?;
+    let hours = to_i64(rate.period_hours, "an amortisation period")?;
+    macro_rules! bind_all {
+        ($q:expr) => {
+            $q.bind(&rate.host)
+                .bind(price)
+                .bind(hours)
+                .bind(&rate.purchased_on)
+                .bind(&rate.source)
+        };
+    }
+    let inserted: Option<i64> = bind_all!(sqlx::query_scalar(
+        "INSERT INTO hardware_rates (host, price_ueur, period_hours, purchased_on, source)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id"
+    ))
+    .fetch_optional(&mut **tx)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => Ok(bind_all!(sqlx::query_scalar(
+            "SELECT id FROM hardware_rates WHERE host = $1 AND price_ueur = $2
+                AND period_hours = $3 AND purchased_on = $4 AND source = $5"
+        ))
+        .fetch_one(&mut **tx)
+        .await?),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct HardwareRow {
+    hour_s: i64,
+    site: String,
+    host: String,
+    project: String,
+    cost_ueur: i64,
+    id: i64,
+    rate_host: String,
+    price_ueur: i64,
+    period_hours: i64,
+    purchased_on: String,
+    source: String,
+}
+
+/// Every hardware cost line of `[from_s, to_s)` with its rate, in the SQLite store's
+/// order.
+pub async fn hardware_lines(
+    pool: &PgPool,
+    from_s: i64,
+    to_s: i64,
+) -> Result<Vec<HardwareLine>, StoreError> {
+    let rows: Vec<HardwareRow> = sqlx::query_as(
+        "SELECT c.hour_s, c.site, c.host, c.project, c.cost_ueur, r.id, r.host AS rate_host,
+                r.price_ueur, r.period_hours, r.purchased_on, r.source
+         FROM hardware_cost_hourly c JOIN hardware_rates r ON r.id = c.rate_id
+         WHERE c.hour_s >= $1 AND c.hour_s < $2
+         ORDER BY c.hour_s, c.host, c.project, r.id",
+    )
+    .bind(from_s)
+    .bind(to_s)
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(HardwareLine {
+                hour_s: r.hour_s,
+                site: r.site,
+                host: r.host,
+                project: r.project,
+                cost_ueur: q(r.cost_ueur, "hardware_cost_hourly.cost_ueur")?,
+                rate: StoredRate {
+                    id: r.id,
+                    host: r.rate_host,
+                    price_ueur: q(r.price_ueur, "hardware_rates.price_ueur")?,
+                    period_hours: q(r.period_hours, "hardware_rates.period_hours")?,
+                    purchased_on: r.purchased_on,
+                    source: r.source,
+                },
+            })
+        })
+        .collect()
+}
+
+/// All-time amortised hardware costs per site and project.
+pub async fn hardware_totals(pool: &PgPool) -> Result<Vec<CostTotal>, StoreError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT site, project, cost_ueur FROM hardware_cost_totals ORDER BY site, project",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(site, project, c)| {
+            Ok(CostTotal {
+                site,
+                project,
+                facility_uj: 0,
+                cost_ueur: q(c, "hardware_cost_totals.cost_ueur")?,
             })
         })
         .collect()

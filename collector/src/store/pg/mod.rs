@@ -234,6 +234,18 @@ impl Store for PgStore {
         costs::totals(&self.pool).await
     }
 
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        costs::hardware_lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::hardware_totals(&self.pool).await
+    }
+
     async fn ingest(&self, set: &IngestSet<'_>) -> Result<IngestOutcome, StoreError> {
         ingest::ingest(self, set).await
     }
