@@ -631,6 +631,12 @@ async fn seeded_dir() -> tempfile::TempDir {
     drop(state);
     store.close().await;
     drop(store);
+    // The pages must be in the database file itself before the test damages it and
+    // deletes the WAL: checkpoint whatever a connection still closing left there.
+    let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(db);
     dir
 }
 
