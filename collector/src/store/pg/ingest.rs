@@ -194,6 +194,7 @@ async fn once(
     )
     .await?;
     rollups.write(&mut tx).await?;
+    super::costs::write_hardware(&mut tx, &staged.hardware).await?;
     write_state(&mut tx, set, &staged).await?;
     tx.commit().await?;
     Ok(outcome)

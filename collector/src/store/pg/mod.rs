@@ -15,6 +15,7 @@
 //! changed once committed) and the time of the last retention step.
 
 pub mod copy;
+mod costs;
 mod history;
 mod hours;
 mod ingest;
@@ -582,14 +583,41 @@ impl Store for PgStore {
         super::Engine::Postgresql
     }
 
-    // Costs and inference counts are not kept on PostgreSQL yet (`store/pg/costs.rs`
-    // and `store/pg/inference.rs` will give `Some(self)`).
+    // Inference counts are not kept on PostgreSQL yet (`store/pg/inference.rs` will
+    // give `Some(self)`).
     fn cost_reads(&self) -> Option<&dyn super::CostReads> {
-        None
+        Some(self)
     }
 
     fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
         None
+    }
+}
+
+#[async_trait]
+impl super::CostReads for PgStore {
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        costs::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::totals(&self.pool).await
+    }
+
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        costs::hardware_lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::hardware_totals(&self.pool).await
     }
 }
 
