@@ -309,7 +309,7 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     std::fs::write(&register, REGISTER).unwrap();
     std::fs::write(
         &collector_config,
-        format!("register_file = {:?}\n", register.to_str().unwrap()) + "[default_site]\nname = \"lab\"\nzone = \"FR\"\ntariff_eur_per_kwh = 0.2516\ntariff_source = \"test tariff\"\n\n[[objective]]\nproject = \"alpha\"\nmonthly_energy_kwh = 0.000001\n",
+        format!("register_file = {:?}\n", register.to_str().unwrap()) + "[default_site]\nname = \"lab\"\nzone = \"FR\"\ntariff_eur_per_kwh = 0.2516\ntariff_source = \"test tariff\"\n\n[[objective]]\nproject = \"alpha\"\nmonthly_energy_kwh = 0.000001\n\n[[inventory]]\nhosts = [\"host-a\"]\npurchase_price_eur = 8760.0\namortisation_years = 1.0\npurchase_source = \"test invoice\"\n",
     )
     .unwrap();
     let collector_args = ["--config", collector_config.to_str().unwrap()];
@@ -713,6 +713,39 @@ scrape_configs:
     );
     for (p, ueur) in &costs {
         assert_close(euros[p], *ueur as f64 / 1e6, &format!("cost of {p}"));
+    }
+    // The amortised hardware cost (host-a: 1 €/h), apart: its own counters, equal to
+    // the API's hardware rows.
+    let hardware: BTreeMap<String, u64> = collector.get(
+        &reader,
+        "/api/v1/costs?from=2020-01-01&to=2100-01-01&group_by=project",
+    )["hardware"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["cost_ueur"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!hardware.is_empty(), "host-a's time is charged");
+    let amortised: BTreeMap<String, f64> = prom
+        .query("sum by (project) (empreinte_footprint_hardware_cost_euros_total{site=\"lab\"})")
+        .into_iter()
+        .map(|(l, v)| (l["project"].clone(), v))
+        .collect();
+    assert_eq!(
+        amortised.keys().collect::<Vec<_>>(),
+        hardware.keys().collect::<Vec<_>>()
+    );
+    for (p, ueur) in &hardware {
+        assert_close(
+            amortised[p],
+            *ueur as f64 / 1e6,
+            &format!("hardware cost of {p}"),
+        );
     }
     inference_series_are_the_stored_counts(&prom, &collector, &reader);
     let refused =
