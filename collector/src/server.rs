@@ -417,7 +417,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = Arc::new(config);
-    let planner = Arc::new(Planner::new(config.clone(), defaults));
+    let planner = Planner::new(config.clone(), defaults.clone());
     let problems = all_problems(&config, &planner);
     if !problems.is_empty() {
         return Err(crate::config::ConfigError::Invalid(problems).into());
@@ -444,6 +444,14 @@ pub async fn run(
             "this store engine does not keep these: their API answers 501, their series and report figures are left out"
         );
     }
+    // The configuration history: this configuration's plan is recorded (from the next
+    // hour when it changed) and every hour gets the plan in force then.
+    let history =
+        crate::history::record(store.as_ref(), &config, None, crate::clock::now_unix_ms())
+            .await
+            .context("cannot record the configuration's plan in the store")?;
+    let configs = crate::history::configs(&history, &config).map_err(anyhow::Error::msg)?;
+    let planner = Arc::new(Planner::with_history(config.clone(), defaults, configs));
     let tls = if config.tls.enabled() {
         Some(Arc::new(crate::tls::Reloadable::open(&config.tls)?))
     } else {

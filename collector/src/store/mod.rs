@@ -534,6 +534,23 @@ pub trait Store: Send + Sync {
     fn cost_reads(&self) -> Option<&dyn CostReads>;
     /// The reads of stored inference counts, when this engine keeps them.
     fn inference_reads(&self) -> Option<&dyn InferenceReads>;
+    /// The configuration history: the plans still in force (not replaced), oldest first.
+    async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError>;
+    /// Records `plan` as in force from `from_s`; the plans from that instant on are
+    /// marked replaced (kept).
+    async fn record_plan(&self, from_s: i64, plan: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// Recomputes every stored hour from `job.from_s` with the plan in force at it.
+    async fn recompute(
+        &self,
+        job: &crate::history::RecomputeJob,
+    ) -> Result<crate::history::Recomputation, StoreError>;
+    /// The recomputations that changed a month starting in `[from_s, to_s)`, oldest
+    /// first, with only those months.
+    async fn recomputations(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::history::Recomputation>, StoreError>;
 }
 
 /// Stored costs (`crate::cost`): a [`Capability`] an engine declares through

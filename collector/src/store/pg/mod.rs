@@ -15,6 +15,7 @@
 //! changed once committed) and the time of the last retention step.
 
 pub mod copy;
+mod history;
 mod hours;
 mod ingest;
 mod maintain;
@@ -531,6 +532,29 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError> {
+        history::plan_history(self).await
+    }
+
+    async fn record_plan(&self, from_s: i64, plan: &str, now_ms: u64) -> Result<(), StoreError> {
+        history::record_plan(self, from_s, plan, now_ms).await
+    }
+
+    async fn recompute(
+        &self,
+        job: &crate::history::RecomputeJob,
+    ) -> Result<crate::history::Recomputation, StoreError> {
+        history::recompute(self, job).await
+    }
+
+    async fn recomputations(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::history::Recomputation>, StoreError> {
+        history::recomputations(self, from_s, to_s).await
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {

@@ -13,6 +13,7 @@
 //! trait's one reading of "settle, then read" over several files.
 
 pub mod cost;
+mod history;
 mod inference;
 mod rows;
 mod startup;
@@ -589,6 +590,31 @@ impl Store for SqliteStore {
 
     fn engine(&self) -> super::Engine {
         super::Engine::Sqlite
+    }
+
+    async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError> {
+        history::plan_history(&self.pool).await
+    }
+
+    async fn record_plan(&self, from_s: i64, plan: &str, now_ms: u64) -> Result<(), StoreError> {
+        let _write = self.write.lock().await;
+        history::record_plan(&self.pool, from_s, plan, now_ms).await
+    }
+
+    async fn recompute(
+        &self,
+        job: &crate::history::RecomputeJob,
+    ) -> Result<crate::history::Recomputation, StoreError> {
+        let job = Box::new(job.clone());
+        self.send(|reply| Job::Recompute(job, reply)).await
+    }
+
+    async fn recomputations(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::history::Recomputation>, StoreError> {
+        history::recomputations(&self.pool, from_s, to_s).await
     }
 
     fn cost_reads(&self) -> Option<&dyn super::CostReads> {
