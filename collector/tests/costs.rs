@@ -386,6 +386,33 @@ async fn hardware_apart_by_hand(
         assert!(text.contains(&line), "{line} not in:\n{text}");
     }
     assert!(text.contains("empreinte_footprint_cost_euros_total{project=\"chat\""));
+
+    // The report: the hardware table apart from the tariffs, each host with its price,
+    // period, date, source and the month's cost; per use and department, its own column.
+    for (lang, title, col) in [
+        ("fr", "Coût matériel amorti", "Matériel amorti"),
+        ("en", "Amortised hardware cost", "Amortised hardware"),
+    ] {
+        let (status, md) = h
+            .get(&reader, &format!("/reports/{}.md?lang={lang}", m.label()))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let md = md.as_str().unwrap();
+        assert!(md.contains(title) && md.contains(col), "{lang}: {md}");
+        let row = |host: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {host} |")) && l.contains('€'))
+                .unwrap_or_else(|| panic!("{host} in {md}"))
+                .to_string()
+        };
+        let (a, b) = (row("srv-1"), row("srv-2"));
+        assert!(a.contains("Facture F-2025-001, test"), "{a}");
+        assert!(b.contains(&change.to_string()) && b.contains("Marché 2025-17"), "{b}");
+        if lang == "en" {
+            assert!(a.contains(&format!("| {n}.00 €")), "{a}");
+            assert!(b.contains(&format!("| {n_after}.00 €")), "{b}");
+        }
+    }
 }
 
 #[tokio::test]
