@@ -407,7 +407,10 @@ async fn hardware_apart_by_hand(
         };
         let (a, b) = (row("srv-1"), row("srv-2"));
         assert!(a.contains("Facture F-2025-001, test"), "{a}");
-        assert!(b.contains(&change.to_string()) && b.contains("Marché 2025-17"), "{b}");
+        assert!(
+            b.contains(&change.to_string()) && b.contains("Marché 2025-17"),
+            "{b}"
+        );
         if lang == "en" {
             assert!(a.contains(&format!("| {n}.00 €")), "{a}");
             assert!(b.contains(&format!("| {n_after}.00 €")), "{b}");
