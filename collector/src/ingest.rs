@@ -111,21 +111,54 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
     if !problems.is_empty() {
         return Err(AppError::Invalid(problems));
     }
-    let plan = state.planner.host(&push.agent.agent_id);
-    let batches = push
-        .batches
-        .iter()
-        .map(|b| (b, batch_deltas(b, plan.embodied.as_ref())))
-        .collect();
-    let set = IngestSet {
-        agent: &push.agent,
-        spool: &push.spool,
-        plan: &plan,
-        now_ms,
-        batches,
+    // Each batch with the plan in force at its start (the configuration history: a change
+    // applies from an instant on the hour, and batches do not cross hours when the batch
+    // interval divides an hour); a push across a change is stored as one set per plan.
+    let plan_of = |b: &empreinte_shared::wire::Batch| {
+        let start_s = i64::try_from(b.start_unix_ms / 1000).unwrap_or(i64::MAX);
+        state.planner.host_at(&push.agent.agent_id, start_s)
     };
+    let plan = push
+        .batches
+        .first()
+        .map(plan_of)
+        .unwrap_or_else(|| state.planner.host(&push.agent.agent_id));
     let watch = Stopwatch::start();
-    let outcome = state.store.ingest(&set).await?;
+    let mut outcome: Option<crate::store::IngestOutcome> = None;
+    let mut rest: &[empreinte_shared::wire::Batch] = &push.batches;
+    loop {
+        let plan = rest.first().map(plan_of).unwrap_or_else(|| plan.clone());
+        let n = rest
+            .iter()
+            .position(|b| !std::sync::Arc::ptr_eq(&plan_of(b), &plan))
+            .unwrap_or(rest.len());
+        let (these, later) = rest.split_at(n);
+        let set = IngestSet {
+            agent: &push.agent,
+            spool: &push.spool,
+            plan: &plan,
+            now_ms,
+            batches: these
+                .iter()
+                .map(|b| (b, batch_deltas(b, plan.embodied.as_ref())))
+                .collect(),
+        };
+        let o = state.store.ingest(&set).await?;
+        outcome = Some(match outcome {
+            None => o,
+            Some(mut acc) => {
+                acc.ack.accepted += o.ack.accepted;
+                acc.ack.duplicates += o.ack.duplicates;
+                acc.added.extend(o.added);
+                acc
+            }
+        });
+        rest = later;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    let outcome = outcome.ok_or_else(|| AppError::Malformed("a push without batches".into()))?;
     state.metrics.stored(
         &plan.site,
         &outcome.added,

@@ -221,7 +221,12 @@ pub const COST_METRIC: &str = "empreinte_footprint_cost_euros_total";
 /// restart).
 pub async fn prometheus(state: &AppState) -> Result<String, crate::store::StoreError> {
     use std::fmt::Write;
-    let totals = state.store.cost_totals().await?;
+    // An engine that keeps no costs (a declared capability, said in the log at start)
+    // has no series.
+    let Some(reads) = state.store.cost_reads() else {
+        return Ok(String::new());
+    };
+    let totals = reads.cost_totals().await?;
     let mut out = String::new();
     if totals.is_empty() {
         return Ok(out);

@@ -133,7 +133,10 @@ pub const HARDWARE_METRIC: &str = "empreinte_footprint_hardware_cost_euros_total
 /// amortised hardware cost, from the store at every scrape.
 pub async fn prometheus(state: &AppState) -> Result<String, crate::store::StoreError> {
     use std::fmt::Write;
-    let totals = state.store.hardware_cost_totals().await?;
+    let Some(reads) = state.store.cost_reads() else {
+        return Ok(String::new());
+    };
+    let totals = reads.hardware_cost_totals().await?;
     let mut out = String::new();
     if totals.is_empty() {
         return Ok(out);

@@ -76,6 +76,8 @@ pub(super) struct Staged {
     pub(super) last_end: Option<u64>,
     /// The amortised hardware cost of the new batches (`crate::cost::hardware`).
     pub(super) hardware: crate::cost::hardware::HardwareDeltas,
+    /// The indices of the push's new batches (their inference counts are written).
+    pub(super) new_batches: Vec<usize>,
 }
 
 /// The SQLite writer's `stage`, for one push: which batches are new, and every problem
@@ -181,6 +183,7 @@ pub(super) fn stage(
         parts,
         last_end,
         hardware,
+        new_batches,
     })
 }
 
