@@ -504,6 +504,7 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
     pdf_pages_read_as_a_person_would(&pdf_bytes, pages, dir.path());
     if poppler("pdftoppm") {
         report_pages::check_both_languages(&pdf_path, &data, cfg, dir.path());
+        report_pages::year_pdf(&data, cfg, dir.path());
     }
 }
 

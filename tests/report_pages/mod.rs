@@ -173,3 +173,60 @@ pub fn check_both_languages(fr_pdf: &Path, data: &Path, config: &str, dir: &Path
         );
     }
 }
+
+/// The yearly statement printed as PDF from the same data directory: A4 pages, numbered,
+/// with the BEGES table and the paragraph to paste.
+pub fn year_pdf(data: &Path, config: &str, dir: &Path) {
+    let pdf = dir.join("year.pdf");
+    let out = crate::common::run(&[
+        "report",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--config",
+        config,
+        "--year",
+        "2025",
+        "--format",
+        "pdf",
+        "-o",
+        pdf.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("pdftotext")
+        .args(["-layout"])
+        .arg(&pdf)
+        .arg("-")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).replace('\u{202F}', " ");
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "Bilan annuel de l'IA — 2025",
+        "Bilan GES (méthode ADEME)",
+        "Texte pour le rapport de développement durable",
+        "Page 1 sur",
+    ] {
+        assert!(
+            flat.contains(want),
+            "the yearly PDF lacks {want:?}: {flat:.3000}"
+        );
+    }
+    let pages = thumbnails(&pdf, &{
+        let d = dir.join("grey-year");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    });
+    assert!(!pages.is_empty());
+    for (w, h, cells) in &pages {
+        assert!(
+            ((*h as f64) / (*w as f64) - 297.0 / 210.0).abs() < 0.03,
+            "not A4: {w} × {h}"
+        );
+        assert!(cells.iter().any(|&c| c > 2), "a blank page");
+    }
+}
