@@ -226,7 +226,18 @@ impl Planner {
                 .into_iter()
                 .find(|t| t.site == site.name)
                 .map(std::sync::Arc::new),
+            hardware: self.hardware(config, host),
         }
+    }
+
+    fn hardware(
+        &self,
+        config: &CollectorConfig,
+        host: &str,
+    ) -> Option<std::sync::Arc<crate::cost::hardware::HardwareRate>> {
+        let tz = jiff::tz::TimeZone::get(&config.organisation.timezone).ok()?;
+        let item = config.inventory_of(host)?;
+        crate::cost::hardware::rate_of(host, item, &tz).map(std::sync::Arc::new)
     }
 
     fn embodied(&self, config: &CollectorConfig, host: &str) -> Option<EmbodiedRate> {

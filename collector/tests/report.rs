@@ -27,8 +27,16 @@ fn close(got: f64, want: f64, tolerance: f64, what: &str) {
 
 #[tokio::test]
 async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactly() {
-    let (h, hours) = october().await;
-    let data = build(&h, "2025-10").await.unwrap();
+    // On each engine (the same figures from SQLite and PostgreSQL).
+    for e in common::engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        let (h, hours) = october_in(e.harness).await;
+        hand_computation_on(&h, &hours).await;
+    }
+}
+
+async fn hand_computation_on(h: &common::Harness<dyn Store>, hours: &[i64]) {
+    let data = build(h, "2025-10").await.unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&report::render_text(&data, Format::Json, Lang::En).unwrap()).unwrap();
     let n = hours.len() as f64;

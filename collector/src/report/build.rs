@@ -428,5 +428,6 @@ async fn build_with(
         intensity_series: store.series_used(m.from_s, m.to_s).await?,
         lines: month_lines,
         rows,
+        coefficient_pcts: crate::uncertainty::CoefficientPcts::for_config(config),
     })
 }

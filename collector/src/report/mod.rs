@@ -134,6 +134,9 @@ pub struct ReportData {
     /// empty from [`build_summary`], and never in the JSON.
     #[serde(skip)]
     pub rows: Vec<ReportRow>,
+    /// Each coefficient's own uncertainty, for the CSV's per-row figures.
+    #[serde(skip)]
+    pub coefficient_pcts: std::sync::Arc<crate::uncertainty::CoefficientPcts>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
