@@ -325,6 +325,12 @@ async fn scenario(e: &Engine) {
         empreinte_collector::report::Lang::Fr,
     )
     .unwrap();
+    // The first page has the month's euros (the stored costs).
+    assert!(
+        md.contains(" coûté "),
+        "{}: no euros on the first page",
+        e.name
+    );
     let section = md
         .split("## Configuration qui a produit ces chiffres")
         .nth(1)
