@@ -81,7 +81,21 @@ async fn run(
     defaults: Arc<dyn empreinte_collector::plan::Defaults>,
     from_s: i64,
 ) -> anyhow::Result<Recomputation> {
-    let opened = crate::collector_cli::open_for_command(config).await?;
+    // Opened as the collector opens it: on SQLite, pushes acknowledged but not folded yet
+    // (a collector that was killed) are folded first, so none escapes the recomputation.
+    let opened = empreinte_collector::store::OpenStore::open(
+        &config.data_dir,
+        config.database_url.as_ref(),
+        &config.store.options(
+            &config.organisation.timezone,
+            config.limits.max_host_power_watts,
+        ),
+    )
+    .await
+    .with_context(|| match &config.database_url {
+        Some(url) => format!("cannot open the store in the PostgreSQL database {url}"),
+        None => format!("cannot open the store in {}", config.data_dir.display()),
+    })?;
     let store = opened.store();
     let now = empreinte_collector::clock::now_unix_ms();
     let out = async {

@@ -111,23 +111,55 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
     if !problems.is_empty() {
         return Err(AppError::Invalid(problems));
     }
-    // Each batch with the plan in force at its start (the configuration history: a change
-    // applies from an instant on the hour, and batches do not cross hours when the batch
-    // interval divides an hour); a push across a change is stored as one set per plan.
+    let plan = state.planner.host(&push.agent.agent_id);
+    let watch = Stopwatch::start();
+    let outcome = store_by_plan(state, &push, now_ms).await?;
+    state.metrics.stored(
+        &plan.site,
+        &outcome.added,
+        outcome.ack.accepted,
+        outcome.ack.duplicates,
+        watch.elapsed_seconds(),
+    );
+    if !state.metrics.returning().is_empty() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::metrics::reseed_returning(&state).await {
+                tracing::warn!(error = %e, "cannot read the stored totals of projects back after an hour without energy; their counters wait for the next try");
+            }
+        });
+    }
+    tracing::debug!(
+        agent = %push.agent.agent_id,
+        accepted = outcome.ack.accepted,
+        duplicates = outcome.ack.duplicates,
+        "push stored"
+    );
+    Ok(outcome.ack)
+}
+
+/// Stores a push, each batch with the plan in force at its start (the configuration
+/// history: a change applies from an instant on the hour, and batches do not cross hours
+/// when the batch interval divides an hour); a push across a change is stored as one
+/// set per plan (each batch is stored once by its name whatever the split).
+async fn store_by_plan(
+    state: &AppState,
+    push: &Push,
+    now_ms: u64,
+) -> Result<crate::store::IngestOutcome, AppError> {
     let plan_of = |b: &empreinte_shared::wire::Batch| {
         let start_s = i64::try_from(b.start_unix_ms / 1000).unwrap_or(i64::MAX);
         state.planner.host_at(&push.agent.agent_id, start_s)
     };
-    let plan = push
+    let first = push
         .batches
         .first()
         .map(plan_of)
         .unwrap_or_else(|| state.planner.host(&push.agent.agent_id));
-    let watch = Stopwatch::start();
     let mut outcome: Option<crate::store::IngestOutcome> = None;
     let mut rest: &[empreinte_shared::wire::Batch] = &push.batches;
     loop {
-        let plan = rest.first().map(plan_of).unwrap_or_else(|| plan.clone());
+        let plan = rest.first().map(plan_of).unwrap_or_else(|| first.clone());
         let n = rest
             .iter()
             .position(|b| !std::sync::Arc::ptr_eq(&plan_of(b), &plan))
@@ -158,27 +190,5 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
             break;
         }
     }
-    let outcome = outcome.ok_or_else(|| AppError::Malformed("a push without batches".into()))?;
-    state.metrics.stored(
-        &plan.site,
-        &outcome.added,
-        outcome.ack.accepted,
-        outcome.ack.duplicates,
-        watch.elapsed_seconds(),
-    );
-    if !state.metrics.returning().is_empty() {
-        let state = state.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::metrics::reseed_returning(&state).await {
-                tracing::warn!(error = %e, "cannot read the stored totals of projects back after an hour without energy; their counters wait for the next try");
-            }
-        });
-    }
-    tracing::debug!(
-        agent = %push.agent.agent_id,
-        accepted = outcome.ack.accepted,
-        duplicates = outcome.ack.duplicates,
-        "push stored"
-    );
-    Ok(outcome.ack)
+    outcome.ok_or_else(|| AppError::Malformed("a push without batches".into()))
 }

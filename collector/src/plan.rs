@@ -226,7 +226,18 @@ impl Planner {
                 .into_iter()
                 .find(|t| t.site == site.name)
                 .map(std::sync::Arc::new),
+            hardware: self.hardware(config, host),
         }
+    }
+
+    fn hardware(
+        &self,
+        config: &CollectorConfig,
+        host: &str,
+    ) -> Option<std::sync::Arc<crate::cost::hardware::HardwareRate>> {
+        let tz = jiff::tz::TimeZone::get(&config.organisation.timezone).ok()?;
+        let item = config.inventory_of(host)?;
+        crate::cost::hardware::rate_of(host, item, &tz).map(std::sync::Arc::new)
     }
 
     fn embodied(&self, config: &CollectorConfig, host: &str) -> Option<EmbodiedRate> {
@@ -463,7 +474,7 @@ mod tests {
         let c = load_coefficients(&config).unwrap();
         let fr = Defaults::grid(&c, "FR").unwrap();
         assert!(fr.source.contains("ADEME Base Empreinte"), "{fr:?}");
-        assert!((fr.value - 56.9).abs() < 1e-9);
+        assert!((fr.value - 58.0).abs() < 1e-9);
         let bad = CollectorConfig::from_toml("[organisation]\ngrid_factor = 'acme'\n").unwrap();
         let err = load_coefficients(&bad).unwrap_err().to_string();
         assert!(

@@ -147,6 +147,7 @@ async fn register_series(state: &AppState) -> String {
     for part in [
         crate::register::api::prometheus(state).await,
         crate::cost::api::prometheus(state).await,
+        crate::cost::hardware_api::prometheus(state).await,
     ] {
         match part {
             Ok(text) => out.push_str(&text),

@@ -5,7 +5,7 @@
 //! contractual factor on one site, embodied emissions shared by use, one objective
 //! missed, one met and a project without objective. Every total of the JSON report is
 //! checked against the hand computation and against the sum of the CSV's rows; the
-//! French and English Markdown are compared with golden files.
+//! French and English Markdown and HTML are compared with golden files.
 
 mod common;
 mod report_fixture;
@@ -270,6 +270,11 @@ async fn the_markdown_reports_match_the_golden_files_in_french_and_english() {
     // `UPDATE_EXPECT=1 cargo test -p empreinte-collector --test report` rewrites them.
     expect_test::expect_file!["golden/report-2025-10.fr.md"].assert_eq(&fr);
     expect_test::expect_file!["golden/report-2025-10.en.md"].assert_eq(&en);
+    // The printed document (A4 HTML with its charts, what the PDF is printed from).
+    let fr_html = report::render_text(&data, Format::Html, Lang::Fr).unwrap();
+    let en_html = report::render_text(&data, Format::Html, Lang::En).unwrap();
+    expect_test::expect_file!["golden/report-2025-10.fr.html"].assert_eq(&fr_html);
+    expect_test::expect_file!["golden/report-2025-10.en.html"].assert_eq(&en_html);
     // What a reader checks first, in each language's way of writing numbers.
     assert!(fr.contains("| chat | 745,00\u{202F}kWh |"), "{fr}");
     assert!(en.contains("| chat | 745.00 kWh |"), "{en}");

@@ -228,7 +228,7 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
 async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_organisation_chose_it()
 {
     use std::sync::Arc;
-    for (choice, factor) in [("grid_factor = \"ademe\"\n", 56.9), ("", 0.0)] {
+    for (choice, factor) in [("grid_factor = \"ademe\"\n", 58.0), ("", 0.0)] {
         let toml = format!(
             "[organisation]\nname = \"Ville\"\ntimezone = \"Europe/Paris\"\n{choice}[limits]\nmax_batch_age = \"36500days\"\n[default_site]\nname = \"mairie\"\nzone = \"FR\"\npue = 1.0\n"
         );

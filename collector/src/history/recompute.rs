@@ -230,6 +230,7 @@ mod tests {
                 coefficient: coef(CoefficientKind::Embodied, server_g + gpu_g),
             }),
             tariff: None,
+            hardware: None,
         }
     }
 

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod figures;
+pub mod group;
 
 use std::collections::BTreeMap;
 

@@ -19,6 +19,15 @@ pub trait CostReads: Send + Sync {
     -> Result<Vec<crate::cost::CostLine>, StoreError>;
     /// All-time costs per site and project.
     async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError>;
+    /// The amortised hardware costs of `[from_s, to_s)` per hour, host and project, each
+    /// with its rate (`crate::cost::hardware`).
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError>;
+    /// All-time amortised hardware costs per site and project.
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError>;
 }
 
 /// Stored inference counts (`crate::inference`): a [`Capability`] an engine declares
@@ -125,6 +134,26 @@ impl<'a> dyn Store + 'a {
     pub async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
         match self.cost_reads() {
             Some(r) => r.cost_totals().await,
+            None => Err(self.unsupported(Capability::Costs)),
+        }
+    }
+
+    /// [`CostReads::hardware_costs`], or [`StoreError::Unsupported`] naming the engine.
+    pub async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        match self.cost_reads() {
+            Some(r) => r.hardware_costs(from_s, to_s).await,
+            None => Err(self.unsupported(Capability::Costs)),
+        }
+    }
+
+    /// [`CostReads::hardware_cost_totals`], or [`StoreError::Unsupported`].
+    pub async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        match self.cost_reads() {
+            Some(r) => r.hardware_cost_totals().await,
             None => Err(self.unsupported(Capability::Costs)),
         }
     }

@@ -3,7 +3,7 @@
 //! the plan in force at its hour, alone under the store-wide lock, in one transaction
 //! with the rollups' differences and the record of each month before and after.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::{Postgres, Transaction};
 
@@ -15,6 +15,7 @@ use crate::history::{
     RecomputedRow, recomputations_of,
 };
 use crate::store::StoreError;
+use crate::store::sqlite::cost::CostDeltas;
 use crate::store::sqlite::writer::Calendar;
 
 pub async fn plan_history(store: &PgStore) -> Result<Vec<PlanRecord>, StoreError> {
@@ -133,6 +134,22 @@ pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputat
     let mut rollups = Rollups::new(&store.tz);
     let mut cal = Calendar::new(store.tz.clone());
     let mut months = Months::new();
+    // Costs: the hours' old ones go (out of the totals too), new ones come from the rows.
+    let cost_before = cost_by_month(&mut tx, &mut cal, job.from_s).await?;
+    sqlx::query(
+        "UPDATE cost_totals AS t SET facility_uj = t.facility_uj - s.f, cost_ueur = t.cost_ueur - s.c
+         FROM (SELECT site, project, SUM(facility_uj)::BIGINT AS f, SUM(cost_ueur)::BIGINT AS c
+               FROM cost_hourly WHERE hour_s >= $1 GROUP BY site, project) AS s
+         WHERE t.site = s.site AND t.project = s.project",
+    )
+    .bind(job.from_s)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM cost_hourly WHERE hour_s >= $1")
+        .bind(job.from_s)
+        .execute(&mut *tx)
+        .await?;
+    let mut costs = CostDeltas::default();
     let mut committed = Vec::new();
     let mut rows = 0u64;
     let mut from = job.from_s;
@@ -145,7 +162,7 @@ pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputat
                 &mut tx,
                 job,
                 group,
-                (&mut rollups, &mut cal, &mut committed),
+                (&mut rollups, &mut cal, &mut committed, &mut costs),
                 &mut months,
             )
             .await?;
@@ -156,6 +173,7 @@ pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputat
         }
     }
     rollups.write(&mut tx).await?;
+    super::costs::write(&mut tx, &costs).await?;
     for table in ["footprint_daily", "footprint_monthly"] {
         sqlx::query(&format!(
             "DELETE FROM {table} WHERE energy_uj = 0 AND facility_uj = 0 AND location_ug = 0
@@ -167,6 +185,11 @@ pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputat
     sqlx::query("DELETE FROM coefficient_use WHERE rows <= 0")
         .execute(&mut *tx)
         .await?;
+    let cost_after = cost_by_month(&mut tx, &mut cal, job.from_s).await?;
+    for (month_s, m) in months.iter_mut() {
+        m.1.cost_ueur = cost_before.get(month_s).copied().unwrap_or(0);
+        m.2.cost_ueur = cost_after.get(month_s).copied().unwrap_or(0);
+    }
     let out = record(&mut tx, job, rows, months).await?;
     tx.commit().await?;
     Ok(out)
@@ -218,14 +241,34 @@ type Acc<'a> = (
     &'a mut Rollups,
     &'a mut Calendar,
     &'a mut Vec<(String, i64)>,
+    &'a mut CostDeltas,
 );
+
+/// The costs of the hours from `from_s` per local month.
+async fn cost_by_month(
+    tx: &mut Transaction<'_, Postgres>,
+    cal: &mut Calendar,
+    from_s: i64,
+) -> Result<HashMap<i64, i64>, StoreError> {
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT hour_s, SUM(cost_ueur)::BIGINT FROM cost_hourly WHERE hour_s >= $1 GROUP BY hour_s",
+    )
+    .bind(from_s)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out: HashMap<i64, i64> = HashMap::new();
+    for (h, c) in rows {
+        *out.entry(cal.of(h).1).or_default() += c;
+    }
+    Ok(out)
+}
 
 async fn rewrite(
     store: &PgStore,
     tx: &mut Transaction<'_, Postgres>,
     job: &RecomputeJob,
     group: &[OldRow],
-    (rollups, cal, committed): Acc<'_>,
+    (rollups, cal, committed, costs): Acc<'_>,
     months: &mut Months,
 ) -> Result<u64, StoreError> {
     use super::ingest::coefficient_id;
@@ -308,6 +351,13 @@ async fn rewrite(
             rollups.use_coef(day_s, c, 1);
         }
         rollups.zone_hour(&new.zone, hour_s);
+        costs.add(
+            hour_s,
+            &new.site,
+            &old.project,
+            plan.tariff.as_deref(),
+            new.facility_uj,
+        );
         let m = months.entry(month_s).or_default();
         m.0 += 1;
         m.1.add(&figures(o));

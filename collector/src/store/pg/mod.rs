@@ -1,5 +1,8 @@
 //! The PostgreSQL store: the same tables and the same behaviour as the embedded SQLite
 //! store, in a database that several collectors share (any collector takes any push).
+//! Kept whole though over 600 lines: it is the `Store` trait's impl, one short method
+//! per read; the engine's parts (ingest, stage, hours, inference, copy, maintenance) are
+//! in files of their own.
 //!
 //! - Migrations from `collector/migrations-pg/`, run under sqlx's advisory lock and our
 //!   own ([`OPEN_LOCK`]), so collectors started at once make one schema.
@@ -20,8 +23,10 @@
 //! `ingest.rs`, `hours.rs`, `maintain.rs` and the capability files.
 
 pub mod copy;
+mod costs;
 mod history;
 mod hours;
+mod inference;
 mod ingest;
 mod maintain;
 mod rows;
@@ -587,14 +592,54 @@ impl Store for PgStore {
         super::Engine::Postgresql
     }
 
-    // Costs and inference counts are not kept on PostgreSQL yet (`store/pg/costs.rs`
-    // and `store/pg/inference.rs` will give `Some(self)`).
     fn cost_reads(&self) -> Option<&dyn super::CostReads> {
-        None
+        Some(self)
     }
 
     fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
-        None
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl super::CostReads for PgStore {
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        costs::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::totals(&self.pool).await
+    }
+
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        costs::hardware_lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::hardware_totals(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl super::InferenceReads for PgStore {
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        inference::totals(&self.pool).await
     }
 }
 

@@ -663,6 +663,20 @@ impl super::CostReads for SqliteStore {
         self.settle().await?;
         cost::totals(&self.pool).await
     }
+
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        self.settle().await?;
+        cost::hardware_lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        self.settle().await?;
+        cost::hardware_totals(&self.pool).await
+    }
 }
 
 #[async_trait]

@@ -251,6 +251,7 @@ impl Folder {
         )?;
         rollups.write(&tx)?;
         super::super::inference::write(&tx, &g.inference)?;
+        super::super::cost::write_hardware(&tx, &g.hardware)?;
         if through > 0 {
             tx.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('ingest_log_folded_through', ?)

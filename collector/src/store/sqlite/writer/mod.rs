@@ -454,6 +454,7 @@ impl Writer {
                     agents: std::mem::take(&mut g.agents),
                     plans: std::mem::take(&mut g.plans),
                     inference: std::mem::take(&mut g.inference),
+                    hardware: std::mem::take(&mut g.hardware),
                 };
                 self.to_folder(FoldJob::Fold {
                     group: Box::new(folded),
