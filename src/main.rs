@@ -3,6 +3,7 @@
 mod carbon_cli;
 mod collector_cli;
 mod db_cli;
+mod recompute_cli;
 mod register_cli;
 mod report_cli;
 mod up_cli;
@@ -52,6 +53,10 @@ enum Command {
     Report(report_cli::ReportCommand),
     /// The register of AI uses: `register check` validates it.
     Register(register_cli::RegisterCommand),
+    /// After a correction of the configuration (PUE, site, zone, factors, tariffs,
+    /// inventory): apply it from a local month or day and recompute the stored hours
+    /// since, keeping the earlier plans and coefficients.
+    Recompute(recompute_cli::RecomputeCommand),
 }
 
 #[derive(Args)]
@@ -207,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Carbon(cmd) => carbon_cli::carbon(cmd),
         Command::Report(cmd) => report_cli::report(cmd),
         Command::Register(cmd) => register_cli::register(cmd),
+        Command::Recompute(cmd) => recompute_cli::recompute(cmd),
         Command::Agent(AgentCommand {
             action: None,
             flags,

@@ -36,6 +36,7 @@ fn inference_server(kind: InferenceServerKind, url: &str, up: bool) -> ServerInf
         origin: Origin::Configured,
         project: Some("chat".into()),
         model: None,
+        pod: None,
         pid: None,
         start_ticks: None,
         models: vec!["mistral-7b".into()],

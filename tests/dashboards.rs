@@ -118,15 +118,8 @@ fn known_metrics() -> BTreeSet<String> {
             known.insert(r.trim().to_string());
         }
     }
-    // Exported by Prometheus itself and by the inference servers (vLLM).
-    known.extend(
-        [
-            "up",
-            "vllm:request_success_total",
-            "vllm:generation_tokens_total",
-        ]
-        .map(String::from),
-    );
+    // Exported by Prometheus itself.
+    known.extend(["up"].map(String::from));
     known
 }
 
@@ -175,7 +168,8 @@ fn dashboards_and_rules_name_only_exported_metrics() {
         "empreinte_grid_intensity_grams_per_kwh",
         "empreinte_collector_agent_lag_seconds",
         "empreinte_agent_sampling_seconds_total",
-        "vllm:request_success_total",
+        "empreinte_inference_requests_total",
+        "empreinte_inference_energy_joules_total",
     ] {
         assert!(names.contains(n), "no dashboard shows {n}");
     }

@@ -1,7 +1,8 @@
 //! A real Prometheus (Debian's package) scrapes the real collector, two real agents on
 //! fake hardware (one measured by RAPL and a fake NVML GPU, one on the estimate whose
-//! pushes the collector refuses), a target that is down and a fake vLLM server; it
-//! loads deploy/prometheus/rules.yml. Every expression of every dashboard panel and
+//! pushes the collector refuses), a target that is down; host A reads a fake vLLM server
+//! (a process of project alpha) and pushes its counts, which the inference dashboard
+//! reads from the collector (no scrape of the server). It loads deploy/prometheus/rules.yml. Every expression of every dashboard panel and
 //! variable, in both languages, and every rule, returns data through Prometheus's HTTP
 //! API; every alert fires or is pending; and the dashboards' energy figures equal what
 //! the agents measured and what the collector stored.
@@ -13,8 +14,6 @@ mod dashgen;
 mod tools;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
@@ -139,36 +138,84 @@ impl Drop for Prometheus {
     }
 }
 
-/// A vLLM server's /metrics: every scrape finds 10 more successful requests and 2,500
-/// more generated tokens of model llama-3.1-8b.
-fn fake_vllm() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        let mut scrapes = 0u64;
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            scrapes += 1;
-            let body = format!(
-                "# HELP vllm:request_success_total Count of successfully processed requests.\n\
-                 # TYPE vllm:request_success_total counter\n\
-                 vllm:request_success_total{{finished_reason=\"stop\",model_name=\"llama-3.1-8b\"}} {}\n\
-                 # HELP vllm:generation_tokens_total Number of generation tokens processed.\n\
-                 # TYPE vllm:generation_tokens_total counter\n\
-                 vllm:generation_tokens_total{{model_name=\"llama-3.1-8b\"}} {}\n",
-                scrapes * 10,
-                scrapes * 2500
-            );
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
-    });
-    port
+/// A vLLM server in a process of its own, of project alpha (`EMPREINTE_PROJECT`): every
+/// read of its /metrics finds 10 more successful requests and 2,500 more generated
+/// tokens of model llama-3.1-8b, and it keeps a CPU a tenth busy, so that the agent that
+/// reads it has energy to tag with the model. Killed on drop.
+struct FakeVllm {
+    child: Child,
+    port: u16,
+}
+
+const FAKE_VLLM: &str = r##"
+import http.server, sys, threading, time
+reads = [0]
+class Metrics(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        reads[0] += 1
+        n = reads[0]
+        body = ("# HELP vllm:request_success_total Count of successfully processed requests.\n"
+                "# TYPE vllm:request_success_total counter\n"
+                'vllm:request_success_total{finished_reason="stop",model_name="llama-3.1-8b"} %d\n'
+                "# HELP vllm:generation_tokens_total Number of generation tokens processed.\n"
+                "# TYPE vllm:generation_tokens_total counter\n"
+                'vllm:generation_tokens_total{model_name="llama-3.1-8b"} %d\n') % (n * 10, n * 2500)
+        body = body.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+def work():
+    while True:
+        end = time.monotonic() + 0.005
+        while time.monotonic() < end:
+            pass
+        time.sleep(0.045)
+server = http.server.HTTPServer(("127.0.0.1", 0), Metrics)
+threading.Thread(target=work, daemon=True).start()
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"##;
+
+impl FakeVllm {
+    fn start() -> FakeVllm {
+        let mut child = Command::new("python3")
+            .args(["-c", FAKE_VLLM])
+            .env("EMPREINTE_PROJECT", "alpha")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the fake vLLM server (Debian package python3)");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        FakeVllm { child, port }
+    }
+}
+
+impl Drop for FakeVllm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The agent's `[[inference]]` entry for the fake vLLM: no project, no model (the
+/// attribution gives the serving process's project, the server's labels the model).
+fn inference_config(vllm: &FakeVllm) -> String {
+    format!(
+        "[inference_scrape]\ninterval = \"500ms\"\ntimeout = \"500ms\"\n\n[[inference]]\nkind = \"vllm\"\nurl = \"http://127.0.0.1:{}/metrics\"\n",
+        vllm.port
+    )
 }
 
 fn push_config(dir: &Path, host: &str, port: u16, token: &str, extra: &str) -> String {
@@ -262,7 +309,7 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     std::fs::write(&register, REGISTER).unwrap();
     std::fs::write(
         &collector_config,
-        format!("register_file = {:?}\n", register.to_str().unwrap()) + "[default_site]\nname = \"lab\"\nzone = \"FR\"\ntariff_eur_per_kwh = 0.2516\ntariff_source = \"test tariff\"\n\n[[objective]]\nproject = \"alpha\"\nmonthly_energy_kwh = 0.000001\n",
+        format!("register_file = {:?}\n", register.to_str().unwrap()) + "[default_site]\nname = \"lab\"\nzone = \"FR\"\ntariff_eur_per_kwh = 0.2516\ntariff_source = \"test tariff\"\n\n[[objective]]\nproject = \"alpha\"\nmonthly_energy_kwh = 0.000001\n\n[[inventory]]\nhosts = [\"host-a\"]\npurchase_price_eur = 8760.0\namortisation_years = 1.0\npurchase_source = \"test invoice\"\n",
     )
     .unwrap();
     let collector_args = ["--config", collector_config.to_str().unwrap()];
@@ -302,7 +349,7 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     }
     let collector = Collector::spawn(&data, port, &collector_args);
 
-    let vllm = fake_vllm();
+    let vllm = FakeVllm::start();
     let fp = FakePowercap::intel_two_socket();
     // No power reading: the load thread advances the counter at its own pace, which a
     // fixed power reading would contradict (the agent cross-checks the two and would
@@ -316,7 +363,13 @@ fn dashboards_and_rules_evaluate_on_a_real_prometheus_and_agree_with_the_agents(
     let nvml = FakeNvml::new(&scenario);
     let agent_a = Agent::spawn(&[
         "--config",
-        &push_config(dir.path(), "host-a", port, &token_a, ""),
+        &push_config(
+            dir.path(),
+            "host-a",
+            port,
+            &token_a,
+            &inference_config(&vllm),
+        ),
         "--interval",
         "200ms",
         "--powercap-root",
@@ -374,10 +427,6 @@ scrape_configs:
     static_configs:
       - targets: ["127.0.0.1:{port}"]
         labels: {{instance: collector}}
-  - job_name: inference
-    static_configs:
-      - targets: ["127.0.0.1:{vllm}"]
-        labels: {{project: alpha}}
 "#,
             rules = rules.display(),
             scrape_token = scrape_token.display()
@@ -665,8 +714,87 @@ scrape_configs:
     for (p, ueur) in &costs {
         assert_close(euros[p], *ueur as f64 / 1e6, &format!("cost of {p}"));
     }
+    // The amortised hardware cost (host-a: 1 €/h), apart: its own counters, equal to
+    // the API's hardware rows.
+    let hardware: BTreeMap<String, u64> = collector.get(
+        &reader,
+        "/api/v1/costs?from=2020-01-01&to=2100-01-01&group_by=project",
+    )["hardware"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap().to_string(),
+                r["cost_ueur"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!hardware.is_empty(), "host-a's time is charged");
+    let amortised: BTreeMap<String, f64> = prom
+        .query("sum by (project) (empreinte_footprint_hardware_cost_euros_total{site=\"lab\"})")
+        .into_iter()
+        .map(|(l, v)| (l["project"].clone(), v))
+        .collect();
+    assert_eq!(
+        amortised.keys().collect::<Vec<_>>(),
+        hardware.keys().collect::<Vec<_>>()
+    );
+    for (p, ueur) in &hardware {
+        assert_close(
+            amortised[p],
+            *ueur as f64 / 1e6,
+            &format!("hardware cost of {p}"),
+        );
+    }
+    inference_series_are_the_stored_counts(&prom, &collector, &reader);
     let refused =
         prom.scalar(r#"sum(empreinte_collector_refused_pushes_total{reason="unauthenticated"})"#);
     assert!(refused >= 1.0, "host-b's pushes refused: {refused}");
     drop(prom);
+}
+
+/// The inference series Prometheus reads from the collector (what the inference dashboard
+/// shows) are the counts the collector stored for alpha's model, exactly, and carry the
+/// model's energy.
+fn inference_series_are_the_stored_counts(prom: &Prometheus, collector: &Collector, reader: &str) {
+    // Every month the run may touch, whatever the organisation's time zone.
+    let now = jiff::Timestamp::now();
+    let mut stored = (0u64, 0u64);
+    for days in [-31i64, 0, 31] {
+        let month = (now + jiff::SignedDuration::from_hours(24 * days))
+            .strftime("%Y-%m")
+            .to_string();
+        let json = collector.get(
+            reader,
+            &format!("/api/v1/inference?month={month}&group_by=model"),
+        );
+        for r in json["rows"].as_array().unwrap() {
+            if r["key"] == "llama-3.1-8b" {
+                stored.0 += r["requests"].as_u64().unwrap();
+                stored.1 += r["output_tokens"].as_u64().unwrap();
+            }
+        }
+    }
+    assert!(stored.0 > 0, "no inference counts stored");
+    let one = |expr: &str| {
+        let r = prom.query(expr);
+        assert_eq!(r.len(), 1, "{expr}: {r:?}");
+        assert_eq!(r[0].0["project"], "alpha", "{expr}: {r:?}");
+        r[0].1
+    };
+    let requests = one(r#"empreinte_inference_requests_total{model="llama-3.1-8b"}"#);
+    let tokens = one(r#"empreinte_inference_tokens_total{model="llama-3.1-8b",kind="output"}"#);
+    assert_eq!(
+        (requests as u64, tokens as u64),
+        stored,
+        "requests and output tokens"
+    );
+    assert_eq!(
+        stored.1,
+        stored.0 * 250,
+        "the server's 250 tokens per request"
+    );
+    let joules = one(r#"empreinte_inference_energy_joules_total{model="llama-3.1-8b"}"#);
+    assert!(joules > 0.0, "the model's energy: {joules} J");
 }

@@ -118,7 +118,9 @@ fn a_killed_agent_resends_its_spool_and_nothing_is_lost_or_counted_twice() {
         agent.signal("STOP");
         if let Ok(text) = std::fs::read_to_string(&open_path) {
             let batch: Batch = serde_json::from_str(&text).unwrap();
-            if !batch.records.is_empty() {
+            // Frozen between the append of the sealed batch and the rewrite of
+            // open.json, the file still names a batch already sealed: not open.
+            if !batch.records.is_empty() && !sealed(&spool, &batch) {
                 open_batch = Some(batch);
                 break;
             }
@@ -202,4 +204,21 @@ fn a_killed_agent_resends_its_spool_and_nothing_is_lost_or_counted_twice() {
             .iter()
             .all(|a| a.as_deref() == Some("Bearer e2e-token"))
     );
+}
+
+/// Whether the spool's segments already hold a batch of this name (run id, sequence).
+fn sealed(spool: &std::path::Path, batch: &Batch) -> bool {
+    std::fs::read_dir(spool)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|line| serde_json::from_str::<Batch>(&line).ok())
+        .any(|b| b.run_id == batch.run_id && b.seq == batch.seq)
 }

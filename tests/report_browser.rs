@@ -7,12 +7,17 @@
 //! as many pages as the page's height needs. The PDF's pages, read back as text and
 //! rendered as PNG (poppler-utils), carry their page numbers and running header, and the
 //! first page the headline and the banner; the charts' labels sit on their bars and no
-//! text is clipped.
+//! text is clipped. The French and English PDFs' pages match their golden images
+//! (`report_pages`).
+//!
+//! Just over 600 lines, kept whole: one month of fixture data, printed once, feeds every
+//! check (the page script's JavaScript alone is a third of the file).
 //!
 //! Needs Chromium (`chromium` on PATH or $EMPREINTE_CHROMIUM). In CI (`CI=true`) a
 //! missing Chromium fails the test; elsewhere the test says so and stops.
 
 mod common;
+mod report_pages;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -497,6 +502,10 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
     );
 
     pdf_pages_read_as_a_person_would(&pdf_bytes, pages, dir.path());
+    if poppler("pdftoppm") {
+        report_pages::check_both_languages(&pdf_path, &data, cfg, dir.path());
+        report_pages::year_pdf(&data, cfg, dir.path());
+    }
 }
 
 /// A poppler tool (`pdftotext`, `pdftoppm`, Debian's poppler-utils): required in CI.

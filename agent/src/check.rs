@@ -175,6 +175,13 @@ impl CheckReport {
                 crate::inference::Origin::Discovered => {
                     format!("found: pid {}", i.pid.map_or("?".into(), |p| p.to_string()))
                 }
+                crate::inference::Origin::Kubernetes => format!(
+                    "pod {}: annotated, pid {}",
+                    i.pod
+                        .as_ref()
+                        .map_or("?".into(), |p| format!("{}/{}", p.namespace, p.name)),
+                    i.pid.map_or("not seen".into(), |p| p.to_string())
+                ),
             };
             out.push_str(&format!("  {:<9} {}  ({origin})\n", i.kind.as_str(), i.url));
             out.push_str(&format!(
@@ -192,6 +199,10 @@ impl CheckReport {
             }
         }
         for u in &self.inference_unread {
+            if u.pid == 0 {
+                out.push_str(&format!("  {}\n      NOT READ: {}\n", u.cmdline, u.reason));
+                continue;
+            }
             let cmd: String = u.cmdline.chars().take(60).collect();
             out.push_str(&format!(
                 "  {:<9} pid {} {cmd}\n      NOT READ: {}\n",

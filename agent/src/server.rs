@@ -135,9 +135,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<()> {
     }
     let attributor = crate::attribution::build(&config)
         .map_err(|e| anyhow::anyhow!("cannot set up the attribution: {e}"))?;
+    let pods = attributor.annotated_pods();
     let sampler = Sampler::new(opened.sources).with_attribution(attributor);
     let clock = MonotonicClock::start();
-    let inference = Inference::start(&config, clock)?.map(Arc::new);
+    let inference = Inference::start_with_pods(&config, clock, pods)?.map(Arc::new);
     let counts = Counts {
         inference: inference.clone(),
         fallback_project: Arc::from(config.attribution.unassigned_project.as_str()),
@@ -269,6 +270,7 @@ fn cycle(
             &counts.fallback_project,
         );
         if let Some(i) = &counts.inference {
+            i.carry_gaps(&records::excess_gaps(&takes, start, end_unix_ms));
             i.counted(&inference);
         }
         feed.map(|_| {

@@ -117,7 +117,9 @@ struct Validation {
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]
 struct Server {
-    row: u32,
+    result_id: Option<String>,
+    url: Option<String>,
+    ccf_row: u32,
     vendor: String,
     system: String,
     published: String,
@@ -125,23 +127,44 @@ struct Server {
     chips: u32,
     threads: u32,
     memory_gb: u64,
-    idle_watts: f64,
-    full_watts: f64,
-    idle_error_pct: f64,
-    full_error_pct: f64,
+    levels_source: Option<String>,
+    note: Option<String>,
+    loads: Vec<f64>,
+    measured_watts: Vec<f64>,
+    error_pct: Vec<f64>,
+}
+
+impl Server {
+    fn label(&self) -> String {
+        self.result_id
+            .clone()
+            .unwrap_or_else(|| format!("CCF row {}", self.ccf_row))
+    }
 }
 
 /// The estimate (CPU + DRAM, built-in data, MemTotal = the installed memory) of each
-/// published server at 0 % and 100 % load, against its measured watts.
+/// published server at each published load level, against its measured watts.
 #[test]
 fn the_estimate_against_published_servers_has_not_moved() {
     let v: Validation = toml::from_str(include_str!("../data/validation.toml")).unwrap();
     let data = EstimateData::builtin().unwrap();
     let table = CpuTable::builtin().unwrap();
-    assert!(v.server.len() >= 5);
+    // At least five results with their spec.org id, each at several load levels.
+    let with_ids = v
+        .server
+        .iter()
+        .filter(|s| s.result_id.is_some() && s.url.is_some() && s.loads.len() >= 5)
+        .count();
+    assert!(
+        with_ids >= 5,
+        "{with_ids} results with an id and five load levels or more"
+    );
     let mut report = Vec::new();
+    let mut recorded = Vec::new();
     let mut moved = Vec::new();
     for s in &v.server {
+        assert_eq!(s.loads.len(), s.measured_watts.len(), "{}", s.label());
+        assert_eq!(s.loads.len(), s.error_pct.len(), "{}", s.label());
         let info = CpuInfo {
             model: Some(s.cpu.clone()),
             logical_cpus: s.threads,
@@ -157,26 +180,38 @@ fn the_estimate_against_published_servers_has_not_moved() {
         );
         let layout = dram::infer_layout(s.memory_gb << 30, &data.dram);
         let dram = dram::power_watts(&layout, &data.dram, data.dram.watts_per_gb);
-        for (load, measured, recorded) in [
-            (0.0, s.idle_watts, s.idle_error_pct),
-            (1.0, s.full_watts, s.full_error_pct),
-        ] {
-            let estimate = cpu.power_at(load) + dram;
+        let mut errors = Vec::new();
+        for ((load, measured), recorded) in s.loads.iter().zip(&s.measured_watts).zip(&s.error_pct)
+        {
+            let estimate = cpu.power_at(*load) + dram;
             let error = (estimate - measured) / measured * 100.0;
+            errors.push(format!("{error:.1}"));
             report.push(format!(
-                "| {} | {} {} ({}) | {} × {} , {} GB | {:.0} % | {measured:.0} | {estimate:.0} | {error:+.0} |",
-                s.row, s.vendor, s.system, s.published, s.chips, s.cpu, s.memory_gb, load * 100.0
+                "| {} | {} {} ({}) | {} × {}, {} GB | {:.0} % | {measured:.0} | {estimate:.0} | {error:+.0} |",
+                s.label(),
+                s.vendor,
+                s.system,
+                s.published,
+                s.chips,
+                s.cpu,
+                s.memory_gb,
+                load * 100.0
             ));
             if (error - recorded).abs() > 5.0 {
                 moved.push(format!(
-                    "row {} at {:.0} %: {error:+.1} points, recorded {recorded:+.1}",
-                    s.row,
+                    "{} at {:.0} %: {error:+.1} points, recorded {recorded:+.1}",
+                    s.label(),
                     load * 100.0
                 ));
             }
         }
+        recorded.push(format!(
+            "{}: error_pct = [{}]",
+            s.label(),
+            errors.join(", ")
+        ));
     }
-    println!("{}", report.join("\n"));
+    println!("{}\n\n{}", report.join("\n"), recorded.join("\n"));
     assert!(
         moved.is_empty(),
         "errors moved by more than 5 points:\n{}",

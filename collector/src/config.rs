@@ -223,6 +223,20 @@ pub struct InventoryItem {
     /// GPUs in each host.
     #[serde(default)]
     pub gpus: Vec<GpuItem>,
+    /// Optional amortised hardware cost (`crate::cost::hardware`): the purchase price of
+    /// one host, everything included, in euros…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_price_eur: Option<f64>,
+    /// …spread evenly over this many years…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amortisation_years: Option<f64>,
+    /// …from this local day on (`YYYY-MM-DD`; nothing charged before it nor after the
+    /// period); without it every hour is charged…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchased_on: Option<String>,
+    /// …with its source (the order, the invoice, the public contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purchase_source: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -117,6 +117,8 @@ pub struct HostPlan {
     pub embodied: Option<EmbodiedRate>,
     /// The site's electricity tariff (`crate::cost`), if it has one.
     pub tariff: Option<std::sync::Arc<crate::cost::Tariff>>,
+    /// The host's amortised purchase price (`crate::cost::hardware`), if it has one.
+    pub hardware: Option<std::sync::Arc<crate::cost::hardware::HardwareRate>>,
 }
 
 /// A host's manufacturing emissions per hour of use.

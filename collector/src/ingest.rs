@@ -138,27 +138,15 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
         return Err(AppError::Invalid(problems));
     }
     let plan = state.planner.host(&push.agent.agent_id);
-    let batches = push
-        .batches
-        .iter()
-        .map(|b| (b, batch_deltas(b, plan.embodied.as_ref())))
-        .collect();
-    let set = IngestSet {
-        agent: &push.agent,
-        spool: &push.spool,
-        plan: &plan,
-        now_ms,
-        batches,
-    };
     let watch = Stopwatch::start();
-    let outcome = match state.store.ingest(&set).await {
+    let outcome = match store_by_plan(state, &push, now_ms).await {
         Ok(o) => o,
-        Err(StoreError::Busy { retry_after_s }) => {
+        Err(AppError::Store(StoreError::Busy { retry_after_s })) => {
             return Err(AppError::Store(StoreError::Busy {
                 retry_after_s: retry_after_s.max(come_back()),
             }));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     state.ingest_pacer.stored(body.len() as u64);
     state.metrics.stored(
@@ -183,4 +171,59 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
         "push stored"
     );
     Ok(outcome.ack)
+}
+
+/// Stores a push, each batch with the plan in force at its start (the configuration
+/// history: a change applies from an instant on the hour, and batches do not cross hours
+/// when the batch interval divides an hour); a push across a change is stored as one
+/// set per plan (each batch is stored once by its name whatever the split).
+async fn store_by_plan(
+    state: &AppState,
+    push: &Push,
+    now_ms: u64,
+) -> Result<crate::store::IngestOutcome, AppError> {
+    let plan_of = |b: &empreinte_shared::wire::Batch| {
+        let start_s = i64::try_from(b.start_unix_ms / 1000).unwrap_or(i64::MAX);
+        state.planner.host_at(&push.agent.agent_id, start_s)
+    };
+    let first = push
+        .batches
+        .first()
+        .map(plan_of)
+        .unwrap_or_else(|| state.planner.host(&push.agent.agent_id));
+    let mut outcome: Option<crate::store::IngestOutcome> = None;
+    let mut rest: &[empreinte_shared::wire::Batch] = &push.batches;
+    loop {
+        let plan = rest.first().map(plan_of).unwrap_or_else(|| first.clone());
+        let n = rest
+            .iter()
+            .position(|b| !std::sync::Arc::ptr_eq(&plan_of(b), &plan))
+            .unwrap_or(rest.len());
+        let (these, later) = rest.split_at(n);
+        let set = IngestSet {
+            agent: &push.agent,
+            spool: &push.spool,
+            plan: &plan,
+            now_ms,
+            batches: these
+                .iter()
+                .map(|b| (b, batch_deltas(b, plan.embodied.as_ref())))
+                .collect(),
+        };
+        let o = state.store.ingest(&set).await?;
+        outcome = Some(match outcome {
+            None => o,
+            Some(mut acc) => {
+                acc.ack.accepted += o.ack.accepted;
+                acc.ack.duplicates += o.ack.duplicates;
+                acc.added.extend(o.added);
+                acc
+            }
+        });
+        rest = later;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    outcome.ok_or_else(|| AppError::Malformed("a push without batches".into()))
 }

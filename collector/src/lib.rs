@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod cost;
 pub mod footprint;
+pub mod history;
 pub mod inference;
 pub mod ingest;
 pub mod listen;

@@ -34,19 +34,51 @@ pub trait Defaults: Send + Sync {
 /// Hours in a year of use (365 days, as Boavizta counts), to amortise over lifetimes.
 pub const HOURS_PER_YEAR: f64 = 8_760.0;
 
-/// Host plans from the configuration and the defaults, made once per host.
+/// Host plans from the configuration and the defaults, made once per host and period
+/// of the configuration history (`crate::history`).
 pub struct Planner {
     config: Arc<CollectorConfig>,
     defaults: Arc<dyn Defaults>,
-    cache: RwLock<HashMap<String, Arc<HostPlan>>>,
+    /// The configurations in force, oldest first: `(from_s, config)`; empty: the
+    /// current configuration at every hour.
+    history: Vec<(i64, Arc<CollectorConfig>)>,
+    cache: RwLock<HashMap<(usize, String), Arc<HostPlan>>>,
 }
 
 impl Planner {
     pub fn new(config: Arc<CollectorConfig>, defaults: Arc<dyn Defaults>) -> Planner {
+        Planner::with_history(config, defaults, Vec::new())
+    }
+
+    /// A planner that gives each hour the plan in force then.
+    pub fn with_history(
+        config: Arc<CollectorConfig>,
+        defaults: Arc<dyn Defaults>,
+        history: Vec<(i64, Arc<CollectorConfig>)>,
+    ) -> Planner {
         Planner {
             config,
             defaults,
+            history,
             cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The configurations in force, oldest first (`from_s`, configuration).
+    pub fn history(&self) -> &[(i64, Arc<CollectorConfig>)] {
+        &self.history
+    }
+
+    /// The plan of `host` in force at the hour of `at_s` (Unix second).
+    pub fn host_at(&self, host: &str, at_s: i64) -> Arc<HostPlan> {
+        let i = self.history.iter().rposition(|(from, _)| *from <= at_s);
+        match i.or(if self.history.is_empty() {
+            None
+        } else {
+            Some(0)
+        }) {
+            Some(i) => self.cached(i + 1, host, &self.history[i].1),
+            None => self.host(host),
         }
     }
 
@@ -109,22 +141,32 @@ impl Planner {
         out
     }
 
-    /// The plan of `host`.
+    /// The plan of `host` under the current configuration.
     pub fn host(&self, host: &str) -> Arc<HostPlan> {
+        let config = self.config.clone();
+        self.cached(0, host, &config)
+    }
+
+    fn cached(&self, period: usize, host: &str, config: &CollectorConfig) -> Arc<HostPlan> {
+        let key = (period, host.to_string());
         if let Ok(cache) = self.cache.read() {
-            if let Some(p) = cache.get(host) {
+            if let Some(p) = cache.get(&key) {
                 return p.clone();
             }
         }
-        let plan = Arc::new(self.make(host));
+        let plan = Arc::new(self.make(config, host));
         if let Ok(mut cache) = self.cache.write() {
-            cache.insert(host.to_string(), plan.clone());
+            // Bounded by hosts × periods; a fleet that renames hosts starts afresh.
+            if cache.len() > 100_000 {
+                cache.clear();
+            }
+            cache.insert(key, plan.clone());
         }
         plan
     }
 
-    fn make(&self, host: &str) -> HostPlan {
-        let site = self.config.site_of(host);
+    fn make(&self, config: &CollectorConfig, host: &str) -> HostPlan {
+        let site = config.site_of(host);
         let pue = match site.pue {
             Some((value, source)) => Coefficient {
                 kind: CoefficientKind::Pue,
@@ -179,16 +221,27 @@ impl Planner {
             pue,
             grid_default,
             market,
-            embodied: self.embodied(host),
-            tariff: crate::cost::tariffs(&self.config)
+            embodied: self.embodied(config, host),
+            tariff: crate::cost::tariffs(config)
                 .into_iter()
                 .find(|t| t.site == site.name)
                 .map(std::sync::Arc::new),
+            hardware: self.hardware(config, host),
         }
     }
 
-    fn embodied(&self, host: &str) -> Option<EmbodiedRate> {
-        let item = self.config.inventory_of(host)?;
+    fn hardware(
+        &self,
+        config: &CollectorConfig,
+        host: &str,
+    ) -> Option<std::sync::Arc<crate::cost::hardware::HardwareRate>> {
+        let tz = jiff::tz::TimeZone::get(&config.organisation.timezone).ok()?;
+        let item = config.inventory_of(host)?;
+        crate::cost::hardware::rate_of(host, item, &tz).map(std::sync::Arc::new)
+    }
+
+    fn embodied(&self, config: &CollectorConfig, host: &str) -> Option<EmbodiedRate> {
+        let item = config.inventory_of(host)?;
         let mut parts = Vec::new();
         let mut is_default = false;
         let mut server_g_per_hour = 0.0;
@@ -268,6 +321,12 @@ impl Planner {
                 detail: parts.join("; "),
             },
         })
+    }
+}
+
+impl crate::history::Replan for Planner {
+    fn plan_at(&self, host: &str, hour_s: i64) -> Arc<HostPlan> {
+        self.host_at(host, hour_s)
     }
 }
 
@@ -415,7 +474,7 @@ mod tests {
         let c = load_coefficients(&config).unwrap();
         let fr = Defaults::grid(&c, "FR").unwrap();
         assert!(fr.source.contains("ADEME Base Empreinte"), "{fr:?}");
-        assert!((fr.value - 56.9).abs() < 1e-9);
+        assert!((fr.value - 58.0).abs() < 1e-9);
         let bad = CollectorConfig::from_toml("[organisation]\ngrid_factor = 'acme'\n").unwrap();
         let err = load_coefficients(&bad).unwrap_err().to_string();
         assert!(

@@ -150,6 +150,7 @@ async fn register_series(state: &AppState) -> String {
     for part in [
         crate::register::api::prometheus(state).await,
         crate::cost::api::prometheus(state).await,
+        crate::cost::hardware_api::prometheus(state).await,
     ] {
         match part {
             Ok(text) => out.push_str(&text),
@@ -214,6 +215,7 @@ impl AppError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Store(StoreError::Unsupported { .. }) => StatusCode::NOT_IMPLEMENTED,
             AppError::Store(_) | AppError::Unavailable(_) | AppError::Saturated { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -301,7 +303,9 @@ impl IntoResponse for AppError {
 /// read; the refusals that are the client's to fix say what to fix.
 fn store_message(e: &StoreError) -> String {
     match e {
-        StoreError::Busy { .. } | StoreError::Rejected(_) => e.to_string(),
+        StoreError::Busy { .. } | StoreError::Rejected(_) | StoreError::Unsupported { .. } => {
+            e.to_string()
+        }
         _ => "the store is unavailable; see the collector's log".to_string(),
     }
 }
@@ -423,7 +427,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let config = Arc::new(config);
-    let planner = Arc::new(Planner::new(config.clone(), defaults));
+    let planner = Planner::new(config.clone(), defaults.clone());
     let problems = all_problems(&config, &planner);
     if !problems.is_empty() {
         return Err(crate::config::ConfigError::Invalid(problems).into());
@@ -443,6 +447,21 @@ pub async fn run(
     })?;
     tracing::info!(database = %opened.describe(), "store open");
     let store = opened.store();
+    for missing in store.missing_capabilities() {
+        tracing::info!(
+            engine = %store.engine(),
+            capability = missing.what(),
+            "this store engine does not keep these: their API answers 501, their series and report figures are left out"
+        );
+    }
+    // The configuration history: this configuration's plan is recorded (from the next
+    // hour when it changed) and every hour gets the plan in force then.
+    let history =
+        crate::history::record(store.as_ref(), &config, None, crate::clock::now_unix_ms())
+            .await
+            .context("cannot record the configuration's plan in the store")?;
+    let configs = crate::history::configs(&history, &config).map_err(anyhow::Error::msg)?;
+    let planner = Arc::new(Planner::with_history(config.clone(), defaults, configs));
     let tls = if config.tls.enabled() {
         Some(Arc::new(crate::tls::Reloadable::open(&config.tls)?))
     } else {

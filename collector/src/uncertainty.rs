@@ -359,7 +359,9 @@ impl CoefficientPcts {
 /// PUE and a contract, and the coefficients table giving each coefficient's own
 /// uncertainty ([`CoefficientPcts::for_config`]). A line does not say whether its hours
 /// used an imported series or the yearly factor: the yearly factor's uncertainty is
-/// applied. Embodied figures are one error source (the same publishers' figures for every
+/// applied. A line's market-based figure used its zone's residual mix where it differs
+/// from its location-based one and the site has no contract (where none applied, the
+/// location-based figure stands in, to the microgram). Embodied figures are one error source (the same publishers' figures for every
 /// host), with the largest uncertainty among the figures the inventory uses.
 pub fn of_lines<'a>(
     lines: impl IntoIterator<Item = &'a crate::store::AggregateLine>,
@@ -417,10 +419,14 @@ pub fn of_lines_with<'a>(
                 grid: (l.zone.clone(), pcts.grid_pct(&l.zone)),
                 market: if contract {
                     Some((l.site.clone(), MARKET_CONTRACT_PCT))
-                } else {
+                } else if l.sums.market_co2e_ug != l.sums.location_co2e_ug {
+                    // A residual mix was applied when the rows were stored (the
+                    // location-based figure stands in, equal to the microgram, where none was).
                     pcts.residual
                         .get(&l.zone.to_ascii_uppercase())
                         .map(|pct| (format!("residual:{}", l.zone), *pct))
+                } else {
+                    None
                 },
                 embodied: Some(("hardware".to_string(), embodied_pct)),
             }
@@ -429,27 +435,77 @@ pub fn of_lines_with<'a>(
     totals(rows)
 }
 
-/// One hourly row's relative uncertainties (%): its energy (the source's), and its
-/// location-based emissions (source, PUE and grid factor in quadrature), for the CSV.
+/// One hourly row's relative uncertainties (%), each from the row's own source and
+/// coefficients: the CSV's `*_uncertainty_pct` columns.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RowPct {
+    /// The source's (RAPL, NVML counter or integration, estimate).
+    pub energy: f64,
+    /// Source, PUE and grid intensity in quadrature.
+    pub location: f64,
+    /// Source, PUE and the market factor (contract, residual mix, or the grid's where
+    /// neither exists) in quadrature.
+    pub market: f64,
+    /// The embodied figures' (the largest among the hardware the row's coefficient names).
+    pub embodied: f64,
+}
+
+/// The relative uncertainties of one hourly `row`, from the coefficients it names
+/// (`coefficients`: those stored for the period, with their ids) and each coefficient's
+/// own uncertainty in the table (`pcts`): the PUE coefficient the row used (the site's own
+/// or the default), the grid factor of its zone (or an imported series), its market factor
+/// (a contract, the zone's residual mix, or none) and its embodied coefficient's hardware.
 pub fn row_pct(
     row: &crate::report::ReportRow,
     coefficients: &[crate::store::StoredCoefficient],
-) -> (f64, f64) {
+    pcts: &CoefficientPcts,
+) -> RowPct {
+    let find = |id: i64| coefficients.iter().find(|c| c.id == id);
     let energy = source_pct(&row.source, &row.component);
-    let own_pue = coefficients
-        .iter()
-        .any(|c| c.id == row.pue_coef && !c.is_default);
-    let pue = if own_pue {
-        PUE_OWN_PCT
-    } else {
-        PUE_DEFAULT_PCT
+    let pue = match find(row.pue_coef) {
+        Some(c) if !c.is_default => PUE_OWN_PCT,
+        _ => pcts.pue_default,
     };
     let grid = if row.intensity_from.starts_with("import:") {
         GRID_SERIES_PCT
     } else {
-        GRID_FACTOR_PCT
+        pcts.grid_pct(&row.zone)
     };
-    (energy, (energy * energy + pue * pue + grid * grid).sqrt())
+    let quadrature = |third: f64| (energy * energy + pue * pue + third * third).sqrt();
+    let market = match row.market_coef.and_then(find) {
+        Some(c) if !c.is_default => MARKET_CONTRACT_PCT,
+        Some(_) => pcts
+            .residual
+            .get(&row.zone.to_ascii_uppercase())
+            .copied()
+            .unwrap_or(RESIDUAL_MIX_PCT),
+        None => grid,
+    };
+    let embodied = match row.embodied_coef.and_then(find) {
+        Some(c) => embodied_parts(&c.detail)
+            .map(|id| pcts.embodied_pct(id))
+            .fold(None, |acc: Option<f64>, p| {
+                Some(acc.map_or(p, |a| a.max(p)))
+            })
+            .unwrap_or(EMBODIED_PCT),
+        None => EMBODIED_PCT,
+    };
+    RowPct {
+        energy,
+        location: quadrature(grid),
+        market: quadrature(market),
+        embodied,
+    }
+}
+
+/// The hardware ids an embodied coefficient's detail names: its parts are `ID: …` or
+/// `N × ID: …`, separated by `; ` (`crate::plan`).
+fn embodied_parts(detail: &str) -> impl Iterator<Item = &str> {
+    detail.split("; ").filter_map(|part| {
+        let name = part.split(": ").next()?;
+        let id = name.rsplit(" × ").next().unwrap_or(name).trim();
+        (!id.is_empty()).then_some(id)
+    })
 }
 
 /// `± 4 %`: a relative uncertainty rounded for reading (one decimal under 1 %).

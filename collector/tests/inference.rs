@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! Inference counts through the real router and a real SQLite store: a v1 and a v2
-//! agent push to the same collector and both are stored exactly; `/api/v1/inference`
+//! Inference counts through the real router, on both engines (the embedded SQLite store
+//! and PostgreSQL, a database of its own in the cluster `scripts/test` starts): a v1 and
+//! a v2 agent push to the same collector and both are stored exactly; `/api/v1/inference`
 //! gives the counts exactly and the per-request and per-token figures of the hand
 //! computation; a replay adds nothing; bad queries get a clear 400; the Prometheus
 //! series are the store's totals, across a restart.
@@ -8,8 +9,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::*;
-use empreinte_collector::store::{Store, TokenKind};
+use common::engine::Harness;
+use common::{batch, hour_ago, push, record};
+use empreinte_collector::store::TokenKind;
 use empreinte_shared::wire::{Batch, InferenceRecord, InferenceServerKind, Push, Record};
 use empreinte_shared::{Component, SourceKind};
 use serde_json::Value;
@@ -120,7 +122,15 @@ fn close(got: &Value, want: f64, what: &str) {
 
 #[tokio::test]
 async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation() {
-    let h = Harness::new(CONFIG).await;
+    for h in common::engine::engines(CONFIG).await {
+        eprintln!("engine: {}", h.name);
+        a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation_on(h).await;
+    }
+}
+
+async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation_on(
+    h: Harness,
+) {
     let v2 = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let v1 = h.token(TokenKind::Agent, Some("old-01")).await;
     let reader = h.token(TokenKind::Read, None).await;
@@ -232,7 +242,13 @@ async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_com
 
 #[tokio::test]
 async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored() {
-    let h = Harness::new(CONFIG).await;
+    for h in common::engine::engines(CONFIG).await {
+        eprintln!("engine: {}", h.name);
+        a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h).await;
+    }
+}
+
+async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h: Harness) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let t0 = hour_ago(3);
     let mut p: Push = push("gpu-01", vec![v2_batch(1, t0)]);
@@ -255,7 +271,13 @@ async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored() {
 
 #[tokio::test]
 async fn bad_queries_get_a_clear_400_and_no_token_a_401() {
-    let h = Harness::new(CONFIG).await;
+    for h in common::engine::engines(CONFIG).await {
+        eprintln!("engine: {}", h.name);
+        bad_queries_get_a_clear_400_and_no_token_a_401_on(h).await;
+    }
+}
+
+async fn bad_queries_get_a_clear_400_and_no_token_a_401_on(h: Harness) {
     let reader = h.token(TokenKind::Read, None).await;
     for (query, says) in [
         ("group_by=site", "allowed are project, model, host, day"),
@@ -273,7 +295,13 @@ async fn bad_queries_get_a_clear_400_and_no_token_a_401() {
 
 #[tokio::test]
 async fn the_prometheus_series_are_the_stored_totals_across_a_restart() {
-    let h = Harness::new(CONFIG).await;
+    for h in common::engine::engines(CONFIG).await {
+        eprintln!("engine: {}", h.name);
+        the_prometheus_series_are_the_stored_totals_across_a_restart_on(h).await;
+    }
+}
+
+async fn the_prometheus_series_are_the_stored_totals_across_a_restart_on(h: Harness) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let reader = h.token(TokenKind::Read, None).await;
     let t0 = hour_ago(3);
@@ -315,28 +343,9 @@ async fn the_prometheus_series_are_the_stored_totals_across_a_restart() {
     // Not counted by the server: no series rather than a 0.
     assert!(!text.contains("kind=\"cached_input\""), "{text}");
     // A new collector on the same database starts from the stored totals.
-    h.store.close().await;
-    let again = reopen(h.dir).await;
+    let again = h.reopen().await;
     let text = metrics(&again).await;
     for line in expect {
         assert!(text.contains(line), "after a restart, {line} missing");
     }
-}
-
-/// A collector started again on the database of `dir`.
-async fn reopen(dir: tempfile::TempDir) -> Harness {
-    use empreinte_collector::config::CollectorConfig;
-    use empreinte_collector::plan::Planner;
-    use empreinte_collector::server::AppState;
-    use empreinte_collector::store::sqlite::SqliteStore;
-    use std::sync::Arc;
-    let config = CollectorConfig::from_toml(CONFIG).unwrap();
-    let options = config.store.options(
-        &config.organisation.timezone,
-        config.limits.max_host_power_watts,
-    );
-    let store = Arc::new(SqliteStore::open_with(dir.path(), &options).await.unwrap());
-    let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
-    let state = AppState::new(store.clone(), planner).unwrap();
-    Harness { dir, store, state }
 }

@@ -1,13 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-//! The ingest endpoint through the real router and a real SQLite store: exact totals,
-//! replays ignored, and every kind of bad push refused with a clear 4xx and nothing
-//! stored.
+//! The ingest endpoint through the real router, on each engine (SQLite, and PostgreSQL
+//! in the test cluster): exact totals, replays ignored, and every kind of bad push
+//! refused with a clear 4xx and nothing stored.
 
 mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use empreinte_collector::store::TokenKind;
+use empreinte_collector::store::{Store, TokenKind};
 use empreinte_shared::{Component, SourceKind};
 
 const CONFIG: &str = r#"
@@ -21,7 +21,13 @@ hosts = ["gpu-*"]
 
 #[tokio::test]
 async fn stored_totals_are_exact_and_a_replay_counts_once() {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        stored_totals_are_exact_and_a_replay_counts_once_on(&e).await;
+    }
+}
+
+async fn stored_totals_are_exact_and_a_replay_counts_once_on(h: &Harness<dyn Store>) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let reader = h.token(TokenKind::Read, None).await;
     let t0 = hour_ago(3);
@@ -143,7 +149,13 @@ async fn stored_totals_are_exact_and_a_replay_counts_once() {
 
 #[tokio::test]
 async fn bad_pushes_are_refused_clearly_and_nothing_is_stored() {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        bad_pushes_are_refused_clearly_and_nothing_is_stored_on(&e).await;
+    }
+}
+
+async fn bad_pushes_are_refused_clearly_and_nothing_is_stored_on(h: &Harness<dyn Store>) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let other = h.token(TokenKind::Agent, Some("gpu-02")).await;
     let reader = h.token(TokenKind::Read, None).await;
@@ -344,7 +356,15 @@ impl http_body::Body for NeverBody {
 
 #[tokio::test]
 async fn pushes_past_the_in_flight_limit_get_503_with_retry_after_and_slow_bodies_408() {
-    let h = Harness::new("[limits]\nmax_ingests_in_flight = 1\nbody_timeout = \"300ms\"\n").await;
+    for e in engines("[limits]\nmax_ingests_in_flight = 1\nbody_timeout = \"300ms\"\n").await {
+        eprintln!("on {}", e.name);
+        pushes_past_the_in_flight_limit_get_503_with_retry_after_and_slow_bodies_408_on(&e).await;
+    }
+}
+
+async fn pushes_past_the_in_flight_limit_get_503_with_retry_after_and_slow_bodies_408_on(
+    h: &Harness<dyn Store>,
+) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let request = |body: axum::body::Body| {
         axum::http::Request::post("/api/v1/ingest")
@@ -415,7 +435,15 @@ async fn testkit_wait(cond: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn values_past_what_is_stored_are_refused_and_reads_keep_answering() {
-    let h = Harness::new("").await;
+    for e in engines("").await {
+        eprintln!("on {}", e.name);
+        values_past_what_is_stored_are_refused_and_reads_keep_answering_on(&e).await;
+    }
+}
+
+async fn values_past_what_is_stored_are_refused_and_reads_keep_answering_on(
+    h: &Harness<dyn Store>,
+) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let reader = h.token(TokenKind::Read, None).await;
     let t0 = hour_ago(1);
@@ -466,7 +494,13 @@ async fn values_past_what_is_stored_are_refused_and_reads_keep_answering() {
 
 #[tokio::test]
 async fn reports_neutralise_formulas_and_html_in_names() {
-    let h = Harness::new("").await;
+    for e in engines("").await {
+        eprintln!("on {}", e.name);
+        reports_neutralise_formulas_and_html_in_names_on(&e).await;
+    }
+}
+
+async fn reports_neutralise_formulas_and_html_in_names_on(h: &Harness<dyn Store>) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let reader = h.token(TokenKind::Read, None).await;
     let t0 = hour_ago(1);

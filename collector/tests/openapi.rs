@@ -189,7 +189,7 @@ async fn the_router_serves_exactly_the_documented_routes() {
 #[tokio::test]
 async fn every_documented_read_response_matches_its_schema() {
     let h = Harness::new(
-        "[[site]]\nname='dc'\nzone='DE'\nhosts=['gpu-*']\nmarket_g_per_kwh=10.0\nmarket_source='contract'\ntariff_eur_per_kwh=0.2\ntariff_off_peak_eur_per_kwh=0.1\ntariff_off_peak_hours=['22-06']\ntariff_source='test'\n[[objective]]\nproject='chat'\nmonthly_energy_kwh=1.0\n[[objective]]\nproject='*'\nreduction_percent=10.0\nbaseline_month='2020-01'\n",
+        "[[site]]\nname='dc'\nzone='DE'\nhosts=['gpu-*']\nmarket_g_per_kwh=10.0\nmarket_source='contract'\ntariff_eur_per_kwh=0.2\ntariff_off_peak_eur_per_kwh=0.1\ntariff_off_peak_hours=['22-06']\ntariff_source='test'\n[[objective]]\nproject='chat'\nmonthly_energy_kwh=1.0\n[[objective]]\nproject='*'\nreduction_percent=10.0\nbaseline_month='2020-01'\n[[inventory]]\nhosts=['gpu-*']\npurchase_price_eur=30000.0\namortisation_years=4.0\npurchase_source='invoice'\n",
     )
     .await;
     let agent = h.token(TokenKind::Agent, Some("gpu-01")).await;

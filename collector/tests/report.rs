@@ -5,7 +5,7 @@
 //! contractual factor on one site, embodied emissions shared by use, one objective
 //! missed, one met and a project without objective. Every total of the JSON report is
 //! checked against the hand computation and against the sum of the CSV's rows; the
-//! French and English Markdown are compared with golden files.
+//! French and English Markdown and HTML are compared with golden files.
 
 mod common;
 mod report_fixture;
@@ -27,8 +27,16 @@ fn close(got: f64, want: f64, tolerance: f64, what: &str) {
 
 #[tokio::test]
 async fn every_total_matches_the_hand_computation_and_the_csv_rows_add_up_exactly() {
-    let (h, hours) = october().await;
-    let data = build(&h, "2025-10").await.unwrap();
+    // On each engine (the same figures from SQLite and PostgreSQL).
+    for e in common::engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        let (h, hours) = october_in(e.harness).await;
+        hand_computation_on(&h, &hours).await;
+    }
+}
+
+async fn hand_computation_on(h: &common::Harness<dyn Store>, hours: &[i64]) {
+    let data = build(h, "2025-10").await.unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&report::render_text(&data, Format::Json, Lang::En).unwrap()).unwrap();
     let n = hours.len() as f64;
@@ -262,6 +270,11 @@ async fn the_markdown_reports_match_the_golden_files_in_french_and_english() {
     // `UPDATE_EXPECT=1 cargo test -p empreinte-collector --test report` rewrites them.
     expect_test::expect_file!["golden/report-2025-10.fr.md"].assert_eq(&fr);
     expect_test::expect_file!["golden/report-2025-10.en.md"].assert_eq(&en);
+    // The printed document (A4 HTML with its charts, what the PDF is printed from).
+    let fr_html = report::render_text(&data, Format::Html, Lang::Fr).unwrap();
+    let en_html = report::render_text(&data, Format::Html, Lang::En).unwrap();
+    expect_test::expect_file!["golden/report-2025-10.fr.html"].assert_eq(&fr_html);
+    expect_test::expect_file!["golden/report-2025-10.en.html"].assert_eq(&en_html);
     // What a reader checks first, in each language's way of writing numbers.
     assert!(fr.contains("| chat | 745,00\u{202F}kWh |"), "{fr}");
     assert!(en.contains("| chat | 745.00 kWh |"), "{en}");

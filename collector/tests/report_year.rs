@@ -3,7 +3,10 @@
 //! every local month boundary, and the whole DST days (23 and 25 hours). The year's
 //! totals, read over the whole year, equal the sum of the twelve monthly reports to the
 //! microjoule and microgram; the BEGES categories equal the hand computation (PUE 1.2,
-//! 50 g/kWh location-based, 10 g/kWh contract, 1 g/h of amortised server).
+//! 50 g/kWh location-based, 10 g/kWh contract, 1 g/h of amortised server), and so do
+//! the euros across a tariff change on 1 July (0.18 then 0.22 €/kWh). The CSV's months
+//! add up to its year line; the grid factors are ADEME's Base Empreinte where the
+//! organisation chose them.
 
 mod common;
 
@@ -32,6 +35,13 @@ pue_source = "measured 2025"
 hosts = ["srv-1"]
 market_g_per_kwh = 10.0
 market_source = "contract 2025"
+tariff_eur_per_kwh = 0.18
+tariff_source = "contract 2025"
+
+[[site.tariff_change]]
+from = "2025-07-01"
+eur_per_kwh = 0.22
+source = "contract 2025, amendment"
 
 [[inventory]]
 hosts = ["srv-1"]
@@ -159,5 +169,154 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
         serde_json::from_str(&report::year::render(&year, Format::Json, Lang::En).unwrap())
             .unwrap();
     assert_eq!(json["totals"]["exact"]["energy_uj"], n * KWH);
-    assert!(report::year::render(&year, Format::Csv, Lang::Fr).is_err());
+
+    // Euros across the tariff change: each hour at the price of its local day.
+    let july = at("2025-07-01T00:00:00");
+    let by_hand: u64 = hours
+        .iter()
+        .filter(|&&s| s >= from && s < to)
+        .map(|&s| if s < july { 216_000 } else { 264_000 })
+        .sum();
+    assert_eq!(year.cost_ueur, by_hand, "the year's euros by hand");
+    assert_eq!(
+        year.month_costs_ueur.iter().sum::<u64>(),
+        year.cost_ueur,
+        "the year's euros are the sum of the twelve monthly reports' euros"
+    );
+    assert!(
+        md.contains("| 2025 |"),
+        "a year line in the REEN table: {md}"
+    );
+
+    // The CSV (French dialect): the months add up to the year line, column by column.
+    let csv = report::year::render(&year, Format::Csv, Lang::Fr).unwrap();
+    let mut rd = csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_reader(csv.as_bytes());
+    let head: Vec<String> = rd.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(head[0], "line");
+    let rows: Vec<csv::StringRecord> = rd.records().map(|r| r.unwrap()).collect();
+    let col = |r: &csv::StringRecord, i: usize| r[i].parse::<u64>().unwrap();
+    let year_row = rows.iter().find(|r| &r[0] == "year").unwrap();
+    for (i, name) in head.iter().enumerate().take(9).skip(3) {
+        let months: u64 = rows
+            .iter()
+            .filter(|r| &r[0] == "month")
+            .map(|r| col(r, i))
+            .sum();
+        assert_eq!(months, col(year_row, i), "column {name}");
+    }
+    assert_eq!(col(year_row, 8), by_hand);
+    let beges: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[0] == "beges").collect();
+    assert_eq!(beges.len(), 4);
+    assert!(beges[0][10].contains(','), "decimal comma: {:?}", &beges[0]);
+    assert_eq!(
+        beges[0][9].parse::<u64>().unwrap(),
+        year.beges[0].co2e_ug.unwrap()
+    );
+    // The grid factor used is named; the test table is not ADEME's, so the statement says
+    // how to choose Base Empreinte.
+    assert!(
+        md.contains("FR (réseau) : 50,0") && md.contains("grid_factor = \"ademe\""),
+        "{md}"
+    );
+}
+
+/// With `grid_factor = "ademe"`, the statement's electricity is made with ADEME's Base
+/// Empreinte factor for France and says so; without it, with another publisher's.
+#[tokio::test]
+async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_organisation_chose_it()
+{
+    use std::sync::Arc;
+    for (choice, factor) in [("grid_factor = \"ademe\"\n", 58.0), ("", 0.0)] {
+        let toml = format!(
+            "[organisation]\nname = \"Ville\"\ntimezone = \"Europe/Paris\"\n{choice}[limits]\nmax_batch_age = \"36500days\"\n[default_site]\nname = \"mairie\"\nzone = \"FR\"\npue = 1.0\n"
+        );
+        let config = empreinte_collector::config::CollectorConfig::from_toml(&toml).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            empreinte_collector::store::sqlite::SqliteStore::open_with(
+                dir.path(),
+                &config.store.options("Europe/Paris", 10_000.0),
+            )
+            .await
+            .unwrap(),
+        );
+        let defaults = Arc::new(empreinte_collector::plan::load_coefficients(&config).unwrap());
+        let planner = empreinte_collector::plan::Planner::new(Arc::new(config.clone()), defaults);
+        let state =
+            empreinte_collector::server::AppState::new(store.clone(), Arc::new(planner)).unwrap();
+        let token = empreinte_collector::auth::issue(
+            store.as_ref(),
+            TokenKind::Agent,
+            Some("srv-1"),
+            "t",
+            1,
+        )
+        .await
+        .unwrap()
+        .token;
+        let s = at("2025-05-01T10:00:00") as u64 * 1000;
+        let p = push(
+            "srv-1",
+            vec![batch(
+                1,
+                1,
+                s,
+                s + 3_600_000,
+                vec![record(
+                    "p",
+                    Component::Cpu,
+                    SourceKind::Rapl,
+                    s,
+                    s + 3_600_000,
+                    KWH,
+                )],
+            )],
+        );
+        let resp = tower::ServiceExt::oneshot(
+            empreinte_collector::server::router(state),
+            axum::http::Request::post("/api/v1/ingest")
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {token}"))
+                .body(axum::body::Body::from(serde_json::to_vec(&p).unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let year = report::year::build_year(
+            store.as_ref(),
+            &config,
+            &paris(),
+            2025,
+            at("2026-01-02T00:00:00"),
+        )
+        .await
+        .unwrap();
+        let grid: Vec<_> = year
+            .factors
+            .iter()
+            .filter(|f| f.kind == "grid_intensity")
+            .collect();
+        assert_eq!(grid.len(), 1, "{grid:?}");
+        let md = report::year::render(&year, Format::Md, Lang::Fr).unwrap();
+        if factor > 0.0 {
+            assert!(
+                grid[0].ademe_base_empreinte && (grid[0].g_per_kwh - factor).abs() < 1e-9,
+                "{grid:?}"
+            );
+            assert_eq!(year.beges[0].co2e_ug, Some((factor * 1e6).round() as u64));
+            assert!(
+                md.contains("Base Empreinte de l'ADEME, choisie par l'organisation"),
+                "{md}"
+            );
+        } else {
+            assert!(!grid[0].ademe_base_empreinte, "{grid:?}");
+            assert!(
+                md.contains("la méthode de l'ADEME demande les facteurs de la Base Empreinte"),
+                "{md}"
+            );
+        }
+    }
 }

@@ -28,6 +28,11 @@ market_source = "supplier's certificates 2024"
 name = "paris"
 zone = "FR"
 hosts = ["fr-*"]
+
+[[site]]
+name = "london"
+zone = "GB"
+hosts = ["gb-*"]
 "#;
 
 fn planner(coefficients_toml: Option<&str>) -> Planner {
@@ -45,16 +50,26 @@ fn a_site_without_a_contract_gets_its_zones_residual_mix() {
     let it = p.host("it-01");
     let m = it.market.clone().expect("Italy has a residual mix");
     assert_eq!(m.kind, CoefficientKind::MarketFactor);
-    assert!((m.value - 441.2).abs() < 1e-9, "{m:?}");
+    // The most recent year of the table: AIB's 2025 Table 2 (2024's 441.2 is history).
+    assert!((m.value - 420.2).abs() < 1e-9, "{m:?}");
     assert!(m.source.starts_with("AIB") && m.is_default, "{m:?}");
-    assert_eq!(m.year, Some(2024));
+    assert_eq!(m.year, Some(2025));
     assert!(m.detail.contains("residual mix"), "{m:?}");
     assert_eq!(m.subject, "milano");
     // A contract wins over the residual mix.
     let c = p.host("contract-01").market.clone().unwrap();
     assert!((c.value - 20.0).abs() < 1e-9 && !c.is_default, "{c:?}");
-    // No residual mix in the table for France: the location-based figure stands in.
-    assert!(p.host("fr-01").market.is_none());
+    // France first: AIB 2025's French residual mix, 17.11 g CO2/kWh.
+    let fr = p
+        .host("fr-01")
+        .market
+        .clone()
+        .expect("France has a residual mix");
+    assert!((fr.value - 17.11).abs() < 1e-9 && fr.is_default, "{fr:?}");
+    assert_eq!(fr.year, Some(2025));
+    // No residual mix in the table for Great Britain (AIB's EU table): the location-based
+    // figure stands in.
+    assert!(p.host("gb-01").market.is_none());
 }
 
 #[test]
@@ -110,8 +125,14 @@ fn the_residual_mixs_own_uncertainty_is_propagated_to_market_based_figures() {
         (u.co2e_kg_market.relative_pct() - by_hand).abs() < 1e-6,
         "{u:?}"
     );
-    // France, no residual mix: the location-based factor's 15 % stands in.
+    // France, no contract: its residual mix's 10 % too.
     let u = of_lines_with([&line("fr-01", "paris", "FR")], &config, &pcts);
+    assert!(
+        (u.co2e_kg_market.relative_pct() - by_hand).abs() < 1e-6,
+        "{u:?}"
+    );
+    // Great Britain, no residual mix: the location-based factor's 15 % stands in.
+    let u = of_lines_with([&line("gb-01", "london", "GB")], &config, &pcts);
     let by_hand = (25.0f64 + 400.0 + 225.0).sqrt();
     assert!(
         (u.co2e_kg_market.relative_pct() - by_hand).abs() < 1e-6,

@@ -638,3 +638,59 @@ async fn a_new_time_zone_rebuilds_the_rollups_the_same_way_on_both_engines() {
     }
     same_transcripts(&runs);
 }
+
+/// What an engine keeps beyond the footprint is declared: an endpoint it cannot serve
+/// answers 501 naming the engine (never a 503 that a client would retry), its series are
+/// left out of `/metrics` without an error, and its report reads as a month without
+/// them; an engine that keeps it answers 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_engine_does_not_keep_answers_501_naming_the_engine() {
+    use empreinte_collector::store::Capability;
+    for e in engines(CONFIG).await {
+        let reader = e.token(TokenKind::Read, None).await;
+        let engine = e.store.engine().name();
+        assert_eq!(engine == "SQLite", e.name == "sqlite", "{engine}");
+        for (capability, path, series) in [
+            (
+                Capability::Costs,
+                "/api/v1/costs?month=2025-10",
+                "empreinte_footprint_cost_euros_total",
+            ),
+            (
+                Capability::InferenceCounts,
+                "/api/v1/inference?month=2025-10",
+                "empreinte_inference_requests_total",
+            ),
+        ] {
+            let (status, body) = e.get(&reader, path).await;
+            if e.store.keeps(capability) {
+                assert_eq!(status, StatusCode::OK, "{engine} {path}: {body}");
+            } else {
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_IMPLEMENTED,
+                    "{engine} {path}: {body}"
+                );
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let msg = v["error"].as_str().unwrap();
+                assert!(
+                    msg.contains(&format!(
+                        "the {engine} store does not keep {}",
+                        capability.what()
+                    )),
+                    "{msg}"
+                );
+            }
+            let (status, metrics) = e.get(&reader, "/metrics").await;
+            assert_eq!(status, StatusCode::OK, "{engine}: {metrics}");
+            if !e.store.keeps(capability) {
+                assert!(!metrics.contains(series), "{engine}: {metrics}");
+            }
+        }
+        // SQLite keeps everything; PostgreSQL declares exactly what it lacks.
+        if e.name == "sqlite" {
+            assert_eq!(e.store.missing_capabilities(), vec![]);
+        }
+        e.opened.close().await;
+    }
+}

@@ -1,8 +1,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The store at scale: rollups that equal the hourly rows to the unit, duplicate
 //! detection by run under replays, reordering, refusals and restarts, a store that no
-//! push can break (sums past `i64::MAX`, overlapping batches past the host's power), the
-//! bounded write queue, and the integrity checks at start.
+//! push can break (sums past `i64::MAX`, overlapping batches past the host's power),
+//! compaction of old hours: each on both engines (SQLite, and PostgreSQL in the test
+//! cluster, [`common::engines`]). SQLite's own machinery (the writer's bounded queue, the
+//! file's integrity checks at start) is tested on SQLite alone.
 
 mod common;
 
@@ -11,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Harness, batch, hour_ago, push, record};
+use common::{Engine, Harness, batch, engines, hour_ago, push, record};
 use empreinte_collector::period::{Month, month_of};
 use empreinte_collector::server::router;
 use empreinte_collector::store::sqlite::{DB_FILE, LOG_FILE, MARKER_FILE, SqliteStore};
@@ -70,7 +72,7 @@ fn add_lines(into: &mut BTreeMap<Key, Sums>, lines: Vec<AggregateLine>) {
 }
 
 /// The sums of the hourly rows themselves (not the rollups), per line.
-async fn hourly_sums(store: &SqliteStore, from: i64, to: i64) -> BTreeMap<Key, Sums> {
+async fn hourly_sums(store: &dyn Store, from: i64, to: i64) -> BTreeMap<Key, Sums> {
     let mut out: BTreeMap<Key, Sums> = BTreeMap::new();
     for r in store.hourly_rows(from, to).await.unwrap() {
         let measured = r.source != "estimate";
@@ -144,7 +146,14 @@ fn months_between(tz: &TimeZone, from_s: i64, to_s: i64) -> Vec<Month> {
 }
 
 async fn exactness_case(plan: Plan) {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        exactness_on(&e, &plan).await;
+    }
+}
+
+async fn exactness_on(e: &Engine, plan: &Plan) {
+    let h: &Harness<dyn Store> = e;
     let tokens: Vec<String> = {
         let mut t = Vec::new();
         for host in HOSTS {
@@ -193,7 +202,7 @@ async fn exactness_case(plan: Plan) {
             .collect();
         let b = batch(1, seqs[*host], start, end, recs);
         let p = push(HOSTS[*host], vec![b]);
-        let (status, body) = push_as_an_agent(&h, &tokens[*host], &p).await;
+        let (status, body) = push_as_an_agent(h, &tokens[*host], &p).await;
         // A host's hour may go past the power bound with random overlaps: refused whole.
         assert!(
             status == StatusCode::OK || status == StatusCode::UNPROCESSABLE_ENTITY,
@@ -203,7 +212,7 @@ async fn exactness_case(plan: Plan) {
     }
     for r in &plan.replays {
         if let Some((host, p)) = sent.get(*r) {
-            let (status, _) = push_as_an_agent(&h, &tokens[*host], p).await;
+            let (status, _) = push_as_an_agent(h, &tokens[*host], p).await;
             assert!(status == StatusCode::OK || status == StatusCode::UNPROCESSABLE_ENTITY);
         }
     }
@@ -212,7 +221,7 @@ async fn exactness_case(plan: Plan) {
     let to = from + 70 * 86_400;
     let months = months_between(&tz, from, to);
     let (all_from, all_to) = (months[0].from_s, months[months.len() - 1].to_s);
-    let hourly = hourly_sums(&h.store, all_from, all_to).await;
+    let hourly = hourly_sums(h.store.as_ref(), all_from, all_to).await;
     let mut monthly = BTreeMap::new();
     for m in &months {
         add_lines(&mut monthly, h.store.lines(m.from_s, m.to_s).await.unwrap());
@@ -258,16 +267,14 @@ async fn exactness_case(plan: Plan) {
     }
     assert_eq!(by_project, api);
     // And a store reopened (rollups rebuilt for another time zone, then back) agrees.
-    let dir = h.dir.path().to_path_buf();
-    let rebuilt = SqliteStore::open_with(
-        &dir,
-        &StoreOptions {
+    let rebuilt = e
+        .reopen(&StoreOptions {
             timezone: Some("UTC".into()),
             ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+        })
+        .await
+        .unwrap()
+        .store();
     let mut utc_monthly = BTreeMap::new();
     let utc = TimeZone::UTC;
     for m in months_between(&utc, all_from - 86_400 * 31, all_to + 86_400 * 31) {
@@ -296,7 +303,7 @@ proptest! {
 /// agent sends it again after `Retry-After`), so it is sent again; any other answer is
 /// returned.
 async fn push_as_an_agent(
-    h: &Harness,
+    h: &Harness<dyn Store>,
     token: &str,
     p: &empreinte_shared::wire::Push,
 ) -> (StatusCode, String) {
@@ -337,7 +344,14 @@ fn one(seq: u64, start: u64) -> empreinte_shared::wire::Batch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_stored_once_under_replays_reordering_refusals_and_restarts() {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        stored_once_on(&e).await;
+    }
+}
+
+async fn stored_once_on(e: &Engine) {
+    let h: &Harness<dyn Store> = e;
     let t = h.token(TokenKind::Agent, Some("srv-1")).await;
     let s = hour_ago(3);
     let at = |seq: u64| s + seq * 60_000;
@@ -369,20 +383,15 @@ async fn a_batch_is_stored_once_under_replays_reordering_refusals_and_restarts()
     let expected: u64 = (1..=6).chain([8]).map(|q| 1_000_000 * q).sum();
     assert_eq!(h.store.agent_balance("srv-1").await.unwrap().1, expected);
 
-    let reopened = Arc::new(
-        SqliteStore::open_with(
-            h.dir.path(),
-            &StoreOptions {
-                timezone: Some("Europe/Paris".into()),
-                ..Default::default()
-            },
-        )
+    let reopened = e
+        .reopen(&StoreOptions {
+            timezone: Some("Europe/Paris".into()),
+            ..Default::default()
+        })
         .await
-        .unwrap(),
-    );
-    let state =
-        empreinte_collector::server::AppState::new(reopened.clone(), h.state.planner.clone())
-            .unwrap();
+        .unwrap()
+        .store();
+    let state = e.state_over(reopened.clone());
     let send = |p: empreinte_shared::wire::Push| {
         let state = state.clone();
         let t = t.clone();
@@ -426,7 +435,7 @@ async fn a_batch_is_stored_once_under_replays_reordering_refusals_and_restarts()
 }
 
 /// Every read endpoint and the month's report: 200, and the totals they show.
-async fn reads(h: &Harness, read: &str) -> Vec<serde_json::Value> {
+async fn reads(h: &Harness<dyn Store>, read: &str) -> Vec<serde_json::Value> {
     let month = jiff::Timestamp::from_second((hour_ago(0) / 1000) as i64)
         .unwrap()
         .to_zoned(TimeZone::get("Europe/Paris").unwrap())
@@ -465,13 +474,19 @@ async fn reads(h: &Harness, read: &str) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_past_i64_max_are_refused_and_every_read_still_answers() {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        counters_past_i64_max_on(&e).await;
+    }
+}
+
+async fn counters_past_i64_max_on(h: &Harness<dyn Store>) {
     let t = h.token(TokenKind::Agent, Some("srv-1")).await;
     let read = h.token(TokenKind::Read, None).await;
     let s = hour_ago(2);
     let (st, _) = h.push(&t, &push("srv-1", vec![one(1, s)])).await;
     assert_eq!(st, StatusCode::OK);
-    let before = reads(&h, &read).await;
+    let before = reads(h, &read).await;
     for seq in [2, 3] {
         let mut b = one(seq, s + seq * 60_000);
         b.counters = vec![Counter {
@@ -498,14 +513,20 @@ async fn counters_past_i64_max_are_refused_and_every_read_still_answers() {
     let (st, body) = h.push(&t, &p).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.contains("spool.bytes"), "{body}");
-    assert_eq!(reads(&h, &read).await, before, "nothing changed");
+    assert_eq!(reads(h, &read).await, before, "nothing changed");
     let agents = &before[4]["agents"][0];
     assert_eq!(agents["stored_uj"], 1_000_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overlapping_batches_past_the_hosts_power_are_refused_and_every_read_still_answers() {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        overlapping_on(&e).await;
+    }
+}
+
+async fn overlapping_on(h: &Harness<dyn Store>) {
     let t = h.token(TokenKind::Agent, Some("srv-1")).await;
     let read = h.token(TokenKind::Read, None).await;
     let hour = hour_ago(3);
@@ -529,7 +550,7 @@ async fn overlapping_batches_past_the_hosts_power_are_refused_and_every_read_sti
     };
     let (st, body) = h.push(&t, &push("srv-1", vec![full(1)])).await;
     assert_eq!(st, StatusCode::OK, "{body}");
-    let before = reads(&h, &read).await;
+    let before = reads(h, &read).await;
     let mut seq = 1;
     for _ in 0..60 {
         let batches = (0..20)
@@ -543,11 +564,13 @@ async fn overlapping_batches_past_the_hosts_power_are_refused_and_every_read_sti
         assert!(body.contains("batches[0].records"), "{body}");
         assert!(body.contains("max_host_power_watts"), "{body}");
     }
-    assert_eq!(reads(&h, &read).await, before, "nothing changed");
+    assert_eq!(reads(h, &read).await, before, "nothing changed");
     assert_eq!(h.store.agent_balance("srv-1").await.unwrap().1, uj);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// SQLite alone: its writer's queue (PostgreSQL has none: each push is its own
+/// transaction, a pool without a free connection answers the same 503).
 async fn a_full_write_queue_answers_503_with_retry_after_and_stores_nothing_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = empreinte_collector::config::CollectorConfig::from_toml(CONFIG).unwrap();
@@ -631,6 +654,12 @@ async fn seeded_dir() -> tempfile::TempDir {
     drop(state);
     store.close().await;
     drop(store);
+    // The pages must be in the database file itself before the test damages it and
+    // deletes the WAL: checkpoint whatever a connection still closing left there.
+    let db = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(db);
     dir
 }
 
@@ -648,6 +677,7 @@ fn refused(err: StoreError, dir: &std::path::Path, what: &str) {
     assert!(text.contains("empreinte backup"), "{what}: {text}");
 }
 
+/// SQLite alone: the file in the data directory (PostgreSQL keeps its own integrity).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_an_emptied_or_a_lost_database_is_refused_at_start() {
     // Damaged: pages overwritten in the middle of the file.
@@ -694,7 +724,14 @@ async fn a_damaged_an_emptied_or_a_lost_database_is_refused_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
-    let h = Harness::new(CONFIG).await;
+    for e in engines(CONFIG).await {
+        eprintln!("on {}", e.name);
+        compaction_on(&e).await;
+    }
+}
+
+async fn compaction_on(e: &Engine) {
+    let h: &Harness<dyn Store> = e;
     let read = h.token(TokenKind::Read, None).await;
     let tz = TimeZone::get("Europe/Paris").unwrap();
     // Six weeks of data ending a week ago, three hosts, a batch every 3 hours.
@@ -737,7 +774,7 @@ async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
     let config = h.state.planner.config().clone();
     let now_s = (hour_ago(0) / 1000) as i64;
     let old = month_of(&tz, (hour_ago(24 * 45) / 1000) as i64).unwrap();
-    let report = |store: Arc<SqliteStore>| {
+    let report = |store: Arc<dyn Store>| {
         let config = config.clone();
         let tz = tz.clone();
         async move {
@@ -760,10 +797,10 @@ async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
         }
     };
     let before = report(h.store.clone()).await;
-    let api_before = reads(&h, &read).await;
+    let api_before = reads(h, &read).await;
     let rows_before = h.store.hourly_rows(0, i64::MAX).await.unwrap().len();
     // Everything before the start of today (local) goes.
-    let deleted = h.store.compact_hourly(now_s).await.unwrap();
+    let deleted = e.opened.compact_hourly(now_s).await.unwrap();
     assert!(
         deleted > 0 && deleted as usize <= rows_before,
         "{deleted} of {rows_before}"
@@ -773,7 +810,28 @@ async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
     assert_eq!(before.0, after.0, "the month's JSON report");
     assert_eq!(before.1, after.1, "the month's Markdown report");
     // The current month's API figures are unchanged too.
-    let api_after = reads(&h, &read).await;
+    let api_after = reads(h, &read).await;
+    // Projects keep their span: after compaction, their first and last hours are the
+    // starts of the local days that held them (every hour here was compacted).
+    let day_of = |v: &serde_json::Value| -> String {
+        let t: jiff::Timestamp = v.as_str().unwrap().parse().unwrap();
+        let d = t.to_zoned(tz.clone()).start_of_day().unwrap().timestamp();
+        jiff::Timestamp::from_second(d.as_second())
+            .unwrap()
+            .to_string()
+    };
+    let (before_p, after_p) = (&api_before[0]["projects"], &api_after[0]["projects"]);
+    assert_eq!(after_p.as_array().unwrap().len(), 4, "{after_p}");
+    for (b, a) in before_p
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after_p.as_array().unwrap())
+    {
+        assert_eq!(a["project"], b["project"]);
+        assert_eq!(a["first_hour"], day_of(&b["first_hour"]), "{a} {b}");
+        assert_eq!(a["last_hour"], day_of(&b["last_hour"]), "{a} {b}");
+    }
     assert_eq!(api_before[1], api_after[1], "footprint by project");
     assert_eq!(
         api_before[2], api_after[2],
@@ -781,16 +839,14 @@ async fn compacting_old_hourly_rows_leaves_an_old_months_report_identical() {
     );
     assert_eq!(api_before[4], api_after[4], "agents");
     // The rollups cannot be rebuilt in another time zone any more: refused, clearly.
-    let err = SqliteStore::open_with(
-        h.dir.path(),
-        &StoreOptions {
+    let err = e
+        .reopen(&StoreOptions {
             timezone: Some("UTC".into()),
             ..Default::default()
-        },
-    )
-    .await
-    .err()
-    .expect("refused");
+        })
+        .await
+        .err()
+        .expect("refused");
     assert!(
         err.to_string()
             .contains("set organisation.timezone back to Europe/Paris"),

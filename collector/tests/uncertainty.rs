@@ -318,3 +318,106 @@ async fn a_coefficients_own_uncertainty_is_propagated() {
     let by_hand = (25.0f64 + 400.0 + 100.0).sqrt();
     assert!((rel - by_hand).abs() < 1e-6, "{rel} vs {by_hand}: {json}");
 }
+
+/// The CSV's per-row figures come from each row's own coefficients (their table entries'
+/// `uncertainty_pct`), not from the kinds' figures. By hand, for one RAPL hour (5 %):
+///   srv-1, site "mairie" (FR, default PUE 20 %, ADEME's factor 10 %, no contract: AIB's
+///     French residual mix, 10 %; no inventory): location sqrt(5² + 20² + 10²), market
+///     sqrt(5² + 20² + 10²), embodied the kind's 50 %;
+///   srv-2, site "roma" (IT, own PUE 5 %, Ember's yearly factor without its own figure:
+///     15 %, no contract: AIB's Italian residual mix, 10 %; inventory
+///     `server-2s-2u-boavizta`, 45 %): location sqrt(5² + 5² + 15²), market
+///     sqrt(5² + 5² + 10²), embodied 45 %;
+///   srv-3, site "contrat" (FR, default PUE, a contract 5 %): location sqrt(5² + 20² +
+///     10²), market sqrt(5² + 20² + 5²).
+#[tokio::test]
+async fn each_csv_row_carries_the_uncertainty_of_its_own_coefficients() {
+    let config = CONFIG.replace(
+        "language = \"fr\"",
+        "language = \"fr\"\ngrid_factor = \"ademe\"",
+    ) + r#"
+[[site]]
+name = "roma"
+zone = "IT"
+pue = 1.3
+pue_source = "measured"
+hosts = ["srv-2"]
+
+[[site]]
+name = "contrat"
+zone = "FR"
+hosts = ["srv-3"]
+market_g_per_kwh = 20.0
+market_source = "supplier contract"
+
+[[inventory]]
+hosts = ["srv-2"]
+server = "server-2s-2u-boavizta"
+"#;
+    let h = builtin_harness(&config).await;
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let m = report::parse_report_month(&tz, "2025-10", NOW_S).unwrap();
+    let s = (m.from_s + 24 * 3600) as u64 * 1000;
+    let e = s + 3_600_000;
+    for host in ["srv-1", "srv-2", "srv-3"] {
+        let token = h
+            .token(empreinte_collector::store::TokenKind::Agent, Some(host))
+            .await;
+        let records = vec![record("web", Component::Cpu, SourceKind::Rapl, s, e, KWH)];
+        let (status, body) = h
+            .push(&token, &push(host, vec![batch(1, 1, s, e, records)]))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let data = report::build(h.store.as_ref(), h.state.planner.config(), &tz, &m, NOW_S)
+        .await
+        .unwrap();
+    let csv = report::render_text(&data, Format::Csv, Lang::En).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let q = |a: f64, b: f64, c: f64| format!("{:.1}", (a * a + b * b + c * c).sqrt());
+    let want = [
+        ("srv-1", q(5.0, 20.0, 10.0), q(5.0, 20.0, 10.0), "50.0"),
+        ("srv-2", q(5.0, 5.0, 15.0), q(5.0, 5.0, 10.0), "45.0"),
+        ("srv-3", q(5.0, 20.0, 10.0), q(5.0, 20.0, 5.0), "50.0"),
+    ];
+    let mut seen = 0;
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (_, location, market, embodied) = want.iter().find(|w| w.0 == f[col("host")]).unwrap();
+        assert_eq!(f[col("energy_uncertainty_pct")], "5.0", "{line}");
+        assert_eq!(f[col("location_co2e_uncertainty_pct")], location, "{line}");
+        assert_eq!(f[col("market_co2e_uncertainty_pct")], market, "{line}");
+        assert_eq!(f[col("embodied_co2e_uncertainty_pct")], *embodied, "{line}");
+        seen += 1;
+    }
+    assert_eq!(seen, 3, "{csv}");
+}
+
+/// A harness whose planner uses the built-in coefficients table (the one the CSV's
+/// uncertainties are read from), not the tests' small table.
+async fn builtin_harness(config_toml: &str) -> Harness {
+    use empreinte_collector::config::CollectorConfig;
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let config = CollectorConfig::from_toml(config_toml).unwrap();
+    let store = Arc::new(
+        empreinte_collector::store::sqlite::SqliteStore::open_with(
+            dir.path(),
+            &config.store.options(
+                &config.organisation.timezone,
+                config.limits.max_host_power_watts,
+            ),
+        )
+        .await
+        .unwrap(),
+    );
+    let coefficients = Arc::new(empreinte_collector::carbon::Coefficients::built_in().unwrap());
+    let planner = Arc::new(empreinte_collector::plan::Planner::new(
+        Arc::new(config),
+        coefficients,
+    ));
+    assert_eq!(planner.problems(), vec![]);
+    let state = empreinte_collector::server::AppState::new(store.clone(), planner).unwrap();
+    Harness { dir, store, state }
+}

@@ -89,6 +89,12 @@ impl FakeApiServer {
             format!("{{\"kind\":\"PodList\",\"items\":[{}]}}", items.join(","));
     }
 
+    /// Serves this pod list from now on: `items`, a JSON array of pod objects as the API
+    /// server writes them (metadata with annotations, status with the pod IP…).
+    pub fn set_items_json(&self, items: &str) {
+        *self.body.lock().unwrap() = format!("{{\"kind\":\"PodList\",\"items\":{items}}}");
+    }
+
     /// The request heads received so far (request line and headers).
     pub fn requests(&self) -> Vec<String> {
         self.requests.lock().unwrap().clone()

@@ -145,6 +145,11 @@ impl Attributor {
     }
 
     /// Reads container names and labels from Docker's state for container rules.
+    /// The pods annotated as inference servers, from this attributor's pod lookup.
+    pub fn annotated_pods(&self) -> Option<super::kube::AnnotatedPods> {
+        self.pods.as_ref().map(PodCache::annotated)
+    }
+
     pub fn with_containers(mut self, containers: Option<ContainerCache>) -> Attributor {
         self.containers = containers;
         self

@@ -7,6 +7,9 @@
 //! process stays provisional (its energy goes to its provisional project) until its pod
 //! is known, then it is resolved again. A slow or stalled API server delays pod names,
 //! never a sampling cycle.
+//!
+//! The same list gives the pods annotated `empreinte.io/inference: "<kind>:<port>"`
+//! ([`AnnotatedPods`]), which the inference reader reads at their pod IP.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
@@ -28,6 +31,30 @@ struct PodList {
 #[derive(Deserialize)]
 struct Pod {
     metadata: PodMetadata,
+    #[serde(default)]
+    status: Option<PodStatus>,
+}
+
+#[derive(Deserialize)]
+struct PodStatus {
+    #[serde(default, rename = "podIP")]
+    pod_ip: Option<String>,
+}
+
+/// The annotation that names a pod's inference server: `"<kind>:<port>"`.
+pub const INFERENCE_ANNOTATION: &str = "empreinte.io/inference";
+
+/// A pod of this node annotated with [`INFERENCE_ANNOTATION`] (read by
+/// `crate::inference`, which parses the value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnnotatedPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// `status.podIP`: none while the pod is pending.
+    pub ip: Option<String>,
+    /// The annotation's value, as written.
+    pub value: String,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +79,8 @@ pub const MAX_LIST_BYTES: u64 = 64 * 1024 * 1024;
 #[derive(Default)]
 struct Shared {
     pods: HashMap<String, Arc<PodMeta>>,
+    /// The pods annotated as inference servers, from the same list.
+    annotated: Vec<AnnotatedPod>,
     /// A list (good or not) has been tried since the start.
     tried: bool,
     refreshes_total: u64,
@@ -162,12 +191,52 @@ impl PodCache {
         let _ = cv.wait_timeout_while(guard, timeout, |s| !s.tried);
     }
 
+    /// A handle on the annotated pods of the latest list, for the inference reader's
+    /// thread.
+    pub fn annotated(&self) -> AnnotatedPods {
+        AnnotatedPods {
+            shared: self.shared.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
     /// Pod list requests made, and those that failed.
     pub fn stats(&self) -> (u64, u64) {
         let s = lock(&self.shared);
         (s.refreshes_total, s.errors_total)
     }
 }
+
+/// The pods annotated as inference servers, as the latest list gave them (shared with
+/// the [`PodCache`] that lists them).
+#[derive(Clone)]
+pub struct AnnotatedPods {
+    shared: SharedPods,
+    wake: SyncSender<()>,
+}
+
+impl AnnotatedPods {
+    /// The annotated pods of the latest list, by UID; `None` until a list was tried.
+    pub fn list(&self) -> Option<Vec<AnnotatedPod>> {
+        let s = lock(&self.shared);
+        s.tried.then(|| s.annotated.clone())
+    }
+
+    /// Asks for a new list (at most one every `refresh`, coalesced with the misses).
+    pub fn refresh(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Waits until the first pod list was tried, at most `timeout` (for `agent check`).
+    pub fn wait_first_list(&self, timeout: Duration) {
+        let (m, cv) = &*self.shared;
+        let guard = m.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = cv.wait_timeout_while(guard, timeout, |s| !s.tried);
+    }
+}
+
+/// A pod list: metadata by UID, and the pods annotated as inference servers.
+type Listed = (HashMap<String, Arc<PodMeta>>, Vec<AnnotatedPod>);
 
 impl Lister {
     /// Lists at once, then on every request, at most every `refresh`; ends when the
@@ -181,7 +250,10 @@ impl Lister {
                 s.refreshes_total += 1;
                 s.tried = true;
                 match list {
-                    Ok(pods) => s.pods = pods,
+                    Ok((pods, annotated)) => {
+                        s.pods = pods;
+                        s.annotated = annotated;
+                    }
                     Err(e) => {
                         s.errors_total += 1;
                         tracing::warn!(url = %self.url, error = %e, "cannot list pods; pod rules wait for the next refresh");
@@ -200,7 +272,7 @@ impl Lister {
         }
     }
 
-    fn list(&self) -> Result<HashMap<String, Arc<PodMeta>>, String> {
+    fn list(&self) -> Result<Listed, String> {
         let mut req = self
             .agent
             .get(&self.url)
@@ -217,11 +289,21 @@ impl Lister {
         })?;
         let list =
             serde_json::from_str::<PodList>(&text).map_err(|e| format!("not a pod list: {e}"))?;
-        Ok(list
+        let mut annotated = Vec::new();
+        let pods = list
             .items
             .into_iter()
             .map(|p| {
                 let m = p.metadata;
+                if let Some(value) = m.annotations.get(INFERENCE_ANNOTATION) {
+                    annotated.push(AnnotatedPod {
+                        uid: m.uid.clone(),
+                        namespace: m.namespace.clone(),
+                        name: m.name.clone(),
+                        ip: p.status.and_then(|s| s.pod_ip).filter(|ip| !ip.is_empty()),
+                        value: value.clone(),
+                    });
+                }
                 (
                     m.uid,
                     Arc::new(PodMeta {
@@ -232,6 +314,8 @@ impl Lister {
                     }),
                 )
             })
-            .collect())
+            .collect();
+        annotated.sort_by(|a, b| a.uid.cmp(&b.uid));
+        Ok((pods, annotated))
     }
 }

@@ -9,14 +9,18 @@
 //!
 //! Servers come from `[[inference]]` and, with `inference_scrape.discover`, from the
 //! host's processes ([`discovery`]): a known server's command line and the ports it
-//! listens on, probed once per process.
+//! listens on, probed once per process; and, where the Kubernetes pod lookup is on, from
+//! the node's pods annotated `empreinte.io/inference: "<kind>:<port>"` ([`pods`]), read
+//! at their pod IP.
 //!
 //! Counter semantics are in [`series`]; names per kind in [`kinds`] and
 //! `docs/inference.md`.
 
 pub mod discovery;
+pub mod host;
 pub mod kinds;
 pub mod metrics;
+pub mod pods;
 pub mod records;
 pub mod series;
 pub mod text;
@@ -52,6 +56,16 @@ pub enum Origin {
     Configured,
     /// A process on the host whose command line is a known server.
     Discovered,
+    /// A pod of this node annotated `empreinte.io/inference`.
+    Kubernetes,
+}
+
+/// The pod a server runs in, when it was found by its annotation.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PodRef {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 /// A server as the agent sees it.
@@ -65,6 +79,8 @@ pub struct ServerInfo {
     /// The configured model, or the info endpoint's, for a server whose counters name
     /// none.
     pub model: Option<Arc<str>>,
+    /// The pod it runs in (annotated pods only).
+    pub pod: Option<PodRef>,
     /// The serving process, when it runs on this host.
     pub pid: Option<u32>,
     pub start_ticks: Option<u64>,
@@ -95,7 +111,8 @@ struct Server {
     gone: bool,
 }
 
-/// A known server process that answered no metrics on any port (probed once).
+/// A known server process that answered no metrics on any port (probed once), or an
+/// annotated pod that is not read (`pid` 0, `cmdline` naming the pod and annotation).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Unread {
     pub pid: u32,
@@ -116,6 +133,8 @@ struct Servers {
 /// What one server counted since the last take.
 #[derive(Clone, Debug)]
 pub struct ServerTake {
+    /// The server, within the run (for [`Inference::carry_gaps`]).
+    pub id: u64,
     pub info: ServerInfo,
     pub taken: Taken,
 }
@@ -134,12 +153,24 @@ pub struct Inference {
 struct Settings {
     scrape: InferenceScrapeConfig,
     procfs_root: std::path::PathBuf,
+    /// The node's annotated pods, where the pod lookup is on.
+    pods: Option<crate::attribution::kube::AnnotatedPods>,
 }
 
 impl Inference {
     /// Starts reading the configured servers (and finding others, when
     /// `inference_scrape.discover`). `None` when there is nothing to read.
     pub fn start(config: &AgentConfig, clock: MonotonicClock) -> anyhow::Result<Option<Inference>> {
+        Inference::start_with_pods(config, clock, None)
+    }
+
+    /// [`Inference::start`], also reading the annotated pods of `pods` (the attribution's
+    /// pod lookup) when `inference_scrape.discover`.
+    pub fn start_with_pods(
+        config: &AgentConfig,
+        clock: MonotonicClock,
+        pods: Option<crate::attribution::kube::AnnotatedPods>,
+    ) -> anyhow::Result<Option<Inference>> {
         if config.inference.is_empty() && !config.inference_scrape.discover {
             return Ok(None);
         }
@@ -148,6 +179,7 @@ impl Inference {
         let settings = Settings {
             scrape: config.inference_scrape.clone(),
             procfs_root: config.procfs_root.clone(),
+            pods: pods.filter(|_| config.inference_scrape.discover),
         };
         let thread = {
             let (shared, stop) = (shared.clone(), stop.clone());
@@ -176,12 +208,28 @@ impl Inference {
             .servers
             .iter_mut()
             .map(|srv| ServerTake {
+                id: srv.id,
                 info: srv.info.clone(),
                 taken: srv.tracker.take(now_ms),
             })
             .collect();
         s.servers.retain(|srv| !srv.gone);
         out
+    }
+
+    /// Gives back the gap time a cycle's records could not hold (a record's gap is at
+    /// most its span; see [`records::excess_gaps`]): the next take carries it, so the
+    /// outage's whole length reaches the collector.
+    pub fn carry_gaps(&self, excess: &[(u64, u64)]) {
+        if excess.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        for &(id, ms) in excess {
+            if let Some(srv) = s.servers.iter_mut().find(|srv| srv.id == id) {
+                srv.tracker.carry_gap(ms);
+            }
+        }
     }
 
     /// Adds a cycle's records to what `/metrics` shows.
@@ -212,9 +260,21 @@ impl Inference {
         clock: MonotonicClock,
     ) -> (Vec<ServerInfo>, Vec<Unread>) {
         let shared = Mutex::new(Servers::configured(&config.inference));
+        // A pod lookup of its own, its first list awaited (a short wait, for a check).
+        let cache = match config.inference_scrape.discover {
+            true => crate::attribution::kube::PodCache::new(&config.attribution.kubernetes)
+                .ok()
+                .flatten(),
+            false => None,
+        };
+        let pods = cache.as_ref().map(|c| c.annotated());
+        if let Some(p) = &pods {
+            p.wait_first_list(crate::attribution::kube::REQUEST_TIMEOUT + Duration::from_secs(1));
+        }
         let settings = Settings {
             scrape: config.inference_scrape.clone(),
             procfs_root: config.procfs_root.clone(),
+            pods,
         };
         round(&shared, &settings, clock);
         let s = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -271,6 +331,7 @@ fn configured(e: &InferenceEntry, id: u64) -> Option<Server> {
             origin: Origin::Configured,
             project: e.project.as_deref().map(Arc::from),
             model: e.model.as_deref().map(Arc::from),
+            pod: None,
             pid: None,
             start_ticks: None,
             models: Vec::new(),
@@ -346,15 +407,24 @@ struct Job {
     asked_info: bool,
     pid: Option<u32>,
     start: Option<u64>,
+    pod_uid: Option<String>,
 }
 
 /// One round: find new servers, then read each.
 fn round(shared: &Mutex<Servers>, settings: &Settings, clock: MonotonicClock) {
     let agent = http_agent(settings.scrape.timeout);
-    if settings.scrape.discover {
-        discover(shared, settings, &agent);
+    if let Some(p) = &settings.pods {
+        pods::discover(
+            shared,
+            &settings.procfs_root,
+            p,
+            settings.scrape.max_servers,
+        );
     }
-    locate_configured(shared, settings);
+    if settings.scrape.discover {
+        host::discover(shared, settings, &agent);
+    }
+    host::locate_configured(shared, settings);
     let jobs: Vec<Job> = {
         let s = shared.lock().unwrap_or_else(|p| p.into_inner());
         s.servers
@@ -367,6 +437,7 @@ fn round(shared: &Mutex<Servers>, settings: &Settings, clock: MonotonicClock) {
                 asked_info: srv.asked_info,
                 pid: srv.info.pid,
                 start: srv.info.start_ticks,
+                pod_uid: srv.info.pod.as_ref().map(|p| p.uid.clone()),
             })
             .collect()
     };
@@ -406,7 +477,12 @@ fn apply(
     let (url, kind) = (&job.url, job.kind);
     match result {
         Ok(read) => {
-            let identity = identity(job.pid, job.start, read.process_start_ms);
+            let identity = identity(job.pid, job.start, read.process_start_ms)
+                .map(|i| match &job.pod_uid {
+                    Some(uid) => format!("pod {uid}/{i}"),
+                    None => i,
+                })
+                .or_else(|| job.pod_uid.as_ref().map(|uid| format!("pod {uid}")));
             let default_model = srv.info.default_model();
             srv.tracker
                 .observe(at_ms, identity.as_deref(), &read, &default_model);
@@ -435,151 +511,5 @@ fn identity(pid: Option<u32>, start: Option<u64>, exported_ms: Option<u64>) -> O
     match (pid, start, exported_ms) {
         (None, _, None) => None,
         (pid, start, exported) => Some(format!("{pid:?}/{start:?}/{exported:?}")),
-    }
-}
-
-/// Finds new server processes and probes each once; marks gone the discovered servers
-/// whose process ended.
-fn discover(shared: &Mutex<Servers>, settings: &Settings, agent: &ureq::Agent) {
-    let found = discovery::scan(&settings.procfs_root);
-    let to_probe: Vec<discovery::Found> = {
-        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        let root = &settings.procfs_root;
-        for srv in &mut s.servers {
-            if let (Origin::Discovered, Some(pid), Some(start)) =
-                (srv.info.origin, srv.info.pid, srv.info.start_ticks)
-            {
-                srv.gone |= !discovery::alive(root, pid, start);
-            }
-        }
-        s.probed
-            .retain(|&(pid, start)| discovery::alive(root, pid, start));
-        s.unread.retain(|u| found.iter().any(|f| f.pid == u.pid));
-        found
-            .into_iter()
-            .filter(|f| !f.listening.is_empty() && !s.probed.contains(&(f.pid, f.start_ticks)))
-            .collect()
-    };
-    for f in to_probe {
-        let mut last_error = String::from("it listens on no port");
-        let mut hit = None;
-        for addr in &f.listening {
-            let url = format!("http://{addr}/metrics");
-            match read(agent, f.kind, &url) {
-                Ok(_) => {
-                    hit = Some(url);
-                    break;
-                }
-                Err(e) => last_error = format!("{url}: {e}"),
-            }
-        }
-        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        s.probed.insert((f.pid, f.start_ticks));
-        let configured_here = hit.as_ref().is_some_and(|url| {
-            s.servers
-                .iter()
-                .any(|srv| &srv.info.url == url || same_port(&srv.info.url, url))
-        });
-        match hit {
-            Some(_) if configured_here => {}
-            Some(url) if s.servers.len() < settings.scrape.max_servers => {
-                tracing::info!(pid = f.pid, kind = %f.kind, server = %url, "inference server found on the host");
-                let id = s.next_id;
-                s.next_id += 1;
-                s.servers.push(Server {
-                    id,
-                    info: ServerInfo {
-                        kind: f.kind,
-                        url,
-                        origin: Origin::Discovered,
-                        project: None,
-                        model: None,
-                        pid: Some(f.pid),
-                        start_ticks: Some(f.start_ticks),
-                        models: Vec::new(),
-                        up: false,
-                        last_error: None,
-                        scrapes_total: 0,
-                        scrape_errors_total: 0,
-                    },
-                    tracker: Tracker::default(),
-                    asked_info: false,
-                    gone: false,
-                });
-            }
-            Some(url) => s.unread.push(Unread {
-                pid: f.pid,
-                kind: f.kind,
-                cmdline: f.cmdline,
-                reason: format!("{url} answers, but inference_scrape.max_servers = {} are read already", settings.scrape.max_servers),
-            }),
-            None => s.unread.push(Unread {
-                pid: f.pid,
-                kind: f.kind,
-                cmdline: f.cmdline,
-                reason: format!("no metrics on its ports ({last_error}); is its metrics endpoint on (llama-server --metrics, SGLang --enable-metrics)?"),
-            }),
-        }
-    }
-}
-
-/// A loopback URL on the same port as `other` (a configured server the discovery
-/// finds again).
-fn same_port(a: &str, b: &str) -> bool {
-    let port = |u: &str| {
-        url::Url::parse(u)
-            .ok()
-            .and_then(|u| u.port_or_known_default())
-    };
-    let local = |u: &str| {
-        url::Url::parse(u).ok().is_some_and(|u| {
-            matches!(
-                u.host_str(),
-                Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-            )
-        })
-    };
-    local(a) && local(b) && port(a).is_some() && port(a) == port(b)
-}
-
-/// The process serving each configured loopback URL, found (again) when unknown or
-/// gone.
-fn locate_configured(shared: &Mutex<Servers>, settings: &Settings) {
-    // (server id, port, the process known to serve it)
-    type Wanted = (u64, u16, Option<(u32, u64)>);
-    let (wanted, round): (Vec<Wanted>, u64) = {
-        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        s.rounds += 1;
-        let wanted = s
-            .servers
-            .iter()
-            .filter(|srv| srv.info.origin == Origin::Configured)
-            .filter_map(|srv| {
-                let u = url::Url::parse(&srv.info.url).ok()?;
-                let local = matches!(
-                    u.host_str(),
-                    Some("127.0.0.1" | "localhost" | "[::1]" | "::1")
-                );
-                let known = srv.info.pid.zip(srv.info.start_ticks);
-                local.then_some((srv.id, u.port_or_known_default()?, known))
-            })
-            .collect();
-        (wanted, s.rounds)
-    };
-    for (id, port, known) in wanted {
-        match known {
-            Some((pid, start)) if discovery::alive(&settings.procfs_root, pid, start) => continue,
-            Some(_) => {}
-            // Looking through every process's sockets costs: a URL no local process
-            // serves is looked for again every LOCATE_EVERY rounds only.
-            None if round % LOCATE_EVERY != 1 => continue,
-            None => {}
-        }
-        let owner = discovery::owner_of_port(&settings.procfs_root, port);
-        let mut s = shared.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(srv) = s.servers.iter_mut().find(|srv| srv.id == id) {
-            srv.info.pid = owner.map(|o| o.0);
-            srv.info.start_ticks = owner.map(|o| o.1);
-        }
     }
 }

@@ -227,6 +227,7 @@ fn inventory(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
         if let Some(y) = item.server_lifetime_years {
             check_lifetime(problem, &key("server_lifetime_years"), y);
         }
+        super::tariff::purchase_problems(i, item, problem);
         for (j, g) in item.gpus.iter().enumerate() {
             let key = |k: &str| format!("inventory[{i}].gpus[{j}].{k}");
             match (&g.model, g.kgco2e) {

@@ -184,3 +184,68 @@ macro_rules! tariff_view {
 }
 tariff_view!(Site);
 tariff_view!(DefaultSite);
+
+/// The problems of an inventory item's purchase price (`crate::cost::hardware`), each
+/// with its key: a price needs its amortisation period and its source; the period and
+/// the date need a price.
+pub(super) fn purchase_problems(
+    i: usize,
+    item: &super::InventoryItem,
+    problem: &mut impl FnMut(String, String),
+) {
+    let key = |k: &str| format!("inventory[{i}].{k}");
+    match item.purchase_price_eur {
+        Some(eur) => {
+            if crate::cost::ueur(eur).is_none() {
+                problem(
+                    key("purchase_price_eur"),
+                    format!("{eur} is not a price: a positive number of euros, at most 10,000,000"),
+                );
+            }
+            if item.amortisation_years.is_none() {
+                problem(
+                    key("amortisation_years"),
+                    "needed with purchase_price_eur: the years the price is spread over".into(),
+                );
+            }
+            if item
+                .purchase_source
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+            {
+                problem(
+                    key("purchase_source"),
+                    "needed with purchase_price_eur: the order, invoice or contract it comes from"
+                        .into(),
+                );
+            }
+        }
+        None => {
+            for (k, given) in [
+                ("amortisation_years", item.amortisation_years.is_some()),
+                ("purchased_on", item.purchased_on.is_some()),
+                ("purchase_source", item.purchase_source.is_some()),
+            ] {
+                if given {
+                    problem(key(k), "given without purchase_price_eur".into());
+                }
+            }
+        }
+    }
+    if let Some(y) = item.amortisation_years {
+        if !(y.is_finite() && (0.5..=30.0).contains(&y)) {
+            problem(
+                key("amortisation_years"),
+                format!("{y} is outside 0.5..=30 years"),
+            );
+        }
+    }
+    if let Some(d) = &item.purchased_on {
+        if d.parse::<jiff::civil::Date>().is_err() {
+            problem(
+                key("purchased_on"),
+                format!("{d:?} is not a date: YYYY-MM-DD"),
+            );
+        }
+    }
+}

@@ -72,6 +72,9 @@ pub struct CostsResponse {
     pub uncosted_facility_energy_uj: u64,
     /// Every tariff rate that produced a cost of the range.
     pub tariffs: Vec<TariffUse>,
+    /// The amortised hardware cost of the range, apart from the energy costs above
+    /// (which `total` alone sums).
+    pub hardware: super::hardware_api::HardwareCosts,
 }
 
 /// The group of a cost line, or `Err(project)` for a project no use declares.
@@ -81,16 +84,32 @@ fn key_of(
     register: &Register,
     tz: &jiff::tz::TimeZone,
 ) -> Result<String, String> {
+    group_of(
+        (l.hour_s, &l.site, &l.project, l.tariff.id),
+        by,
+        register,
+        tz,
+    )
+}
+
+/// The group of a cost of `(hour_s, site, project, rate id)`, or `Err(project)` for a
+/// project no use declares.
+pub(super) fn group_of(
+    (hour_s, site, project, rate_id): (i64, &str, &str, i64),
+    by: &str,
+    register: &Register,
+    tz: &jiff::tz::TimeZone,
+) -> Result<String, String> {
     Ok(match by {
         "use" | "department" => {
-            crate::register::api::group_key(register, by, &l.project).ok_or(l.project.clone())?
+            crate::register::api::group_key(register, by, project).ok_or(project.to_string())?
         }
-        "site" => l.site.clone(),
-        "tariff" => l.tariff.id.to_string(),
-        "month" => jiff::Timestamp::from_second(l.hour_s)
+        "site" => site.to_string(),
+        "tariff" => rate_id.to_string(),
+        "month" => jiff::Timestamp::from_second(hour_s)
             .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m").to_string())
             .unwrap_or_default(),
-        _ => l.project.clone(),
+        _ => project.to_string(),
     })
 }
 
@@ -156,6 +175,14 @@ pub async fn costs(
         .map(|(_, s)| s.facility_energy_uj)
         .sum();
     let uncosted = facility.saturating_sub(total.facility_energy_uj);
+    let hardware = super::hardware_api::gather(
+        &state,
+        (from_s, to_s),
+        p.project.as_deref(),
+        &group_by,
+        &register,
+    )
+    .await?;
     let row = |(key, (money, ids)): (String, (Money, BTreeSet<i64>)), undeclared: bool| CostRow {
         key,
         money,
@@ -182,6 +209,7 @@ pub async fn costs(
                 money,
             })
             .collect(),
+        hardware,
     }))
 }
 
@@ -193,7 +221,12 @@ pub const COST_METRIC: &str = "empreinte_footprint_cost_euros_total";
 /// restart).
 pub async fn prometheus(state: &AppState) -> Result<String, crate::store::StoreError> {
     use std::fmt::Write;
-    let totals = state.store.cost_totals().await?;
+    // An engine that keeps no costs (a declared capability, said in the log at start)
+    // has no series.
+    let Some(reads) = state.store.cost_reads() else {
+        return Ok(String::new());
+    };
+    let totals = reads.cost_totals().await?;
     let mut out = String::new();
     if totals.is_empty() {
         return Ok(out);
@@ -214,7 +247,7 @@ pub async fn prometheus(state: &AppState) -> Result<String, crate::store::StoreE
     Ok(out)
 }
 
-fn escape(v: &str) -> String {
+pub(super) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")

@@ -11,6 +11,8 @@
 //! later change of the configured tariff never rewrites a past cost.
 
 pub mod api;
+pub mod hardware;
+pub mod hardware_api;
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -33,6 +35,13 @@ pub fn cost_ueur(facility_uj: u64, price_ueur_per_kwh: u64) -> u64 {
 pub fn ueur_per_kwh(eur_per_kwh: f64) -> Option<u64> {
     let v = (eur_per_kwh * UEUR_PER_EUR).round();
     (eur_per_kwh.is_finite() && eur_per_kwh > 0.0 && v <= 1e9).then_some(v as u64)
+}
+
+/// An amount typed in euros (a purchase price), as an integer of micro-euros: positive
+/// and at most ten million euros.
+pub fn ueur(eur: f64) -> Option<u64> {
+    let v = (eur * UEUR_PER_EUR).round();
+    (eur.is_finite() && eur > 0.0 && v <= 1e13).then_some(v as u64)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod figures;
+pub mod group;
 
 use std::collections::BTreeMap;
 
@@ -266,15 +267,16 @@ pub struct InferenceTotal {
 mod tests;
 
 /// Starts the collector's inference counters from the store's totals (at every scrape,
-/// like the footprint's). A store that keeps no counts leaves the series out, and says
-/// why in the log once per process (not at every scrape; later failures at debug level).
+/// like the footprint's). A store that keeps no counts (a declared capability, said in
+/// the log at start) leaves the series out.
 pub async fn seed_metrics(state: &crate::server::AppState) {
-    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    match state.store.inference_totals().await {
+    let Some(reads) = state.store.inference_reads() else {
+        return;
+    };
+    match reads.inference_totals().await {
         Ok(totals) => state.metrics.seed_inference(totals),
-        Err(e) if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) => {
-            tracing::warn!(error = %e, "cannot read the stored inference counts; their series are left out of /metrics")
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the stored inference counts; their series are left out of this scrape")
         }
-        Err(e) => tracing::debug!(error = %e, "inference counts still unreadable"),
     }
 }

@@ -371,6 +371,16 @@ async fn build_with(
         &previous,
         &statuses,
     );
+    // Euros where tariffs are configured: the month's and each project's stored costs.
+    let mut projects = projects;
+    let mut cost_by_project: BTreeMap<String, u64> = BTreeMap::new();
+    for c in store.costs(m.from_s, m.to_s).await.unwrap_or_default() {
+        *cost_by_project.entry(c.project).or_default() += c.cost_ueur;
+    }
+    for p in &mut projects {
+        p.cost_eur = cost_by_project.get(&p.project).map(|&c| c as f64 / 1e6);
+    }
+    let cost_ueur: u64 = cost_by_project.values().sum();
     let market_sites = config
         .sites
         .iter()
@@ -410,12 +420,14 @@ async fn build_with(
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect(),
-        cost_eur: None,
+        cost_eur: (!cost_by_project.is_empty()).then(|| cost_ueur as f64 / 1e6),
         inference: super::inference::build(store, tz, (m.from_s, m.to_s), &month_lines).await?,
         register: super::register::gather(store, config, m, &month_lines).await,
         coefficients: store.coefficients_used(m.from_s, m.to_s).await?,
+        configuration: super::history::gather(store, config, m).await?,
         intensity_series: store.series_used(m.from_s, m.to_s).await?,
         lines: month_lines,
         rows,
+        coefficient_pcts: crate::uncertainty::CoefficientPcts::for_config(config),
     })
 }

@@ -42,6 +42,8 @@ pub const COLUMNS: &[&str] = &[
     "embodied_coefficient",
     "energy_uncertainty_pct",
     "location_co2e_uncertainty_pct",
+    "market_co2e_uncertainty_pct",
+    "embodied_co2e_uncertainty_pct",
 ];
 
 /// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`, `@`, a tab
@@ -68,7 +70,7 @@ pub fn render(data: &ReportData, lang: Lang) -> Result<String, ReportError> {
     w.write_record(COLUMNS).map_err(err)?;
     let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_default();
     for r in &data.rows {
-        let (energy_pct, location_pct) = crate::uncertainty::row_pct(r, &data.coefficients);
+        let pct = crate::uncertainty::row_pct(r, &data.coefficients, &data.coefficient_pcts);
         w.write_record([
             text_cell(&r.hour),
             text_cell(&r.day),
@@ -93,8 +95,10 @@ pub fn render(data: &ReportData, lang: Lang) -> Result<String, ReportError> {
             r.pue_coef.to_string(),
             opt(r.market_coef),
             opt(r.embodied_coef),
-            d(format!("{energy_pct:.1}")),
-            d(format!("{location_pct:.1}")),
+            d(format!("{:.1}", pct.energy)),
+            d(format!("{:.1}", pct.location)),
+            d(format!("{:.1}", pct.market)),
+            d(format!("{:.1}", pct.embodied)),
         ])
         .map_err(err)?;
     }

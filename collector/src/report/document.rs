@@ -62,6 +62,7 @@ pub const SECTIONS: &[Section] = &[
     sections::trend,
     sections::measured,
     sections::coefficients,
+    super::history::section,
     sections::method,
 ];
 

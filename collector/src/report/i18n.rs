@@ -305,9 +305,28 @@ impl Texts {
 
     /// A coefficient's detail, with the software's own phrases translated.
     pub fn source_detail(&self, detail: &str) -> String {
+        // "over 1 years" as the planner writes it: one year is singular.
+        let detail = detail.replace(" over 1 years (", " over 1 year (");
         if !self.is_fr() {
-            return detail.to_string();
+            return detail;
         }
+        // Decimal points between digits become decimal commas ("43.8" → "43,8").
+        let chars: Vec<char> = detail.chars().collect();
+        let detail: String = chars
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let digit = |j: Option<usize>| {
+                    j.and_then(|j| chars.get(j))
+                        .is_some_and(|c| c.is_ascii_digit())
+                };
+                if c == '.' && digit(i.checked_sub(1)) && digit(Some(i + 1)) {
+                    ','
+                } else {
+                    c
+                }
+            })
+            .collect();
         [
             (
                 "global average: the site gives no PUE of its own",
@@ -321,7 +340,7 @@ impl Texts {
             (" year (", " an ("),
         ]
         .iter()
-        .fold(detail.to_string(), |d, (en, fr)| d.replace(en, fr))
+        .fold(detail, |d, (en, fr)| d.replace(en, fr))
     }
 }
 

@@ -100,14 +100,11 @@ pub async fn build(
     (from_s, to_s): (i64, i64),
     lines: &[AggregateLine],
 ) -> Result<InferenceSection, StoreError> {
-    let units = match store.inference_units(from_s, to_s).await {
-        Ok(u) => u,
-        Err(StoreError::Invalid(why)) => {
-            // The report reads the same whatever the engine: the reason goes to the log.
-            tracing::warn!(reason = %why, "no inference counts for the report");
-            Vec::new()
-        }
-        Err(e) => return Err(e),
+    let units = match store.inference_reads() {
+        Some(reads) => reads.inference_units(from_s, to_s).await?,
+        // An engine that keeps no counts (a declared capability, said in the log at
+        // start): the section of a month without counts.
+        None => Vec::new(),
     };
     let groups = group(
         &units,

@@ -20,6 +20,7 @@ mod build;
 pub mod charts;
 pub mod csv;
 pub mod document;
+pub mod history;
 pub mod http;
 pub mod i18n;
 pub mod inference;
@@ -29,6 +30,7 @@ pub mod register;
 pub mod sections;
 pub mod summary;
 pub mod year;
+pub mod year_factors;
 
 pub use build::{build, build_summary};
 
@@ -122,6 +124,8 @@ pub struct ReportData {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<register::RegisterReport>,
     pub coefficients: Vec<CoefficientLine>,
+    /// The configuration in force over the month and its recomputations (`history.rs`).
+    pub configuration: history::ConfigurationReport,
     pub intensity_series: Vec<SeriesLine>,
     /// The month's sums per host, project, component, source, site and zone: every total
     /// above is their exact sum.
@@ -130,6 +134,9 @@ pub struct ReportData {
     /// empty from [`build_summary`], and never in the JSON.
     #[serde(skip)]
     pub rows: Vec<ReportRow>,
+    /// Each coefficient's own uncertainty, for the CSV's per-row figures.
+    #[serde(skip)]
+    pub coefficient_pcts: std::sync::Arc<crate::uncertainty::CoefficientPcts>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

@@ -65,6 +65,15 @@ pub struct YearData {
     pub objectives: ObjectiveTally,
     /// The previous year's totals, for the trend (REEN).
     pub previous_year: Option<Figures>,
+    /// The year's cost of electricity, µEUR (stored costs, read over the year).
+    pub cost_ueur: u64,
+    /// Each month's cost as its monthly report gives it, in the order of `months`.
+    pub month_costs_ueur: Vec<u64>,
+    /// The electricity emission factors the year's figures were made with.
+    pub factors: Vec<super::year_factors::FactorUsed>,
+    /// The publisher of grid factors the organisation chose (`[organisation]
+    /// grid_factor`), e.g. `ademe` for ADEME's Base Empreinte.
+    pub grid_choice: Option<String>,
 }
 
 async fn year_sums(
@@ -101,6 +110,7 @@ pub async fn build_year(
     let last = month(tz, year, 12).map_err(ReportError::BadMonth)?;
     let (total, uncertainty) = year_sums(store, config, tz, year).await?;
     let mut months = Vec::new();
+    let mut month_costs_ueur = Vec::new();
     let mut objectives = ObjectiveTally::default();
     for mo in 1..=12 {
         let m = month(tz, year, mo).map_err(ReportError::BadMonth)?;
@@ -124,6 +134,7 @@ pub async fn build_year(
                 objectives.judged += 1;
             }
         }
+        month_costs_ueur.push(data.register.as_ref().map_or(0, |r| r.cost_ueur));
         months.push(super::MonthLine {
             month: data.month.clone(),
             has_data: data.has_data,
@@ -179,6 +190,16 @@ pub async fn build_year(
         months,
         objectives,
         previous_year,
+        cost_ueur: store
+            .costs(first.from_s, last.to_s)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.cost_ueur)
+            .sum(),
+        month_costs_ueur,
+        factors: super::year_factors::used(store, first.from_s, last.to_s).await?,
+        grid_choice: config.organisation.grid_factor.clone(),
     })
 }
 
@@ -244,34 +265,54 @@ pub fn blocks(y: &YearData, lang: Lang) -> Vec<Block> {
             })
             .collect(),
     ));
+    super::year_factors::section(y, lang, &mut b);
     b.push(Block::Heading(if fr {
         "Indicateurs REEN : énergie et émissions mois par mois".into()
     } else {
         "REEN indicators: energy and emissions month by month".into()
     }));
-    b.push(Block::Table(
-        vec![
-            if fr { "Mois" } else { "Month" }.into(),
-            if fr {
-                "Énergie (avec PUE)"
-            } else {
-                "Energy (with PUE)"
+    let with_cost = y.cost_ueur > 0;
+    let mut head = vec![
+        if fr { "Mois" } else { "Month" }.into(),
+        if fr {
+            "Énergie (avec PUE)"
+        } else {
+            "Energy (with PUE)"
+        }
+        .into(),
+        if fr { "Émissions" } else { "Emissions" }.into(),
+    ];
+    if with_cost {
+        head.push(if fr { "Coût" } else { "Cost" }.into());
+    }
+    let mut rows: Vec<Vec<String>> = y
+        .months
+        .iter()
+        .zip(y.month_costs_ueur.iter().chain(std::iter::repeat(&0)))
+        .map(|(m, cost)| {
+            let e = &m.figures.exact;
+            let mut row = vec![
+                month_name(lang, &m.month),
+                readable::energy(lang, e.facility_energy_uj),
+                t_co2e(lang, e.location_co2e_ug + e.embodied_co2e_ug),
+            ];
+            if with_cost {
+                row.push(readable::euros(lang, *cost as f64 / 1e6));
             }
-            .into(),
-            if fr { "Émissions" } else { "Emissions" }.into(),
-        ],
-        y.months
-            .iter()
-            .map(|m| {
-                let e = &m.figures.exact;
-                vec![
-                    month_name(lang, &m.month),
-                    readable::energy(lang, e.facility_energy_uj),
-                    t_co2e(lang, e.location_co2e_ug + e.embodied_co2e_ug),
-                ]
-            })
-            .collect(),
-    ));
+            row
+        })
+        .collect();
+    let tot = &y.totals.exact;
+    let mut total = vec![
+        y.year.to_string(),
+        readable::energy(lang, tot.facility_energy_uj),
+        t_co2e(lang, tot.location_co2e_ug + tot.embodied_co2e_ug),
+    ];
+    if with_cost {
+        total.push(readable::euros(lang, y.cost_ueur as f64 / 1e6));
+    }
+    rows.push(total);
+    b.push(Block::Table(head, rows));
     b
 }
 
@@ -351,6 +392,7 @@ pub fn render(y: &YearData, format: super::Format, lang: Lang) -> Result<String,
             serde_json::to_string_pretty(y).map_err(|e| ReportError::Render(e.to_string()))
         }
         super::Format::Md => Ok(super::document::markdown_of(blocks(y, lang), lang)),
+        super::Format::Csv => super::year_factors::csv(y, lang),
         super::Format::Html | super::Format::Pdf => {
             let page = Page {
                 title,
@@ -361,7 +403,7 @@ pub fn render(y: &YearData, format: super::Format, lang: Lang) -> Result<String,
             Ok(super::document::html_of(&page, blocks(y, lang), lang))
         }
         other => Err(ReportError::Render(format!(
-            "the yearly statement is written as html, pdf, json or md, not {}",
+            "the yearly statement is written as html, pdf, csv, json or md, not {}",
             other.extension()
         ))),
     }

@@ -8,11 +8,13 @@
 //! counted once whatever the number of times it is received, and an acknowledgement is
 //! only sent after the commit.
 
+mod capability;
 mod open;
 pub mod pg;
 pub mod runs;
 pub mod sqlite;
 
+pub use capability::{Capability, CostReads, Engine, InferenceReads};
 pub use open::OpenStore;
 
 use async_trait::async_trait;
@@ -62,6 +64,12 @@ pub enum StoreError {
     /// The writer thread is gone (the store is closing).
     #[error("the store is closed")]
     Closed,
+    /// The engine does not keep what was asked (see [`Capability`]); the API answers 501.
+    #[error("the {engine} store does not keep {}; use an engine that does (docs/postgresql.md lists what each keeps)", .capability.what())]
+    Unsupported {
+        engine: Engine,
+        capability: Capability,
+    },
 }
 
 /// The `[store]` section of the collector's configuration.
@@ -521,38 +529,28 @@ pub trait Store: Send + Sync {
     /// The sum of the latest cumulative counters of every run of an agent (what the
     /// agent says it measured), and the sum stored from its batches.
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError>;
-    /// The costs of `[from_s, to_s)` per hour, site and project, each with its tariff
-    /// rate (`crate::cost`).
-    async fn costs(
+    /// Which engine this is (messages name it: "the PostgreSQL store does not keep …").
+    fn engine(&self) -> Engine;
+    /// The reads of stored costs, when this engine keeps them (declared by each engine;
+    /// see [`Capability`]).
+    fn cost_reads(&self) -> Option<&dyn CostReads>;
+    /// The reads of stored inference counts, when this engine keeps them.
+    fn inference_reads(&self) -> Option<&dyn InferenceReads>;
+    /// The configuration history: the plans still in force (not replaced), oldest first.
+    async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError>;
+    /// Records `plan` as in force from `from_s`; the plans from that instant on are
+    /// marked replaced (kept).
+    async fn record_plan(&self, from_s: i64, plan: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// Recomputes every stored hour from `job.from_s` with the plan in force at it.
+    async fn recompute(
         &self,
-        _from_s: i64,
-        _to_s: i64,
-    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
-        Err(StoreError::Invalid(
-            "this store engine does not keep costs yet".into(),
-        ))
-    }
-    /// All-time costs per site and project.
-    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
-        Ok(Vec::new())
-    }
-
-    /// Every hour of `[from_s, to_s)` with inference counts or model-tagged energy, per
-    /// host, project and model ([`crate::inference::InferenceUnit`]), ordered by hour,
-    /// host, project, model.
-    async fn inference_units(
+        job: &crate::history::RecomputeJob,
+    ) -> Result<crate::history::Recomputation, StoreError>;
+    /// The recomputations that changed a month starting in `[from_s, to_s)`, oldest
+    /// first, with only those months.
+    async fn recomputations(
         &self,
-        _from_s: i64,
-        _to_s: i64,
-    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
-        Err(StoreError::Invalid(
-            "this database engine does not keep inference counts yet".into(),
-        ))
-    }
-    /// All-time inference counts per project and model, ordered by them.
-    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
-        Err(StoreError::Invalid(
-            "this database engine does not keep inference counts yet".into(),
-        ))
-    }
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::history::Recomputation>, StoreError>;
 }

@@ -1,6 +1,9 @@
 //! Shared pieces of the collector's tests: a store in a temp dir, a router, pushes.
 #![allow(dead_code)]
 
+pub mod engine;
+pub mod engines;
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -10,8 +13,9 @@ use empreinte_collector::config::CollectorConfig;
 use empreinte_collector::footprint::{Coefficient, CoefficientKind};
 use empreinte_collector::plan::{Defaults, EmbodiedFigure, Planner};
 use empreinte_collector::server::{AppState, router};
+use empreinte_collector::store::pg::DatabaseUrl;
 use empreinte_collector::store::sqlite::SqliteStore;
-use empreinte_collector::store::{Store, TokenKind};
+use empreinte_collector::store::{OpenStore, Store, StoreError, StoreOptions, TokenKind};
 use empreinte_shared::wire::{AgentInfo, Batch, Push, Record, SpoolStatus, WIRE_VERSION};
 use empreinte_shared::{Component, SourceKind};
 use http_body_util::BodyExt;
@@ -61,9 +65,12 @@ impl Defaults for TestDefaults {
     }
 }
 
-pub struct Harness {
+/// A collector's state without a socket: the router over a store in a temp dir. `S` is
+/// the store's type: [`SqliteStore`] ([`Harness::new`]), or `dyn Store` for the suites
+/// that run on both engines ([`engines`]).
+pub struct Harness<S: ?Sized = SqliteStore> {
     pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<S>,
     pub state: AppState,
 }
 
@@ -89,9 +96,11 @@ impl Harness {
         let state = AppState::new(store.clone(), planner).unwrap();
         Harness { dir, store, state }
     }
+}
 
+impl<S: ?Sized> Harness<S> {
     pub async fn token(&self, kind: TokenKind, agent: Option<&str>) -> String {
-        auth::issue(self.store.as_ref(), kind, agent, "test", 1)
+        auth::issue(self.state.store.as_ref(), kind, agent, "test", 1)
             .await
             .unwrap()
             .token
@@ -139,13 +148,82 @@ impl Harness {
 
     /// Total stored energy and number of stored batches, straight from the store.
     pub async fn stored(&self) -> (u64, u64) {
-        let agents = self.store.agents().await.unwrap();
+        let store = self.state.store.as_ref();
+        let agents = store.agents().await.unwrap();
         let mut energy = 0;
         for a in &agents {
-            energy += self.store.agent_balance(&a.agent_id).await.unwrap().1;
+            energy += store.agent_balance(&a.agent_id).await.unwrap().1;
         }
-        let rows = self.store.hourly_rows(0, i64::MAX).await.unwrap();
+        let rows = store.hourly_rows(0, i64::MAX).await.unwrap();
         (energy, rows.len() as u64)
+    }
+}
+
+/// One engine of the suites that run on both: a [`Harness`] over `dyn Store`, and how to
+/// open its store again (a restart, another time zone).
+pub struct Engine {
+    pub harness: Harness<dyn Store>,
+    /// `sqlite` or `postgresql`, for assertion messages.
+    pub name: &'static str,
+    pub url: Option<DatabaseUrl>,
+    pub opened: OpenStore,
+}
+
+impl std::ops::Deref for Engine {
+    type Target = Harness<dyn Store>;
+    fn deref(&self) -> &Harness<dyn Store> {
+        &self.harness
+    }
+}
+
+impl Engine {
+    /// The store opened again on the same data (a restarted collector), with `options`.
+    pub async fn reopen(&self, options: &StoreOptions) -> Result<OpenStore, StoreError> {
+        OpenStore::open(self.dir.path(), self.url.as_ref(), options).await
+    }
+
+    /// A collector's state (router) over a store opened again with [`Engine::reopen`].
+    pub fn state_over(&self, store: Arc<dyn Store>) -> AppState {
+        AppState::new(store, self.state.planner.clone()).unwrap()
+    }
+}
+
+/// The suites' engines: SQLite, and PostgreSQL (a fresh database in the cluster that
+/// `scripts/test` starts; always in CI, where a missing cluster fails the test), each
+/// opened as the collector opens it for `config_toml`.
+pub async fn engines(config_toml: &str) -> Vec<Engine> {
+    let mut out = vec![Engine::open("sqlite", config_toml, None).await];
+    if let Some(url) = empreinte_testkit::postgres::fresh_database() {
+        out.push(Engine::open("postgresql", config_toml, Some(url.parse().unwrap())).await);
+    }
+    out
+}
+
+impl Engine {
+    async fn open(name: &'static str, config_toml: &str, url: Option<DatabaseUrl>) -> Engine {
+        let dir = tempfile::tempdir().unwrap();
+        let config = CollectorConfig::from_toml(config_toml).unwrap();
+        assert_eq!(config.problems(), vec![]);
+        let opened = OpenStore::open(
+            dir.path(),
+            url.as_ref(),
+            &config.store.options(
+                &config.organisation.timezone,
+                config.limits.max_host_power_watts,
+            ),
+        )
+        .await
+        .unwrap();
+        let store = opened.store();
+        let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
+        assert_eq!(planner.problems(), vec![]);
+        let state = AppState::new(store.clone(), planner).unwrap();
+        Engine {
+            harness: Harness { dir, store, state },
+            name,
+            url,
+            opened,
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 use axum::http::StatusCode;
 use empreinte_collector::period::month;
 use empreinte_collector::report::{self, ReportData};
-use empreinte_collector::store::{IntensityImport, Store, TokenKind};
+use empreinte_collector::store::{IntensityImport, TokenKind};
 use empreinte_shared::{Component, SourceKind};
 
 use crate::common::*;
@@ -66,13 +66,18 @@ pub fn paris() -> jiff::tz::TimeZone {
 /// 2025-11-05T10:00:00Z: the report's "now" (October is over).
 pub const NOW_S: i64 = 1_762_336_800;
 
-/// Fills a store with the month; gives the harness and October's hours.
+/// Fills a SQLite store with the month; gives the harness and October's hours.
 pub async fn october() -> (Harness, Vec<i64>) {
-    let h = Harness::new(CONFIG).await;
+    october_in(Harness::new(CONFIG).await).await
+}
+
+/// Fills the store of `h` (made for [`CONFIG`], on either engine) with the month.
+pub async fn october_in<S: ?Sized>(h: Harness<S>) -> (Harness<S>, Vec<i64>) {
     let m = month(&paris(), 2025, 10).unwrap();
     let hours: Vec<i64> = (m.from_s..m.to_s).step_by(3600).collect();
     assert_eq!(hours.len(), 745, "October 2025 in Paris has the DST hour");
-    h.store
+    h.state
+        .store
         .import_intensity(&IntensityImport {
             zone: "FR".into(),
             source: "test series".into(),
@@ -168,8 +173,11 @@ pub async fn october() -> (Harness, Vec<i64>) {
     (h, hours)
 }
 
-pub async fn build(h: &Harness, label: &str) -> Result<ReportData, report::ReportError> {
+pub async fn build<S: ?Sized>(
+    h: &Harness<S>,
+    label: &str,
+) -> Result<ReportData, report::ReportError> {
     let config = h.state.planner.config();
     let m = report::parse_report_month(&paris(), label, NOW_S)?;
-    report::build(h.store.as_ref(), config, &paris(), &m, NOW_S).await
+    report::build(h.state.store.as_ref(), config, &paris(), &m, NOW_S).await
 }

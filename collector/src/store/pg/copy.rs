@@ -2,6 +2,11 @@
 //! table with the same ids, in one transaction (all or nothing) under the store-wide
 //! lock; then every table checked: its row count, and the sum of each of its number
 //! columns (integers exactly, reals to 1e-9), read back from PostgreSQL.
+//!
+//! The tables copied are those of the SQLite file, not a fixed list: a table added by a
+//! later migration (costs, inference counts, configuration history) is copied as soon
+//! as PostgreSQL's schema has it too; a SQLite table with rows that PostgreSQL's schema
+//! lacks refuses the whole copy before anything is written, naming it.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -12,7 +17,8 @@ use sqlx::{Postgres, QueryBuilder};
 use super::super::StoreError;
 use super::{PgStore, STORE_LOCK};
 
-/// Every table of the store, parents before children (foreign keys).
+/// The footprint's tables, parents before children (foreign keys): copied first, in this
+/// order; the file's other tables follow ([`tables_to_copy`]).
 pub const TABLES: [&str; 14] = [
     "coefficients",
     "intensity_imports",
@@ -71,10 +77,98 @@ pub async fn is_empty(pg: &PgStore) -> Result<bool, StoreError> {
     Ok(n == 0)
 }
 
+/// The SQLite file's tables (but SQLite's and the migrator's own), in copy order:
+/// [`TABLES`] first, then the others, each after the tables its foreign keys name.
+fn sqlite_tables(src: &rusqlite::Connection) -> Result<Vec<String>, StoreError> {
+    let names: Vec<String> = {
+        let mut st = src
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table'
+                 AND name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY name",
+            )
+            .map_err(sqlite_error)?;
+        st.query_map([], |r| r.get::<_, String>(0))
+            .map_err(sqlite_error)?
+            .collect::<Result<_, _>>()
+            .map_err(sqlite_error)?
+    };
+    let mut order: Vec<String> = TABLES
+        .iter()
+        .filter(|t| names.iter().any(|n| n == *t))
+        .map(|t| t.to_string())
+        .collect();
+    let mut rest: Vec<String> = names.into_iter().filter(|n| !order.contains(n)).collect();
+    while !rest.is_empty() {
+        let before = rest.len();
+        let mut i = 0;
+        while i < rest.len() {
+            let parents: Vec<String> = {
+                let mut st = src
+                    .prepare(&format!(
+                        "SELECT \"table\" FROM pragma_foreign_key_list('{}')",
+                        rest[i]
+                    ))
+                    .map_err(sqlite_error)?;
+                st.query_map([], |r| r.get::<_, String>(0))
+                    .map_err(sqlite_error)?
+                    .collect::<Result<_, _>>()
+                    .map_err(sqlite_error)?
+            };
+            if parents.iter().all(|p| order.contains(p) || *p == rest[i]) {
+                order.push(rest.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if rest.len() == before {
+            // A cycle of foreign keys: copied in name order (one transaction, checked).
+            order.append(&mut rest);
+        }
+    }
+    Ok(order)
+}
+
+/// The tables to copy, in order; refuses when a SQLite table with rows has no
+/// PostgreSQL counterpart (what this PostgreSQL schema does not keep yet), and leaves
+/// out the empty ones.
+pub async fn tables_to_copy(
+    src: &rusqlite::Connection,
+    pg: &PgStore,
+) -> Result<Vec<String>, StoreError> {
+    let in_pg: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::TEXT FROM information_schema.tables
+         WHERE table_schema = current_schema()",
+    )
+    .fetch_all(&pg.pool)
+    .await?;
+    let mut out = Vec::new();
+    let mut lacking = Vec::new();
+    for t in sqlite_tables(src)? {
+        if in_pg.contains(&t) {
+            out.push(t);
+            continue;
+        }
+        let rows: i64 = src
+            .query_row(&format!("SELECT COUNT(*) FROM \"{t}\""), [], |r| r.get(0))
+            .map_err(sqlite_error)?;
+        if rows > 0 {
+            lacking.push(format!("{t} ({rows} rows)"));
+        }
+    }
+    if !lacking.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "the SQLite store has data that this PostgreSQL schema does not keep: {}; nothing was copied (see docs/postgresql.md, \"What each engine keeps\")",
+            lacking.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
 /// Copies every table of the SQLite database `db` into `pg`; gives each table's check.
 pub async fn copy_from_sqlite(db: &Path, pg: &PgStore) -> Result<Vec<TableCheck>, StoreError> {
     let src = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite_error)?;
+    let tables = tables_to_copy(&src, pg).await?;
     let mut tx = pg.pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(STORE_LOCK)
@@ -85,7 +179,8 @@ pub async fn copy_from_sqlite(db: &Path, pg: &PgStore) -> Result<Vec<TableCheck>
         .execute(&mut *tx)
         .await?;
     let mut checks = Vec::new();
-    for table in TABLES {
+    for table in &tables {
+        let table = table.as_str();
         let types: HashMap<String, String> = sqlx::query_as(
             "SELECT column_name::TEXT, data_type::TEXT FROM information_schema.columns
              WHERE table_schema = current_schema() AND table_name = $1",
@@ -150,7 +245,19 @@ pub async fn copy_from_sqlite(db: &Path, pg: &PgStore) -> Result<Vec<TableCheck>
         }
         checks.push((table, columns, types, sums, rows_read));
     }
-    for table in ["coefficients", "intensity_imports"] {
+    // Identity columns continue after the copied ids.
+    for (table, columns, ..) in &checks {
+        if !columns.iter().any(|c| c == "id") {
+            continue;
+        }
+        let sequence: Option<String> =
+            sqlx::query_scalar("SELECT pg_get_serial_sequence($1, 'id')")
+                .bind(*table)
+                .fetch_one(&mut *tx)
+                .await?;
+        if sequence.is_none() {
+            continue;
+        }
         sqlx::query(&format!(
             "SELECT setval(pg_get_serial_sequence('{table}', 'id'),
                 GREATEST((SELECT MAX(id) FROM {table}), 1), (SELECT MAX(id) FROM {table}) IS NOT NULL)"
@@ -174,7 +281,11 @@ async fn insert(
     rows: &[Vec<Value>],
 ) -> Result<(), StoreError> {
     let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("INSERT INTO {table} ({}) ", columns.join(", ")));
+        // The same ids, also into `GENERATED ALWAYS` identity columns.
+        QueryBuilder::new(format!(
+            "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE ",
+            columns.join(", ")
+        ));
     let mut bad: Option<String> = None;
     q.push_values(rows, |mut b, row| {
         for (c, v) in columns.iter().zip(row) {

@@ -60,6 +60,8 @@ struct Part<'a> {
     source: &'a str,
     energy: u64,
     embodied: u64,
+    /// The site's tariff: the row's facility energy is priced with it.
+    tariff: Option<&'a crate::cost::Tariff>,
 }
 
 /// The hourly rows of a push: added to the rows stored (emissions recomputed from the
@@ -112,6 +114,7 @@ pub(super) async fn write_hours(
             source: source.as_str(),
             energy,
             embodied,
+            tariff: plan.tariff.as_deref(),
         };
         let key = (
             hour_s,
@@ -246,6 +249,13 @@ fn add_to_row(
             emb - o.embodied_co2e_ug,
         ],
     );
+    rollups.costs.add(
+        part.hour_s,
+        &o.site,
+        part.project,
+        part.tariff,
+        facility - o.facility_uj,
+    );
     upd.hour.push(part.hour_s);
     upd.project.push(part.project.to_string());
     upd.component.push(part.component.to_string());
@@ -300,6 +310,9 @@ fn new_row(
         ],
         [e, facility, location, market.unwrap_or(location), emb],
     );
+    rollups
+        .costs
+        .add(part.hour_s, &plan.site, part.project, part.tariff, facility);
     ins.hour.push(part.hour_s);
     ins.project.push(part.project.to_string());
     ins.component.push(part.component.to_string());

@@ -194,6 +194,8 @@ async fn once(
     )
     .await?;
     rollups.write(&mut tx).await?;
+    super::costs::write_hardware(&mut tx, &staged.hardware).await?;
+    super::inference::write(&mut tx, &super::inference::group(set, &staged.new_batches)).await?;
     write_state(&mut tx, set, &staged).await?;
     tx.commit().await?;
     Ok(outcome)

@@ -25,6 +25,8 @@ pub struct Rollups {
     monthly: BTreeMap<RollupKey, [i64; 5]>,
     coef_use: BTreeMap<(i64, i64), i64>,
     zone_hours: BTreeSet<(String, i64)>,
+    /// The facility energy priced per hour, site, project and tariff rate.
+    pub costs: crate::store::sqlite::cost::CostDeltas,
 }
 
 impl Rollups {
@@ -35,6 +37,7 @@ impl Rollups {
             monthly: BTreeMap::new(),
             coef_use: BTreeMap::new(),
             zone_hours: BTreeSet::new(),
+            costs: Default::default(),
         }
     }
 
@@ -145,7 +148,7 @@ impl Rollups {
             .execute(&mut **tx)
             .await?;
         }
-        Ok(())
+        super::costs::write(tx, &self.costs).await
     }
 }
 

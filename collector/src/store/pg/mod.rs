@@ -1,5 +1,8 @@
 //! The PostgreSQL store: the same tables and the same behaviour as the embedded SQLite
 //! store, in a database that several collectors share (any collector takes any push).
+//! Kept whole though over 600 lines: it is the `Store` trait's impl, one short method
+//! per read; the engine's parts (ingest, stage, hours, inference, copy, maintenance) are
+//! in files of their own.
 //!
 //! - Migrations from `collector/migrations-pg/`, run under sqlx's advisory lock and our
 //!   own ([`OPEN_LOCK`]), so collectors started at once make one schema.
@@ -13,9 +16,17 @@
 //!
 //! Per-collector state: nothing but a cache of coefficient ids (rows never deleted or
 //! changed once committed) and the time of the last retention step.
+//!
+//! Past 600 lines, and kept whole on purpose like the SQLite store's `mod.rs`: most of it
+//! is the one `impl Store for PgStore`, a short query per read of the trait, so the two
+//! engines' readings of each query sit side by side file for file; the writes live in
+//! `ingest.rs`, `hours.rs`, `maintain.rs` and the capability files.
 
 pub mod copy;
+mod costs;
+mod history;
 mod hours;
+mod inference;
 mod ingest;
 mod maintain;
 mod rows;
@@ -328,10 +339,20 @@ impl Store for PgStore {
     }
 
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        // First and last hours from the hourly rows, except where those were compacted
+        // (`store_meta.hourly_compacted_before`, a local day's start): there, the start
+        // of the project's first day in the daily rollups, or of its last day when
+        // none of its hours are left.
+        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
             "SELECT m.project,
-                (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
-                (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                COALESCE(
+                    (SELECT MIN(d.day_s) FROM footprint_daily d WHERE d.project = m.project
+                       AND d.day_s < (SELECT CAST(value AS BIGINT) FROM store_meta
+                                      WHERE key = 'hourly_compacted_before')),
+                    (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project)),
+                COALESCE(
+                    (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                    (SELECT MAX(d.day_s) FROM footprint_daily d WHERE d.project = m.project)),
                 COUNT(DISTINCT m.host)
              FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
         )
@@ -340,6 +361,11 @@ impl Store for PgStore {
         .map_err(busy_or)?;
         rows.into_iter()
             .map(|(project, first, last, hosts)| {
+                let (Some(first), Some(last)) = (first, last) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "project {project:?} has monthly rollups but no daily or hourly rows"
+                    )));
+                };
                 Ok(ProjectInfo {
                     project,
                     first_hour_s: first,
@@ -518,6 +544,29 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError> {
+        history::plan_history(self).await
+    }
+
+    async fn record_plan(&self, from_s: i64, plan: &str, now_ms: u64) -> Result<(), StoreError> {
+        history::record_plan(self, from_s, plan, now_ms).await
+    }
+
+    async fn recompute(
+        &self,
+        job: &crate::history::RecomputeJob,
+    ) -> Result<crate::history::Recomputation, StoreError> {
+        history::recompute(self, job).await
+    }
+
+    async fn recomputations(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::history::Recomputation>, StoreError> {
+        history::recomputations(self, from_s, to_s).await
+    }
+
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT counted_uj, stored_uj FROM runs WHERE agent_id = $1")
@@ -537,6 +586,60 @@ impl Store for PgStore {
             sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
+    }
+
+    fn engine(&self) -> super::Engine {
+        super::Engine::Postgresql
+    }
+
+    fn cost_reads(&self) -> Option<&dyn super::CostReads> {
+        Some(self)
+    }
+
+    fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl super::CostReads for PgStore {
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        costs::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::totals(&self.pool).await
+    }
+
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        costs::hardware_lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        costs::hardware_totals(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl super::InferenceReads for PgStore {
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        inference::totals(&self.pool).await
     }
 }
 

@@ -74,6 +74,10 @@ pub(super) struct Staged {
     /// `(hour, project, component, source)` → (energy, embodied).
     pub(super) parts: BTreeMap<(i64, String, Component, SourceKind), (u64, u64)>,
     pub(super) last_end: Option<u64>,
+    /// The amortised hardware cost of the new batches (`crate::cost::hardware`).
+    pub(super) hardware: crate::cost::hardware::HardwareDeltas,
+    /// The indices of the push's new batches (their inference counts are written).
+    pub(super) new_batches: Vec<usize>,
 }
 
 /// The SQLite writer's `stage`, for one push: which batches are new, and every problem
@@ -167,12 +171,19 @@ pub(super) fn stage(
         .collect();
     let parts = parts_of(set, &new_batches);
     let last_end = set.batches.iter().map(|(b, _)| b.end_unix_ms).max();
+    let mut hardware = crate::cost::hardware::HardwareDeltas::default();
+    for &i in &new_batches {
+        let (b, deltas) = &set.batches[i];
+        hardware.add_batch(host, set.plan, b.start_unix_ms, b.end_unix_ms, deltas);
+    }
     Ok(Staged {
         outcome,
         runs,
         host_hours,
         parts,
         last_end,
+        hardware,
+        new_batches,
     })
 }
 

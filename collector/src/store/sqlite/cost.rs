@@ -1,12 +1,15 @@
 //! Costs in the SQLite store: what a writer transaction adds (the facility energy of
 //! the hourly rows it wrote, per hour, site, project and tariff rate), written in the
 //! same transaction as the energy, and the reads of the cost API and `/metrics`.
+//! [`CostDeltas`] is the engines' common part: PostgreSQL (`store/pg/costs.rs`) sums a
+//! push's additions with it too and writes them in its own dialect.
 
 use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Transaction, params};
 use sqlx::SqlitePool;
 
+use crate::cost::hardware::{HardwareDeltas, HardwareLine, HardwareRate, StoredRate};
 use crate::cost::{Band, CostLine, CostTotal, Rate, StoredTariff, Tariff, cost_ueur};
 use crate::store::StoreError;
 
@@ -42,6 +45,15 @@ impl CostDeltas {
             rate.site = site.to_string();
             self.map.insert(key, (rate, facility_uj));
         }
+    }
+
+    /// The additions in key order: `(hour_s, site, project)` → (rate, facility µJ).
+    pub fn entries(&self) -> impl Iterator<Item = (&(i64, String, String), &(Rate, i64))> {
+        self.map.iter()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 
     pub fn write(&self, tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -186,6 +198,132 @@ pub async fn totals(pool: &SqlitePool) -> Result<Vec<CostTotal>, StoreError> {
                     .map_err(|_| StoreError::Corrupt(format!("facility energy {f}")))?,
                 cost_ueur: u64::try_from(c)
                     .map_err(|_| StoreError::Corrupt(format!("cost {c}")))?,
+            })
+        })
+        .collect()
+}
+
+/// Writes the amortised hardware cost of a group of new batches (in its transaction).
+pub fn write_hardware(tx: &Transaction<'_>, deltas: &HardwareDeltas) -> rusqlite::Result<()> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut insert_rate = tx.prepare_cached(
+        "INSERT INTO hardware_rates (host, price_ueur, period_hours, purchased_on, source)
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    )?;
+    let mut find_rate = tx.prepare_cached(
+        "SELECT id FROM hardware_rates WHERE host = ? AND price_ueur = ? AND period_hours = ?
+            AND purchased_on = ? AND source = ?",
+    )?;
+    let mut hourly = tx.prepare_cached(
+        "INSERT INTO hardware_cost_hourly (hour_s, host, project, rate_id, site, cost_ueur)
+         VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT DO UPDATE SET cost_ueur = cost_ueur + excluded.cost_ueur",
+    )?;
+    let mut totals = tx.prepare_cached(
+        "INSERT INTO hardware_cost_totals (site, project, cost_ueur) VALUES (?, ?, ?)
+         ON CONFLICT DO UPDATE SET cost_ueur = cost_ueur + excluded.cost_ueur",
+    )?;
+    let mut ids: HashMap<&HardwareRate, i64> = HashMap::new();
+    let mut sums: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for ((hour_s, host, project, rate), (site, ueur)) in deltas.entries() {
+        let id = match ids.get(rate) {
+            Some(id) => *id,
+            None => {
+                let p = params![
+                    rate.host,
+                    i64::try_from(rate.price_ueur).map_err(|_| overflow())?,
+                    i64::try_from(rate.period_hours).map_err(|_| overflow())?,
+                    rate.purchased_on,
+                    rate.source
+                ];
+                insert_rate.execute(p)?;
+                let id: i64 = find_rate.query_row(p, |r| r.get(0))?;
+                ids.insert(rate, id);
+                id
+            }
+        };
+        let v = i64::try_from(*ueur).map_err(|_| overflow())?;
+        hourly.execute(params![hour_s, host, project, id, site, v])?;
+        *sums.entry((site, project)).or_default() += v;
+    }
+    for ((site, project), v) in sums {
+        totals.execute(params![site, project, v])?;
+    }
+    Ok(())
+}
+
+type HardwareRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    i64,
+    i64,
+    String,
+);
+
+/// Every hardware cost line of `[from_s, to_s)` with its rate, ordered by hour.
+pub async fn hardware_lines(
+    pool: &SqlitePool,
+    from_s: i64,
+    to_s: i64,
+) -> Result<Vec<HardwareLine>, StoreError> {
+    let rows: Vec<HardwareRow> = sqlx::query_as(
+        "SELECT c.hour_s, c.site, c.host, c.project, c.cost_ueur,
+                r.id, r.host, r.price_ueur, r.period_hours, r.purchased_on || char(9) || r.source
+         FROM hardware_cost_hourly c JOIN hardware_rates r ON r.id = c.rate_id
+         WHERE c.hour_s >= ? AND c.hour_s < ?
+         ORDER BY c.hour_s, c.host, c.project, r.id",
+    )
+    .bind(from_s)
+    .bind(to_s)
+    .fetch_all(pool)
+    .await?;
+    let u = |v: i64, what: &str| {
+        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is negative")))
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for (hour_s, site, host, project, c, id, rhost, price, hours, rest) in rows {
+        let (purchased_on, source) = rest.split_once('\t').unwrap_or((&rest, ""));
+        out.push(HardwareLine {
+            hour_s,
+            site,
+            host,
+            project,
+            cost_ueur: u(c, "a hardware cost")?,
+            rate: StoredRate {
+                id,
+                host: rhost,
+                price_ueur: u(price, "a purchase price")?,
+                period_hours: u(hours, "an amortisation period")?,
+                purchased_on: purchased_on.to_string(),
+                source: source.to_string(),
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// All-time amortised hardware costs per site and project.
+pub async fn hardware_totals(pool: &SqlitePool) -> Result<Vec<CostTotal>, StoreError> {
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT site, project, cost_ueur FROM hardware_cost_totals ORDER BY site, project",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(site, project, c)| {
+            Ok(CostTotal {
+                site,
+                project,
+                facility_uj: 0,
+                cost_ueur: u64::try_from(c)
+                    .map_err(|_| StoreError::Corrupt(format!("hardware cost {c}")))?,
             })
         })
         .collect()

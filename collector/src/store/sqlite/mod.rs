@@ -13,6 +13,7 @@
 //! trait's one reading of "settle, then read" over several files.
 
 pub mod cost;
+mod history;
 mod inference;
 mod rows;
 mod startup;
@@ -380,10 +381,20 @@ impl Store for SqliteStore {
         self.settle().await?;
         // Projects and hosts from the monthly rollups; first and last hours from the
         // hourly rows through their (project, hour_s) index.
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        // First and last hours from the hourly rows, except where those were compacted
+        // (`store_meta.hourly_compacted_before`, a local day's start): there, the start
+        // of the project's first day in the daily rollups, or of its last day when
+        // none of its hours are left.
+        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
             "SELECT m.project,
-                (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
-                (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                COALESCE(
+                    (SELECT MIN(d.day_s) FROM footprint_daily d WHERE d.project = m.project
+                       AND d.day_s < (SELECT CAST(value AS BIGINT) FROM store_meta
+                                      WHERE key = 'hourly_compacted_before')),
+                    (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project)),
+                COALESCE(
+                    (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
+                    (SELECT MAX(d.day_s) FROM footprint_daily d WHERE d.project = m.project)),
                 COUNT(DISTINCT m.host)
              FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
         )
@@ -391,6 +402,11 @@ impl Store for SqliteStore {
         .await?;
         rows.into_iter()
             .map(|(project, first, last, hosts)| {
+                let (Some(first), Some(last)) = (first, last) else {
+                    return Err(StoreError::Corrupt(format!(
+                        "project {project:?} has monthly rollups but no daily or hourly rows"
+                    )));
+                };
                 Ok(ProjectInfo {
                     project,
                     first_hour_s: first,
@@ -572,31 +588,41 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn costs(
+    fn engine(&self) -> super::Engine {
+        super::Engine::Sqlite
+    }
+
+    async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError> {
+        history::plan_history(&self.pool).await
+    }
+
+    async fn record_plan(&self, from_s: i64, plan: &str, now_ms: u64) -> Result<(), StoreError> {
+        let _write = self.write.lock().await;
+        history::record_plan(&self.pool, from_s, plan, now_ms).await
+    }
+
+    async fn recompute(
+        &self,
+        job: &crate::history::RecomputeJob,
+    ) -> Result<crate::history::Recomputation, StoreError> {
+        let job = Box::new(job.clone());
+        self.send(|reply| Job::Recompute(job, reply)).await
+    }
+
+    async fn recomputations(
         &self,
         from_s: i64,
         to_s: i64,
-    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
-        self.settle().await?;
-        cost::lines(&self.pool, from_s, to_s).await
+    ) -> Result<Vec<crate::history::Recomputation>, StoreError> {
+        history::recomputations(&self.pool, from_s, to_s).await
     }
 
-    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
-        self.settle().await?;
-        cost::totals(&self.pool).await
-    }
-    async fn inference_units(
-        &self,
-        from_s: i64,
-        to_s: i64,
-    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
-        self.settle().await?;
-        inference::units(&self.pool, from_s, to_s).await
+    fn cost_reads(&self) -> Option<&dyn super::CostReads> {
+        Some(self)
     }
 
-    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
-        self.settle().await?;
-        inference::totals(&self.pool).await
+    fn inference_reads(&self) -> Option<&dyn super::InferenceReads> {
+        Some(self)
     }
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
@@ -619,5 +645,53 @@ impl Store for SqliteStore {
             sum(counters, "runs.counted_uj")?,
             sum(runs, "runs.stored_uj")?,
         ))
+    }
+}
+
+#[async_trait]
+impl super::CostReads for SqliteStore {
+    async fn costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::CostLine>, StoreError> {
+        self.settle().await?;
+        cost::lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        self.settle().await?;
+        cost::totals(&self.pool).await
+    }
+
+    async fn hardware_costs(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::cost::hardware::HardwareLine>, StoreError> {
+        self.settle().await?;
+        cost::hardware_lines(&self.pool, from_s, to_s).await
+    }
+
+    async fn hardware_cost_totals(&self) -> Result<Vec<crate::cost::CostTotal>, StoreError> {
+        self.settle().await?;
+        cost::hardware_totals(&self.pool).await
+    }
+}
+
+#[async_trait]
+impl super::InferenceReads for SqliteStore {
+    async fn inference_units(
+        &self,
+        from_s: i64,
+        to_s: i64,
+    ) -> Result<Vec<crate::inference::InferenceUnit>, StoreError> {
+        self.settle().await?;
+        inference::units(&self.pool, from_s, to_s).await
+    }
+
+    async fn inference_totals(&self) -> Result<Vec<crate::inference::InferenceTotal>, StoreError> {
+        self.settle().await?;
+        inference::totals(&self.pool).await
     }
 }

@@ -34,6 +34,10 @@ pub(super) enum FoldJob {
     Barrier(Reply<()>),
     Import(Box<IntensityImport>, Reply<ImportOutcome>),
     Compact(i64, Reply<u64>),
+    Recompute(
+        Box<crate::history::RecomputeJob>,
+        Reply<crate::history::Recomputation>,
+    ),
     Close(std::sync::mpsc::Sender<()>),
 }
 
@@ -122,6 +126,11 @@ impl Folder {
                 FoldJob::Import(import, reply) => {
                     let r = self.retry_stuck().and_then(|()| self.import(&import));
                     // The series changed rows' emissions.
+                    self.forget();
+                    let _ = reply.send(r);
+                }
+                FoldJob::Recompute(job, reply) => {
+                    let r = self.retry_stuck().and_then(|()| self.recompute(&job));
                     self.forget();
                     let _ = reply.send(r);
                 }
@@ -242,6 +251,7 @@ impl Folder {
         )?;
         rollups.write(&tx)?;
         super::super::inference::write(&tx, &g.inference)?;
+        super::super::cost::write_hardware(&tx, &g.hardware)?;
         if through > 0 {
             tx.execute(
                 "INSERT INTO store_meta (key, value) VALUES ('ingest_log_folded_through', ?)

@@ -205,6 +205,14 @@ mod tests {
                         source: "a contract".into(),
                     }],
                 })),
+                hardware: Some(Arc::new(crate::cost::hardware::HardwareRate {
+                    host: "gpu-1".into(),
+                    price_ueur: 45_000_000_000,
+                    period_hours: 43_800,
+                    purchased_on: "2024-03-01".into(),
+                    from_s: Some(1_709_247_600),
+                    source: "an invoice".into(),
+                })),
             }),
             now_ms: 1_700_000_123_456,
             batches: vec![PreparedBatch {

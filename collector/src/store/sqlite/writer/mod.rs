@@ -27,6 +27,7 @@ mod coefs;
 mod fold;
 pub mod log;
 mod maintenance;
+mod recompute;
 mod replay;
 mod rollups;
 mod stage;
@@ -108,6 +109,11 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 pub enum Job {
     Ingest(Box<PreparedPush>, Reply<IngestOutcome>),
     Import(Box<IntensityImport>, Reply<ImportOutcome>),
+    /// Recompute the stored hours from an instant with the plan in force at each.
+    Recompute(
+        Box<crate::history::RecomputeJob>,
+        Reply<crate::history::Recomputation>,
+    ),
     /// Compact the hourly rows of the local days that end before this Unix second.
     Compact(i64, Reply<u64>),
     /// Answered once every push acknowledged before it is in the footprint tables.
@@ -231,6 +237,14 @@ impl Writer {
                     // Pushes staged after the import must see its series: wait for it.
                     let (tx, wait) = oneshot::channel();
                     self.to_folder(FoldJob::Import(import, tx));
+                    let r = wait.blocking_recv().unwrap_or(Err(StoreError::Closed));
+                    let _ = reply.send(r);
+                }
+                Job::Recompute(job, reply) => {
+                    self.send_current();
+                    self.forget();
+                    let (tx, wait) = oneshot::channel();
+                    self.to_folder(FoldJob::Recompute(job, tx));
                     let r = wait.blocking_recv().unwrap_or(Err(StoreError::Closed));
                     let _ = reply.send(r);
                 }
@@ -440,6 +454,7 @@ impl Writer {
                     agents: std::mem::take(&mut g.agents),
                     plans: std::mem::take(&mut g.plans),
                     inference: std::mem::take(&mut g.inference),
+                    hardware: std::mem::take(&mut g.hardware),
                 };
                 self.to_folder(FoldJob::Fold {
                     group: Box::new(folded),

@@ -333,6 +333,8 @@ fn accept(
     let mut parts: BTreeMap<(i64, &str, Component, SourceKind), (u64, u64)> = BTreeMap::new();
     for b in &new_batches {
         g.inference.add(host, &b.inference);
+        g.hardware
+            .add_batch(host, plan, b.start_ms, b.end_ms, &b.deltas);
         for d in &b.deltas {
             let e = parts
                 .entry((d.hour_s, d.project.as_str(), d.component, d.source))

@@ -65,6 +65,8 @@ pub(super) struct Group {
     /// coefficients are stored in that order).
     pub(super) plans: Vec<Arc<HostPlan>>,
     pub(super) inference: super::super::inference::InferenceGroup,
+    /// The amortised hardware cost of the new batches (`crate::cost::hardware`).
+    pub(super) hardware: crate::cost::hardware::HardwareDeltas,
 }
 
 impl Group {
@@ -96,6 +98,7 @@ impl Group {
         }
         self.plans.extend(later.plans);
         self.inference.merge(later.inference);
+        self.hardware.merge(later.hardware);
         for (k, mut a) in later.agents {
             if let Some(before) = self.agents.get(&k) {
                 a.last_end_ms = a.last_end_ms.max(before.last_end_ms);
