@@ -240,4 +240,41 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     );
     let log = std::fs::read_to_string(data.join("collector.log")).unwrap();
     assert!(!log.contains("panicked"), "{log}");
+
+    // The store this run filled moves to PostgreSQL (the test cluster: always there in
+    // CI) with every total equal: `db migrate` checks every table and the footprint
+    // itself, and a collector on the copy shows each host's given energy.
+    collector.kill();
+    if let Some(url) = empreinte_testkit::postgres::fresh_database() {
+        let out = run(&[
+            "db",
+            "migrate",
+            "--from",
+            data.to_str().unwrap(),
+            "--to",
+            &url,
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("every row count and every total equal"),
+            "{stderr}"
+        );
+        let scratch = dir.path().join("on-postgresql");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let on_pg = Collector::spawn(&scratch, free_port(), &["--database-url", &url]);
+        for (host, given) in hosts.iter().zip(&given) {
+            let f = on_pg.get(
+                &reader,
+                &format!(
+                    "/api/v1/footprint?from=2020-01-01&to=2100-01-01&group_by=project&host={host}"
+                ),
+            );
+            assert_eq!(
+                f["total"]["exact"]["energy_uj"].as_u64().unwrap(),
+                *given,
+                "{host}: on PostgreSQL after db migrate"
+            );
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! `empreinte register check` as the person who keeps the register reads it: a valid
 //! register says what it holds (exit 0); a broken one lists every problem at once with
 //! its key (exit 1); an unreadable one is an error (exit 2), like the other commands.
+//! The running collector reloads the register on SIGHUP and keeps the one it has when
+//! the new file is broken.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -102,4 +104,88 @@ fn an_unreadable_register_is_an_error() {
     let out = run(&["register", "check", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("idd"));
+}
+
+const ONE_USE: &str = r#"
+[[use]]
+id = "chatbot"
+name = { fr = "Assistant", en = "Assistant" }
+purpose = { fr = "Répondre", en = "Answer" }
+department = "Relation citoyenne"
+service = "Accueil"
+accountable = "DGS"
+models = ["m"]
+status = "production"
+production_from = "2025-01-01"
+risk = "limited"
+data = ["public"]
+decision = "D-1"
+hosting = { kind = "on_site", site = "mairie" }
+projects = ["chat"]
+"#;
+
+/// The use ids the collector serves.
+fn use_ids(c: &Collector, token: &str) -> Vec<String> {
+    c.get(token, "/api/v1/uses")["uses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_collector_reloads_the_register_on_sighup_and_keeps_it_when_the_new_one_is_broken() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = dir.path().join("register.toml");
+    std::fs::write(&file, ONE_USE).unwrap();
+    let config = dir.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "register_file = {:?}\n[[site]]\nname = \"mairie\"\nzone = \"FR\"\nhosts = [\"*\"]\n",
+            file.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let reader = create_token(&data, "read", None);
+    let collector = Collector::spawn(&data, free_port(), &["--config", config.to_str().unwrap()]);
+    assert_eq!(use_ids(&collector, &reader), ["chatbot"]);
+    let hup = || {
+        let sent = std::process::Command::new("kill")
+            .args(["-HUP", &collector.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    // A second use: served after SIGHUP, without a restart.
+    let two = format!(
+        "{ONE_USE}\n{}",
+        ONE_USE
+            .replace("id = \"chatbot\"", "id = \"ocr\"")
+            .replace("projects = [\"chat\"]", "projects = [\"ocr\"]")
+    );
+    std::fs::write(&file, &two).unwrap();
+    hup();
+    wait_for("the reloaded register served", PATIENCE, || {
+        use_ids(&collector, &reader) == ["chatbot", "ocr"]
+    });
+    // A broken one is refused, its problem logged with its key; the previous one stays.
+    std::fs::write(
+        &file,
+        two.replace("status = \"production\"", "status = \"archived\""),
+    )
+    .unwrap();
+    hup();
+    let log_path = data.join("collector.log");
+    wait_for("the refused reload logged", PATIENCE, || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("the register was not reloaded")
+    });
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("use[0].status"), "{log}");
+    assert_eq!(use_ids(&collector, &reader), ["chatbot", "ocr"]);
 }

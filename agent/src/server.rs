@@ -270,6 +270,7 @@ fn cycle(
             &counts.fallback_project,
         );
         if let Some(i) = &counts.inference {
+            i.carry_gaps(&records::excess_gaps(&takes, start, end_unix_ms));
             i.counted(&inference);
         }
         feed.map(|_| {

@@ -474,7 +474,7 @@ mod tests {
         let c = load_coefficients(&config).unwrap();
         let fr = Defaults::grid(&c, "FR").unwrap();
         assert!(fr.source.contains("ADEME Base Empreinte"), "{fr:?}");
-        assert!((fr.value - 56.9).abs() < 1e-9);
+        assert!((fr.value - 58.0).abs() < 1e-9);
         let bad = CollectorConfig::from_toml("[organisation]\ngrid_factor = 'acme'\n").unwrap();
         let err = load_coefficients(&bad).unwrap_err().to_string();
         assert!(

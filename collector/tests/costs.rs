@@ -111,86 +111,8 @@ async fn month_matches_by_hand(
     let reader = h.token(TokenKind::Read, None).await;
     let hours: Vec<i64> = (m.from_s..m.to_s).step_by(3600).collect();
 
-    // srv-1 (mairie): chat 1 kWh and web 0.25 kWh each hour; srv-2 (datacentre): ocr
-    // 0.5 kWh each hour. Each hour comes in two half-hour batches, the first halves in
-    // one push and the second halves in another (so every cost row is added to once
-    // after it was made), and the first push is sent twice (a replay costs nothing).
-    let hosts: [(&str, &[(&str, u64)]); 2] = [
-        ("srv-1", &[("chat", KWH), ("web", KWH / 4)]),
-        ("srv-2", &[("ocr", KWH / 2)]),
-    ];
-    for (host, projects) in hosts {
-        let token = h.token(TokenKind::Agent, Some(host)).await;
-        let half = |second: u64| -> Vec<_> {
-            hours
-                .iter()
-                .enumerate()
-                .map(|(i, &hs)| {
-                    let s = hs as u64 * 1000 + second * 1_800_000;
-                    let e = s + 1_800_000;
-                    let records = projects
-                        .iter()
-                        .map(|(p, uj)| {
-                            let uj = if second == 0 { uj / 2 } else { uj - uj / 2 };
-                            record(p, Component::Cpu, SourceKind::Rapl, s, e, uj)
-                        })
-                        .collect();
-                    batch(3, 2 * i as u64 + 1 + second, s, e, records)
-                })
-                .collect()
-        };
-        for p in [half(0), half(1), half(0)] {
-            let (status, body) = h.push(&token, &push(host, p)).await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-        }
-    }
-
-    // By hand: for each hour, its local date and hour give the price.
-    let change_day: jiff::civil::Date = change.parse().unwrap();
-    let price = |site: &str, hour_s: i64| -> (f64, &'static str) {
-        let local = jiff::Timestamp::from_second(hour_s)
-            .unwrap()
-            .to_zoned(tz.clone());
-        let after = local.date() >= change_day;
-        let off = local.hour() >= 22 || local.hour() < 6;
-        match (site, after, off) {
-            ("mairie", false, false) => (0.2516, "peak"),
-            ("mairie", false, true) => (0.1996, "off_peak"),
-            ("mairie", true, false) => (0.2700, "peak"),
-            ("mairie", true, true) => (0.2100, "off_peak"),
-            (_, false, _) => (0.18, "flat"),
-            (_, true, _) => (0.15, "flat"),
-        }
-    };
-    let mut by_project: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut by_rate: BTreeMap<(String, String, String), (f64, f64)> = BTreeMap::new();
-    for &hs in &hours {
-        for (site, pue, projects) in [
-            ("mairie", 1.5, &[("chat", 1.0), ("web", 0.25)][..]),
-            ("datacentre", 1.2, &[("ocr", 0.5)][..]),
-        ] {
-            let (eur_per_kwh, band) = price(site, hs);
-            let from = if jiff::Timestamp::from_second(hs)
-                .unwrap()
-                .to_zoned(tz.clone())
-                .date()
-                >= change_day
-            {
-                change.to_string()
-            } else {
-                String::new()
-            };
-            for (project, kwh) in projects {
-                let eur = kwh * pue * eur_per_kwh;
-                *by_project.entry(project).or_default() += eur;
-                let r = by_rate
-                    .entry((site.to_string(), band.to_string(), from.clone()))
-                    .or_default();
-                r.0 += eur;
-                r.1 += kwh * pue;
-            }
-        }
-    }
+    push_month(h, &hours).await;
+    let (by_project, by_rate) = by_hand(tz, &hours, change);
 
     let (status, v) = h
         .get(&reader, &format!("/api/v1/costs?month={}", m.label()))
@@ -308,6 +230,104 @@ async fn month_matches_by_hand(
     hardware_apart_by_hand(h, tz, m, &hours, &v, &u).await;
 }
 
+/// Pushes the month: each hour of both hosts, in half-hour batches.
+async fn push_month(h: &engines::OnEngine, hours: &[i64]) {
+    // srv-1 (mairie): chat 1 kWh and web 0.25 kWh each hour; srv-2 (datacentre): ocr
+    // 0.5 kWh each hour. Each hour comes in two half-hour batches, the first halves in
+    // one push and the second halves in another (so every cost row is added to once
+    // after it was made), and the first push is sent twice (a replay costs nothing).
+    let hosts: [(&str, &[(&str, u64)]); 2] = [
+        ("srv-1", &[("chat", KWH), ("web", KWH / 4)]),
+        ("srv-2", &[("ocr", KWH / 2)]),
+    ];
+    for (host, projects) in hosts {
+        let token = h.token(TokenKind::Agent, Some(host)).await;
+        let half = |second: u64| -> Vec<_> {
+            hours
+                .iter()
+                .enumerate()
+                .map(|(i, &hs)| {
+                    let s = hs as u64 * 1000 + second * 1_800_000;
+                    let e = s + 1_800_000;
+                    let records = projects
+                        .iter()
+                        .map(|(p, uj)| {
+                            let uj = if second == 0 { uj / 2 } else { uj - uj / 2 };
+                            record(p, Component::Cpu, SourceKind::Rapl, s, e, uj)
+                        })
+                        .collect();
+                    batch(3, 2 * i as u64 + 1 + second, s, e, records)
+                })
+                .collect()
+        };
+        for p in [half(0), half(1), half(0)] {
+            let (status, body) = h.push(&token, &push(host, p)).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+}
+
+/// The month's euros computed by hand: per project, and per `(site, band, valid_from)`
+/// rate (euros, facility kWh).
+#[allow(clippy::type_complexity)]
+fn by_hand(
+    tz: &jiff::tz::TimeZone,
+    hours: &[i64],
+    change: &str,
+) -> (
+    BTreeMap<&'static str, f64>,
+    BTreeMap<(String, String, String), (f64, f64)>,
+) {
+    // By hand: for each hour, its local date and hour give the price.
+    let change_day: jiff::civil::Date = change.parse().unwrap();
+    let price = |site: &str, hour_s: i64| -> (f64, &'static str) {
+        let local = jiff::Timestamp::from_second(hour_s)
+            .unwrap()
+            .to_zoned(tz.clone());
+        let after = local.date() >= change_day;
+        let off = local.hour() >= 22 || local.hour() < 6;
+        match (site, after, off) {
+            ("mairie", false, false) => (0.2516, "peak"),
+            ("mairie", false, true) => (0.1996, "off_peak"),
+            ("mairie", true, false) => (0.2700, "peak"),
+            ("mairie", true, true) => (0.2100, "off_peak"),
+            (_, false, _) => (0.18, "flat"),
+            (_, true, _) => (0.15, "flat"),
+        }
+    };
+    let mut by_project: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut by_rate: BTreeMap<(String, String, String), (f64, f64)> = BTreeMap::new();
+    for &hs in hours {
+        for (site, pue, projects) in [
+            ("mairie", 1.5, &[("chat", 1.0), ("web", 0.25)][..]),
+            ("datacentre", 1.2, &[("ocr", 0.5)][..]),
+        ] {
+            let (eur_per_kwh, band) = price(site, hs);
+            let from = if jiff::Timestamp::from_second(hs)
+                .unwrap()
+                .to_zoned(tz.clone())
+                .date()
+                >= change_day
+            {
+                change.to_string()
+            } else {
+                String::new()
+            };
+            for (project, kwh) in projects {
+                let eur = kwh * pue * eur_per_kwh;
+                *by_project.entry(project).or_default() += eur;
+                let r = by_rate
+                    .entry((site.to_string(), band.to_string(), from.clone()))
+                    .or_default();
+                r.0 += eur;
+                r.1 += kwh * pue;
+            }
+        }
+    }
+
+    (by_project, by_rate)
+}
+
 /// The amortised hardware cost: 1 €/h for srv-1 every hour, shared 4:1 between chat
 /// and web by energy; 1 €/h for srv-2 (ocr) from the 16th, local midnight. Exact to the
 /// micro-euro, apart from the energy costs, in the API and in /metrics.
@@ -386,6 +406,36 @@ async fn hardware_apart_by_hand(
         assert!(text.contains(&line), "{line} not in:\n{text}");
     }
     assert!(text.contains("empreinte_footprint_cost_euros_total{project=\"chat\""));
+
+    // The report: the hardware table apart from the tariffs, each host with its price,
+    // period, date, source and the month's cost; per use and department, its own column.
+    for (lang, title, col) in [
+        ("fr", "Coût matériel amorti", "Matériel amorti"),
+        ("en", "Amortised hardware cost", "Amortised hardware"),
+    ] {
+        let (status, md) = h
+            .get(&reader, &format!("/reports/{}.md?lang={lang}", m.label()))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let md = md.as_str().unwrap();
+        assert!(md.contains(title) && md.contains(col), "{lang}: {md}");
+        let row = |host: &str| {
+            md.lines()
+                .find(|l| l.starts_with(&format!("| {host} |")) && l.contains('€'))
+                .unwrap_or_else(|| panic!("{host} in {md}"))
+                .to_string()
+        };
+        let (a, b) = (row("srv-1"), row("srv-2"));
+        assert!(a.contains("Facture F-2025-001, test"), "{a}");
+        assert!(
+            b.contains(&change.to_string()) && b.contains("Marché 2025-17"),
+            "{b}"
+        );
+        if lang == "en" {
+            assert!(a.contains(&format!("| {n}.00 €")), "{a}");
+            assert!(b.contains(&format!("| {n_after}.00 €")), "{b}");
+        }
+    }
 }
 
 #[tokio::test]

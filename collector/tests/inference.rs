@@ -8,21 +8,13 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use common::*;
-use empreinte_collector::config::CollectorConfig;
-use empreinte_collector::plan::Planner;
-use empreinte_collector::server::{AppState, router};
-use empreinte_collector::store::pg::DatabaseUrl;
-use empreinte_collector::store::{OpenStore, Store, TokenKind};
+use axum::http::StatusCode;
+use common::engine::Harness;
+use common::{batch, hour_ago, push, record};
+use empreinte_collector::store::TokenKind;
 use empreinte_shared::wire::{Batch, InferenceRecord, InferenceServerKind, Push, Record};
 use empreinte_shared::{Component, SourceKind};
-use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::ServiceExt;
 
 const CONFIG: &str = r#"
 [organisation]
@@ -110,110 +102,6 @@ fn v2_batch(seq: u64, t0: u64) -> Batch {
     }
 }
 
-/// A collector on one engine: its store, its router's state.
-struct Harness {
-    name: &'static str,
-    dir: tempfile::TempDir,
-    url: Option<DatabaseUrl>,
-    opened: OpenStore,
-    store: Arc<dyn Store>,
-    state: AppState,
-}
-
-impl Harness {
-    /// A collector on the store of `dir` (SQLite) or `url` (PostgreSQL).
-    async fn open(name: &'static str, dir: tempfile::TempDir, url: Option<DatabaseUrl>) -> Harness {
-        let config = CollectorConfig::from_toml(CONFIG).unwrap();
-        let options = config.store.options(
-            &config.organisation.timezone,
-            config.limits.max_host_power_watts,
-        );
-        let opened = OpenStore::open(dir.path(), url.as_ref(), &options)
-            .await
-            .unwrap();
-        let store = opened.store();
-        let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
-        let state = AppState::new(store.clone(), planner).unwrap();
-        Harness {
-            name,
-            dir,
-            url,
-            opened,
-            store,
-            state,
-        }
-    }
-
-    async fn token(&self, kind: TokenKind, agent: Option<&str>) -> String {
-        empreinte_collector::auth::issue(self.store.as_ref(), kind, agent, "test", 1)
-            .await
-            .unwrap()
-            .token
-    }
-
-    async fn call(&self, req: Request<Body>) -> (StatusCode, String) {
-        let resp = router(self.state.clone()).oneshot(req).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    async fn push_raw(&self, token: Option<&str>, body: impl Into<Body>) -> (StatusCode, String) {
-        let mut req = Request::post("/api/v1/ingest").header("content-type", "application/json");
-        if let Some(t) = token {
-            req = req.header("authorization", format!("Bearer {t}"));
-        }
-        self.call(req.body(body.into()).unwrap()).await
-    }
-
-    async fn push(&self, token: &str, p: &Push) -> (StatusCode, String) {
-        self.push_raw(Some(token), serde_json::to_vec(p).unwrap())
-            .await
-    }
-
-    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
-        let (status, body) = self
-            .call(
-                Request::get(path)
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
-        (
-            status,
-            serde_json::from_str(&body).unwrap_or(Value::String(body)),
-        )
-    }
-
-    /// Total stored energy and number of stored hourly rows, straight from the store.
-    async fn stored(&self) -> (u64, u64) {
-        let mut energy = 0;
-        for a in &self.store.agents().await.unwrap() {
-            energy += self.store.agent_balance(&a.agent_id).await.unwrap().1;
-        }
-        let rows = self.store.hourly_rows(0, i64::MAX).await.unwrap();
-        (energy, rows.len() as u64)
-    }
-
-    /// A new collector on the same database (a restart).
-    async fn reopen(self) -> Harness {
-        self.opened.close().await;
-        let Harness { name, dir, url, .. } = self;
-        Harness::open(name, dir, url).await
-    }
-}
-
-/// SQLite, and PostgreSQL when the cluster is there (always in CI).
-async fn engines() -> Vec<Harness> {
-    let mut out = vec![Harness::open("sqlite", tempfile::tempdir().unwrap(), None).await];
-    if let Some(url) = empreinte_testkit::postgres::fresh_database() {
-        let url = Some(url.parse().unwrap());
-        out.push(Harness::open("postgresql", tempfile::tempdir().unwrap(), url).await);
-    }
-    out
-}
-
 fn month_of(h: &Harness, t_ms: u64) -> String {
     jiff::Timestamp::from_millisecond(t_ms as i64)
         .unwrap()
@@ -234,7 +122,7 @@ fn close(got: &Value, want: f64, what: &str) {
 
 #[tokio::test]
 async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation() {
-    for h in engines().await {
+    for h in common::engine::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation_on(h).await;
     }
@@ -354,7 +242,7 @@ async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_com
 
 #[tokio::test]
 async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored() {
-    for h in engines().await {
+    for h in common::engine::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h).await;
     }
@@ -383,7 +271,7 @@ async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h: Ha
 
 #[tokio::test]
 async fn bad_queries_get_a_clear_400_and_no_token_a_401() {
-    for h in engines().await {
+    for h in common::engine::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         bad_queries_get_a_clear_400_and_no_token_a_401_on(h).await;
     }
@@ -407,7 +295,7 @@ async fn bad_queries_get_a_clear_400_and_no_token_a_401_on(h: Harness) {
 
 #[tokio::test]
 async fn the_prometheus_series_are_the_stored_totals_across_a_restart() {
-    for h in engines().await {
+    for h in common::engine::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         the_prometheus_series_are_the_stored_totals_across_a_restart_on(h).await;
     }

@@ -4,11 +4,13 @@
 //! emissions and idle GPU time, and a second model whose server counts output tokens
 //! but not requests, split from a shared process (allocated), with an hour of energy
 //! the server did not count. The JSON's figures are the hand computation; the French
-//! and English sections are compared with inline goldens (expect-test).
+//! and English sections are compared with inline goldens (expect-test). Both engines
+//! (SQLite, and PostgreSQL where the cluster is there: always in CI) give the same.
 
 mod common;
 
 use axum::http::StatusCode;
+use common::engine::{Harness, engines};
 use common::*;
 use empreinte_collector::report::{self, Format, Lang, ReportData};
 use empreinte_collector::store::TokenKind;
@@ -94,8 +96,7 @@ fn minute(seq: u64, s: u64, records: Vec<Record>, inference: Vec<InferenceRecord
     }
 }
 
-async fn march() -> (Harness, ReportData) {
-    let h = Harness::new(CONFIG).await;
+async fn march(h: &Harness) -> ReportData {
     let t0 = T0_S * 1000;
     // gpu-01, two minutes: each 36,000 J of GPU and 4,000 J of CPU tagged with the
     // chatbot's model, 12,000 J of idle GPU; 100 requests and 40,000 output tokens.
@@ -154,10 +155,9 @@ async fn march() -> (Harness, ReportData) {
     assert_eq!(status, StatusCode::OK, "{body}");
     let tz = h.state.tz.clone();
     let m = report::parse_report_month(&tz, "2025-03", NOW_S).unwrap();
-    let data = report::build_summary(h.store.as_ref(), h.state.planner.config(), &tz, &m, NOW_S)
+    report::build_summary(h.store.as_ref(), h.state.planner.config(), &tz, &m, NOW_S)
         .await
-        .unwrap();
-    (h, data)
+        .unwrap()
 }
 
 fn close(v: &Value, want: f64, what: &str) {
@@ -178,9 +178,15 @@ fn section(md: &str, heading: &str) -> String {
 
 #[tokio::test]
 async fn the_per_model_figures_are_the_hand_computation() {
-    let (_h, data) = march().await;
+    for h in engines(CONFIG).await {
+        eprintln!("engine: {}", h.name);
+        the_per_model_figures_are_the_hand_computation_on(&march(&h).await);
+    }
+}
+
+fn the_per_model_figures_are_the_hand_computation_on(data: &ReportData) {
     let json: Value =
-        serde_json::from_str(&report::render_text(&data, Format::Json, Lang::En).unwrap()).unwrap();
+        serde_json::from_str(&report::render_text(data, Format::Json, Lang::En).unwrap()).unwrap();
     let inf = &json["inference"];
     assert_eq!(inf["available"], true);
     let lines = inf["lines"].as_array().unwrap();
@@ -232,9 +238,15 @@ async fn the_per_model_figures_are_the_hand_computation() {
 
 #[tokio::test]
 async fn the_section_reads_the_same_in_french_and_english() {
-    let (_h, data) = march().await;
-    let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
-    let en = report::render_text(&data, Format::Md, Lang::En).unwrap();
+    for h in engines(CONFIG).await {
+        eprintln!("engine: {}", h.name);
+        the_section_reads_the_same_in_french_and_english_on(&march(&h).await);
+    }
+}
+
+fn the_section_reads_the_same_in_french_and_english_on(data: &ReportData) {
+    let fr = report::render_text(data, Format::Md, Lang::Fr).unwrap();
+    let en = report::render_text(data, Format::Md, Lang::En).unwrap();
     expect_test::expect![[r#"
         ## Par modèle d'inférence et par unité fonctionnelle
 

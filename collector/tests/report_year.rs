@@ -231,7 +231,7 @@ async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_orga
     for (choice, factor) in [
         (
             "grid_factor = \"ademe\"\nupstream_g_per_kwh = 6.0\nupstream_source = \"test upstream factor\"\n",
-            56.9,
+            58.0,
         ),
         ("", 0.0),
     ] {

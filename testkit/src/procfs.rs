@@ -67,12 +67,25 @@ impl FakeProcfs {
 
     /// Sets a process's CPU time (all of it as user time).
     pub fn set_ticks(&self, pid: u32, start_ticks: u64, cpu_ticks: u64) {
+        // Fixed-width numbers: every write of a process's `stat` has the same length.
         let stat = format!(
-            "{pid} (proc {pid}) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {cpu_ticks} 0 0 0 20 0 1 0 {start_ticks} 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
+            "{pid} (proc {pid}) S 1 {pid} {pid} 0 -1 4194560 100 0 0 0 {cpu_ticks:020} 0 0 0 20 0 1 0 {start_ticks:020} 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n"
         );
         // In place, not by rename: the agent keeps `stat` files open between cycles and
-        // reads them again, as procfs allows; a renamed file would be a new inode.
-        fs::write(self.dir.path().join(pid.to_string()).join("stat"), stat).unwrap();
+        // reads them again, as procfs allows; a renamed file would be a new inode. And
+        // without truncating first: procfs gives a reader the whole content, never an
+        // empty file (a reader between a truncation and the write would see the process
+        // gone for a cycle, and that cycle's CPU energy would go to no process). The
+        // length never changes, so one write over the old content is the whole update.
+        use std::io::Write;
+        let path = self.dir.path().join(pid.to_string()).join("stat");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap();
+        f.write_all(stat.as_bytes()).unwrap();
     }
 
     /// `pid` listens on TCP `127.0.0.1:port`: a `LISTEN` line in `net/tcp` and an

@@ -10,6 +10,7 @@ use empreinte_shared::wire::{InferenceRecord, InferenceServerKind};
 use prometheus::proto::{MetricFamily, MetricType};
 
 use super::ServerInfo;
+use super::kinds::{Role, counts};
 
 /// What the agent counted since it started, per (project, model, server kind):
 /// requests, input, cached input and output tokens.
@@ -70,8 +71,19 @@ pub fn families(servers: &[ServerInfo], totals: &CountedTotals) -> Vec<MetricFam
             ("model", &**model),
             ("server", server.as_str()),
         ];
-        requests.push(&base, t[0] as f64);
-        for (kind, v) in [("input", t[1]), ("cached_input", t[2]), ("output", t[3])] {
+        // A count the server kind does not keep has no series (never a 0).
+        let kept = |role: Role| counts(*server, role);
+        if kept(Role::Requests) {
+            requests.push(&base, t[0] as f64);
+        }
+        for (kind, v, role) in [
+            ("input", t[1], Role::InputTokens),
+            ("cached_input", t[2], Role::CachedInputTokens),
+            ("output", t[3], Role::OutputTokens),
+        ] {
+            if !kept(role) {
+                continue;
+            }
             let mut labels = base.to_vec();
             labels.push(("kind", kind));
             tokens.push(&labels, v as f64);

@@ -132,6 +132,8 @@ struct Servers {
 /// What one server counted since the last take.
 #[derive(Clone, Debug)]
 pub struct ServerTake {
+    /// The server, within the run (for [`Inference::carry_gaps`]).
+    pub id: u64,
     pub info: ServerInfo,
     pub taken: Taken,
 }
@@ -205,12 +207,28 @@ impl Inference {
             .servers
             .iter_mut()
             .map(|srv| ServerTake {
+                id: srv.id,
                 info: srv.info.clone(),
                 taken: srv.tracker.take(now_ms),
             })
             .collect();
         s.servers.retain(|srv| !srv.gone);
         out
+    }
+
+    /// Gives back the gap time a cycle's records could not hold (a record's gap is at
+    /// most its span; see [`records::excess_gaps`]): the next take carries it, so the
+    /// outage's whole length reaches the collector.
+    pub fn carry_gaps(&self, excess: &[(u64, u64)]) {
+        if excess.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        for &(id, ms) in excess {
+            if let Some(srv) = s.servers.iter_mut().find(|srv| srv.id == id) {
+                srv.tracker.carry_gap(ms);
+            }
+        }
     }
 
     /// Adds a cycle's records to what `/metrics` shows.

@@ -49,6 +49,17 @@ pub fn build(
     out
 }
 
+/// The gap time of each server's take past the span `[start_ms, end_ms]` (a record's gap
+/// is at most its span, and [`build`] caps it): `(server id, ms)` to carry to the next take.
+pub fn excess_gaps(takes: &[ServerTake], start_ms: u64, end_ms: u64) -> Vec<(u64, u64)> {
+    let span = end_ms.saturating_sub(start_ms);
+    takes
+        .iter()
+        .filter(|t| !t.taken.models.is_empty() && t.taken.gap_ms > span)
+        .map(|t| (t.id, t.taken.gap_ms - span))
+        .collect()
+}
+
 /// A batch's inference records, one per (project, model, server).
 pub type Merged = BTreeMap<(String, String, InferenceServerKind), InferenceRecord>;
 

@@ -123,6 +123,11 @@ impl Tracker {
         &self.loaded
     }
 
+    /// Gap time a take's record could not hold, for the next take.
+    pub fn carry_gap(&mut self, ms: u64) {
+        self.gap_ms = self.gap_ms.saturating_add(ms);
+    }
+
     /// What was counted since the last take, up to `now_ms`, and starts again.
     pub fn take(&mut self, now_ms: u64) -> Taken {
         if let Some(down) = self.down_since_ms {
@@ -187,6 +192,22 @@ mod tests {
         t.models
             .get(model)
             .map_or(u64::MAX, |c| c.counts[Role::OutputTokens.index()])
+    }
+
+    #[test]
+    fn gap_time_a_record_cannot_hold_is_carried_to_the_next_take() {
+        let d: Arc<str> = Arc::from("default");
+        let mut t = Tracker::default();
+        t.observe(1_000, None, &read(&[("a", 1)]), &d);
+        t.failed(1_000);
+        // A take 1.5 s later, whose record spans 1 s: 500 ms carried.
+        let x = t.take(2_500);
+        assert_eq!(x.gap_ms, 1_500);
+        t.carry_gap(x.gap_ms - 1_000);
+        t.observe(3_000, None, &read(&[("a", 2)]), &d);
+        let y = t.take(3_000);
+        // 500 ms carried + 500 ms since the last take: the outage's 2 s in all.
+        assert_eq!((1_000 + y.gap_ms, out(&y, "a")), (2_000, 1));
     }
 
     #[test]

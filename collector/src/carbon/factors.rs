@@ -740,7 +740,7 @@ mod tests {
         assert_eq!(fr.g_per_kwh, GramsPerKwh(56.0));
         assert_eq!(fr.kind, FactorKind::Lifecycle);
         let all: Vec<f64> = c.grid_all("FR").iter().map(|g| g.g_per_kwh.0).collect();
-        assert_eq!(all, vec![56.0, 44.2, 56.9, 21.7]);
+        assert_eq!(all, vec![56.0, 44.2, 58.0, 21.7]);
         let rte = c.grid_all("FR")[3];
         assert_eq!(rte.kind, FactorKind::Direct);
     }

@@ -1,8 +1,9 @@
 //! The report's section on the register of AI uses: the month per use and per
 //! department (energy, emissions, euros), the projects with energy that no use declares
 //! ("usage non déclaré"), the external uses' *estimated* footprint kept apart, and the
-//! tariff rates behind the euros. Present when a register is configured or a cost was
-//! stored; French first.
+//! tariff rates behind the euros, and the amortised hardware cost apart from them (the
+//! hosts' purchase prices and their sources). Present when a register is configured or a
+//! cost was stored; French first.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,8 @@ pub struct Group {
     pub hosting: String,
     pub sums: Sums,
     pub cost_ueur: u64,
+    /// The amortised hardware cost, apart from `cost_ueur` (energy).
+    pub hardware_ueur: u64,
     pub estimated_energy_uj: u64,
 }
 
@@ -49,6 +52,9 @@ pub struct RegisterReport {
     pub estimates: Vec<(String, Estimate)>,
     pub tariffs: Vec<TariffLine>,
     pub cost_ueur: u64,
+    /// Every hardware rate behind the month's amortised cost, with that cost.
+    pub hardware: Vec<(crate::cost::hardware::StoredRate, u64)>,
+    pub hardware_ueur: u64,
 }
 
 /// The section's data for month `m` from the month's lines, the register and the
@@ -60,7 +66,11 @@ pub async fn gather(
     lines: &[AggregateLine],
 ) -> Option<RegisterReport> {
     let costs: Vec<CostLine> = store.costs(m.from_s, m.to_s).await.unwrap_or_default();
-    if config.register_file.is_none() && costs.is_empty() {
+    let hardware = store
+        .hardware_costs(m.from_s, m.to_s)
+        .await
+        .unwrap_or_default();
+    if config.register_file.is_none() && costs.is_empty() && hardware.is_empty() {
         return None;
     }
     let (register, error) = match crate::register::load_configured(config) {
@@ -83,10 +93,21 @@ pub async fn gather(
         t.facility_uj += c.facility_uj;
         t.cost_ueur += c.cost_ueur;
     }
+    let mut hardware_of: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut rates: BTreeMap<i64, (crate::cost::hardware::StoredRate, u64)> = BTreeMap::new();
+    for h in &hardware {
+        *hardware_of.entry(&h.project).or_default() += h.cost_ueur;
+        rates
+            .entry(h.rate.id)
+            .or_insert_with(|| (h.rate.clone(), 0))
+            .1 += h.cost_ueur;
+    }
     let mut out = RegisterReport {
         error,
         cost_ueur: costs.iter().map(|c| c.cost_ueur).sum(),
         tariffs: tariffs.into_values().collect(),
+        hardware_ueur: hardware.iter().map(|h| h.cost_ueur).sum(),
+        hardware: rates.into_values().collect(),
         ..RegisterReport::default()
     };
     let mut departments: BTreeMap<String, Group> = BTreeMap::new();
@@ -108,6 +129,7 @@ pub async fn gather(
                 g.sums.add(s);
             }
             g.cost_ueur += cost_of.get(p.as_str()).copied().unwrap_or(0);
+            g.hardware_ueur += hardware_of.get(p.as_str()).copied().unwrap_or(0);
         }
         for v in u.volumes.iter().filter(|v| v.month == m.label()) {
             if let Some(e) = external::estimate(v) {
@@ -123,6 +145,7 @@ pub async fn gather(
             });
         d.sums.add(&g.sums);
         d.cost_ueur += g.cost_ueur;
+        d.hardware_ueur += g.hardware_ueur;
         d.estimated_energy_uj += g.estimated_energy_uj;
         out.uses.push(g);
     }
@@ -175,7 +198,8 @@ pub fn section(cx: &Ctx, b: &mut Vec<Block>) {
                 tr(lang, "Hébergement", "Hosting").into(),
                 tr(lang, "Énergie mesurée", "Measured energy").into(),
                 "CO2e".into(),
-                tr(lang, "Coût", "Cost").into(),
+                tr(lang, "Coût de l'électricité", "Electricity cost").into(),
+                tr(lang, "Matériel amorti", "Amortised hardware").into(),
             ],
             r.uses
                 .iter()
@@ -192,6 +216,7 @@ pub fn section(cx: &Ctx, b: &mut Vec<Block>) {
                         kwh(lang, g.sums.energy_uj),
                         co2(&g.sums),
                         euros(lang, g.cost_ueur),
+                        euros(lang, g.hardware_ueur),
                     ]
                 })
                 .collect(),
@@ -201,7 +226,8 @@ pub fn section(cx: &Ctx, b: &mut Vec<Block>) {
                 tr(lang, "Direction", "Department").into(),
                 tr(lang, "Énergie mesurée", "Measured energy").into(),
                 "CO2e".into(),
-                tr(lang, "Coût", "Cost").into(),
+                tr(lang, "Coût de l'électricité", "Electricity cost").into(),
+                tr(lang, "Matériel amorti", "Amortised hardware").into(),
                 tr(
                     lang,
                     "Énergie estimée (services externes)",
@@ -217,6 +243,7 @@ pub fn section(cx: &Ctx, b: &mut Vec<Block>) {
                         kwh(lang, g.sums.energy_uj),
                         co2(&g.sums),
                         euros(lang, g.cost_ueur),
+                        euros(lang, g.hardware_ueur),
                         kwh(lang, g.estimated_energy_uj),
                     ]
                 })
@@ -241,6 +268,7 @@ pub fn section(cx: &Ctx, b: &mut Vec<Block>) {
     }
     estimates(cx, r, b);
     tariffs(cx, r, b);
+    hardware(cx, r, b);
 }
 
 fn estimates(cx: &Ctx, r: &RegisterReport, b: &mut Vec<Block>) {
@@ -336,6 +364,58 @@ fn tariffs(cx: &Ctx, r: &RegisterReport, b: &mut Vec<Block>) {
                     kwh(lang, t.facility_uj),
                     euros(lang, t.cost_ueur),
                     t.tariff.source.clone(),
+                ]
+            })
+            .collect(),
+    ));
+}
+
+/// The amortised hardware cost, apart from the electricity cost: each host's price,
+/// period, purchase date and source, and what the month was charged.
+fn hardware(cx: &Ctx, r: &RegisterReport, b: &mut Vec<Block>) {
+    let lang = cx.lang;
+    if r.hardware.is_empty() {
+        return;
+    }
+    b.push(Block::Subheading(
+        tr(lang, "Coût matériel amorti", "Amortised hardware cost").into(),
+    ));
+    b.push(Block::Para(format!(
+        "{} {}",
+        tr(
+            lang,
+            "Prix d'achat de chaque hôte réparti également sur sa durée d'amortissement, pour le temps où il a rendu compte, partagé entre ses projets selon l'énergie ; un chiffre comptable, à part du coût de l'électricité et non ajouté à lui. Total :",
+            "Purchase price of each host spread evenly over its amortisation period, for the time it reported, shared between its projects by energy; an accounting figure, apart from the electricity cost and not added to it. Total:"
+        ),
+        euros(lang, r.hardware_ueur)
+    )));
+    b.push(Block::Table(
+        vec![
+            tr(lang, "Hôte", "Host").into(),
+            tr(lang, "Prix d'achat", "Purchase price").into(),
+            tr(lang, "Amortissement (ans)", "Amortisation (years)").into(),
+            tr(lang, "Depuis", "From").into(),
+            tr(lang, "Coût du mois", "Month's cost").into(),
+            "Source".into(),
+        ],
+        r.hardware
+            .iter()
+            .map(|(rate, ueur)| {
+                vec![
+                    rate.host.clone(),
+                    euros(lang, rate.price_ueur),
+                    number(
+                        lang,
+                        rate.period_hours as f64 / crate::plan::HOURS_PER_YEAR,
+                        2,
+                    ),
+                    if rate.purchased_on.is_empty() {
+                        "—".into()
+                    } else {
+                        rate.purchased_on.clone()
+                    },
+                    euros(lang, *ueur),
+                    rate.source.clone(),
                 ]
             })
             .collect(),

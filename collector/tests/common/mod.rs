@@ -1,6 +1,7 @@
 //! Shared pieces of the collector's tests: a store in a temp dir, a router, pushes.
 #![allow(dead_code)]
 
+pub mod engine;
 pub mod engines;
 
 use std::sync::Arc;

@@ -281,7 +281,11 @@ async fn insert(
     rows: &[Vec<Value>],
 ) -> Result<(), StoreError> {
     let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new(format!("INSERT INTO {table} ({}) ", columns.join(", ")));
+        // The same ids, also into `GENERATED ALWAYS` identity columns.
+        QueryBuilder::new(format!(
+            "INSERT INTO {table} ({}) OVERRIDING SYSTEM VALUE ",
+            columns.join(", ")
+        ));
     let mut bad: Option<String> = None;
     q.push_values(rows, |mut b, row| {
         for (c, v) in columns.iter().zip(row) {

@@ -16,6 +16,11 @@
 //!
 //! Per-collector state: nothing but a cache of coefficient ids (rows never deleted or
 //! changed once committed) and the time of the last retention step.
+//!
+//! Past 600 lines, and kept whole on purpose like the SQLite store's `mod.rs`: most of it
+//! is the one `impl Store for PgStore`, a short query per read of the trait, so the two
+//! engines' readings of each query sit side by side file for file; the writes live in
+//! `ingest.rs`, `hours.rs`, `maintain.rs` and the capability files.
 
 pub mod copy;
 mod costs;
