@@ -147,7 +147,52 @@ pub async fn build_year(
         Ok((s, _)) if s != Sums::default() => Some(Figures::from(&s)),
         _ => None,
     };
-    let beges = vec![
+    let beges = beges(config, &total, &uncertainty);
+    Ok(YearData {
+        schema: "empreinte-year/1",
+        organisation: config.organisation.name.clone(),
+        timezone: config.organisation.timezone.clone(),
+        year,
+        generated_at: jiff::Timestamp::from_second(now_s)
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+        complete: now_s >= last.to_s,
+        totals: Figures::from(&total),
+        uncertainty,
+        beges,
+        months,
+        objectives,
+        previous_year,
+        cost_ueur: store
+            .costs(first.from_s, last.to_s)
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|c| c.cost_ueur)
+            .sum(),
+        month_costs_ueur,
+        factors: super::year_factors::used(store, first.from_s, last.to_s).await?,
+        grid_choice: config.organisation.grid_factor.clone(),
+        upstream: config.organisation.upstream_g_per_kwh.map(|g| {
+            (
+                g,
+                config
+                    .organisation
+                    .upstream_source
+                    .clone()
+                    .unwrap_or_default(),
+            )
+        }),
+    })
+}
+
+/// The BEGES category lines of a year's totals.
+fn beges(
+    config: &CollectorConfig,
+    total: &Sums,
+    uncertainty: &crate::uncertainty::FigureUncertainty,
+) -> Vec<BegesLine> {
+    vec![
         BegesLine {
             category: "2.1",
             label: "electricity, location-based",
@@ -189,43 +234,7 @@ pub async fn build_year(
                 note: "not computed: no upstream factor is configured",
             },
         },
-    ];
-    Ok(YearData {
-        schema: "empreinte-year/1",
-        organisation: config.organisation.name.clone(),
-        timezone: config.organisation.timezone.clone(),
-        year,
-        generated_at: jiff::Timestamp::from_second(now_s)
-            .map(|t| t.to_string())
-            .unwrap_or_default(),
-        complete: now_s >= last.to_s,
-        totals: Figures::from(&total),
-        uncertainty,
-        beges,
-        months,
-        objectives,
-        previous_year,
-        cost_ueur: store
-            .costs(first.from_s, last.to_s)
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(|c| c.cost_ueur)
-            .sum(),
-        month_costs_ueur,
-        factors: super::year_factors::used(store, first.from_s, last.to_s).await?,
-        grid_choice: config.organisation.grid_factor.clone(),
-        upstream: config.organisation.upstream_g_per_kwh.map(|g| {
-            (
-                g,
-                config
-                    .organisation
-                    .upstream_source
-                    .clone()
-                    .unwrap_or_default(),
-            )
-        }),
-    })
+    ]
 }
 
 fn t_co2e(lang: Lang, ug: u64) -> String {
