@@ -180,3 +180,35 @@ impl<'a> dyn Store + 'a {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    /// Whatever the engines keep today, a read of what one does not keep is a 501 that
+    /// names the engine and the capability (never a 503 a client would retry).
+    #[tokio::test]
+    async fn a_capability_not_kept_is_a_501_naming_the_engine() {
+        for capability in Capability::ALL {
+            for engine in [Engine::Sqlite, Engine::Postgresql] {
+                let e =
+                    crate::server::AppError::Store(StoreError::Unsupported { engine, capability });
+                assert_eq!(e.status(), StatusCode::NOT_IMPLEMENTED);
+                let resp = e.into_response();
+                assert_eq!(resp.status(), StatusCode::NOT_IMPLEMENTED);
+                let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+                let text = String::from_utf8_lossy(&body);
+                assert!(
+                    text.contains(&format!(
+                        "the {} store does not keep {}",
+                        engine.name(),
+                        capability.what()
+                    )),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
