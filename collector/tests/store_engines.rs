@@ -765,3 +765,104 @@ async fn what_an_engine_does_not_keep_answers_501_naming_the_engine() {
         e.opened.close().await;
     }
 }
+
+/// Inference counts (wire v2), two models behind one host, replays and a split push: the
+/// inference API by every grouping, the metrics' inference series and the month's report
+/// read the same from both engines, and the counts equal what was pushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_counts_read_the_same_on_both_engines() {
+    use empreinte_shared::wire::{Batch, InferenceRecord, InferenceServerKind, Record};
+    let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
+    let from = month(&tz, 2025, 10).unwrap().from_s;
+    let mut runs = Vec::new();
+    for e in engines(CONFIG).await {
+        let agent = e.token(TokenKind::Agent, Some("gpu-1")).await;
+        let read = e.token(TokenKind::Read, None).await;
+        let batches: Vec<Batch> = (1..=6u64)
+            .map(|q| {
+                let (a, b) = (
+                    ms(from + 3600 * 30) + (q - 1) * 1_200_000,
+                    ms(from + 3600 * 30) + q * 1_200_000,
+                );
+                let model = if q % 2 == 0 {
+                    "llama-3-8b"
+                } else {
+                    "mistral-7b"
+                };
+                Batch {
+                    inference: vec![InferenceRecord {
+                        project: "chat".into(),
+                        model: model.into(),
+                        server: InferenceServerKind::Vllm,
+                        start_unix_ms: a,
+                        end_unix_ms: b,
+                        requests: Some(100 + q),
+                        input_tokens: Some(10_000 * q),
+                        cached_input_tokens: Some(q),
+                        output_tokens: Some(50_000 + q),
+                        gap_ms: 0,
+                        resets: 0,
+                        allocated: true,
+                    }],
+                    ..batch(
+                        4,
+                        q,
+                        a,
+                        b,
+                        vec![Record {
+                            model: Some(model.into()),
+                            ..record(
+                                "chat",
+                                Component::Gpu,
+                                SourceKind::Nvml,
+                                a,
+                                b,
+                                900_000_011 * q,
+                            )
+                        }],
+                    )
+                }
+            })
+            .collect();
+        let mut t = Vec::new();
+        for chunk in [&batches[..4], &batches[2..]] {
+            let (status, body) = e.push(&agent, &push("gpu-1", chunk.to_vec())).await;
+            assert_eq!(status, StatusCode::OK, "{}: {body}", e.name);
+            t.push(body);
+        }
+        let totals = e.store.inference_totals().await.unwrap();
+        let requests: u64 = totals.iter().map(|x| x.counts.requests.unwrap_or(0)).sum();
+        assert_eq!(
+            requests,
+            (1..=6).map(|q| 100 + q).sum::<u64>(),
+            "{}",
+            e.name
+        );
+        t.push(format!("{totals:?}"));
+        for by in ["project", "model", "host", "day"] {
+            let path = format!("/api/v1/inference?month=2025-10&group_by={by}");
+            t.push(format!("GET {path} {:?}", e.get(&read, &path).await));
+        }
+        let (_, metrics) = e.get(&read, "/metrics").await;
+        let mut series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("empreinte_inference_"))
+            .collect();
+        series.sort();
+        assert!(!series.is_empty(), "{}: {metrics}", e.name);
+        t.push(series.join("\n"));
+        let config = e.state.planner.config();
+        let m10 = report::parse_report_month(&tz, "2025-10", NOW_S).unwrap();
+        let data = report::build(e.store.as_ref(), config, &tz, &m10, NOW_S)
+            .await
+            .unwrap();
+        for (format, lang) in [(Format::Json, Lang::En), (Format::Md, Lang::Fr)] {
+            let text = report::render_text(&data, format, lang).unwrap();
+            assert!(text.contains("mistral-7b"), "{}: the report's models", e.name);
+            t.push(text);
+        }
+        e.opened.close().await;
+        runs.push((e.name, t));
+    }
+    same_transcripts(&runs);
+}
