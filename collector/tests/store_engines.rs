@@ -858,7 +858,11 @@ async fn inference_counts_read_the_same_on_both_engines() {
             .unwrap();
         for (format, lang) in [(Format::Json, Lang::En), (Format::Md, Lang::Fr)] {
             let text = report::render_text(&data, format, lang).unwrap();
-            assert!(text.contains("mistral-7b"), "{}: the report's models", e.name);
+            assert!(
+                text.contains("mistral-7b"),
+                "{}: the report's models",
+                e.name
+            );
             t.push(text);
         }
         e.opened.close().await;

@@ -86,6 +86,50 @@ pub struct RegisterReport {
     pub hardware_ueur: u64,
 }
 
+/// Tariff and hardware rates in the order of what they say, not of their ids: ids are
+/// given in the order the rates were first stored, which differs between engines and
+/// between collectors, and the report reads the same from either.
+fn in_content_order(
+    tariffs: impl Iterator<Item = TariffLine>,
+    rates: impl Iterator<Item = (crate::cost::hardware::StoredRate, u64)>,
+) -> (
+    Vec<TariffLine>,
+    Vec<(crate::cost::hardware::StoredRate, u64)>,
+) {
+    let mut tariffs: Vec<TariffLine> = tariffs.collect();
+    tariffs.sort_by(|a, b| {
+        let key = |t: &crate::cost::StoredTariff| {
+            (
+                t.site.clone(),
+                t.valid_from.clone(),
+                t.band,
+                t.price_ueur_per_kwh,
+                t.off_peak_hours.clone(),
+                t.source.clone(),
+            )
+        };
+        key(&a.tariff).cmp(&key(&b.tariff))
+    });
+    let mut rates: Vec<_> = rates.collect();
+    rates.sort_by(|(a, _), (b, _)| {
+        (
+            &a.host,
+            &a.purchased_on,
+            a.price_ueur,
+            a.period_hours,
+            &a.source,
+        )
+            .cmp(&(
+                &b.host,
+                &b.purchased_on,
+                b.price_ueur,
+                b.period_hours,
+                &b.source,
+            ))
+    });
+    (tariffs, rates)
+}
+
 /// The section's data for month `m` from the month's lines, the register and the
 /// stored costs; `None` when there is neither a register nor a cost.
 pub async fn gather(
@@ -131,39 +175,7 @@ pub async fn gather(
             .or_insert_with(|| (h.rate.clone(), 0))
             .1 += h.cost_ueur;
     }
-    // In the order of what they say, not of their ids: ids are given in the order the
-    // rates were first stored, which differs between engines and between collectors.
-    let mut tariffs: Vec<TariffLine> = tariffs.into_values().collect();
-    tariffs.sort_by(|a, b| {
-        let key = |t: &crate::cost::StoredTariff| {
-            (
-                t.site.clone(),
-                t.valid_from.clone(),
-                t.band,
-                t.price_ueur_per_kwh,
-                t.off_peak_hours.clone(),
-                t.source.clone(),
-            )
-        };
-        key(&a.tariff).cmp(&key(&b.tariff))
-    });
-    let mut rates: Vec<_> = rates.into_values().collect();
-    rates.sort_by(|(a, _), (b, _)| {
-        (
-            &a.host,
-            &a.purchased_on,
-            a.price_ueur,
-            a.period_hours,
-            &a.source,
-        )
-            .cmp(&(
-                &b.host,
-                &b.purchased_on,
-                b.price_ueur,
-                b.period_hours,
-                &b.source,
-            ))
-    });
+    let (tariffs, rates) = in_content_order(tariffs.into_values(), rates.into_values());
     let mut out = RegisterReport {
         error,
         cost_ueur: costs.iter().map(|c| c.cost_ueur).sum(),
