@@ -87,6 +87,20 @@ fn busy_processes_get_their_share_and_nothing_is_lost_or_counted_twice() {
     agent.wait_cycles(15);
     let after = debug(&agent);
     let ticks_after = ticks(&busy);
+    // The top processes are those of the last cycle: on a loaded machine a cycle may
+    // pass without alpha's processes being scheduled, so wait (while they run) for a
+    // cycle that shows one.
+    let alpha_proc = empreinte_testkit::wait::wait_until(
+        "an alpha process among the top processes",
+        Duration::from_secs(60),
+        || {
+            debug(&agent)["attribution"]["top_processes"]
+                .as_array()?
+                .iter()
+                .find(|p| p["project"] == "alpha")
+                .cloned()
+        },
+    );
     drop(busy);
     stop.store(true, Ordering::Relaxed);
     let _fp = power.join().unwrap();
@@ -130,13 +144,6 @@ fn busy_processes_get_their_share_and_nothing_is_lost_or_counted_twice() {
         (ratio / truth - 1.0).abs() <= 0.25,
         "alpha/beta = {ratio:.2}, the processes' CPU time says {truth:.2} (± 25 %)"
     );
-    let top = &after["attribution"]["top_processes"];
-    let alpha_proc = top
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["project"] == "alpha")
-        .unwrap();
     assert!(
         alpha_proc["reason"]
             .as_str()

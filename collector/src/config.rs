@@ -100,6 +100,14 @@ pub struct Organisation {
     /// `ember`...; `choice` in collector/data/carbon.toml); unset: each zone's default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grid_factor: Option<String>,
+    /// Upstream emissions of electricity (extraction, transport, losses), gCO2e per kWh
+    /// of facility energy, for the yearly statement's BEGES line (e.g. from ADEME's Base
+    /// Empreinte); unset: that line says it is not computed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_g_per_kwh: Option<f64>,
+    /// Where `upstream_g_per_kwh` comes from (database, identifier, year).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_source: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -313,6 +321,8 @@ impl Default for Organisation {
             timezone: "Europe/Paris".into(),
             language: "fr".into(),
             grid_factor: None,
+            upstream_g_per_kwh: None,
+            upstream_source: None,
         }
     }
 }

@@ -228,7 +228,13 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
 async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_organisation_chose_it()
 {
     use std::sync::Arc;
-    for (choice, factor) in [("grid_factor = \"ademe\"\n", 58.0), ("", 0.0)] {
+    for (choice, factor) in [
+        (
+            "grid_factor = \"ademe\"\nupstream_g_per_kwh = 6.0\nupstream_source = \"test upstream factor\"\n",
+            58.0,
+        ),
+        ("", 0.0),
+    ] {
         let toml = format!(
             "[organisation]\nname = \"Ville\"\ntimezone = \"Europe/Paris\"\n{choice}[limits]\nmax_batch_age = \"36500days\"\n[default_site]\nname = \"mairie\"\nzone = \"FR\"\npue = 1.0\n"
         );
@@ -311,6 +317,13 @@ async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_orga
                 md.contains("Base Empreinte de l'ADEME, choisie par l'organisation"),
                 "{md}"
             );
+            // The configured upstream factor: 1 kWh × 6 g.
+            assert_eq!(year.beges[3].co2e_ug, Some(6_000_000));
+            assert!(
+                md.contains("Amont de l'électricité (extraction, transport, pertes)")
+                    && md.contains("test upstream factor"),
+                "{md}"
+            );
         } else {
             assert!(!grid[0].ademe_base_empreinte, "{grid:?}");
             assert!(
@@ -319,4 +332,18 @@ async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_orga
             );
         }
     }
+}
+
+#[test]
+fn an_upstream_factor_needs_a_plausible_value_and_a_source() {
+    let c = empreinte_collector::config::CollectorConfig::from_toml(
+        "[organisation]\nupstream_g_per_kwh = -3.0\n",
+    )
+    .unwrap();
+    let keys: Vec<String> = c.problems().into_iter().map(|p| p.key).collect();
+    assert!(
+        keys.contains(&"organisation.upstream_g_per_kwh".to_string())
+            && keys.contains(&"organisation.upstream_source".to_string()),
+        "{keys:?}"
+    );
 }

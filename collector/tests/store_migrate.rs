@@ -102,3 +102,118 @@ async fn a_table_postgresql_lacks_refuses_the_copy_when_it_has_rows_and_is_left_
     );
     pg.close().await;
 }
+
+/// The tables that landed on PostgreSQL after `db migrate` was written (costs, amortised
+/// hardware, inference counts, configuration history) are copied and checked like the
+/// footprint's: every row and every number column's sum equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn costs_hardware_and_inference_counts_are_copied_with_every_total_equal() {
+    use empreinte_shared::wire::{InferenceRecord, InferenceServerKind, Record};
+    let Some(url) = empreinte_testkit::postgres::fresh_database() else {
+        return;
+    };
+    let h = Harness::new(
+        r#"
+[[site]]
+name = "dc"
+zone = "FR"
+pue = 1.5
+pue_source = "test"
+hosts = ["gpu-*"]
+tariff_eur_per_kwh = 0.2516
+tariff_off_peak_eur_per_kwh = 0.1996
+tariff_off_peak_hours = ["22-06"]
+tariff_source = "Tarif bleu HP/HC, test"
+[[inventory]]
+hosts = ["gpu-1"]
+purchase_price_eur = 8760.0
+amortisation_years = 1.0
+purchase_source = "Facture, test"
+"#,
+    )
+    .await;
+    let t = h.token(TokenKind::Agent, Some("gpu-1")).await;
+    let s = hour_ago(3);
+    let batches = (1..=3u64)
+        .map(|q| {
+            let (a, b) = (s + (q - 1) * 3_600_000, s + q * 3_600_000);
+            empreinte_shared::wire::Batch {
+                inference: vec![InferenceRecord {
+                    project: "chat".into(),
+                    model: "llama-3-8b".into(),
+                    server: InferenceServerKind::Vllm,
+                    start_unix_ms: a,
+                    end_unix_ms: b,
+                    requests: Some(600 + q),
+                    input_tokens: Some(25_000),
+                    cached_input_tokens: None,
+                    output_tokens: Some(120_000 + q),
+                    gap_ms: 0,
+                    resets: 0,
+                    allocated: false,
+                }],
+                ..batch(
+                    1,
+                    q,
+                    a,
+                    b,
+                    vec![Record {
+                        model: Some("llama-3-8b".into()),
+                        ..record(
+                            "chat",
+                            Component::Gpu,
+                            SourceKind::Nvml,
+                            a,
+                            b,
+                            1_800_000_007 * q,
+                        )
+                    }],
+                )
+            }
+        })
+        .collect();
+    let (status, body) = h.push(&t, &push("gpu-1", batches)).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{body}");
+    let Harness { dir, store, state } = h;
+    drop(state);
+    store.close().await;
+
+    let db = dir.path().join(DB_FILE);
+    let pg = PgStore::open(&url, &StoreOptions::default()).await.unwrap();
+    let checks = copy::copy_from_sqlite(&db, &pg).await.unwrap();
+    assert!(checks.iter().all(|c| c.equal()), "{checks:#?}");
+    for table in [
+        "cost_hourly",
+        "cost_totals",
+        "tariffs",
+        "inference_hourly",
+        "inference_totals",
+    ] {
+        let c = checks
+            .iter()
+            .find(|c| c.table == table)
+            .unwrap_or_else(|| panic!("{table} is copied: {checks:#?}"));
+        assert!(c.sqlite_rows > 0, "{table} has rows to copy: {c:?}");
+    }
+    // The copy reads back the same: costs and counts from PostgreSQL's reads.
+    let sqlite = empreinte_collector::store::sqlite::SqliteStore::open(dir.path())
+        .await
+        .unwrap();
+    use empreinte_collector::store::Store;
+    let (a, b): (&dyn Store, &dyn Store) = (&sqlite, &pg);
+    assert_eq!(
+        a.cost_totals().await.unwrap(),
+        b.cost_totals().await.unwrap()
+    );
+    assert_eq!(
+        a.hardware_cost_totals().await.unwrap(),
+        b.hardware_cost_totals().await.unwrap()
+    );
+    assert_eq!(
+        a.inference_totals().await.unwrap(),
+        b.inference_totals().await.unwrap()
+    );
+    assert!(!b.inference_totals().await.unwrap().is_empty());
+    sqlite.close().await;
+    pg.close().await;
+}

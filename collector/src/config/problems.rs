@@ -40,6 +40,27 @@ fn organisation(c: &CollectorConfig, problem: &mut impl FnMut(String, String)) {
             ),
         );
     }
+    if let Some(g) = c.organisation.upstream_g_per_kwh {
+        if !(g.is_finite() && g > 0.0 && g < 2_000.0) {
+            problem(
+                "organisation.upstream_g_per_kwh".into(),
+                format!("{g}: a factor in gCO2e/kWh, above 0 and below 2,000"),
+            );
+        }
+        if c.organisation
+            .upstream_source
+            .as_deref()
+            .unwrap_or("")
+            .trim()
+            .is_empty()
+        {
+            problem(
+                "organisation.upstream_source".into(),
+                "required with upstream_g_per_kwh: the database, identifier and year of the factor"
+                    .into(),
+            );
+        }
+    }
     for (key, message) in c.store.problems() {
         problem(key, message);
     }

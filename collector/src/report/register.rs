@@ -33,9 +33,36 @@ pub struct Group {
     pub estimated_energy_uj: u64,
 }
 
-/// A tariff rate as used in the month.
+/// `t` serialised without its `id` field.
+fn without_id<T: Serialize, S: serde::Serializer>(t: &T, s: S) -> Result<S::Ok, S::Error> {
+    let mut v = serde_json::to_value(t).map_err(serde::ser::Error::custom)?;
+    if let Some(o) = v.as_object_mut() {
+        o.remove("id");
+    }
+    v.serialize(s)
+}
+
+fn rates_without_id<S: serde::Serializer>(
+    rates: &[(crate::cost::hardware::StoredRate, u64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut out = Vec::with_capacity(rates.len());
+    for (rate, cost) in rates {
+        let mut v = serde_json::to_value(rate).map_err(serde::ser::Error::custom)?;
+        if let Some(o) = v.as_object_mut() {
+            o.remove("id");
+        }
+        out.push((v, *cost));
+    }
+    out.serialize(s)
+}
+
+/// A tariff rate as used in the month. Its stored id is left out of the report: ids are
+/// given in the order rates were first stored, which differs between engines and
+/// between collectors, and the report reads the same from either.
 #[derive(Clone, Debug, Serialize)]
 pub struct TariffLine {
+    #[serde(serialize_with = "without_id")]
     pub tariff: crate::cost::StoredTariff,
     pub facility_uj: u64,
     pub cost_ueur: u64,
@@ -52,9 +79,55 @@ pub struct RegisterReport {
     pub estimates: Vec<(String, Estimate)>,
     pub tariffs: Vec<TariffLine>,
     pub cost_ueur: u64,
-    /// Every hardware rate behind the month's amortised cost, with that cost.
+    /// Every hardware rate behind the month's amortised cost, with that cost (in the
+    /// report without its stored id, as tariffs).
+    #[serde(serialize_with = "rates_without_id")]
     pub hardware: Vec<(crate::cost::hardware::StoredRate, u64)>,
     pub hardware_ueur: u64,
+}
+
+/// Tariff and hardware rates in the order of what they say, not of their ids: ids are
+/// given in the order the rates were first stored, which differs between engines and
+/// between collectors, and the report reads the same from either.
+fn in_content_order(
+    tariffs: impl Iterator<Item = TariffLine>,
+    rates: impl Iterator<Item = (crate::cost::hardware::StoredRate, u64)>,
+) -> (
+    Vec<TariffLine>,
+    Vec<(crate::cost::hardware::StoredRate, u64)>,
+) {
+    let mut tariffs: Vec<TariffLine> = tariffs.collect();
+    tariffs.sort_by(|a, b| {
+        let key = |t: &crate::cost::StoredTariff| {
+            (
+                t.site.clone(),
+                t.valid_from.clone(),
+                t.band,
+                t.price_ueur_per_kwh,
+                t.off_peak_hours.clone(),
+                t.source.clone(),
+            )
+        };
+        key(&a.tariff).cmp(&key(&b.tariff))
+    });
+    let mut rates: Vec<_> = rates.collect();
+    rates.sort_by(|(a, _), (b, _)| {
+        (
+            &a.host,
+            &a.purchased_on,
+            a.price_ueur,
+            a.period_hours,
+            &a.source,
+        )
+            .cmp(&(
+                &b.host,
+                &b.purchased_on,
+                b.price_ueur,
+                b.period_hours,
+                &b.source,
+            ))
+    });
+    (tariffs, rates)
 }
 
 /// The section's data for month `m` from the month's lines, the register and the
@@ -102,12 +175,13 @@ pub async fn gather(
             .or_insert_with(|| (h.rate.clone(), 0))
             .1 += h.cost_ueur;
     }
+    let (tariffs, rates) = in_content_order(tariffs.into_values(), rates.into_values());
     let mut out = RegisterReport {
         error,
         cost_ueur: costs.iter().map(|c| c.cost_ueur).sum(),
-        tariffs: tariffs.into_values().collect(),
+        tariffs,
         hardware_ueur: hardware.iter().map(|h| h.cost_ueur).sum(),
-        hardware: rates.into_values().collect(),
+        hardware: rates,
         ..RegisterReport::default()
     };
     let mut departments: BTreeMap<String, Group> = BTreeMap::new();

@@ -74,6 +74,8 @@ pub struct YearData {
     /// The publisher of grid factors the organisation chose (`[organisation]
     /// grid_factor`), e.g. `ademe` for ADEME's Base Empreinte.
     pub grid_choice: Option<String>,
+    /// The upstream factor of electricity and its source, where configured.
+    pub upstream: Option<(f64, String)>,
 }
 
 async fn year_sums(
@@ -145,36 +147,7 @@ pub async fn build_year(
         Ok((s, _)) if s != Sums::default() => Some(Figures::from(&s)),
         _ => None,
     };
-    let beges = vec![
-        BegesLine {
-            category: "2.1",
-            label: "electricity, location-based",
-            co2e_ug: Some(total.location_co2e_ug),
-            uncertainty_kg: Some(uncertainty.co2e_kg_location.absolute),
-            note: "indirect emissions from electricity consumption (grid average)",
-        },
-        BegesLine {
-            category: "2.1",
-            label: "electricity, market-based",
-            co2e_ug: Some(total.market_co2e_ug),
-            uncertainty_kg: Some(uncertainty.co2e_kg_market.absolute),
-            note: "the electricity contract's factor where configured, else location-based",
-        },
-        BegesLine {
-            category: "4.2",
-            label: "amortised equipment (servers, GPUs)",
-            co2e_ug: Some(total.embodied_co2e_ug),
-            uncertainty_kg: Some(uncertainty.co2e_kg_embodied.absolute),
-            note: "manufacturing amortised over the lifetime, in proportion to use",
-        },
-        BegesLine {
-            category: "2.1 (upstream)",
-            label: "upstream of electricity",
-            co2e_ug: None,
-            uncertainty_kg: None,
-            note: "not computed: no upstream factor is configured",
-        },
-    ];
+    let beges = beges(config, &total, &uncertainty);
     Ok(YearData {
         schema: "empreinte-year/1",
         organisation: config.organisation.name.clone(),
@@ -200,7 +173,68 @@ pub async fn build_year(
         month_costs_ueur,
         factors: super::year_factors::used(store, first.from_s, last.to_s).await?,
         grid_choice: config.organisation.grid_factor.clone(),
+        upstream: config.organisation.upstream_g_per_kwh.map(|g| {
+            (
+                g,
+                config
+                    .organisation
+                    .upstream_source
+                    .clone()
+                    .unwrap_or_default(),
+            )
+        }),
     })
+}
+
+/// The BEGES category lines of a year's totals.
+fn beges(
+    config: &CollectorConfig,
+    total: &Sums,
+    uncertainty: &crate::uncertainty::FigureUncertainty,
+) -> Vec<BegesLine> {
+    vec![
+        BegesLine {
+            category: "2.1",
+            label: "electricity, location-based",
+            co2e_ug: Some(total.location_co2e_ug),
+            uncertainty_kg: Some(uncertainty.co2e_kg_location.absolute),
+            note: "indirect emissions from electricity consumption (grid average)",
+        },
+        BegesLine {
+            category: "2.1",
+            label: "electricity, market-based",
+            co2e_ug: Some(total.market_co2e_ug),
+            uncertainty_kg: Some(uncertainty.co2e_kg_market.absolute),
+            note: "the electricity contract's factor where configured, else location-based",
+        },
+        BegesLine {
+            category: "4.2",
+            label: "amortised equipment (servers, GPUs)",
+            co2e_ug: Some(total.embodied_co2e_ug),
+            uncertainty_kg: Some(uncertainty.co2e_kg_embodied.absolute),
+            note: "manufacturing amortised over the lifetime, in proportion to use",
+        },
+        match config.organisation.upstream_g_per_kwh {
+            Some(g) => BegesLine {
+                category: "2.1 (upstream)",
+                label: "upstream of electricity, configured factor",
+                co2e_ug: Some(crate::footprint::operational_ug(
+                    total.facility_energy_uj,
+                    1.0,
+                    g,
+                )),
+                uncertainty_kg: None,
+                note: "facility energy × organisation.upstream_g_per_kwh (see the factors used)",
+            },
+            None => BegesLine {
+                category: "2.1 (upstream)",
+                label: "upstream of electricity",
+                co2e_ug: None,
+                uncertainty_kg: None,
+                note: "not computed: no upstream factor is configured",
+            },
+        },
+    ]
 }
 
 fn t_co2e(lang: Lang, ug: u64) -> String {
@@ -373,6 +407,9 @@ fn beges_label(l: &BegesLine, fr: bool) -> String {
         }
         "electricity, market-based" => "électricité, méthode « market-based » (contrat)".into(),
         "amortised equipment (servers, GPUs)" => "immobilisations amorties (serveurs, GPU)".into(),
+        "upstream of electricity, configured factor" => {
+            "amont de l'électricité (facteur configuré par l'organisation)".into()
+        }
         "upstream of electricity" => {
             "amont de l'électricité : non calculé, aucun facteur amont configuré".into()
         }

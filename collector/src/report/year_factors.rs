@@ -85,6 +85,17 @@ pub fn section(y: &YearData, lang: Lang, b: &mut Vec<Block>) {
             })
             .collect(),
     ));
+    if let Some((g, source)) = &y.upstream {
+        b.push(Block::Para(format!(
+            "{} {} — {source}",
+            if fr {
+                "Amont de l'électricité (extraction, transport, pertes) :"
+            } else {
+                "Upstream of electricity (extraction, transport, losses):"
+            },
+            with_unit(lang, number(lang, *g, 1), "gCO2e/kWh"),
+        )));
+    }
     let ademe_chosen = y.grid_choice.as_deref() == Some("ademe");
     let grid_all_ademe = y
         .factors
