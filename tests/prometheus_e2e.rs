@@ -777,14 +777,20 @@ fn inference_series_are_the_stored_counts(prom: &Prometheus, collector: &Collect
         }
     }
     assert!(stored.0 > 0, "no inference counts stored");
+    // The collector's stored counts (the agent exports same-named series of its own
+    // reads, as the rules' `job` filter also says).
     let one = |expr: &str| {
         let r = prom.query(expr);
         assert_eq!(r.len(), 1, "{expr}: {r:?}");
         assert_eq!(r[0].0["project"], "alpha", "{expr}: {r:?}");
         r[0].1
     };
-    let requests = one(r#"empreinte_inference_requests_total{model="llama-3.1-8b"}"#);
-    let tokens = one(r#"empreinte_inference_tokens_total{model="llama-3.1-8b",kind="output"}"#);
+    let requests = one(
+        r#"empreinte_inference_requests_total{job="empreinte-collector",model="llama-3.1-8b"}"#,
+    );
+    let tokens = one(
+        r#"empreinte_inference_tokens_total{job="empreinte-collector",model="llama-3.1-8b",kind="output"}"#,
+    );
     assert_eq!(
         (requests as u64, tokens as u64),
         stored,
@@ -795,6 +801,8 @@ fn inference_series_are_the_stored_counts(prom: &Prometheus, collector: &Collect
         stored.0 * 250,
         "the server's 250 tokens per request"
     );
-    let joules = one(r#"empreinte_inference_energy_joules_total{model="llama-3.1-8b"}"#);
+    let joules = one(
+        r#"empreinte_inference_energy_joules_total{job="empreinte-collector",model="llama-3.1-8b"}"#,
+    );
     assert!(joules > 0.0, "the model's energy: {joules} J");
 }
