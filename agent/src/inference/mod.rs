@@ -146,6 +146,8 @@ pub struct Inference {
     counted: Mutex<metrics::CountedTotals>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// How long a counted ratio between models holds (see [`series::Tracker::take`]).
+    hold_ms: u64,
 }
 
 /// What the reading thread needs from the configuration.
@@ -193,6 +195,7 @@ impl Inference {
             counted: Mutex::new(metrics::CountedTotals::new()),
             stop,
             thread: Some(thread),
+            hold_ms: ratio_hold_ms(config.inference_scrape.interval),
         }))
     }
 
@@ -210,7 +213,7 @@ impl Inference {
             .map(|srv| ServerTake {
                 id: srv.id,
                 info: srv.info.clone(),
-                taken: srv.tracker.take(now_ms),
+                taken: srv.tracker.take(now_ms, self.hold_ms),
             })
             .collect();
         s.servers.retain(|srv| !srv.gone);
@@ -285,13 +288,21 @@ impl Inference {
     }
 }
 
+/// How long a counted ratio between models holds: three reads, and at least 5 s (a
+/// read can be late on a busy host; a few seconds of idle energy split by the last
+/// ratio instead of equally is the smaller error).
+fn ratio_hold_ms(scrape_interval: Duration) -> u64 {
+    let three = scrape_interval.saturating_mul(3).as_millis();
+    u64::try_from(three).unwrap_or(u64::MAX).max(5_000)
+}
+
 /// The weights that split each serving process's energy between its models this cycle
-/// (see [`series::energy_weights`]), by PID: servers on this host only.
+/// (see [`series::Tracker::take`]), by PID: servers on this host only.
 pub fn model_weights(takes: &[ServerTake]) -> std::collections::HashMap<u32, Vec<(Arc<str>, u64)>> {
     takes
         .iter()
         .filter_map(|t| {
-            let w = series::energy_weights(&t.taken);
+            let w = t.taken.weights.clone();
             Some((t.info.pid?, w)).filter(|(_, w)| !w.is_empty())
         })
         .collect()

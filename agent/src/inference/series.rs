@@ -32,6 +32,9 @@ pub struct Taken {
     pub models: BTreeMap<Arc<str>, ModelCounts>,
     pub gap_ms: u64,
     pub resets: u32,
+    /// The weights that split the serving process's energy for this span (see
+    /// [`Tracker::take`]).
+    pub weights: Vec<(Arc<str>, u64)>,
 }
 
 /// The counters of one server, read after read.
@@ -46,6 +49,10 @@ pub struct Tracker {
     gap_ms: u64,
     resets: u32,
     down_since_ms: Option<u64>,
+    /// Time of the last good read.
+    read_at_ms: u64,
+    /// The last span's weights that came from counts, and the read that gave them.
+    ratio: Option<(u64, Vec<(Arc<str>, u64)>)>,
 }
 
 impl Tracker {
@@ -104,6 +111,7 @@ impl Tracker {
         self.loaded = loaded;
         self.last = next;
         self.baselined = true;
+        self.read_at_ms = at_ms;
     }
 
     /// A failed read at `at_ms`: the last values stay, the gap starts.
@@ -129,7 +137,13 @@ impl Tracker {
     }
 
     /// What was counted since the last take, up to `now_ms`, and starts again.
-    pub fn take(&mut self, now_ms: u64) -> Taken {
+    ///
+    /// The span's weights are its counts (see [`energy_weights`]). Reads and energy
+    /// samples are not aligned: a busy server can show a span with no new counts (no
+    /// read fell in it, or two reads fell between two of its steps). Such a span, within
+    /// `hold_ms` of the read that last gave counts, keeps that read's ratio between the
+    /// models still loaded; past it, the loaded models are idle and share equally.
+    pub fn take(&mut self, now_ms: u64, hold_ms: u64) -> Taken {
         if let Some(down) = self.down_since_ms {
             self.gap_ms = self.gap_ms.saturating_add(now_ms.saturating_sub(down));
             self.down_since_ms = Some(now_ms.max(down));
@@ -138,11 +152,36 @@ impl Tracker {
         for m in &self.loaded {
             models.entry(m.clone()).or_default();
         }
-        Taken {
+        let mut taken = Taken {
             models,
             gap_ms: std::mem::take(&mut self.gap_ms),
             resets: std::mem::take(&mut self.resets),
+            weights: Vec::new(),
+        };
+        taken.weights = match counted_weights(&taken) {
+            Some(w) => {
+                self.ratio = Some((self.read_at_ms, w.clone()));
+                w
+            }
+            None => self
+                .held_ratio(now_ms, hold_ms)
+                .unwrap_or_else(|| energy_weights(&taken)),
+        };
+        taken
+    }
+
+    /// The last counted ratio between the models loaded now, while within `hold_ms`.
+    fn held_ratio(&self, now_ms: u64, hold_ms: u64) -> Option<Vec<(Arc<str>, u64)>> {
+        let (at, ratio) = self.ratio.as_ref()?;
+        if now_ms.saturating_sub(*at) > hold_ms {
+            return None;
         }
+        let held: Vec<(Arc<str>, u64)> = ratio
+            .iter()
+            .filter(|(m, _)| self.loaded.contains(m))
+            .cloned()
+            .collect();
+        held.iter().any(|(_, w)| *w > 0).then_some(held)
     }
 
     /// The process identity last seen.
@@ -155,6 +194,11 @@ impl Tracker {
 /// output tokens, else requests, else equal (a model loaded and idle gets the idle
 /// energy). Empty when the server reported no model.
 pub fn energy_weights(taken: &Taken) -> Vec<(Arc<str>, u64)> {
+    counted_weights(taken).unwrap_or_else(|| taken.models.keys().map(|m| (m.clone(), 1)).collect())
+}
+
+/// Output tokens, else requests; `None` when the span counted neither.
+fn counted_weights(taken: &Taken) -> Option<Vec<(Arc<str>, u64)>> {
     for role in [Role::OutputTokens, Role::Requests] {
         let w: Vec<(Arc<str>, u64)> = taken
             .models
@@ -162,10 +206,10 @@ pub fn energy_weights(taken: &Taken) -> Vec<(Arc<str>, u64)> {
             .map(|(m, c)| (m.clone(), c.counts[role.index()]))
             .collect();
         if w.iter().any(|(_, w)| *w > 0) {
-            return w;
+            return Some(w);
         }
     }
-    taken.models.keys().map(|m| (m.clone(), 1)).collect()
+    None
 }
 
 #[cfg(test)]
@@ -201,11 +245,11 @@ mod tests {
         t.observe(1_000, None, &read(&[("a", 1)]), &d);
         t.failed(1_000);
         // A take 1.5 s later, whose record spans 1 s: 500 ms carried.
-        let x = t.take(2_500);
+        let x = t.take(2_500, 0);
         assert_eq!(x.gap_ms, 1_500);
         t.carry_gap(x.gap_ms - 1_000);
         t.observe(3_000, None, &read(&[("a", 2)]), &d);
-        let y = t.take(3_000);
+        let y = t.take(3_000, 0);
         // 500 ms carried + 500 ms since the last take: the outage's 2 s in all.
         assert_eq!((1_000 + y.gap_ms, out(&y, "a")), (2_000, 1));
     }
@@ -215,22 +259,22 @@ mod tests {
         let d: Arc<str> = Arc::from("default");
         let mut t = Tracker::default();
         t.observe(1_000, Some("pid 7 start 1"), &read(&[("a", 500)]), &d);
-        assert_eq!(out(&t.take(1_000), "a"), 0, "the baseline is not counted");
+        assert_eq!(out(&t.take(1_000, 0), "a"), 0, "the baseline is not counted");
         t.observe(2_000, Some("pid 7 start 1"), &read(&[("a", 530)]), &d);
-        let x = t.take(2_500);
+        let x = t.take(2_500, 0);
         assert_eq!((out(&x, "a"), x.resets, x.gap_ms), (30, 0, 0));
         // A decrease: a restart; the new value is counted.
         t.observe(3_000, Some("pid 7 start 1"), &read(&[("a", 4)]), &d);
-        let x = t.take(3_000);
+        let x = t.take(3_000, 0);
         assert_eq!((out(&x, "a"), x.resets), (4, 1));
         // A new process that already counted more than before: still a restart.
         t.observe(4_000, Some("pid 9 start 5"), &read(&[("a", 90)]), &d);
-        let x = t.take(4_000);
+        let x = t.take(4_000, 0);
         assert_eq!((out(&x, "a"), x.resets), (90, 1));
         // Down from 5 s to 8 s, across a take: the gap is split, counts carried.
         t.failed(5_000);
         t.failed(6_000);
-        let x = t.take(6_500);
+        let x = t.take(6_500, 0);
         assert_eq!((out(&x, "a"), x.gap_ms), (0, 1_500));
         t.observe(
             8_000,
@@ -238,18 +282,47 @@ mod tests {
             &read(&[("a", 100), ("b", 3)]),
             &d,
         );
-        let x = t.take(8_000);
+        let x = t.take(8_000, 0);
         assert_eq!((out(&x, "a"), out(&x, "b"), x.gap_ms), (10, 3, 1_500));
         assert_eq!(
             energy_weights(&x),
             vec![(Arc::from("a"), 10), (Arc::from("b"), 3)]
         );
         // Nothing served: both loaded models share the idle energy equally.
-        let x = t.take(9_000);
+        let x = t.take(9_000, 0);
         assert_eq!((out(&x, "a"), out(&x, "b")), (0, 0));
         assert_eq!(
             energy_weights(&x),
             vec![(Arc::from("a"), 1), (Arc::from("b"), 1)]
         );
+        assert_eq!(x.weights, energy_weights(&x));
+    }
+
+    #[test]
+    fn a_span_without_new_counts_keeps_the_last_ratio_within_the_hold() {
+        let d: Arc<str> = Arc::from("default");
+        let mut t = Tracker::default();
+        t.observe(1_000, None, &read(&[("a", 0), ("b", 0)]), &d);
+        t.take(1_000, 2_000);
+        t.observe(2_000, None, &read(&[("a", 120), ("b", 30)]), &d);
+        let ratio = vec![(Arc::from("a"), 120), (Arc::from("b"), 30)];
+        assert_eq!(t.take(2_100, 2_000).weights, ratio);
+        // No read in the span: the ratio holds.
+        assert_eq!(t.take(2_200, 2_000).weights, ratio);
+        // A read with nothing new, within the hold of the read that counted: still.
+        t.observe(2_300, None, &read(&[("a", 120), ("b", 30)]), &d);
+        assert_eq!(t.take(2_300, 2_000).weights, ratio);
+        // A model unloaded meanwhile gets nothing.
+        t.observe(2_400, None, &read(&[("a", 120)]), &d);
+        assert_eq!(t.take(2_400, 2_000).weights, vec![(Arc::from("a"), 120)]);
+        // Past the hold, the loaded models are idle: equal shares.
+        t.observe(4_500, None, &read(&[("a", 120)]), &d);
+        assert_eq!(t.take(4_500, 2_000).weights, vec![(Arc::from("a"), 1)]);
+        // New counts set a new ratio (b's series came back: counted from 0).
+        t.observe(5_000, None, &read(&[("a", 130), ("b", 40)]), &d);
+        let x = t.take(5_000, 2_000);
+        assert_eq!(x.weights, vec![(Arc::from("a"), 10), (Arc::from("b"), 40)]);
+        t.observe(5_100, None, &read(&[("a", 130), ("b", 40)]), &d);
+        assert_eq!(t.take(5_100, 2_000).weights, x.weights);
     }
 }
