@@ -54,7 +54,7 @@ fn a_host_with_nothing_measurable_runs_on_the_labelled_estimate() {
             .all(|s| s.labels.get("source") == Some("estimate"))
     );
     // At full load the CPU power is the threads' share of the TDP, 205 / 64 × 8 W, times
-    // the curve's 1.02 at 100 % (agent/data/estimate.toml).
+    // the curve's 1.004 at 100 % (agent/data/estimate.toml).
     let cpu_power = value(
         &samples,
         "empreinte_host_power_watts",
@@ -62,7 +62,7 @@ fn a_host_with_nothing_measurable_runs_on_the_labelled_estimate() {
     )
     .unwrap();
     assert!(
-        (cpu_power - 205.0 / 64.0 * 8.0 * 1.02).abs() < 0.01,
+        (cpu_power - 205.0 / 64.0 * 8.0 * 1.004).abs() < 0.01,
         "cpu power {cpu_power}"
     );
     // DRAM: MemTotal 32e6 KiB, assumed 8 × 4 GiB modules (no EDAC in the test's

@@ -218,3 +218,95 @@ fn the_estimate_against_published_servers_has_not_moved() {
         moved.join("\n")
     );
 }
+
+/// `[cpu_curve]` is the fit it says it is: at every load point above idle, the ratio that
+/// minimises the squared relative error of CPU + DRAM against the six SPECpower results
+/// with eleven levels (a one-variable least-squares problem per load level). Also prints
+/// the left-one-out errors (each result estimated with the curve fitted on the other five),
+/// the out-of-sample figure docs/validation.md gives.
+#[test]
+fn the_cpu_curve_is_the_least_squares_fit_to_the_published_levels() {
+    let v: Validation = toml::from_str(include_str!("../data/validation.toml")).unwrap();
+    let data = EstimateData::builtin().unwrap();
+    let table = CpuTable::builtin().unwrap();
+    // (TDP seen, DRAM watts, loads, measured) of each eleven-level result.
+    let servers: Vec<(f64, f64, &[f64], &[f64])> = v
+        .server
+        .iter()
+        .filter(|s| s.result_id.is_some() && s.loads.len() == 11)
+        .map(|s| {
+            let info = CpuInfo {
+                model: Some(s.cpu.clone()),
+                logical_cpus: s.threads,
+                sockets: s.chips,
+                arm_part: None,
+            };
+            let cpu =
+                CpuPowerModel::derive(&info, &table, &data, None, data.cpu_curve.tdp_ratio[0]);
+            let layout = dram::infer_layout(s.memory_gb << 30, &data.dram);
+            let dram = dram::power_watts(&layout, &data.dram, data.dram.watts_per_gb);
+            (
+                cpu.tdp_seen_watts,
+                dram,
+                &s.loads[..],
+                &s.measured_watts[..],
+            )
+        })
+        .collect();
+    assert_eq!(servers.len(), 6);
+    let curve = &data.cpu_curve;
+    let fit = |level: usize, skip: Option<usize>| -> f64 {
+        let (mut num, mut den) = (0.0, 0.0);
+        for (i, (tdp, dram, loads, measured)) in servers.iter().enumerate() {
+            if Some(i) == skip {
+                continue;
+            }
+            assert!((loads[level] - curve.load[level]).abs() < 1e-9);
+            let (a, b) = (
+                tdp / measured[level],
+                (measured[level] - dram) / measured[level],
+            );
+            num += a * b;
+            den += a * a;
+        }
+        num / den
+    };
+    assert_eq!(curve.load.len(), 11);
+    let mut off = Vec::new();
+    for level in 1..11 {
+        let fitted = fit(level, None);
+        println!("fit at {:.0} %: {fitted:.5}", curve.load[level] * 100.0);
+        if (fitted - curve.tdp_ratio[level]).abs() > 0.0005 + 1e-9 {
+            off.push(format!(
+                "at {:.0} %: the fit gives {fitted:.4}, the data file {}",
+                curve.load[level] * 100.0,
+                curve.tdp_ratio[level]
+            ));
+        }
+    }
+    assert!(off.is_empty(), "{}", off.join("\n"));
+    // Left-one-out: each result estimated with the other five's fit (idle kept).
+    let mut errors = Vec::new();
+    for (k, (tdp, dram, _, measured)) in servers.iter().enumerate() {
+        for level in 0..11 {
+            let ratio = if level == 0 {
+                curve.tdp_ratio[0]
+            } else {
+                fit(level, Some(k))
+            };
+            errors.push((tdp * ratio + dram - measured[level]) / measured[level] * 100.0);
+        }
+    }
+    let mae = errors.iter().map(|e| e.abs()).sum::<f64>() / errors.len() as f64;
+    let rms = (errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64).sqrt();
+    println!(
+        "left-one-out over {} points: mean absolute error {mae:.1} %, RMS {rms:.1} %",
+        errors.len()
+    );
+    // The documented CPU uncertainty covers the out-of-sample spread.
+    assert!(
+        rms <= curve.uncertainty_pct,
+        "RMS {rms:.1} % above {} %",
+        curve.uncertainty_pct
+    );
+}

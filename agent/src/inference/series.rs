@@ -259,7 +259,11 @@ mod tests {
         let d: Arc<str> = Arc::from("default");
         let mut t = Tracker::default();
         t.observe(1_000, Some("pid 7 start 1"), &read(&[("a", 500)]), &d);
-        assert_eq!(out(&t.take(1_000, 0), "a"), 0, "the baseline is not counted");
+        assert_eq!(
+            out(&t.take(1_000, 0), "a"),
+            0,
+            "the baseline is not counted"
+        );
         t.observe(2_000, Some("pid 7 start 1"), &read(&[("a", 530)]), &d);
         let x = t.take(2_500, 0);
         assert_eq!((out(&x, "a"), x.resets, x.gap_ms), (30, 0, 0));

@@ -4,8 +4,9 @@
 //! `agent/data/estimate.toml` and `agent/data/cpu_models.toml`.
 //!
 //! - CPU ([`model::CpuPowerModel`]): TDP × a piecewise-linear curve of utilisation through
-//!   published load points (Teads/Boavizta: 0.12, 0.32, 0.75, 1.02 × TDP at 0, 10, 50,
-//!   100 %), utilisation from `/proc/stat` between two samples. The TDP is the table's for
+//!   eleven load points fitted to published SPECpower results (0.12, 0.295, 0.531, 1.004
+//!   × TDP at 0, 10, 50, 100 %; `[cpu_curve]`), utilisation from `/proc/stat` between two
+//!   samples. The TDP is the table's for
 //!   the model (the threads' share in a virtual machine), else the family's, else the
 //!   table's median per thread, never above a per-socket ceiling.
 //! - DRAM ([`dram`]): watts per installed module plus watts per GB, on the EDAC module
@@ -415,7 +416,7 @@ mod tests {
         assert!(out.iter().all(|e| e.energy == MicroJoules::ZERO));
 
         // 2 s at 50 % utilisation: 4 of the 128 threads of a 225 W EPYC 7742 give
-        // 7.03125 W of TDP; at 50 % the curve gives 0.75 × that, 5.2734375 W.
+        // 7.03125 W of TDP; at 50 % the curve gives 0.531 × that, 3.73359375 W.
         write_stat(dir.path(), (100, 100));
         out.clear();
         est.poll(SampleTime::from_monotonic(Duration::from_secs(2)), &mut out)
@@ -424,7 +425,7 @@ mod tests {
             .iter()
             .find(|e| est.channels()[e.channel].component == Some(Component::Cpu))
             .unwrap();
-        assert_eq!(cpu.energy, MicroJoules(10_546_875));
+        assert_eq!(cpu.energy, MicroJoules(7_467_188));
         // DRAM: MemTotal 15.3 GiB, assumed 4 × 4 GiB modules: 4 × 2 W + 17.18 GB × 0.065.
         let dram = out
             .iter()

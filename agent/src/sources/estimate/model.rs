@@ -403,11 +403,11 @@ mod tests {
     #[test]
     fn the_curve_passes_through_the_published_points() {
         let c = data().cpu_curve;
-        for (u, r) in [(0.0, 0.12), (0.1, 0.32), (0.5, 0.75), (1.0, 1.02)] {
+        for (u, r) in [(0.0, 0.12), (0.1, 0.295), (0.5, 0.531), (1.0, 1.004)] {
             assert!((c.ratio_at(u) - r).abs() < 1e-12, "{u}");
         }
-        assert!((c.ratio_at(0.3) - (0.32 + (0.75 - 0.32) * 0.5)).abs() < 1e-12);
-        assert!((c.ratio_at(2.0) - 1.02).abs() < 1e-12);
+        assert!((c.ratio_at(0.55) - (0.531 + (0.608 - 0.531) * 0.5)).abs() < 1e-12);
+        assert!((c.ratio_at(2.0) - 1.004).abs() < 1e-12);
         assert!((c.ratio_at(f64::NAN) - 0.12).abs() < 1e-12);
         assert!((c.with_idle_ratio(0.2).ratio_at(0.0) - 0.2).abs() < 1e-12);
     }
@@ -485,7 +485,7 @@ mod tests {
         );
         assert_eq!(m.basis, CpuBasis::Table);
         assert!((m.tdp_seen_watts - 580.0).abs() < 1e-9, "{m:?}");
-        assert!((m.power_at(1.0) - 580.0 * 1.02).abs() < 1e-9);
+        assert!((m.power_at(1.0) - 580.0 * 1.004).abs() < 1e-9);
         assert!((m.power_at(0.0) - 580.0 * 0.12).abs() < 1e-9);
     }
 
