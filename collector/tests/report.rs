@@ -455,3 +455,79 @@ async fn the_french_csv_has_semicolons_and_decimal_commas_and_the_same_figures()
         "the town hall's PUE"
     );
 }
+
+/// A report for people lists the 50 hosts that used the most and one line adding up the
+/// rest, exactly (the table still adds up to the hosts' total to the microjoule); the JSON
+/// keeps every host. Hosts are made by cutting the fixture's hosts into 60 lines.
+#[tokio::test]
+async fn a_report_of_many_hosts_lists_the_largest_and_adds_up_the_rest_exactly() {
+    let (h, _) = october().await;
+    let mut data = build(&h, "2025-10").await.unwrap();
+    let total: u64 = data.hosts.iter().map(|l| l.figures.exact.energy_uj).sum();
+    let template = data.hosts[0].clone();
+    // 60 hosts of 1..=60 kWh-ish (distinct, so the order is by energy), the total kept:
+    // host-01 gets 1 part, host-60 gets 60 parts, the last one the remainder.
+    let parts: u64 = (1..=60).sum();
+    let mut given = 0u64;
+    data.hosts = (1..=60u64)
+        .map(|i| {
+            let mut l = template.clone();
+            l.key = format!("host-{i:02}");
+            let e = if i == 60 {
+                total - given
+            } else {
+                total / parts * i
+            };
+            given += e;
+            l.figures.exact = empreinte_collector::store::Sums {
+                energy_uj: e,
+                facility_energy_uj: e,
+                ..Default::default()
+            };
+            l.share = e as f64 / total as f64;
+            l
+        })
+        .collect::<Vec<_>>();
+    data.hosts.reverse();
+    data.perimeter.hosts = (1..=60).map(|i| format!("host-{i:02}")).collect();
+    let md = report::render_text(&data, Format::Md, Lang::En).unwrap();
+    let section = md
+        .split("## By host")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .unwrap();
+    let rows: Vec<&str> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Host"))
+        .collect();
+    assert_eq!(rows.len(), 51, "{section}");
+    assert!(rows[0].starts_with("| host-60 |"), "{}", rows[0]);
+    assert!(rows[49].starts_with("| host-11 |"), "{}", rows[49]);
+    // host-01 to host-10: 55 parts.
+    let rest_uj = total / parts * 55;
+    assert!(rows[50].starts_with("| 10 other hosts |"), "{}", rows[50]);
+    let kwh = |uj: u64| format!("{:.2} kWh", uj as f64 / 3.6e12);
+    assert!(
+        rows[50].contains(&kwh(rest_uj)),
+        "{} vs {}",
+        rows[50],
+        kwh(rest_uj)
+    );
+    assert!(section.contains("The 50 hosts that used the most energy, out of 60"));
+    assert!(
+        md.contains("60 (host-01, host-02,")
+            && md.contains("… the full list is in the CSV export)")
+    );
+    // Exact: the shown lines and the remainder add up to the hosts' total.
+    let shown: u64 = data.hosts[..50]
+        .iter()
+        .map(|l| l.figures.exact.energy_uj)
+        .sum();
+    assert_eq!(shown + rest_uj, total);
+    // The French document says the same; the JSON keeps all 60.
+    let fr = report::render_text(&data, Format::Md, Lang::Fr).unwrap();
+    assert!(fr.contains("| 10 autres serveurs |"), "{fr}");
+    let json = report::render_text(&data, Format::Json, Lang::En).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["hosts"].as_array().map(Vec::len), Some(60));
+}

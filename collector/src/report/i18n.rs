@@ -188,6 +188,12 @@ pub struct Texts {
     pub no_objectives: &'static str,
     pub by_site: &'static str,
     pub by_host: &'static str,
+    /// The remainder row of a capped table: `{n}` is how many lines it sums.
+    pub others_hosts: &'static str,
+    /// Under a capped per-host table: `{shown}` and `{all}` are counts.
+    pub hosts_capped: &'static str,
+    /// After the first hosts of the perimeter, when there are more.
+    pub hosts_full_list: &'static str,
     pub by_gpu_model: &'static str,
     pub site: &'static str,
     pub host: &'static str,
@@ -395,6 +401,9 @@ pub static FR: Texts = Texts {
     no_objectives: "Aucun objectif n'est configuré.",
     by_site: "Par site",
     by_host: "Par serveur",
+    others_hosts: "{n} autres serveurs",
+    hosts_full_list: "la liste complète est dans l'export CSV",
+    hosts_capped: "Les {shown} serveurs qui ont le plus consommé sur {all} ; la ligne suivante additionne les autres. La liste complète par serveur est dans l'export CSV et le rapport JSON.",
     by_gpu_model: "Par modèle de GPU",
     site: "Site",
     host: "Serveur",
@@ -512,6 +521,9 @@ pub static EN: Texts = Texts {
     no_objectives: "No objective is configured.",
     by_site: "By site",
     by_host: "By host",
+    others_hosts: "{n} other hosts",
+    hosts_full_list: "the full list is in the CSV export",
+    hosts_capped: "The {shown} hosts that used the most energy, out of {all}; the next line adds up the others. The full list by host is in the CSV export and the JSON report.",
     by_gpu_model: "By GPU model",
     site: "Site",
     host: "Host",

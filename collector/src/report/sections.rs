@@ -74,6 +74,36 @@ fn breakdown(cx: &Ctx, key: &str, lines: &[Line]) -> Block {
     )
 }
 
+/// How many hosts a report for people lists one by one (they are sorted by energy, most
+/// first); the rest is one line that adds them up. A report of 1,000 hosts would spend
+/// some 25 printed pages on them, and a reader looks at the largest: the full list is in
+/// the CSV export and the JSON report.
+pub const HOSTS_SHOWN: usize = 50;
+
+/// [`breakdown`] of the first `cap` lines, then one line adding up the rest (exact sums
+/// of the integer figures, so the table still adds up to the month).
+fn breakdown_capped(cx: &Ctx, key: &str, lines: &[Line], cap: usize, others: &str) -> Block {
+    let mut table = breakdown(cx, key, &lines[..lines.len().min(cap)]);
+    let rest = lines.get(cap..).unwrap_or_default();
+    if let (Block::Table(_, rows), false) = (&mut table, rest.is_empty()) {
+        let mut sums = crate::store::Sums::default();
+        let mut share = 0.0;
+        for l in rest {
+            sums.add(&l.figures.exact);
+            share += l.share;
+        }
+        let line = Line {
+            key: others.replace("{n}", &rest.len().to_string()),
+            share,
+            figures: Figures::from(&sums),
+        };
+        if let Block::Table(_, mut last) = breakdown(cx, key, std::slice::from_ref(&line)) {
+            rows.append(&mut last);
+        }
+    }
+    table
+}
+
 /// Perimeter and exclusions.
 pub fn perimeter(cx: &Ctx, b: &mut Vec<Block>) {
     let (lang, t, data) = (cx.lang, cx.t, cx.data);
@@ -93,7 +123,16 @@ pub fn perimeter(cx: &Ctx, b: &mut Vec<Block>) {
         ),
         (
             t.hosts.into(),
-            format!("{} ({})", p.hosts.len(), or_none(p.hosts.clone())),
+            if p.hosts.len() > HOSTS_SHOWN {
+                format!(
+                    "{} ({}, … {})",
+                    p.hosts.len(),
+                    p.hosts[..HOSTS_SHOWN].join(", "),
+                    t.hosts_full_list
+                )
+            } else {
+                format!("{} ({})", p.hosts.len(), or_none(p.hosts.clone()))
+            },
         ),
         (
             t.gpus.into(),
@@ -317,7 +356,20 @@ pub fn breakdowns(cx: &Ctx, b: &mut Vec<Block>) {
     b.push(Block::Heading(t.by_site.into()));
     b.push(breakdown(cx, t.site, &data.sites));
     b.push(Block::Heading(t.by_host.into()));
-    b.push(breakdown(cx, t.host, &data.hosts));
+    if data.hosts.len() > HOSTS_SHOWN {
+        b.push(Block::Para(
+            t.hosts_capped
+                .replace("{shown}", &HOSTS_SHOWN.to_string())
+                .replace("{all}", &data.hosts.len().to_string()),
+        ));
+    }
+    b.push(breakdown_capped(
+        cx,
+        t.host,
+        &data.hosts,
+        HOSTS_SHOWN,
+        t.others_hosts,
+    ));
     b.push(Block::Heading(t.by_gpu_model.into()));
     if data.gpu_models.is_empty() {
         b.push(Block::Para(t.no_gpu.into()));
