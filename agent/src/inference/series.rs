@@ -24,6 +24,9 @@ pub struct ModelCounts {
     pub counts: [u64; 4],
 }
 
+/// A weight per model: how a serving process's energy is split between its models.
+pub type Weights = Vec<(Arc<str>, u64)>;
+
 /// What a server counted since the last take.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Taken {
@@ -34,7 +37,7 @@ pub struct Taken {
     pub resets: u32,
     /// The weights that split the serving process's energy for this span (see
     /// [`Tracker::take`]).
-    pub weights: Vec<(Arc<str>, u64)>,
+    pub weights: Weights,
 }
 
 /// The counters of one server, read after read.
@@ -52,7 +55,7 @@ pub struct Tracker {
     /// Time of the last good read.
     read_at_ms: u64,
     /// The last span's weights that came from counts, and the read that gave them.
-    ratio: Option<(u64, Vec<(Arc<str>, u64)>)>,
+    ratio: Option<(u64, Weights)>,
 }
 
 impl Tracker {
@@ -171,12 +174,12 @@ impl Tracker {
     }
 
     /// The last counted ratio between the models loaded now, while within `hold_ms`.
-    fn held_ratio(&self, now_ms: u64, hold_ms: u64) -> Option<Vec<(Arc<str>, u64)>> {
+    fn held_ratio(&self, now_ms: u64, hold_ms: u64) -> Option<Weights> {
         let (at, ratio) = self.ratio.as_ref()?;
         if now_ms.saturating_sub(*at) > hold_ms {
             return None;
         }
-        let held: Vec<(Arc<str>, u64)> = ratio
+        let held: Weights = ratio
             .iter()
             .filter(|(m, _)| self.loaded.contains(m))
             .cloned()
@@ -193,12 +196,12 @@ impl Tracker {
 /// The weights that split a serving process's energy between its models for one span:
 /// output tokens, else requests, else equal (a model loaded and idle gets the idle
 /// energy). Empty when the server reported no model.
-pub fn energy_weights(taken: &Taken) -> Vec<(Arc<str>, u64)> {
+pub fn energy_weights(taken: &Taken) -> Weights {
     counted_weights(taken).unwrap_or_else(|| taken.models.keys().map(|m| (m.clone(), 1)).collect())
 }
 
 /// Output tokens, else requests; `None` when the span counted neither.
-fn counted_weights(taken: &Taken) -> Option<Vec<(Arc<str>, u64)>> {
+fn counted_weights(taken: &Taken) -> Option<Weights> {
     for role in [Role::OutputTokens, Role::Requests] {
         let w: Vec<(Arc<str>, u64)> = taken
             .models
