@@ -96,14 +96,14 @@ async fn a_month_of_costs_matches_the_hand_computation_to_the_cent() {
     let dir = tempfile::tempdir().unwrap();
     let register = dir.path().join("register.toml");
     std::fs::write(&register, REGISTER).unwrap();
-    for h in engines::engines(&config(register.to_str().unwrap(), &change)).await {
-        eprintln!("engine: {}", h.engine);
+    for h in engines(&config(register.to_str().unwrap(), &change)).await {
+        eprintln!("engine: {}", h.name);
         month_matches_by_hand(&h, &tz, &m, &change).await;
     }
 }
 
 async fn month_matches_by_hand(
-    h: &engines::OnEngine,
+    h: &Engine,
     tz: &jiff::tz::TimeZone,
     m: &empreinte_collector::period::Month,
     change: &str,
@@ -231,7 +231,7 @@ async fn month_matches_by_hand(
 }
 
 /// Pushes the month: each hour of both hosts, in half-hour batches.
-async fn push_month(h: &engines::OnEngine, hours: &[i64]) {
+async fn push_month(h: &Engine, hours: &[i64]) {
     // srv-1 (mairie): chat 1 kWh and web 0.25 kWh each hour; srv-2 (datacentre): ocr
     // 0.5 kWh each hour. Each hour comes in two half-hour batches, the first halves in
     // one push and the second halves in another (so every cost row is added to once
@@ -332,7 +332,7 @@ fn by_hand(
 /// and web by energy; 1 €/h for srv-2 (ocr) from the 16th, local midnight. Exact to the
 /// micro-euro, apart from the energy costs, in the API and in /metrics.
 async fn hardware_apart_by_hand(
-    h: &engines::OnEngine,
+    h: &Engine,
     tz: &jiff::tz::TimeZone,
     m: &empreinte_collector::period::Month,
     hours: &[i64],
