@@ -16,8 +16,6 @@ use empreinte_collector::period::month_of;
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::{Component, SourceKind};
 
-const KWH: u64 = 3_600_000_000_000;
-
 fn config(register: &str, change: &str) -> String {
     format!(
         r#"

@@ -15,22 +15,6 @@ use empreinte_collector::register::Register;
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::{Component, SourceKind};
 
-const KWH: u64 = 3_600_000_000_000;
-
-fn paris() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
-}
-
-/// The instant of a local time in Paris.
-fn at(text: &str) -> i64 {
-    text.parse::<jiff::civil::DateTime>()
-        .unwrap()
-        .to_zoned(paris())
-        .unwrap()
-        .timestamp()
-        .as_second()
-}
-
 /// Pushes `kwh_per_hour` for `project` on `host` every hour of `[from_s, to_s)`.
 async fn fill(
     h: &Harness,
@@ -100,7 +84,7 @@ async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_w
     fill(&h, "h1", 3, "a", oct.from_s, oct.from_s + 20 * 3600, 3).await;
     fill(&h, "h2", 4, "b", oct.from_s, oct.from_s + 15 * 3600, 2).await;
     let config = h.state.planner.config();
-    let now = at("2025-11-05T12:00:00");
+    let now = paris_at("2025-11-05T12:00:00");
 
     let in_baseline = evaluate(
         h.store.as_ref(),
@@ -174,7 +158,10 @@ async fn a_project_starting_on_the_28th_is_projected_from_the_28th() {
     let oct = month(&paris(), 2025, 10).unwrap();
     // "late": 1 kWh/h from the 28th, 00:00, to the 30th, 00:00 (48 kWh); "early" runs
     // from the 1st.
-    let (start, now) = (at("2025-10-28T00:00:00"), at("2025-10-30T00:00:00"));
+    let (start, now) = (
+        paris_at("2025-10-28T00:00:00"),
+        paris_at("2025-10-30T00:00:00"),
+    );
     fill(&h, "h1", 1, "late", start, now, 1).await;
     fill(&h, "h2", 2, "early", oct.from_s, now, 1).await;
     let config = h.state.planner.config();

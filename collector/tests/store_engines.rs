@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Engine, batch, engines, push, record};
+use common::{Engine, KWH, batch, engines, push, record};
 use empreinte_collector::config::CollectorConfig;
 use empreinte_collector::period::month;
 use empreinte_collector::plan::Planner;
@@ -77,7 +77,6 @@ monthly_energy_kwh = 20.0
 
 /// 2025-11-05T10:00:00Z: the reports' "now".
 const NOW_S: i64 = 1_762_336_800;
-const KWH: u64 = 3_600_000_000_000;
 
 /// `body` (JSON) without the ids of tariff and hardware rates, and those rates in the
 /// order of what they say: ids are given in the order rates were first stored, which

@@ -29,7 +29,6 @@ name = "mairie"
 zone = "FR"
 "#;
 
-const KWH: u64 = 3_600_000_000_000;
 /// 2025-11-05T10:00:00Z: October 2025 is over.
 const NOW_S: i64 = 1_762_336_800;
 

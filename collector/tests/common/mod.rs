@@ -300,3 +300,20 @@ pub fn hour_ago(hours_ago: u64) -> u64 {
     let now = empreinte_collector::clock::now_unix_ms();
     now - now % 3_600_000 - hours_ago * 3_600_000
 }
+
+/// A kilowatt-hour in microjoules.
+pub const KWH: u64 = 3_600_000_000_000;
+
+pub fn paris() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
+}
+
+/// The instant (Unix seconds) of a local time in Paris, `2025-10-01T00:00`.
+pub fn paris_at(text: &str) -> i64 {
+    text.parse::<jiff::civil::DateTime>()
+        .unwrap()
+        .to_zoned(paris())
+        .unwrap()
+        .timestamp()
+        .as_second()
+}
