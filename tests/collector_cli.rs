@@ -121,11 +121,7 @@ fn intensity_imports_report_what_they_read_and_refuse_what_is_not_a_series() {
     let odre = format!("{fixtures}/eco2mix_odre_2024-10-27.csv");
     let out = run(&["carbon", "import", "--data-dir", d, &odre]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         text.contains("zone FR") && text.contains("900 s steps") && text.contains("hours stored"),
         "{text}"
