@@ -15,6 +15,7 @@ use common::*;
 use empreinte_collector::period::month_of;
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::{Component, SourceKind};
+use empreinte_testkit::register::production_use;
 
 fn config(register: &str, change: &str) -> String {
     format!(
@@ -67,24 +68,6 @@ purchase_source = "Marché 2025-17, test"
     )
 }
 
-const REGISTER: &str = r#"
-[[use]]
-id = "chatbot"
-name = { fr = "Assistant", en = "Assistant" }
-purpose = { fr = "Répondre", en = "Answer" }
-department = "Relation citoyenne"
-service = "Accueil"
-accountable = "DGS"
-models = ["m"]
-status = "production"
-production_from = "2025-01-01"
-risk = "limited"
-data = ["public"]
-decision = "D-1"
-hosting = { kind = "on_site", site = "mairie" }
-projects = ["chat", "web"]
-"#;
-
 #[tokio::test]
 async fn a_month_of_costs_matches_the_hand_computation_to_the_cent() {
     let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
@@ -93,7 +76,7 @@ async fn a_month_of_costs_matches_the_hand_computation_to_the_cent() {
     let change = format!("{}-{:02}-16", m.year, m.month);
     let dir = tempfile::tempdir().unwrap();
     let register = dir.path().join("register.toml");
-    std::fs::write(&register, REGISTER).unwrap();
+    std::fs::write(&register, production_use("chatbot", &["chat", "web"])).unwrap();
     for h in engines(&config(register.to_str().unwrap(), &change)).await {
         eprintln!("engine: {}", h.name);
         month_matches_by_hand(&h, &tz, &m, &change).await;

@@ -17,4 +17,5 @@ pub mod postgres;
 pub mod powercap;
 pub mod process;
 pub mod procfs;
+pub mod register;
 pub mod wait;
