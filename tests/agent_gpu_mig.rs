@@ -17,11 +17,7 @@ fn mig_scenario() -> Scenario {
     Scenario {
         gpus: vec![gpu],
         driver: Some("560.35.03".into()),
-        processes: vec![FakeProcess {
-            gpu: 0,
-            pid: 4242,
-            used_mem: Some(5 << 30),
-        }],
+        processes: vec![FakeProcess::new(0, 4242, Some(5 << 30))],
         instances: vec![FakeInstance {
             pid: 4242,
             gpu_instance: 1,

@@ -13,8 +13,9 @@ use empreinte_collector::server::{AppState, router};
 use empreinte_collector::store::pg::DatabaseUrl;
 use empreinte_collector::store::sqlite::SqliteStore;
 use empreinte_collector::store::{OpenStore, Store, StoreError, StoreOptions, TokenKind};
-use empreinte_shared::wire::{AgentInfo, Batch, Push, Record, SpoolStatus, WIRE_VERSION};
+use empreinte_shared::wire::{Batch, Push, Record, SpoolStatus, WIRE_VERSION};
 use empreinte_shared::{Component, SourceKind};
+use empreinte_testkit::collector::test_agent;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -285,11 +286,7 @@ pub fn batch(run: u8, seq: u64, start: u64, end: u64, records: Vec<Record>) -> B
 pub fn push(agent: &str, batches: Vec<Batch>) -> Push {
     Push {
         version: WIRE_VERSION,
-        agent: AgentInfo {
-            agent_id: agent.into(),
-            hostname: agent.into(),
-            agent_version: "test".into(),
-        },
+        agent: test_agent(agent),
         spool: SpoolStatus::default(),
         batches,
     }
