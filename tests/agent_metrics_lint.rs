@@ -98,11 +98,7 @@ fn every_series_the_agent_exports_passes_promtool() {
     g0.energy_mj = Some(10_000_000);
     let mut scenario = Scenario {
         gpus: vec![g0, FakeGpu::new(1, "NVIDIA H100 80GB HBM3")],
-        processes: vec![GpuProc {
-            gpu: 0,
-            pid: 100,
-            used_mem: Some(1 << 30),
-        }],
+        processes: vec![GpuProc::new(0, 100, Some(1 << 30))],
         ..Scenario::default()
     };
     let nvml = FakeNvml::new(&scenario);

@@ -12,7 +12,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::BIN;
+use common::{BIN, assert_success};
 
 /// Runs `BIN args` as `nobody` (setpriv from util-linux), or as ourselves.
 fn check(bin: &Path, procfs: &Path, unprivileged: bool) -> Output {
@@ -92,11 +92,7 @@ fn an_unprivileged_agent_counts_the_processes_it_cannot_read_and_falls_back_to_t
     }
 
     let project_of = |out: &Output| -> (String, serde_json::Value) {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(out);
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let project = report["projects"]
             .as_array()

@@ -29,54 +29,45 @@ fn default_config_is_the_shipped_example_and_is_valid() {
 fn a_bad_configuration_names_every_problem_and_starts_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("collector.toml");
-    std::fs::write(
-        &path,
-        "[organisation]\ntimezone = \"Europe/Pariss\"\n[[site]]\nname = \"mairie\"\nzone = \"XX\"\npue = 0.5\nhosts = [\"*\"]\n[[inventory]]\nhosts = [\"gpu-*\"]\ngpus = [{ model = \"nvidia-h999\", count = 2 }]\n",
-    )
-    .unwrap();
     let data = dir.path().join("data");
-    let out = run(&[
-        "collector",
-        "--config",
-        path.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    for needle in [
-        "organisation.timezone",
-        "Europe/Pariss",
-        "site[0].pue",
-        "between 1.0 and 4.0",
-    ] {
-        assert!(err.contains(needle), "{needle:?} not in {err}");
-    }
+    // The collector refuses `config` (exit 2), naming each of `needles`: what it said.
+    let refused = |config: &str, needles: &[&str]| {
+        std::fs::write(&path, config).unwrap();
+        let out = run(&[
+            "collector",
+            "--config",
+            path.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{needle:?} not in {err}");
+        }
+        err
+    };
+    let err = refused(
+        "[organisation]\ntimezone = \"Europe/Pariss\"\n[[site]]\nname = \"mairie\"\nzone = \"XX\"\npue = 0.5\nhosts = [\"*\"]\n[[inventory]]\nhosts = [\"gpu-*\"]\ngpus = [{ model = \"nvidia-h999\", count = 2 }]\n",
+        &[
+            "organisation.timezone",
+            "Europe/Pariss",
+            "site[0].pue",
+            "between 1.0 and 4.0",
+        ],
+    );
     assert!(!err.contains("panicked"), "{err}");
     // The unknown zone and hardware are reported once the file itself is valid.
-    std::fs::write(
-        &path,
+    refused(
         "[[site]]\nname = \"mairie\"\nzone = \"XX\"\nhosts = [\"*\"]\n[[inventory]]\nhosts = [\"gpu-*\"]\ngpus = [{ model = \"nvidia-h999\", count = 2 }]\n",
-    )
-    .unwrap();
-    let out = run(&[
-        "collector",
-        "--config",
-        path.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    for needle in [
-        "site[0].zone",
-        "\"XX\"",
-        "inventory[0].gpus[0].model",
-        "nvidia-h999",
-        "empreinte carbon factors",
-    ] {
-        assert!(err.contains(needle), "{needle:?} not in {err}");
-    }
+        &[
+            "site[0].zone",
+            "\"XX\"",
+            "inventory[0].gpus[0].model",
+            "nvidia-h999",
+            "empreinte carbon factors",
+        ],
+    );
     assert!(
         !data.join("empreinte.db").exists(),
         "nothing is created for a bad configuration"
@@ -121,11 +112,7 @@ fn intensity_imports_report_what_they_read_and_refuse_what_is_not_a_series() {
     let odre = format!("{fixtures}/eco2mix_odre_2024-10-27.csv");
     let out = run(&["carbon", "import", "--data-dir", d, &odre]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         text.contains("zone FR") && text.contains("900 s steps") && text.contains("hours stored"),
         "{text}"

@@ -246,20 +246,7 @@ fn three_agents_through_an_outage_and_a_sigkill_store_exactly_what_they_measured
     // itself, and a collector on the copy shows each host's given energy.
     collector.kill();
     if let Some(url) = empreinte_testkit::postgres::fresh_database() {
-        let out = run(&[
-            "db",
-            "migrate",
-            "--from",
-            data.to_str().unwrap(),
-            "--to",
-            &url,
-        ]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stderr}");
-        assert!(
-            stderr.contains("every row count and every total equal"),
-            "{stderr}"
-        );
+        db_migrate(&data, &url);
         let scratch = dir.path().join("on-postgresql");
         std::fs::create_dir_all(&scratch).unwrap();
         let on_pg = Collector::spawn(&scratch, free_port(), &["--database-url", &url]);

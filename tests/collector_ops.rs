@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Agent, BIN, CollectorCmd, create_token, free_port};
+use common::{Agent, BIN, CollectorCmd, create_token, free_port, output_ok};
 use empreinte_testkit::powercap::FakePowercap;
 
 /// A collector started by `sh -c 'umask 000 && exec empreinte collector …'`.
@@ -192,17 +192,12 @@ fn one_collector_per_data_dir_private_files_and_a_backup_that_restores_to_the_ap
     // just after, and equal the API's once restored.
     let before = collector.total_uj(&reader);
     let backup = dir.path().join("backup.db");
-    let out = Command::new(BIN)
-        .args(["backup", "--data-dir"])
-        .arg(&data)
-        .arg("-o")
-        .arg(&backup)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output_ok(
+        Command::new(BIN)
+            .args(["backup", "--data-dir"])
+            .arg(&data)
+            .arg("-o")
+            .arg(&backup),
     );
     let after = collector.total_uj(&reader);
     assert_eq!(mode(&backup), 0o600, "the backup file");

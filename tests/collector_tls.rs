@@ -12,7 +12,7 @@ use std::process::{Child, Command};
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::{Agent, CollectorCmd, create_token, free_port, run};
+use common::{Agent, CollectorCmd, assert_success, create_token, free_port, run};
 use empreinte_testkit::powercap::FakePowercap;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -264,11 +264,7 @@ fn agents_and_reports_reach_an_https_collector_with_a_test_ca() {
     );
     let a = args(Some(&pki.ca));
     let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report.is_object());
 

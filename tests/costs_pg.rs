@@ -19,37 +19,6 @@ const BATCHES: u64 = 600;
 const PRICE_UEUR: u128 = 8_760_000_000;
 const PERIOD_MS: u128 = 8_760 * 3_600_000;
 
-fn push_body(agent: &str, batches: &[(u64, u64, u64)]) -> String {
-    let items: Vec<String> = batches
-        .iter()
-        .map(|(seq, start, uj)| {
-            let end = start + 1_000;
-            format!(
-                r#"{{"run_id":"{:0>32}","seq":{seq},"start_unix_ms":{start},"end_unix_ms":{end},"records":[{{"project":"chat","component":"gpu","source":"nvml","start_unix_ms":{start},"end_unix_ms":{end},"energy_uj":{uj}}}],"counters":[]}}"#,
-                agent.len()
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"version":1,"agent":{{"agent_id":"{agent}","hostname":"{agent}","agent_version":"0.1.0"}},"spool":{{"batches":0,"bytes":0,"oldest_start_unix_ms":null,"dropped_batches_total":0}},"batches":[{}]}}"#,
-        items.join(",")
-    )
-}
-
-fn token(url: &str, kind: &str, agent: Option<&str>) -> String {
-    let mut args = vec!["token", "create", "--kind", kind, "--database-url", url];
-    if let Some(a) = agent {
-        args.extend(["--agent", a]);
-    }
-    let out = run(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 #[test]
 fn three_collectors_pricing_the_same_rows_at_once_keep_every_cost_exact() {
     let Some(url) = fresh_database() else { return };
@@ -63,7 +32,7 @@ fn three_collectors_pricing_the_same_rows_at_once_keep_every_cost_exact() {
     let agents = ["pg-a", "pg-b", "pg-c", "pg-d"];
     let tokens: Vec<String> = agents
         .iter()
-        .map(|a| token(&url, "agent", Some(a)))
+        .map(|a| create_token_in(["--database-url", &url], "agent", Some(a)))
         .collect();
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
@@ -99,7 +68,7 @@ fn three_collectors_pricing_the_same_rows_at_once_keep_every_cost_exact() {
                     let batches: Vec<_> = (seq + 1..=seq + 3)
                         .map(|s| (s, start_ms + s * 1_000, 1_000_003 * (a as u64 + 1) + s))
                         .collect();
-                    let body = push_body(&agent, &batches);
+                    let body = gpu_push_body(&agent, &batches);
                     next += 1;
                     let mut resp = c
                         .post(&format!(

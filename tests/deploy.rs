@@ -6,7 +6,7 @@
 
 mod tools;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tools::{read, root, tool};
@@ -157,24 +157,9 @@ fn kubernetes_manifests_match_the_api_schemas() {
         assert!(kinds.contains(kind), "no {kind} in the manifests");
     }
     assert!(kinds.contains("hostPID: true"));
-    let Some(validate) = tool(
-        "kubernetes-validate",
-        "--version",
-        "PyPI package kubernetes-validate, in a virtual environment",
-    ) else {
+    let Some(said) = kubernetes_validate(resources.iter().map(|r| dir.join(r))) else {
         return;
     };
-    let out = Command::new(validate)
-        .arg("--strict")
-        .args(resources.iter().map(|r| dir.join(r)))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "kubernetes-validate: {said}");
     let mut passed = 0;
     for line in said.lines() {
         if line.contains(" passed for resource ") {
@@ -187,6 +172,28 @@ fn kubernetes_manifests_match_the_api_schemas() {
         }
     }
     assert!(passed >= 10, "{said}");
+}
+
+/// `kubernetes-validate --strict FILES`, which must succeed: what it said (stdout then
+/// stderr); `None` when the tool is not installed (outside CI).
+fn kubernetes_validate(files: impl IntoIterator<Item = PathBuf>) -> Option<String> {
+    let validate = tool(
+        "kubernetes-validate",
+        "--version",
+        "PyPI package kubernetes-validate, in a virtual environment",
+    )?;
+    let out = Command::new(validate)
+        .arg("--strict")
+        .args(files)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubernetes-validate: {said}");
+    Some(said)
 }
 
 /// The PostgreSQL example (three collector replicas, the URL from a Secret) lists files
@@ -218,24 +225,9 @@ fn kubernetes_postgresql_example_matches_the_api_schemas() {
         !collector.contains("postgres://"),
         "no database URL in the manifests"
     );
-    let Some(validate) = tool(
-        "kubernetes-validate",
-        "--version",
-        "PyPI package kubernetes-validate, in a virtual environment",
-    ) else {
+    let Some(said) = kubernetes_validate(own.iter().map(|r| dir.join(r))) else {
         return;
     };
-    let out = Command::new(validate)
-        .arg("--strict")
-        .args(own.iter().map(|r| dir.join(r)))
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "kubernetes-validate: {said}");
     let passed = said
         .lines()
         .filter(|l| l.contains(" passed for resource "))

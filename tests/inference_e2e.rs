@@ -221,11 +221,7 @@ fn bench(kind: InferenceServerKind, cmdline: &str, serves: &[Serve]) -> Bench {
     gpu.power_mw = None;
     let scenario = Scenario {
         gpus: vec![gpu],
-        processes: vec![nvml::FakeProcess {
-            gpu: 0,
-            pid: PID,
-            used_mem: Some(40 << 30),
-        }],
+        processes: vec![nvml::FakeProcess::new(0, PID, Some(40 << 30))],
         ..Scenario::default()
     };
     let nvml = FakeNvml::new(&scenario);

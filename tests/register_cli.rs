@@ -9,6 +9,7 @@
 mod common;
 
 use common::*;
+use empreinte_testkit::register::production_use;
 
 const FIVE_USES: &str = include_str!("../collector/tests/fixtures/register/five_uses.toml");
 
@@ -106,24 +107,6 @@ fn an_unreadable_register_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("idd"));
 }
 
-const ONE_USE: &str = r#"
-[[use]]
-id = "chatbot"
-name = { fr = "Assistant", en = "Assistant" }
-purpose = { fr = "Répondre", en = "Answer" }
-department = "Relation citoyenne"
-service = "Accueil"
-accountable = "DGS"
-models = ["m"]
-status = "production"
-production_from = "2025-01-01"
-risk = "limited"
-data = ["public"]
-decision = "D-1"
-hosting = { kind = "on_site", site = "mairie" }
-projects = ["chat"]
-"#;
-
 /// The use ids the collector serves.
 fn use_ids(c: &Collector, token: &str) -> Vec<String> {
     c.get(token, "/api/v1/uses")["uses"]
@@ -140,7 +123,7 @@ fn the_collector_reloads_the_register_on_sighup_and_keeps_it_when_the_new_one_is
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let file = dir.path().join("register.toml");
-    std::fs::write(&file, ONE_USE).unwrap();
+    std::fs::write(&file, production_use("chatbot", &["chat"])).unwrap();
     let config = dir.path().join("collector.toml");
     std::fs::write(
         &config,
@@ -162,10 +145,9 @@ fn the_collector_reloads_the_register_on_sighup_and_keeps_it_when_the_new_one_is
     };
     // A second use: served after SIGHUP, without a restart.
     let two = format!(
-        "{ONE_USE}\n{}",
-        ONE_USE
-            .replace("id = \"chatbot\"", "id = \"ocr\"")
-            .replace("projects = [\"chat\"]", "projects = [\"ocr\"]")
+        "{}{}",
+        production_use("chatbot", &["chat"]),
+        production_use("ocr", &["ocr"])
     );
     std::fs::write(&file, &two).unwrap();
     hup();

@@ -301,7 +301,7 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
 
     // The HTML from the collector (English), the PDF from the data directory (French).
     let html_path = dir.path().join("report.html");
-    let out = run(&[
+    run_ok(&[
         "report",
         "--collector",
         &collector.base,
@@ -318,11 +318,6 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
         "-o",
         html_path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<html lang=\"en\">") && html.contains("October 2025"));
     // The per-model section, with the figures of that minute: 21,600 J for 120 requests.
@@ -344,7 +339,7 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
     }
 
     let pdf_path = dir.path().join("report.pdf");
-    let out = run(&[
+    run_ok(&[
         "report",
         "--data-dir",
         data.to_str().unwrap(),
@@ -357,11 +352,6 @@ fn the_html_report_draws_its_charts_within_a4_and_the_pdf_has_its_pages() {
         "-o",
         pdf_path.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let pdf_bytes = std::fs::read(&pdf_path).unwrap();
     assert!(pdf_bytes.starts_with(b"%PDF-"), "not a PDF");
     let pages = pdf::page_count(&pdf_bytes);
@@ -560,28 +550,7 @@ fn pdf_pages_read_as_a_person_would(pdf_bytes: &[u8], pages: usize, dir: &Path) 
             );
         }
     }
-    let prefix = dir.join("page");
-    let out = Command::new("pdftoppm")
-        .args(["-png", "-r", "40"])
-        .arg(&pdf_path)
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut pngs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("page-") && n.ends_with(".png"))
-        })
-        .collect();
-    pngs.sort();
+    let pngs = report_pages::render_pages(&pdf_path, dir, &["-png", "-r", "40"], "page", "png");
     assert_eq!(pngs.len(), pages, "one image per page");
     for png_path in &pngs {
         let png = std::fs::read(png_path).unwrap();

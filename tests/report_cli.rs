@@ -12,6 +12,22 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// `empreinte report --data-dir DATA_DIR --month MONTH EXTRA...`.
+fn report_from(data_dir: &str, month: &str, extra: &[&str]) -> std::process::Output {
+    run(&[&["report", "--data-dir", data_dir, "--month", month], extra].concat())
+}
+
+/// `empreinte report --collector BASE --token-file TOKEN_FILE --month MONTH EXTRA...`.
+fn report_through(
+    base: &str,
+    token_file: &str,
+    month: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let source = ["report", "--collector", base, "--token-file", token_file];
+    run(&[&source, ["--month", month].as_slice(), extra].concat())
+}
+
 #[test]
 fn report_errors_are_clear_and_both_sources_give_the_same_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -20,7 +36,7 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
     let d = data.to_str().unwrap();
 
     // A month in the future.
-    let out = run(&["report", "--data-dir", d, "--month", "2100-01"]);
+    let out = report_from(d, "2100-01", &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("--month 2100-01 is in the future"),
@@ -28,7 +44,7 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
         stderr(&out)
     );
     // Not a month.
-    let out = run(&["report", "--data-dir", d, "--month", "2025-1"]);
+    let out = report_from(d, "2025-1", &[]);
     assert!(stderr(&out).contains("YYYY-MM"), "{}", stderr(&out));
     // No data directory.
     let missing = dir.path().join("nope");
@@ -45,15 +61,7 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
         stderr(&out)
     );
     // A month without data: a report that says so (French by default).
-    let out = run(&[
-        "report",
-        "--data-dir",
-        d,
-        "--month",
-        "2025-01",
-        "--format",
-        "md",
-    ]);
+    let out = report_from(d, "2025-01", &["--format", "md"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let md = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -115,27 +123,9 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
         .unwrap()
         .label();
     let t = token_file.to_str().unwrap();
-    let remote = run(&[
-        "report",
-        "--collector",
-        &collector.base,
-        "--token-file",
-        t,
-        "--month",
-        &label,
-        "--format",
-        "csv",
-    ]);
+    let remote = report_through(&collector.base, t, &label, &["--format", "csv"]);
     assert!(remote.status.success(), "{}", stderr(&remote));
-    let local = run(&[
-        "report",
-        "--data-dir",
-        d,
-        "--month",
-        &label,
-        "--format",
-        "csv",
-    ]);
+    let local = report_from(d, &label, &["--format", "csv"]);
     assert!(local.status.success(), "{}", stderr(&local));
     assert_eq!(
         String::from_utf8_lossy(&remote.stdout),
@@ -150,41 +140,19 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
     assert_eq!(energy, 3_600_000_000, "{csv}");
     // BoAmps: one file per use in the -o directory; the open-data CSV, one line per use.
     let boamps_dir = dir.path().join("boamps");
-    let out = run(&[
-        "report",
-        "--data-dir",
+    let out = report_from(
         d,
-        "--month",
         &label,
-        "--format",
-        "boamps",
-        "-o",
-        boamps_dir.to_str().unwrap(),
-    ]);
+        &["--format", "boamps", "-o", boamps_dir.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let file = boamps_dir.join(format!("{label}-chat.boamps.json"));
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
     assert_eq!(doc["measures"][0]["powerConsumption"], 0.001, "{doc}");
-    let out = run(&[
-        "report",
-        "--data-dir",
-        d,
-        "--month",
-        &label,
-        "--format",
-        "boamps",
-    ]);
+    let out = report_from(d, &label, &["--format", "boamps"]);
     assert!(stderr(&out).contains("give -o DIR"), "{}", stderr(&out));
-    let out = run(&[
-        "report",
-        "--data-dir",
-        d,
-        "--month",
-        &label,
-        "--format",
-        "opendata",
-    ]);
+    let out = report_from(d, &label, &["--format", "opendata"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let open = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -193,15 +161,7 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
         "{open}"
     );
     // A future month through the collector: the same sentence.
-    let out = run(&[
-        "report",
-        "--collector",
-        &collector.base,
-        "--token-file",
-        t,
-        "--month",
-        "2100-01",
-    ]);
+    let out = report_through(&collector.base, t, "2100-01", &[]);
     assert!(
         stderr(&out).contains("--month 2100-01 is in the future"),
         "{}",
@@ -209,14 +169,6 @@ fn report_errors_are_clear_and_both_sources_give_the_same_report() {
     );
     // A wrong token: the collector's reason.
     std::fs::write(&token_file, "emp_nope_nope").unwrap();
-    let out = run(&[
-        "report",
-        "--collector",
-        &collector.base,
-        "--token-file",
-        t,
-        "--month",
-        &label,
-    ]);
+    let out = report_through(&collector.base, t, &label, &[]);
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
 }

@@ -91,18 +91,14 @@ fn recompute_applies_the_corrected_pue_from_the_stated_day_and_the_report_says_s
 
     let out = run(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert!(
         stdout.contains("Recomputed 1 hourly rows from 2025-10-15 00:00 CEST")
             && stdout.contains("2025-10: 1 rows"),
         "{stdout}"
     );
 
-    let out = run(&[
+    let out = run_ok(&[
         "report",
         "--config",
         cfg_s,
@@ -113,11 +109,6 @@ fn recompute_applies_the_corrected_pue_from_the_stated_day_and_the_report_says_s
         "--format",
         "json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // 1 kWh × 1.3 before the 15th, 1 kWh × 1.1 after: 2.4 kWh with PUE.
     assert_eq!(

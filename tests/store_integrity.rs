@@ -4,6 +4,8 @@
 
 use std::process::Command;
 
+use empreinte_testkit::process::output_ok;
+
 use empreinte_collector::store::TokenKind;
 use empreinte_collector::store::sqlite::{DB_FILE, SqliteStore};
 
@@ -33,17 +35,12 @@ fn seeded() -> tempfile::TempDir {
     // hit the database itself, so the directory gets one whole file, the consistent copy
     // `empreinte backup` writes, in place of the database and its log.
     let copy = dir.path().join("copy.db");
-    let out = Command::new(env!("CARGO_BIN_EXE_empreinte"))
-        .args(["backup", "--data-dir"])
-        .arg(dir.path())
-        .arg("-o")
-        .arg(&copy)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    output_ok(
+        Command::new(env!("CARGO_BIN_EXE_empreinte"))
+            .args(["backup", "--data-dir"])
+            .arg(dir.path())
+            .arg("-o")
+            .arg(&copy),
     );
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(dir.path().join(format!("{DB_FILE}{suffix}")));

@@ -262,42 +262,14 @@ fn two_projects_share_a_gpu_by_their_utilisation_samples_and_an_empty_gpu_is_idl
     let procfs = FakeProcfs::new();
     let (nvml, mut s, mut sampler) = gpu_setup(&procfs);
     s.processes = vec![
-        GpuProc {
-            gpu: 0,
-            pid: 100,
-            used_mem: Some(10 << 30),
-        },
-        GpuProc {
-            gpu: 0,
-            pid: 200,
-            used_mem: Some(30 << 30),
-        },
+        GpuProc::new(0, 100, Some(10 << 30)),
+        GpuProc::new(0, 200, Some(30 << 30)),
     ];
     s.samples = vec![
-        FakeSample {
-            gpu: 0,
-            pid: 100,
-            ts_us: 10,
-            sm: 60,
-        },
-        FakeSample {
-            gpu: 0,
-            pid: 100,
-            ts_us: 20,
-            sm: 60,
-        },
-        FakeSample {
-            gpu: 0,
-            pid: 200,
-            ts_us: 15,
-            sm: 20,
-        },
-        FakeSample {
-            gpu: 0,
-            pid: 200,
-            ts_us: 25,
-            sm: 20,
-        },
+        FakeSample::new(0, 100, 10, 60),
+        FakeSample::new(0, 100, 20, 60),
+        FakeSample::new(0, 200, 15, 20),
+        FakeSample::new(0, 200, 25, 20),
     ];
     s.gpus[0].energy_mj = Some(400_000); // 400 J
     s.gpus[1].energy_mj = Some(90_000); // 90 J with no process
@@ -329,16 +301,8 @@ fn without_samples_gpu_memory_decides_and_an_exited_process_still_gets_its_share
     // exited during the interval (its /proc entry is gone, the driver still lists it):
     // it keeps its project for this interval.
     s.processes = vec![
-        GpuProc {
-            gpu: 0,
-            pid: 100,
-            used_mem: Some(10 << 30),
-        },
-        GpuProc {
-            gpu: 0,
-            pid: 200,
-            used_mem: Some(30 << 30),
-        },
+        GpuProc::new(0, 100, Some(10 << 30)),
+        GpuProc::new(0, 200, Some(30 << 30)),
     ];
     s.gpus[0].energy_mj = Some(200_000);
     nvml.play(&s);

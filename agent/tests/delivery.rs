@@ -17,9 +17,9 @@ use empreinte_agent::config::PushConfig;
 use empreinte_agent::push::client::{Client, Outcome};
 use empreinte_agent::push::spool::{REJECTED_DIR, RejectedBatch, Spool, SpoolLimits};
 use empreinte_agent::push::{Pipeline, PushMetrics};
-use empreinte_shared::wire::{AgentInfo, Limits};
+use empreinte_shared::wire::Limits;
 use empreinte_shared::{Component, SourceKind};
-use empreinte_testkit::collector::{FakeCollector, Mode};
+use empreinte_testkit::collector::{FakeCollector, Mode, test_agent};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -36,11 +36,7 @@ fn client(collector: &FakeCollector, max_batches: usize) -> Client {
     Client::new(
         &collector.url,
         None,
-        AgentInfo {
-            agent_id: "gpu-node-01".into(),
-            hostname: "gpu-node-01".into(),
-            agent_version: "test".into(),
-        },
+        test_agent("gpu-node-01"),
         Duration::from_secs(30),
         max_batches,
     )

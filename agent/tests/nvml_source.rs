@@ -336,16 +336,8 @@ fn a_mig_gpu_is_diagnosed_and_says_how_its_energy_is_split() {
         gpus: vec![gpu],
         driver: Some("560.35.03".into()),
         processes: vec![
-            FakeProcess {
-                gpu: 0,
-                pid: 100,
-                used_mem: Some(10 << 30),
-            },
-            FakeProcess {
-                gpu: 0,
-                pid: 200,
-                used_mem: Some(30 << 30),
-            },
+            FakeProcess::new(0, 100, Some(10 << 30)),
+            FakeProcess::new(0, 200, Some(30 << 30)),
         ],
         instances: vec![
             FakeInstance {
@@ -446,30 +438,12 @@ fn a_gpu_with_no_energy_reading_at_all_is_unusable_with_the_reason() {
 fn gpu_activity_lists_processes_and_only_new_samples() {
     let mut s = two_gpus();
     s.processes = vec![
-        FakeProcess {
-            gpu: 0,
-            pid: 100,
-            used_mem: Some(4 << 30),
-        },
-        FakeProcess {
-            gpu: 0,
-            pid: 200,
-            used_mem: None,
-        },
+        FakeProcess::new(0, 100, Some(4 << 30)),
+        FakeProcess::new(0, 200, None),
     ];
     s.samples = vec![
-        FakeSample {
-            gpu: 0,
-            pid: 100,
-            ts_us: 1_000,
-            sm: 70,
-        },
-        FakeSample {
-            gpu: 0,
-            pid: 200,
-            ts_us: 1_500,
-            sm: 10,
-        },
+        FakeSample::new(0, 100, 1_000, 70),
+        FakeSample::new(0, 200, 1_500, 10),
     ];
     let fake = FakeNvml::new(&s);
     let mut nvml = NvmlSource::open(fake.library()).source.unwrap();
@@ -483,12 +457,7 @@ fn gpu_activity_lists_processes_and_only_new_samples() {
         again.samples.is_empty(),
         "samples already seen are not returned twice"
     );
-    s.samples.push(FakeSample {
-        gpu: 0,
-        pid: 200,
-        ts_us: 2_000,
-        sm: 55,
-    });
+    s.samples.push(FakeSample::new(0, 200, 2_000, 55));
     fake.play(&s);
     let next = nvml.gpu_activity(0).unwrap();
     assert_eq!(next.samples.len(), 1);
@@ -532,21 +501,9 @@ fn a_mig_gpu_is_split_by_memory_per_instance_and_exactly_conserved() {
     let mut s = Scenario {
         gpus: vec![gpu],
         processes: vec![
-            FakeProcess {
-                gpu: 0,
-                pid: 100,
-                used_mem: Some(10 << 30),
-            },
-            FakeProcess {
-                gpu: 0,
-                pid: 200,
-                used_mem: Some(20 << 30),
-            },
-            FakeProcess {
-                gpu: 0,
-                pid: 300,
-                used_mem: Some(10 << 30),
-            },
+            FakeProcess::new(0, 100, Some(10 << 30)),
+            FakeProcess::new(0, 200, Some(20 << 30)),
+            FakeProcess::new(0, 300, Some(10 << 30)),
         ],
         instances: vec![
             FakeInstance {

@@ -12,9 +12,8 @@ use empreinte_agent::attribution::engine::ProjectEnergy;
 use empreinte_agent::config::PushConfig;
 use empreinte_agent::push::Pipeline;
 use empreinte_agent::push::client::{Client, Outcome};
-use empreinte_shared::wire::AgentInfo;
 use empreinte_shared::{Component, SourceKind};
-use empreinte_testkit::collector::{FakeCollector, Mode};
+use empreinte_testkit::collector::{FakeCollector, Mode, test_agent};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -85,11 +84,7 @@ fn client(collector: &FakeCollector, max_batches: usize) -> Client {
     Client::new(
         &collector.url,
         Some("secret-token".into()),
-        AgentInfo {
-            agent_id: "gpu-node-01".into(),
-            hostname: "gpu-node-01".into(),
-            agent_version: "test".into(),
-        },
+        test_agent("gpu-node-01"),
         Duration::from_secs(5),
         max_batches,
     )

@@ -14,9 +14,8 @@ use empreinte_agent::attribution::engine::ProjectEnergy;
 use empreinte_agent::config::PushConfig;
 use empreinte_agent::push::Pipeline;
 use empreinte_agent::push::client::{Client, Outcome};
-use empreinte_shared::wire::AgentInfo;
 use empreinte_shared::{Component, SourceKind};
-use empreinte_testkit::collector::FakeCollector;
+use empreinte_testkit::collector::{FakeCollector, test_agent};
 
 const T0: u64 = 1_800_000_000_000;
 const WINDOW_S: u64 = 60;
@@ -77,11 +76,7 @@ fn run(window: Duration) -> (Vec<Figure>, u64, u64) {
     let client = Client::new(
         &collector.url,
         None,
-        AgentInfo {
-            agent_id: "churn".into(),
-            hostname: "churn".into(),
-            agent_version: "test".into(),
-        },
+        test_agent("churn"),
         Duration::from_secs(10),
         500,
     );

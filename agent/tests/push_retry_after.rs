@@ -12,9 +12,8 @@ use empreinte_agent::attribution::engine::ProjectEnergy;
 use empreinte_agent::config::PushConfig;
 use empreinte_agent::push::Pipeline;
 use empreinte_agent::push::client::{Client, MAX_BACKOFF, Outcome, failed_wait};
-use empreinte_shared::wire::AgentInfo;
 use empreinte_shared::{Component, SourceKind};
-use empreinte_testkit::collector::{FakeCollector, Mode};
+use empreinte_testkit::collector::{FakeCollector, Mode, test_agent};
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -33,11 +32,7 @@ fn a_busy_collectors_retry_after_is_honoured_and_nothing_is_lost() {
     let client = Client::new(
         &collector.url,
         Some("secret-token".into()),
-        AgentInfo {
-            agent_id: "gpu-node-01".into(),
-            hostname: "gpu-node-01".into(),
-            agent_version: "test".into(),
-        },
+        test_agent("gpu-node-01"),
         Duration::from_secs(5),
         500,
     );

@@ -71,7 +71,6 @@ async fn a_month_of_emissions_matches_the_hand_computation() {
         .unwrap();
 
     // chat: 1 kWh per hour on the GPU; web: 0.5 kWh per hour on the CPU.
-    const KWH: u64 = 3_600_000_000_000;
     let batches: Vec<_> = hours
         .iter()
         .enumerate()

@@ -15,8 +15,7 @@ use common::*;
 use empreinte_collector::period::month_of;
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::{Component, SourceKind};
-
-const KWH: u64 = 3_600_000_000_000;
+use empreinte_testkit::register::production_use;
 
 fn config(register: &str, change: &str) -> String {
     format!(
@@ -69,24 +68,6 @@ purchase_source = "Marché 2025-17, test"
     )
 }
 
-const REGISTER: &str = r#"
-[[use]]
-id = "chatbot"
-name = { fr = "Assistant", en = "Assistant" }
-purpose = { fr = "Répondre", en = "Answer" }
-department = "Relation citoyenne"
-service = "Accueil"
-accountable = "DGS"
-models = ["m"]
-status = "production"
-production_from = "2025-01-01"
-risk = "limited"
-data = ["public"]
-decision = "D-1"
-hosting = { kind = "on_site", site = "mairie" }
-projects = ["chat", "web"]
-"#;
-
 #[tokio::test]
 async fn a_month_of_costs_matches_the_hand_computation_to_the_cent() {
     let tz = jiff::tz::TimeZone::get("Europe/Paris").unwrap();
@@ -95,15 +76,15 @@ async fn a_month_of_costs_matches_the_hand_computation_to_the_cent() {
     let change = format!("{}-{:02}-16", m.year, m.month);
     let dir = tempfile::tempdir().unwrap();
     let register = dir.path().join("register.toml");
-    std::fs::write(&register, REGISTER).unwrap();
-    for h in engines::engines(&config(register.to_str().unwrap(), &change)).await {
-        eprintln!("engine: {}", h.engine);
+    std::fs::write(&register, production_use("chatbot", &["chat", "web"])).unwrap();
+    for h in engines(&config(register.to_str().unwrap(), &change)).await {
+        eprintln!("engine: {}", h.name);
         month_matches_by_hand(&h, &tz, &m, &change).await;
     }
 }
 
 async fn month_matches_by_hand(
-    h: &engines::OnEngine,
+    h: &Engine,
     tz: &jiff::tz::TimeZone,
     m: &empreinte_collector::period::Month,
     change: &str,
@@ -231,7 +212,7 @@ async fn month_matches_by_hand(
 }
 
 /// Pushes the month: each hour of both hosts, in half-hour batches.
-async fn push_month(h: &engines::OnEngine, hours: &[i64]) {
+async fn push_month(h: &Engine, hours: &[i64]) {
     // srv-1 (mairie): chat 1 kWh and web 0.25 kWh each hour; srv-2 (datacentre): ocr
     // 0.5 kWh each hour. Each hour comes in two half-hour batches, the first halves in
     // one push and the second halves in another (so every cost row is added to once
@@ -332,7 +313,7 @@ fn by_hand(
 /// and web by energy; 1 €/h for srv-2 (ocr) from the 16th, local midnight. Exact to the
 /// micro-euro, apart from the energy costs, in the API and in /metrics.
 async fn hardware_apart_by_hand(
-    h: &engines::OnEngine,
+    h: &Engine,
     tz: &jiff::tz::TimeZone,
     m: &empreinte_collector::period::Month,
     hours: &[i64],

@@ -9,7 +9,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::engine::Harness;
+use common::Engine;
 use common::{batch, hour_ago, push, record};
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::wire::{Batch, InferenceRecord, InferenceServerKind, Push, Record};
@@ -102,7 +102,7 @@ fn v2_batch(seq: u64, t0: u64) -> Batch {
     }
 }
 
-fn month_of(h: &Harness, t_ms: u64) -> String {
+fn month_of(h: &Engine, t_ms: u64) -> String {
     jiff::Timestamp::from_millisecond(t_ms as i64)
         .unwrap()
         .to_zoned(h.state.tz.clone())
@@ -122,14 +122,14 @@ fn close(got: &Value, want: f64, what: &str) {
 
 #[tokio::test]
 async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation() {
-    for h in common::engine::engines(CONFIG).await {
+    for h in common::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation_on(h).await;
     }
 }
 
 async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_computation_on(
-    h: Harness,
+    h: Engine,
 ) {
     let v2 = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let v1 = h.token(TokenKind::Agent, Some("old-01")).await;
@@ -242,13 +242,13 @@ async fn a_v1_and_a_v2_agent_are_stored_exactly_and_the_figures_are_the_hand_com
 
 #[tokio::test]
 async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored() {
-    for h in common::engine::engines(CONFIG).await {
+    for h in common::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h).await;
     }
 }
 
-async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h: Harness) {
+async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h: Engine) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let t0 = hour_ago(3);
     let mut p: Push = push("gpu-01", vec![v2_batch(1, t0)]);
@@ -271,13 +271,13 @@ async fn a_v1_push_carrying_a_v2_field_is_refused_and_nothing_is_stored_on(h: Ha
 
 #[tokio::test]
 async fn bad_queries_get_a_clear_400_and_no_token_a_401() {
-    for h in common::engine::engines(CONFIG).await {
+    for h in common::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         bad_queries_get_a_clear_400_and_no_token_a_401_on(h).await;
     }
 }
 
-async fn bad_queries_get_a_clear_400_and_no_token_a_401_on(h: Harness) {
+async fn bad_queries_get_a_clear_400_and_no_token_a_401_on(h: Engine) {
     let reader = h.token(TokenKind::Read, None).await;
     for (query, says) in [
         ("group_by=site", "allowed are project, model, host, day"),
@@ -295,13 +295,13 @@ async fn bad_queries_get_a_clear_400_and_no_token_a_401_on(h: Harness) {
 
 #[tokio::test]
 async fn the_prometheus_series_are_the_stored_totals_across_a_restart() {
-    for h in common::engine::engines(CONFIG).await {
+    for h in common::engines(CONFIG).await {
         eprintln!("engine: {}", h.name);
         the_prometheus_series_are_the_stored_totals_across_a_restart_on(h).await;
     }
 }
 
-async fn the_prometheus_series_are_the_stored_totals_across_a_restart_on(h: Harness) {
+async fn the_prometheus_series_are_the_stored_totals_across_a_restart_on(h: Engine) {
     let token = h.token(TokenKind::Agent, Some("gpu-01")).await;
     let reader = h.token(TokenKind::Read, None).await;
     let t0 = hour_ago(3);
@@ -318,7 +318,7 @@ async fn the_prometheus_series_are_the_stored_totals_across_a_restart_on(h: Harn
         r#"empreinte_inference_tokens_total{project="chat",model="llama-3-8b",kind="output"} 240000"#,
         r#"empreinte_inference_energy_joules_total{project="chat",model="llama-3-8b"} 3600"#,
     ];
-    let metrics = |h: &Harness| {
+    let metrics = |h: &Engine| {
         let h = h.state.clone();
         let reader = reader.clone();
         async move {
@@ -343,7 +343,7 @@ async fn the_prometheus_series_are_the_stored_totals_across_a_restart_on(h: Harn
     // Not counted by the server: no series rather than a 0.
     assert!(!text.contains("kind=\"cached_input\""), "{text}");
     // A new collector on the same database starts from the stored totals.
-    let again = h.reopen().await;
+    let again = h.restart().await;
     let text = metrics(&again).await;
     for line in expect {
         assert!(text.contains(line), "after a restart, {line} missing");

@@ -9,27 +9,11 @@ mod common;
 
 use axum::http::StatusCode;
 use common::*;
-use empreinte_collector::objectives::{BudgetKind, Verdict, evaluate};
-use empreinte_collector::period::month;
+use empreinte_collector::objectives::{BudgetKind, ObjectiveStatus, Verdict, evaluate};
+use empreinte_collector::period::{Month, month};
 use empreinte_collector::register::Register;
 use empreinte_collector::store::TokenKind;
 use empreinte_shared::{Component, SourceKind};
-
-const KWH: u64 = 3_600_000_000_000;
-
-fn paris() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
-}
-
-/// The instant of a local time in Paris.
-fn at(text: &str) -> i64 {
-    text.parse::<jiff::civil::DateTime>()
-        .unwrap()
-        .to_zoned(paris())
-        .unwrap()
-        .timestamp()
-        .as_second()
-}
 
 /// Pushes `kwh_per_hour` for `project` on `host` every hour of `[from_s, to_s)`.
 async fn fill(
@@ -69,7 +53,11 @@ async fn fill(
     }
 }
 
-const ORGANISATION: &str = r#"
+/// A configuration of one site in France holding every host (Paris time), and
+/// `objectives`.
+fn one_site(objectives: &str) -> String {
+    format!(
+        r#"
 [organisation]
 name = "Test"
 timezone = "Europe/Paris"
@@ -81,7 +69,25 @@ max_batch_age = "36500days"
 name = "s"
 zone = "FR"
 hosts = ["*"]
+{objectives}"#
+    )
+}
 
+/// The configured objectives judged over `period` at `now_s`, with no register.
+async fn evaluated(h: &Harness, period: &Month, now_s: i64) -> Vec<ObjectiveStatus> {
+    evaluate(
+        h.store.as_ref(),
+        &h.state.planner.config().objectives,
+        &Register::default(),
+        &paris(),
+        period,
+        now_s,
+    )
+    .await
+    .unwrap()
+}
+
+const ORGANISATION: &str = r#"
 [[objective]]
 project = "*"
 reduction_percent = 20.0
@@ -90,7 +96,7 @@ baseline_month = "2025-09"
 
 #[tokio::test]
 async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_whole() {
-    let h = Harness::new(ORGANISATION).await;
+    let h = Harness::new(&one_site(ORGANISATION)).await;
     // September: a 3 kWh/h + b 2 kWh/h for 20 hours = 100 kWh.
     let sep = month(&paris(), 2025, 9).unwrap();
     fill(&h, "h1", 1, "a", sep.from_s, sep.from_s + 20 * 3600, 3).await;
@@ -99,19 +105,9 @@ async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_w
     let oct = month(&paris(), 2025, 10).unwrap();
     fill(&h, "h1", 3, "a", oct.from_s, oct.from_s + 20 * 3600, 3).await;
     fill(&h, "h2", 4, "b", oct.from_s, oct.from_s + 15 * 3600, 2).await;
-    let config = h.state.planner.config();
-    let now = at("2025-11-05T12:00:00");
+    let now = paris_at("2025-11-05T12:00:00");
 
-    let in_baseline = evaluate(
-        h.store.as_ref(),
-        &config.objectives,
-        &Register::default(),
-        &paris(),
-        &sep,
-        now,
-    )
-    .await
-    .unwrap();
+    let in_baseline = evaluated(&h, &sep, now).await;
     assert_eq!(
         in_baseline.len(),
         2,
@@ -127,16 +123,7 @@ async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_w
         .unwrap();
     assert!((energy.used - 100.0).abs() < 1e-9, "{energy:?}");
 
-    let next = evaluate(
-        h.store.as_ref(),
-        &config.objectives,
-        &Register::default(),
-        &paris(),
-        &oct,
-        now,
-    )
-    .await
-    .unwrap();
+    let next = evaluated(&h, &oct, now).await;
     let energy = next.iter().find(|o| o.kind == BudgetKind::Energy).unwrap();
     assert!((energy.budget.unwrap() - 80.0).abs() < 1e-9, "{energy:?}");
     assert!(
@@ -147,18 +134,6 @@ async fn a_baseline_month_gives_no_verdict_and_the_organisation_is_judged_as_a_w
 }
 
 const LATE: &str = r#"
-[organisation]
-name = "Test"
-timezone = "Europe/Paris"
-
-[limits]
-max_batch_age = "36500days"
-
-[[site]]
-name = "s"
-zone = "FR"
-hosts = ["*"]
-
 [[objective]]
 project = "late"
 monthly_energy_kwh = 90.0
@@ -170,24 +145,17 @@ monthly_energy_kwh = 1000.0
 
 #[tokio::test]
 async fn a_project_starting_on_the_28th_is_projected_from_the_28th() {
-    let h = Harness::new(LATE).await;
+    let h = Harness::new(&one_site(LATE)).await;
     let oct = month(&paris(), 2025, 10).unwrap();
     // "late": 1 kWh/h from the 28th, 00:00, to the 30th, 00:00 (48 kWh); "early" runs
     // from the 1st.
-    let (start, now) = (at("2025-10-28T00:00:00"), at("2025-10-30T00:00:00"));
+    let (start, now) = (
+        paris_at("2025-10-28T00:00:00"),
+        paris_at("2025-10-30T00:00:00"),
+    );
     fill(&h, "h1", 1, "late", start, now, 1).await;
     fill(&h, "h2", 2, "early", oct.from_s, now, 1).await;
-    let config = h.state.planner.config();
-    let statuses = evaluate(
-        h.store.as_ref(),
-        &config.objectives,
-        &Register::default(),
-        &paris(),
-        &oct,
-        now,
-    )
-    .await
-    .unwrap();
+    let statuses = evaluated(&h, &oct, now).await;
     let late = statuses.iter().find(|o| o.project == "late").unwrap();
     // From the 28th to the end of the month: 96 hours, 48 of them gone: 48 / 0.5 = 96 kWh.
     let hours_left = (oct.to_s - start) as f64 / 3600.0;

@@ -29,7 +29,7 @@ const FIELDS: [&str; 7] = [
 ];
 
 struct Setup {
-    h: engines::OnEngine,
+    h: Engine,
     reader: String,
     month: String,
     _dir: std::sync::Arc<tempfile::TempDir>,
@@ -74,14 +74,14 @@ monthly_energy_kwh = 1000.0
         register.display()
     );
     let mut out = Vec::new();
-    for h in engines::engines(&config).await {
+    for h in engines(&config).await {
         out.push(month_on(h, &m, dir.clone()).await);
     }
     out
 }
 
 async fn month_on(
-    h: engines::OnEngine,
+    h: Engine,
     m: &empreinte_collector::period::Month,
     dir: std::sync::Arc<tempfile::TempDir>,
 ) -> Setup {
@@ -156,7 +156,7 @@ async fn grouped(s: &Setup, by: &str) -> Value {
 #[tokio::test]
 async fn figures_group_exactly_by_use_and_department_and_the_undeclared_project_is_flagged() {
     for s in setups().await {
-        eprintln!("engine: {}", s.h.engine);
+        eprintln!("engine: {}", s.h.name);
         let by_project = grouped(&s, "project").await;
         let projects: BTreeMap<String, [u64; 7]> = by_project["rows"]
             .as_array()
@@ -226,7 +226,7 @@ async fn figures_group_exactly_by_use_and_department_and_the_undeclared_project_
 #[tokio::test]
 async fn the_uses_endpoint_serves_the_register_with_measured_and_estimated_apart() {
     for s in setups().await {
-        eprintln!("engine: {}", s.h.engine);
+        eprintln!("engine: {}", s.h.name);
         let (status, v) =
             s.h.get(&s.reader, &format!("/api/v1/uses?month={}", s.month))
                 .await;
@@ -284,7 +284,7 @@ async fn the_uses_endpoint_serves_the_register_with_measured_and_estimated_apart
 #[tokio::test]
 async fn the_uses_endpoint_needs_a_read_token_and_checks_its_query() {
     for s in setups().await {
-        eprintln!("engine: {}", s.h.engine);
+        eprintln!("engine: {}", s.h.name);
         let (status, _) = s.h.get("nope", "/api/v1/uses").await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         let (status, v) = s.h.get(&s.reader, "/api/v1/uses?department=Nope").await;
@@ -304,7 +304,7 @@ async fn the_uses_endpoint_needs_a_read_token_and_checks_its_query() {
 #[tokio::test]
 async fn the_report_has_the_uses_departments_and_the_undeclared_project_french_first() {
     for s in setups().await {
-        eprintln!("engine: {}", s.h.engine);
+        eprintln!("engine: {}", s.h.name);
         let (status, md) =
             s.h.get(&s.reader, &format!("/reports/{}.md?lang=fr", s.month))
                 .await;
@@ -337,7 +337,7 @@ async fn the_report_has_the_uses_departments_and_the_undeclared_project_french_f
 #[tokio::test]
 async fn objectives_are_set_per_use_and_per_department() {
     for s in setups().await {
-        eprintln!("engine: {}", s.h.engine);
+        eprintln!("engine: {}", s.h.name);
         let (status, v) =
             s.h.get(&s.reader, &format!("/api/v1/objectives?month={}", s.month))
                 .await;

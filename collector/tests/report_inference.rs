@@ -10,7 +10,6 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::engine::{Harness, engines};
 use common::*;
 use empreinte_collector::report::{self, Format, Lang, ReportData};
 use empreinte_collector::store::TokenKind;
@@ -96,7 +95,7 @@ fn minute(seq: u64, s: u64, records: Vec<Record>, inference: Vec<InferenceRecord
     }
 }
 
-async fn march(h: &Harness) -> ReportData {
+async fn march(h: &Engine) -> ReportData {
     let t0 = T0_S * 1000;
     // gpu-01, two minutes: each 36,000 J of GPU and 4,000 J of CPU tagged with the
     // chatbot's model, 12,000 J of idle GPU; 100 requests and 40,000 output tokens.

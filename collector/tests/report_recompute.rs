@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{TestDefaults, batch, push, record};
+use common::{KWH, TestDefaults, batch, push, record};
 use empreinte_collector::config::CollectorConfig;
 use empreinte_collector::history::{self, RecomputeJob};
 use empreinte_collector::period::month;
@@ -58,8 +58,6 @@ gpus = [{{ model = "test-gpu", count = 1 }}]
     ))
     .unwrap()
 }
-
-const KWH: u64 = 3_600_000_000_000;
 
 struct Engine {
     name: &'static str,

@@ -51,21 +51,6 @@ server_lifetime_years = 1.0
 server_source = "test figure"
 "#;
 
-const KWH: u64 = 3_600_000_000_000;
-
-fn paris() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
-}
-
-fn at(text: &str) -> i64 {
-    text.parse::<jiff::civil::DateTime>()
-        .unwrap()
-        .to_zoned(paris())
-        .unwrap()
-        .timestamp()
-        .as_second()
-}
-
 #[tokio::test]
 async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_hand_computation() {
     let h = Harness::new(CONFIG).await;
@@ -82,14 +67,14 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
         ("2025-03-30T00:00:00", "2025-03-31T00:00:00"),
         ("2025-10-26T00:00:00", "2025-10-27T00:00:00"),
     ] {
-        hours.extend((at(from)..at(to)).step_by(3600));
+        hours.extend((paris_at(from)..paris_at(to)).step_by(3600));
     }
     assert_eq!(
-        (at("2025-03-31T00:00:00") - at("2025-03-30T00:00:00")) / 3600,
+        (paris_at("2025-03-31T00:00:00") - paris_at("2025-03-30T00:00:00")) / 3600,
         23
     );
     assert_eq!(
-        (at("2025-10-27T00:00:00") - at("2025-10-26T00:00:00")) / 3600,
+        (paris_at("2025-10-27T00:00:00") - paris_at("2025-10-26T00:00:00")) / 3600,
         25
     );
     let token = h.token(TokenKind::Agent, Some("srv-1")).await;
@@ -112,7 +97,7 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
         assert_eq!(status, StatusCode::OK, "{body}");
     }
     let config = h.state.planner.config();
-    let now = at("2026-02-01T12:00:00");
+    let now = paris_at("2026-02-01T12:00:00");
     let year = report::year::build_year(h.store.as_ref(), config, &tz, 2025, now)
         .await
         .unwrap();
@@ -134,7 +119,10 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
     assert_eq!(year.months.len(), 12);
 
     // By hand: the hours of 2025 only (the ends of 2024 and 2026 are outside).
-    let (from, to) = (at("2025-01-01T00:00:00"), at("2026-01-01T00:00:00"));
+    let (from, to) = (
+        paris_at("2025-01-01T00:00:00"),
+        paris_at("2026-01-01T00:00:00"),
+    );
     let n = hours.iter().filter(|&&s| s >= from && s < to).count() as u64;
     assert_eq!(year.totals.exact.energy_uj, n * KWH);
     let ug = |g: f64| (g * 1e6) as i64;
@@ -171,7 +159,7 @@ async fn the_year_equals_its_twelve_months_exactly_and_its_beges_categories_the_
     assert_eq!(json["totals"]["exact"]["energy_uj"], n * KWH);
 
     // Euros across the tariff change: each hour at the price of its local day.
-    let july = at("2025-07-01T00:00:00");
+    let july = paris_at("2025-07-01T00:00:00");
     let by_hand: u64 = hours
         .iter()
         .filter(|&&s| s >= from && s < to)
@@ -262,7 +250,7 @@ async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_orga
         .await
         .unwrap()
         .token;
-        let s = at("2025-05-01T10:00:00") as u64 * 1000;
+        let s = paris_at("2025-05-01T10:00:00") as u64 * 1000;
         let p = push(
             "srv-1",
             vec![batch(
@@ -296,7 +284,7 @@ async fn the_yearly_statement_uses_and_names_ademe_base_empreinte_where_the_orga
             &config,
             &paris(),
             2025,
-            at("2026-01-02T00:00:00"),
+            paris_at("2026-01-02T00:00:00"),
         )
         .await
         .unwrap();

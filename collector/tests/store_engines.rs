@@ -13,19 +13,16 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{TestDefaults, batch, push, record};
+use common::{Engine, KWH, batch, engines, push, record};
 use empreinte_collector::config::CollectorConfig;
 use empreinte_collector::period::month;
 use empreinte_collector::plan::Planner;
 use empreinte_collector::report::{self, Format, Lang};
 use empreinte_collector::server::{AppState, router};
 use empreinte_collector::store::pg::DatabaseUrl;
-use empreinte_collector::store::{
-    FootprintQuery, Grouping, IntensityImport, OpenStore, Store, TokenKind,
-};
+use empreinte_collector::store::{FootprintQuery, Grouping, IntensityImport, OpenStore, TokenKind};
 use empreinte_shared::wire::Counter;
 use empreinte_shared::{Component, SourceKind};
-use http_body_util::BodyExt;
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
@@ -80,88 +77,6 @@ monthly_energy_kwh = 20.0
 
 /// 2025-11-05T10:00:00Z: the reports' "now".
 const NOW_S: i64 = 1_762_336_800;
-const KWH: u64 = 3_600_000_000_000;
-
-/// A collector's state on one engine.
-pub struct Engine {
-    pub name: &'static str,
-    _dir: tempfile::TempDir,
-    pub opened: OpenStore,
-    pub store: Arc<dyn Store>,
-    pub state: AppState,
-}
-
-impl Engine {
-    async fn open(name: &'static str, config_toml: &str, url: Option<String>) -> Engine {
-        let dir = tempfile::tempdir().unwrap();
-        let config = CollectorConfig::from_toml(config_toml).unwrap();
-        let url: Option<DatabaseUrl> = url.map(|u| u.parse().unwrap());
-        let opened = OpenStore::open(
-            dir.path(),
-            url.as_ref(),
-            &config.store.options(
-                &config.organisation.timezone,
-                config.limits.max_host_power_watts,
-            ),
-        )
-        .await
-        .unwrap();
-        let store = opened.store();
-        let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
-        let state = AppState::new(store.clone(), planner).unwrap();
-        Engine {
-            name,
-            _dir: dir,
-            opened,
-            store,
-            state,
-        }
-    }
-
-    async fn call(&self, req: Request<Body>) -> (StatusCode, String) {
-        let resp = router(self.state.clone()).oneshot(req).await.unwrap();
-        let status = resp.status();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    async fn push(&self, token: &str, p: &empreinte_shared::wire::Push) -> (StatusCode, String) {
-        self.call(
-            Request::post("/api/v1/ingest")
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {token}"))
-                .body(Body::from(serde_json::to_vec(p).unwrap()))
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn get(&self, token: &str, path: &str) -> (StatusCode, String) {
-        self.call(
-            Request::get(path)
-                .header("authorization", format!("Bearer {token}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-    }
-
-    async fn token(&self, kind: TokenKind, agent: Option<&str>) -> String {
-        empreinte_collector::auth::issue(self.store.as_ref(), kind, agent, "test", 1)
-            .await
-            .unwrap()
-            .token
-    }
-}
-
-/// SQLite, and PostgreSQL when the cluster is there (always in CI).
-pub async fn engines(config_toml: &str) -> Vec<Engine> {
-    let mut out = vec![Engine::open("sqlite", config_toml, None).await];
-    if let Some(url) = empreinte_testkit::postgres::fresh_database() {
-        out.push(Engine::open("postgresql", config_toml, Some(url)).await);
-    }
-    out
-}
 
 /// `body` (JSON) without the ids of tariff and hardware rates, and those rates in the
 /// order of what they say: ids are given in the order rates were first stored, which
@@ -467,13 +382,13 @@ async fn october_transcript(e: &Engine) -> Vec<String> {
         // (group_by=tariff keys rows by the rates' ids: not compared.)
         "/api/v1/inference?month=2025-10",
     ] {
-        let (status, body) = e.get(&read, path).await;
+        let (status, body) = e.get_text(&read, path).await;
         t.push(format!("GET {path} {status} {}", without_ids(&body)));
     }
     // Costs were priced (both tariffs, the change on the 2nd) and the GPU host's purchase
     // is amortised: the comparison above is not of empty answers.
     let (status, costs) = e
-        .get(&read, "/api/v1/costs?month=2025-10&group_by=tariff")
+        .get_text(&read, "/api/v1/costs?month=2025-10&group_by=tariff")
         .await;
     assert_eq!(status, StatusCode::OK, "{}: {costs}", e.name);
     assert!(
@@ -635,7 +550,7 @@ async fn a_new_time_zone_rebuilds_the_rollups_the_same_way_on_both_engines() {
         let first = open("UTC").await;
         let planner = Arc::new(Planner::new(
             Arc::new(CollectorConfig::from_toml(&utc).unwrap()),
-            Arc::new(TestDefaults),
+            Arc::new(common::TestDefaults),
         ));
         let state = AppState::new(first.store(), planner).unwrap();
         let token = empreinte_collector::auth::issue(
@@ -734,7 +649,7 @@ async fn what_an_engine_does_not_keep_answers_501_naming_the_engine() {
                 "empreinte_inference_requests_total",
             ),
         ] {
-            let (status, body) = e.get(&reader, path).await;
+            let (status, body) = e.get_text(&reader, path).await;
             if e.store.keeps(capability) {
                 assert_eq!(status, StatusCode::OK, "{engine} {path}: {body}");
             } else {
@@ -753,7 +668,7 @@ async fn what_an_engine_does_not_keep_answers_501_naming_the_engine() {
                     "{msg}"
                 );
             }
-            let (status, metrics) = e.get(&reader, "/metrics").await;
+            let (status, metrics) = e.get_text(&reader, "/metrics").await;
             assert_eq!(status, StatusCode::OK, "{engine}: {metrics}");
             if !e.store.keeps(capability) {
                 assert!(!metrics.contains(series), "{engine}: {metrics}");
@@ -841,9 +756,9 @@ async fn inference_counts_read_the_same_on_both_engines() {
         t.push(format!("{totals:?}"));
         for by in ["project", "model", "host", "day"] {
             let path = format!("/api/v1/inference?month=2025-10&group_by={by}");
-            t.push(format!("GET {path} {:?}", e.get(&read, &path).await));
+            t.push(format!("GET {path} {:?}", e.get_text(&read, &path).await));
         }
-        let (_, metrics) = e.get(&read, "/metrics").await;
+        let (_, metrics) = e.get_text(&read, "/metrics").await;
         let mut series: Vec<&str> = metrics
             .lines()
             .filter(|l| l.starts_with("empreinte_inference_"))

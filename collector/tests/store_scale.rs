@@ -15,7 +15,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Engine, Harness, batch, engines, hour_ago, push, record};
 use empreinte_collector::period::{Month, month_of};
-use empreinte_collector::server::router;
+use empreinte_collector::server::{AppState, router};
 use empreinte_collector::store::sqlite::{DB_FILE, LOG_FILE, MARKER_FILE, SqliteStore};
 use empreinte_collector::store::{
     AggregateLine, IntensityImport, Store, StoreError, StoreOptions, Sums, TokenKind,
@@ -393,18 +393,9 @@ async fn stored_once_on(e: &Engine) {
         .store();
     let state = e.state_over(reopened.clone());
     let send = |p: empreinte_shared::wire::Push| {
-        let state = state.clone();
-        let t = t.clone();
+        let (state, t) = (state.clone(), t.clone());
         async move {
-            let resp = router(state)
-                .oneshot(
-                    Request::post("/api/v1/ingest")
-                        .header("authorization", format!("Bearer {t}"))
-                        .body(Body::from(serde_json::to_vec(&p).unwrap()))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
+            let resp = post_push(state, &t, &p).await;
             let status = resp.status();
             let body = http_body_util::BodyExt::collect(resp.into_body())
                 .await
@@ -586,29 +577,16 @@ async fn a_full_write_queue_answers_503_with_retry_after_and_stores_nothing_of_i
         .await
         .unwrap(),
     );
-    let planner = Arc::new(empreinte_collector::plan::Planner::new(
-        Arc::new(config),
-        Arc::new(common::TestDefaults),
-    ));
-    let state = empreinte_collector::server::AppState::new(store.clone(), planner).unwrap();
+    let state = common::app_state(config, store.clone());
     let t =
         empreinte_collector::auth::issue(store.as_ref(), TokenKind::Agent, Some("srv-1"), "", 1)
             .await
             .unwrap()
             .token;
     let send = |p: empreinte_shared::wire::Push| {
-        let state = state.clone();
-        let t = t.clone();
+        let (state, t) = (state.clone(), t.clone());
         async move {
-            let resp = router(state)
-                .oneshot(
-                    Request::post("/api/v1/ingest")
-                        .header("authorization", format!("Bearer {t}"))
-                        .body(Body::from(serde_json::to_vec(&p).unwrap()))
-                        .unwrap(),
-                )
-                .await
-                .unwrap();
+            let resp = post_push(state, &t, &p).await;
             let status = resp.status();
             let retry = resp.headers().get("retry-after").cloned();
             (status, retry)
@@ -852,4 +830,22 @@ async fn compaction_on(e: &Engine) {
             .contains("set organisation.timezone back to Europe/Paris"),
         "{err}"
     );
+}
+
+/// `POST /api/v1/ingest` of `p` with `token` (no content type, as the tests above send
+/// it) through the router over `state`: the response.
+async fn post_push(
+    state: AppState,
+    token: &str,
+    p: &empreinte_shared::wire::Push,
+) -> axum::response::Response {
+    router(state)
+        .oneshot(
+            Request::post("/api/v1/ingest")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(serde_json::to_vec(p).unwrap()))
+                .unwrap(),
+        )
+        .await
+        .unwrap()
 }

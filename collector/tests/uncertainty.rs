@@ -29,7 +29,6 @@ name = "mairie"
 zone = "FR"
 "#;
 
-const KWH: u64 = 3_600_000_000_000;
 /// 2025-11-05T10:00:00Z: October 2025 is over.
 const NOW_S: i64 = 1_762_336_800;
 
@@ -132,8 +131,10 @@ async fn the_reports_plus_minus_figures_match_a_hand_computed_month() {
     }
 }
 
-#[tokio::test]
-async fn the_footprint_api_gives_the_totals_uncertainty() {
+/// One hour, three hours ago, pushed by `srv-1`: web 3 kWh of CPU (RAPL) and 0.36 kWh of
+/// DRAM (estimated), chat 8 kWh of GPU (NVML). Gives the harness, a read token and the
+/// hour's bounds.
+async fn one_hour_of_three_sources() -> (Harness, String, jiff::Timestamp, jiff::Timestamp) {
     let h = Harness::new(CONFIG).await;
     let token = h
         .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
@@ -159,8 +160,17 @@ async fn the_footprint_api_gives_the_totals_uncertainty() {
     let read = h
         .token(empreinte_collector::store::TokenKind::Read, None)
         .await;
-    let from = jiff::Timestamp::from_millisecond(s as i64).unwrap();
-    let to = jiff::Timestamp::from_millisecond(e as i64).unwrap();
+    (
+        h,
+        read,
+        jiff::Timestamp::from_millisecond(s as i64).unwrap(),
+        jiff::Timestamp::from_millisecond(e as i64).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_footprint_api_gives_the_totals_uncertainty() {
+    let (h, read, from, to) = one_hour_of_three_sources().await;
     let (status, json) = h
         .get(&read, &format!("/api/v1/footprint?from={from}&to={to}"))
         .await;
@@ -187,33 +197,7 @@ async fn the_footprint_api_gives_the_totals_uncertainty() {
 
 #[tokio::test]
 async fn each_footprint_row_carries_its_own_uncertainty() {
-    let h = Harness::new(CONFIG).await;
-    let token = h
-        .token(empreinte_collector::store::TokenKind::Agent, Some("srv-1"))
-        .await;
-    let s = hour_ago(3);
-    let e = s + 3_600_000;
-    let records = vec![
-        record("web", Component::Cpu, SourceKind::Rapl, s, e, 3 * KWH),
-        record("chat", Component::Gpu, SourceKind::Nvml, s, e, 8 * KWH),
-        record(
-            "web",
-            Component::Dram,
-            SourceKind::Estimate,
-            s,
-            e,
-            KWH * 36 / 100,
-        ),
-    ];
-    let (status, body) = h
-        .push(&token, &push("srv-1", vec![batch(1, 1, s, e, records)]))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let read = h
-        .token(empreinte_collector::store::TokenKind::Read, None)
-        .await;
-    let from = jiff::Timestamp::from_millisecond(s as i64).unwrap();
-    let to = jiff::Timestamp::from_millisecond(e as i64).unwrap();
+    let (h, read, from, to) = one_hour_of_three_sources().await;
     let row = |json: &serde_json::Value, key: &str| {
         json["rows"]
             .as_array()

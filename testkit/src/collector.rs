@@ -9,8 +9,17 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use empreinte_shared::wire::{Batch, INGEST_PATH, Limits, Push, PushAck};
+use empreinte_shared::wire::{AgentInfo, Batch, INGEST_PATH, Limits, Push, PushAck};
 use empreinte_shared::{Component, SourceKind};
+
+/// The agent a test pushes as: id and hostname `name`, version `test`.
+pub fn test_agent(name: &str) -> AgentInfo {
+    AgentInfo {
+        agent_id: name.into(),
+        hostname: name.into(),
+        agent_version: "test".into(),
+    }
+}
 
 /// How the fake answers pushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

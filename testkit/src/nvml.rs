@@ -66,6 +66,13 @@ pub struct FakeProcess {
     pub used_mem: Option<u64>,
 }
 
+impl FakeProcess {
+    /// Process `pid` on GPU `gpu`, using `used_mem` bytes of its memory.
+    pub fn new(gpu: u32, pid: u32, used_mem: Option<u64>) -> FakeProcess {
+        FakeProcess { gpu, pid, used_mem }
+    }
+}
+
 /// A per-process utilisation sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FakeSample {
@@ -73,6 +80,18 @@ pub struct FakeSample {
     pub pid: u32,
     pub ts_us: u64,
     pub sm: u32,
+}
+
+impl FakeSample {
+    /// Process `pid` used `sm` % of GPU `gpu`'s multiprocessors at `ts_us`.
+    pub fn new(gpu: u32, pid: u32, ts_us: u64, sm: u32) -> FakeSample {
+        FakeSample {
+            gpu,
+            pid,
+            ts_us,
+            sm,
+        }
+    }
 }
 
 /// The MIG instance a process of a scenario runs in.

@@ -1,7 +1,14 @@
 //! Helpers for the end-to-end tests: run the real `empreinte` binary, scrape it, parse
 //! what it serves with a Prometheus text parser.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// `unused_imports`: the re-exports below serve only the test binaries that use them.
+#![allow(
+    dead_code,
+    unused_imports,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -9,6 +16,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub use empreinte_testkit::process::{assert_success, output_ok};
 pub use empreinte_testkit::wait::{PATIENCE, wait_for, wait_until};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_empreinte");
@@ -29,6 +37,15 @@ pub fn run(args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("run empreinte")
+}
+
+/// Runs `empreinte ARGS` to completion; [`assert_success`] on its output, which it gives
+/// back.
+#[track_caller]
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert_success(&out);
+    out
 }
 
 /// A running `empreinte agent`, killed on drop.
@@ -405,24 +422,59 @@ impl Drop for Collector {
 
 /// `empreinte token create ...` in `data_dir`: the token.
 pub fn create_token(data_dir: &Path, kind: &str, agent: Option<&str>) -> String {
-    let mut args = vec![
-        "token",
-        "create",
-        "--kind",
-        kind,
-        "--data-dir",
-        data_dir.to_str().unwrap(),
-    ];
+    create_token_in(["--data-dir", data_dir.to_str().unwrap()], kind, agent)
+}
+
+/// `empreinte token create ...` in the store `store` names (`["--data-dir", DIR]` or
+/// `["--database-url", URL]`): the token.
+pub fn create_token_in(store: [&str; 2], kind: &str, agent: Option<&str>) -> String {
+    let mut args = vec!["token", "create", "--kind", kind];
+    args.extend(store);
     if let Some(a) = agent {
         args.extend(["--agent", a]);
     }
-    let out = run(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_ok(&args);
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The JSON body of one push of `agent`'s run: one-second `batches` `(seq, start_ms,
+/// energy_uj)`, each a record of project `chat` on the GPU.
+pub fn gpu_push_body(agent: &str, batches: &[(u64, u64, u64)]) -> String {
+    let items: Vec<String> = batches
+        .iter()
+        .map(|(seq, start, uj)| {
+            let end = start + 1_000;
+            format!(
+                r#"{{"run_id":"{:0>32}","seq":{seq},"start_unix_ms":{start},"end_unix_ms":{end},"records":[{{"project":"chat","component":"gpu","source":"nvml","start_unix_ms":{start},"end_unix_ms":{end},"energy_uj":{uj}}}],"counters":[]}}"#,
+                agent.len()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"version":1,"agent":{{"agent_id":"{agent}","hostname":"{agent}","agent_version":"0.1.0"}},"spool":{{"batches":0,"bytes":0,"oldest_start_unix_ms":null,"dropped_batches_total":0}},"batches":[{}]}}"#,
+        items.join(",")
+    )
+}
+
+/// `empreinte db migrate --from DATA_DIR --to URL`, which must succeed and say that every
+/// row count and every total are equal on both sides; gives its stderr.
+#[track_caller]
+pub fn db_migrate(data_dir: &Path, url: &str) -> String {
+    let out = run(&[
+        "db",
+        "migrate",
+        "--from",
+        data_dir.to_str().unwrap(),
+        "--to",
+        url,
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("every row count and every total equal"),
+        "{stderr}"
+    );
+    stderr
 }
 
 /// The agent's `/debug/attribution` JSON.

@@ -7,8 +7,10 @@
 //! `UPDATE_EXPECT=1` rewrites the golden file (then look at the PNG pages it was made
 //! from: `EMPREINTE_REPORT_ARTEFACTS=DIR` keeps them).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use crate::common::{output_ok, run_ok};
 
 /// Mean difference of a page's cells, in sixteenths of full darkness, above which the
 /// page is not its golden. Measured on this fixture: the same page printed twice, 0.000;
@@ -18,32 +20,39 @@ pub const MAX_MEAN_DIFFERENCE: f64 = 0.2;
 
 /// The thumbnails of every page of `pdf`: `(width, height, cells)` per page.
 pub fn thumbnails(pdf: &Path, dir: &Path) -> Vec<(usize, usize, Vec<u8>)> {
-    let prefix = dir.join("grey");
-    let out = Command::new("pdftoppm")
-        .args(["-gray", "-r", "20"])
-        .arg(pdf)
-        .arg(&prefix)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("grey-") && n.ends_with(".pgm"))
-        })
-        .collect();
-    files.sort();
+    let files = render_pages(pdf, dir, &["-gray", "-r", "20"], "grey", "pgm");
     files
         .iter()
         .map(|f| cells(&std::fs::read(f).unwrap()))
         .collect()
+}
+
+/// Renders every page of `pdf` with `pdftoppm OPTIONS` into `dir` as `NAME-N.EXTENSION`;
+/// gives their paths in page order.
+pub fn render_pages(
+    pdf: &Path,
+    dir: &Path,
+    options: &[&str],
+    name: &str,
+    extension: &str,
+) -> Vec<PathBuf> {
+    output_ok(
+        Command::new("pdftoppm")
+            .args(options)
+            .arg(pdf)
+            .arg(dir.join(name)),
+    );
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("{name}-")) && n.ends_with(&format!(".{extension}"))
+            })
+        })
+        .collect();
+    files.sort();
+    files
 }
 
 /// A binary PGM (P5, 8 bits) in 5 × 5 cells, 0 (white) to 15 (black).
@@ -143,7 +152,7 @@ pub fn check(pdf: &Path, golden: &Path, dir: &Path) -> Vec<f64> {
 pub fn check_both_languages(fr_pdf: &Path, data: &Path, config: &str, dir: &Path) {
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let en_pdf = dir.join("report.en.pdf");
-    let out = crate::common::run(&[
+    run_ok(&[
         "report",
         "--data-dir",
         data.to_str().unwrap(),
@@ -158,11 +167,6 @@ pub fn check_both_languages(fr_pdf: &Path, data: &Path, config: &str, dir: &Path
         "-o",
         en_pdf.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     for (lang, pdf) in [("fr", fr_pdf), ("en", en_pdf.as_path())] {
         let sub = dir.join(format!("grey-{lang}"));
         std::fs::create_dir_all(&sub).unwrap();
@@ -178,7 +182,7 @@ pub fn check_both_languages(fr_pdf: &Path, data: &Path, config: &str, dir: &Path
 /// with the BEGES table and the paragraph to paste.
 pub fn year_pdf(data: &Path, config: &str, dir: &Path) {
     let pdf = dir.join("year.pdf");
-    let out = crate::common::run(&[
+    run_ok(&[
         "report",
         "--data-dir",
         data.to_str().unwrap(),
@@ -191,11 +195,6 @@ pub fn year_pdf(data: &Path, config: &str, dir: &Path) {
         "-o",
         pdf.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let out = Command::new("pdftotext")
         .args(["-layout"])
         .arg(&pdf)

@@ -1,9 +1,6 @@
 //! Shared pieces of the collector's tests: a store in a temp dir, a router, pushes.
 #![allow(dead_code)]
 
-pub mod engine;
-pub mod engines;
-
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,8 +13,9 @@ use empreinte_collector::server::{AppState, router};
 use empreinte_collector::store::pg::DatabaseUrl;
 use empreinte_collector::store::sqlite::SqliteStore;
 use empreinte_collector::store::{OpenStore, Store, StoreError, StoreOptions, TokenKind};
-use empreinte_shared::wire::{AgentInfo, Batch, Push, Record, SpoolStatus, WIRE_VERSION};
+use empreinte_shared::wire::{Batch, Push, Record, SpoolStatus, WIRE_VERSION};
 use empreinte_shared::{Component, SourceKind};
+use empreinte_testkit::collector::test_agent;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
@@ -80,22 +78,31 @@ impl Harness {
         let config = CollectorConfig::from_toml(config_toml).unwrap();
         // The store's rollups in the organisation's time zone, as the collector opens it.
         let store = Arc::new(
-            SqliteStore::open_with(
-                dir.path(),
-                &config.store.options(
-                    &config.organisation.timezone,
-                    config.limits.max_host_power_watts,
-                ),
-            )
-            .await
-            .unwrap(),
+            SqliteStore::open_with(dir.path(), &store_options(&config))
+                .await
+                .unwrap(),
         );
-        assert_eq!(config.problems(), vec![]);
-        let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
-        assert_eq!(planner.problems(), vec![]);
-        let state = AppState::new(store.clone(), planner).unwrap();
+        let state = app_state(config, store.clone());
         Harness { dir, store, state }
     }
+}
+
+/// The store options the collector opens its store with for `config`: rollups in the
+/// organisation's time zone.
+pub fn store_options(config: &CollectorConfig) -> StoreOptions {
+    config.store.options(
+        &config.organisation.timezone,
+        config.limits.max_host_power_watts,
+    )
+}
+
+/// A collector's state over `store` for `config` (which must have no problems), with the
+/// tests' coefficients ([`TestDefaults`]).
+pub fn app_state(config: CollectorConfig, store: Arc<dyn Store>) -> AppState {
+    assert_eq!(config.problems(), vec![]);
+    let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
+    assert_eq!(planner.problems(), vec![]);
+    AppState::new(store, planner).unwrap()
 }
 
 impl<S: ?Sized> Harness<S> {
@@ -131,15 +138,20 @@ impl<S: ?Sized> Harness<S> {
             .await
     }
 
+    /// `GET path` with `token`: the status and the body as it came.
+    pub async fn get_text(&self, token: &str, path: &str) -> (StatusCode, String) {
+        self.call(
+            Request::get(path)
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `GET path` with `token`: the status and the body as JSON (a string when it is not).
     pub async fn get(&self, token: &str, path: &str) -> (StatusCode, serde_json::Value) {
-        let (status, body) = self
-            .call(
-                Request::get(path)
-                    .header("authorization", format!("Bearer {token}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let (status, body) = self.get_text(token, path).await;
         (
             status,
             serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body)),
@@ -167,6 +179,7 @@ pub struct Engine {
     pub name: &'static str,
     pub url: Option<DatabaseUrl>,
     pub opened: OpenStore,
+    config_toml: String,
 }
 
 impl std::ops::Deref for Engine {
@@ -186,45 +199,57 @@ impl Engine {
     pub fn state_over(&self, store: Arc<dyn Store>) -> AppState {
         AppState::new(store, self.state.planner.clone()).unwrap()
     }
+
+    /// A restarted collector: the store closed, then a new collector with the same
+    /// configuration on the same data.
+    pub async fn restart(self) -> Engine {
+        self.opened.close().await;
+        let Engine {
+            harness: Harness { dir, .. },
+            name,
+            url,
+            config_toml,
+            ..
+        } = self;
+        Engine::open_in(name, &config_toml, dir, url).await
+    }
+
+    /// A collector on the store of `dir` (SQLite) or `url` (PostgreSQL), opened as the
+    /// collector opens it for `config_toml`.
+    async fn open_in(
+        name: &'static str,
+        config_toml: &str,
+        dir: tempfile::TempDir,
+        url: Option<DatabaseUrl>,
+    ) -> Engine {
+        let config = CollectorConfig::from_toml(config_toml).unwrap();
+        let opened = OpenStore::open(dir.path(), url.as_ref(), &store_options(&config))
+            .await
+            .unwrap();
+        let store = opened.store();
+        let state = app_state(config, store.clone());
+        Engine {
+            harness: Harness { dir, store, state },
+            name,
+            url,
+            opened,
+            config_toml: config_toml.to_string(),
+        }
+    }
 }
 
 /// The suites' engines: SQLite, and PostgreSQL (a fresh database in the cluster that
 /// `scripts/test` starts; always in CI, where a missing cluster fails the test), each
 /// opened as the collector opens it for `config_toml`.
 pub async fn engines(config_toml: &str) -> Vec<Engine> {
-    let mut out = vec![Engine::open("sqlite", config_toml, None).await];
+    let sqlite = tempfile::tempdir().unwrap();
+    let mut out = vec![Engine::open_in("sqlite", config_toml, sqlite, None).await];
     if let Some(url) = empreinte_testkit::postgres::fresh_database() {
-        out.push(Engine::open("postgresql", config_toml, Some(url.parse().unwrap())).await);
+        let dir = tempfile::tempdir().unwrap();
+        let url = Some(url.parse().unwrap());
+        out.push(Engine::open_in("postgresql", config_toml, dir, url).await);
     }
     out
-}
-
-impl Engine {
-    async fn open(name: &'static str, config_toml: &str, url: Option<DatabaseUrl>) -> Engine {
-        let dir = tempfile::tempdir().unwrap();
-        let config = CollectorConfig::from_toml(config_toml).unwrap();
-        assert_eq!(config.problems(), vec![]);
-        let opened = OpenStore::open(
-            dir.path(),
-            url.as_ref(),
-            &config.store.options(
-                &config.organisation.timezone,
-                config.limits.max_host_power_watts,
-            ),
-        )
-        .await
-        .unwrap();
-        let store = opened.store();
-        let planner = Arc::new(Planner::new(Arc::new(config), Arc::new(TestDefaults)));
-        assert_eq!(planner.problems(), vec![]);
-        let state = AppState::new(store.clone(), planner).unwrap();
-        Engine {
-            harness: Harness { dir, store, state },
-            name,
-            url,
-            opened,
-        }
-    }
 }
 
 pub fn record(
@@ -261,11 +286,7 @@ pub fn batch(run: u8, seq: u64, start: u64, end: u64, records: Vec<Record>) -> B
 pub fn push(agent: &str, batches: Vec<Batch>) -> Push {
     Push {
         version: WIRE_VERSION,
-        agent: AgentInfo {
-            agent_id: agent.into(),
-            hostname: agent.into(),
-            agent_version: "test".into(),
-        },
+        agent: test_agent(agent),
         spool: SpoolStatus::default(),
         batches,
     }
@@ -275,4 +296,21 @@ pub fn push(agent: &str, batches: Vec<Batch>) -> Push {
 pub fn hour_ago(hours_ago: u64) -> u64 {
     let now = empreinte_collector::clock::now_unix_ms();
     now - now % 3_600_000 - hours_ago * 3_600_000
+}
+
+/// A kilowatt-hour in microjoules.
+pub const KWH: u64 = 3_600_000_000_000;
+
+pub fn paris() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
+}
+
+/// The instant (Unix seconds) of a local time in Paris, `2025-10-01T00:00`.
+pub fn paris_at(text: &str) -> i64 {
+    text.parse::<jiff::civil::DateTime>()
+        .unwrap()
+        .to_zoned(paris())
+        .unwrap()
+        .timestamp()
+        .as_second()
 }

@@ -10,6 +10,7 @@ use empreinte_collector::store::{IntensityImport, TokenKind};
 use empreinte_shared::{Component, SourceKind};
 
 use crate::common::*;
+pub use crate::common::{KWH, paris};
 
 pub const CONFIG: &str = r#"
 [organisation]
@@ -52,15 +53,9 @@ project = "web"
 monthly_energy_kwh = 600.0
 "#;
 
-pub const KWH: u64 = 3_600_000_000_000;
-
 /// The French grid's intensity for the hour starting at `hour_s`: 20 to 77.5 g/kWh.
 pub fn intensity(hour_s: i64) -> f64 {
     20.0 + 2.5 * ((hour_s / 3600) % 24) as f64
-}
-
-pub fn paris() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Europe/Paris").unwrap()
 }
 
 /// 2025-11-05T10:00:00Z: the report's "now" (October is over).
