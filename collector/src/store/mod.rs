@@ -9,8 +9,11 @@
 //! only sent after the commit.
 
 mod capability;
+mod inference_rows;
 mod open;
 pub mod pg;
+mod reads;
+mod rows;
 pub mod runs;
 pub mod sqlite;
 

@@ -58,7 +58,7 @@ pub(super) fn parse_counters(text: &str) -> Result<RunCounters, StoreError> {
 }
 
 pub(super) fn q(v: i64, what: &str) -> Result<u64, StoreError> {
-    super::rows::quantity(v, what)
+    super::super::rows::quantity(v, what)
 }
 
 pub(super) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
