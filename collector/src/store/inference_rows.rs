@@ -35,6 +35,13 @@ pub(super) type CountsRow = (
     bool,
 );
 
+/// The counts of `[$1, $2)` ([`CountsRow`]), the same SQL on both engines (sqlx binds
+/// `$n` by number on SQLite too).
+pub(super) const COUNTS_SQL: &str =
+    "SELECT hour_s, host, project, model, server_kinds, requests, input_tokens,
+                cached_input_tokens, output_tokens, span_ms, gap_ms, resets, allocated
+         FROM inference_hourly WHERE hour_s >= $1 AND hour_s < $2";
+
 /// A `model_energy_hourly` row: hour, host, project, model, component, energy, with the
 /// project's stored energy and emissions of the same hour, host and component.
 pub(super) type EnergyRow = (i64, String, String, String, String, i64, f64, f64);

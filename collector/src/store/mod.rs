@@ -9,6 +9,7 @@
 //! only sent after the commit.
 
 mod capability;
+mod cost_rows;
 mod inference_rows;
 mod open;
 pub mod pg;

@@ -126,6 +126,51 @@ impl Level {
     }
 }
 
+// The queries below are the same on both engines: their `$n` placeholders are
+// PostgreSQL's, and sqlx binds them by number on SQLite too.
+
+/// A period's hourly rows in the primary key's order.
+pub(super) const HOURLY_ROWS_SQL: &str =
+    "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+             ORDER BY hour_s, host, project, component, source";
+
+/// The first page (`$3` rows) of a period's hourly rows in the primary key's order.
+pub(super) const HOURLY_FIRST_PAGE_SQL: &str =
+    "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                 ORDER BY hour_s, host, project, component, source LIMIT $3";
+
+/// The next page (`$8` rows) of a period's hourly rows after the key `($1 … $5)`:
+/// keyset pagination on the primary key's order (byte order on both engines).
+pub(super) const HOURLY_NEXT_PAGE_SQL: &str = "SELECT * FROM footprint_hourly
+                 WHERE (hour_s, host, project, component, source) > ($1, $2, $3, $4, $5)
+                   AND hour_s >= $6 AND hour_s < $7
+                 ORDER BY hour_s, host, project, component, source LIMIT $8";
+
+/// The coefficients used by the rows of `[$1, $2)`: read from the hourly rows when the
+/// period is not whole days, else from the daily counts of `coefficient_use`.
+pub(super) fn coefficients_sql(level: Level) -> &'static str {
+    if level == Level::Hourly {
+        "SELECT * FROM coefficients WHERE id IN (
+                SELECT pue_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                UNION SELECT intensity_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                UNION SELECT market_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
+                UNION SELECT embodied_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2)
+             ORDER BY kind, subject, id"
+    } else {
+        "SELECT * FROM coefficients WHERE id IN (
+                SELECT coef_id FROM coefficient_use WHERE day_s >= $1 AND day_s < $2
+                GROUP BY coef_id HAVING SUM(rows) > 0)
+             ORDER BY kind, subject, id"
+    }
+}
+
+/// The imported intensity series used by the zone hours of `[$1, $2)` ([`SeriesRow`]).
+pub(super) const SERIES_USED_SQL: &str =
+    "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
+             FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
+             WHERE ih.hour_s >= $1 AND ih.hour_s < $2
+             GROUP BY ih.zone, ih.import_id ORDER BY ih.zone, ih.import_id";
+
 /// Every project with its first and last hours and its hosts. First and last hours come
 /// from the hourly rows, except where those were compacted
 /// (`store_meta.hourly_compacted_before`, a local day's start): there, the start of the

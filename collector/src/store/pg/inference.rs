@@ -9,7 +9,7 @@
 
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::super::inference_rows::{self, CountsRow, EnergyRow, TOTALS_SQL, TotalsRow};
+use super::super::inference_rows::{self, COUNTS_SQL, CountsRow, EnergyRow, TOTALS_SQL, TotalsRow};
 use super::super::{IngestSet, StoreError};
 use super::stage::to_i64;
 use crate::inference::group::InferenceGroup;
@@ -186,15 +186,11 @@ pub(super) async fn units(
     from_s: i64,
     to_s: i64,
 ) -> Result<Vec<InferenceUnit>, StoreError> {
-    let counted: Vec<CountsRow> = sqlx::query_as(
-        "SELECT hour_s, host, project, model, server_kinds, requests, input_tokens,
-                cached_input_tokens, output_tokens, span_ms, gap_ms, resets, allocated
-         FROM inference_hourly WHERE hour_s >= $1 AND hour_s < $2",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
+    let counted: Vec<CountsRow> = sqlx::query_as(COUNTS_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
     let energy: Vec<EnergyRow> = sqlx::query_as(
         "SELECT m.hour_s, m.host, m.project, m.model, m.component, m.energy_uj,
             COALESCE((SELECT SUM(f.energy_uj)::float8 FROM footprint_hourly f

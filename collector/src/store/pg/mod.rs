@@ -312,15 +312,12 @@ impl Store for PgStore {
     }
 
     async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError> {
-        let rows: Vec<HourlyDbRow> = sqlx::query_as(
-            "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-             ORDER BY hour_s, host, project, component, source",
-        )
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(busy_or)?;
+        let rows: Vec<HourlyDbRow> = sqlx::query_as(reads::HOURLY_ROWS_SQL)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
 
@@ -333,33 +330,27 @@ impl Store for PgStore {
     ) -> Result<Vec<HourlyRow>, StoreError> {
         // Keyset pagination on the primary key's order (byte order: COLLATE "C").
         let rows: Vec<HourlyDbRow> = match after {
-            None => sqlx::query_as(
-                "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                 ORDER BY hour_s, host, project, component, source LIMIT $3",
-            )
-            .bind(from_s)
-            .bind(to_s)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(busy_or)?,
-            Some((h, host, project, component, source)) => sqlx::query_as(
-                "SELECT * FROM footprint_hourly
-                 WHERE (hour_s, host, project, component, source) > ($1, $2, $3, $4, $5)
-                   AND hour_s >= $6 AND hour_s < $7
-                 ORDER BY hour_s, host, project, component, source LIMIT $8",
-            )
-            .bind(h)
-            .bind(host)
-            .bind(project)
-            .bind(component)
-            .bind(source)
-            .bind(from_s)
-            .bind(to_s)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(busy_or)?,
+            None => sqlx::query_as(reads::HOURLY_FIRST_PAGE_SQL)
+                .bind(from_s)
+                .bind(to_s)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(busy_or)?,
+            Some((h, host, project, component, source)) => {
+                sqlx::query_as(reads::HOURLY_NEXT_PAGE_SQL)
+                    .bind(h)
+                    .bind(host)
+                    .bind(project)
+                    .bind(component)
+                    .bind(source)
+                    .bind(from_s)
+                    .bind(to_s)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(busy_or)?
+            }
         };
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
@@ -369,19 +360,7 @@ impl Store for PgStore {
         from_s: i64,
         to_s: i64,
     ) -> Result<Vec<StoredCoefficient>, StoreError> {
-        let sql = if self.level(from_s, to_s) == Level::Hourly {
-            "SELECT * FROM coefficients WHERE id IN (
-                SELECT pue_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                UNION SELECT intensity_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                UNION SELECT market_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                UNION SELECT embodied_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2)
-             ORDER BY kind, subject, id"
-        } else {
-            "SELECT * FROM coefficients WHERE id IN (
-                SELECT coef_id FROM coefficient_use WHERE day_s >= $1 AND day_s < $2
-                GROUP BY coef_id HAVING SUM(rows) > 0)
-             ORDER BY kind, subject, id"
-        };
+        let sql = reads::coefficients_sql(self.level(from_s, to_s));
         let rows: Vec<CoefficientRow> = sqlx::query_as(sql)
             .bind(from_s)
             .bind(to_s)
@@ -429,17 +408,12 @@ impl Store for PgStore {
     }
 
     async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
-        let rows: Vec<SeriesRow> = sqlx::query_as(
-            "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
-             FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
-             WHERE ih.hour_s >= $1 AND ih.hour_s < $2
-             GROUP BY ih.zone, ih.import_id ORDER BY ih.zone, ih.import_id",
-        )
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(busy_or)?;
+        let rows: Vec<SeriesRow> = sqlx::query_as(reads::SERIES_USED_SQL)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
         rows.into_iter().map(reads::series_use).collect()
     }
 

@@ -11,7 +11,7 @@ use rusqlite::{Transaction, params};
 use sqlx::SqlitePool;
 
 use super::super::StoreError;
-use super::super::inference_rows::{self, CountsRow, EnergyRow, TOTALS_SQL, TotalsRow};
+use super::super::inference_rows::{self, COUNTS_SQL, CountsRow, EnergyRow, TOTALS_SQL, TotalsRow};
 pub use crate::inference::group::InferenceGroup;
 use crate::inference::{InferenceTotal, InferenceUnit};
 
@@ -139,15 +139,11 @@ pub async fn units(
     from_s: i64,
     to_s: i64,
 ) -> Result<Vec<InferenceUnit>, StoreError> {
-    let counted: Vec<CountsRow> = sqlx::query_as(
-        "SELECT hour_s, host, project, model, server_kinds, requests, input_tokens,
-                cached_input_tokens, output_tokens, span_ms, gap_ms, resets, allocated
-         FROM inference_hourly WHERE hour_s >= ? AND hour_s < ?",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
+    let counted: Vec<CountsRow> = sqlx::query_as(COUNTS_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
     let energy: Vec<EnergyRow> = sqlx::query_as(
         "SELECT m.hour_s, m.host, m.project, m.model, m.component, m.energy_uj,
             (SELECT TOTAL(f.energy_uj) FROM footprint_hourly f WHERE f.hour_s = m.hour_s
