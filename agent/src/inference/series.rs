@@ -52,8 +52,11 @@ pub struct Tracker {
     /// Time of the last good read.
     read_at_ms: u64,
     /// The last span's weights that came from counts, and the read that gave them.
-    ratio: Option<(u64, Vec<(Arc<str>, u64)>)>,
+    ratio: Option<(u64, Weights)>,
 }
+
+/// Per model, its weight in a span.
+type Weights = Vec<(Arc<str>, u64)>;
 
 impl Tracker {
     /// A good read at `at_ms` of the server whose process is `identity` (if known).
