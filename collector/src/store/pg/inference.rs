@@ -178,7 +178,8 @@ async fn write_totals(
     Ok(())
 }
 
-/// The SQLite store's `units` (see there): every hour of `[from_s, to_s)` with counts or
+/// The SQLite store's `units` (the rows read back made into units by
+/// `store/inference_rows.rs`, for both engines): every hour of `[from_s, to_s)` with counts or
 /// model-tagged energy per host, project and model, each with its share of the project's
 /// stored emissions of the same hour, host and component.
 pub(super) async fn units(

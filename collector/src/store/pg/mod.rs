@@ -1,8 +1,8 @@
 //! The PostgreSQL store: the same tables and the same behaviour as the embedded SQLite
 //! store, in a database that several collectors share (any collector takes any push).
-//! Kept whole though over 600 lines: it is the `Store` trait's impl, one short method
-//! per read; the engine's parts (ingest, stage, hours, inference, copy, maintenance) are
-//! in files of their own.
+//! Most of this file is the `Store` trait's impl, one short method per read; the
+//! engine's parts (ingest, stage, hours, inference, copy, maintenance) are in files of
+//! their own.
 //!
 //! - Migrations from `collector/migrations-pg/`, run under sqlx's advisory lock and our
 //!   own ([`OPEN_LOCK`]), so collectors started at once make one schema.
@@ -11,16 +11,17 @@
 //!   the agent's lock, so two collectors never decide at once whether a batch of the same
 //!   agent is new. A batch is stored once across all collectors; the acknowledgement is
 //!   sent after the commit; serialization failures and deadlocks are retried.
-//! - Reads are the SQLite store's queries in PostgreSQL's dialect (`$n` placeholders,
-//!   sums cast back to `BIGINT`); names sort byte by byte (`COLLATE "C"`).
+//! - Reads are the SQLite store's queries: the same text where the dialects agree
+//!   (`store/reads.rs`), PostgreSQL's own where they do not (sums cast back to
+//!   `BIGINT`); names sort byte by byte (`COLLATE "C"`). The rows read back and their
+//!   checks are the engines' common ones (`store/rows.rs`).
 //!
 //! Per-collector state: nothing but a cache of coefficient ids (rows never deleted or
 //! changed once committed) and the time of the last retention step.
 //!
-//! Past 600 lines, and kept whole on purpose like the SQLite store's `mod.rs`: most of it
-//! is the one `impl Store for PgStore`, a short query per read of the trait, so the two
-//! engines' readings of each query sit side by side file for file; the writes live in
-//! `ingest.rs`, `hours.rs`, `maintain.rs` and the capability files.
+//! Kept whole like the SQLite store's `mod.rs`, so the two engines' readings of each
+//! query sit side by side file for file; the writes live in `ingest.rs`, `hours.rs`,
+//! `maintain.rs` and the capability files.
 
 pub mod copy;
 mod costs;

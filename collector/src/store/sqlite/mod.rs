@@ -7,10 +7,11 @@
 //! connections (WAL lets them run beside the writer). Token writes, rare, take their
 //! own short transactions.
 //!
-//! Just over 600 lines, and kept whole on purpose: most of it is the one `impl Store for
-//! SqliteStore`, a thin method per query that settles the ingest log and hands over to
-//! `rows`, `cost`, `inference` or the writer; splitting the impl would scatter the
-//! trait's one reading of "settle, then read" over several files.
+//! Kept whole on purpose: most of it is the one `impl Store for SqliteStore`, a thin
+//! method per query that settles the ingest log and hands over to the engines' common
+//! reads and rows (`store/reads.rs`, `store/rows.rs`), `cost`, `inference` or the
+//! writer; splitting the impl would scatter the trait's one reading of "settle, then
+//! read" over several files.
 
 pub mod cost;
 mod history;
