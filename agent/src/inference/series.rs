@@ -58,6 +58,9 @@ pub struct Tracker {
     ratio: Option<(u64, Weights)>,
 }
 
+/// Per model, its weight in a span.
+type Weights = Vec<(Arc<str>, u64)>;
+
 impl Tracker {
     /// A good read at `at_ms` of the server whose process is `identity` (if known).
     /// `default_model` names counters without a model label.

@@ -72,6 +72,33 @@ pub struct PlanRecord {
     pub replaced_ms: Option<u64>,
 }
 
+/// The plans in force, as both engines read them ([`PlanRow`]): the same SQL on both.
+pub const PLAN_HISTORY_SQL: &str =
+    "SELECT id, from_s, recorded_ms, plan, replaced_ms FROM plan_history
+         WHERE replaced_ms IS NULL ORDER BY from_s, id";
+
+/// A row of [`PLAN_HISTORY_SQL`].
+#[derive(sqlx::FromRow)]
+pub struct PlanRow {
+    id: i64,
+    from_s: i64,
+    recorded_ms: i64,
+    plan: String,
+    replaced_ms: Option<i64>,
+}
+
+impl From<PlanRow> for PlanRecord {
+    fn from(r: PlanRow) -> PlanRecord {
+        PlanRecord {
+            id: r.id,
+            from_s: r.from_s,
+            recorded_ms: u64::try_from(r.recorded_ms).unwrap_or(0),
+            plan: r.plan,
+            replaced_ms: r.replaced_ms.and_then(|v| u64::try_from(v).ok()),
+        }
+    }
+}
+
 /// The figures of a local month, before or after a recomputation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct MonthFigures {

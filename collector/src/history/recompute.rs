@@ -9,9 +9,13 @@
 //! hour as covered whole: an agent pushes continuously), then shared as at ingest: the
 //! server by all energy, the GPUs by GPU energy.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
 use empreinte_shared::split::split_amount;
 
+use super::MonthFigures;
 use crate::footprint::{HostPlan, operational_ug};
+use crate::store::StoreError;
 use crate::store::sqlite::writer::facility_uj;
 
 /// A stored row, as a recomputation reads it.
@@ -175,6 +179,68 @@ pub fn new_sums(energy_uj: i64, n: &NewRow) -> [i64; 5] {
         n.market_ug.unwrap_or(n.location_ug),
         n.embodied_ug,
     ]
+}
+
+/// Per month (its start, Unix second): rows rewritten, figures before, figures after,
+/// coefficients the rows had before. Both engines' recomputations fill it alike with
+/// [`count_in_month`] and [`set_costs`] and record it in `recomputed_months`.
+pub type Months = BTreeMap<i64, (u64, MonthFigures, MonthFigures, BTreeSet<i64>)>;
+
+/// Counts the row `old`, rewritten, in its month `month_s`: its sums before (`before`,
+/// [`old_sums`]) and after (`after`, [`new_sums`]), and its coefficients before.
+pub fn count_in_month(
+    months: &mut Months,
+    month_s: i64,
+    old: &OldRow,
+    before: [i64; 5],
+    after: [i64; 5],
+) {
+    let m = months.entry(month_s).or_default();
+    m.0 += 1;
+    m.1.add(&figures(before));
+    m.2.add(&figures(after));
+    m.3.extend(old.coefs());
+}
+
+/// Sets each month's cost before and after from the costs per month (`month_s` → µEUR)
+/// read before and after the rewrite (0 for a month without cost rows).
+pub fn set_costs(months: &mut Months, before: &HashMap<i64, i64>, after: &HashMap<i64, i64>) {
+    for (month_s, m) in months.iter_mut() {
+        m.1.cost_ueur = before.get(month_s).copied().unwrap_or(0);
+        m.2.cost_ueur = after.get(month_s).copied().unwrap_or(0);
+    }
+}
+
+/// Refuses a recomputation from `from_s` when the hours before `compacted` (the stored
+/// `store_meta.hourly_compacted_before`, if any) were compacted and `from_s` is before
+/// it: those hours are gone, only their daily sums are left.
+pub fn check_not_compacted(compacted: Option<&str>, from_s: i64) -> Result<(), StoreError> {
+    if let Some(c) = compacted.and_then(|v| v.parse::<i64>().ok()) {
+        if from_s < c {
+            return Err(StoreError::Invalid(format!(
+                "the hours before {} were compacted into daily sums (retention): recompute can start from that instant on, not {}",
+                super::instant(c),
+                super::instant(from_s)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The month figures of row sums (`[energy, facility, location, market, embodied]`).
+fn figures(s: [i64; 5]) -> MonthFigures {
+    MonthFigures {
+        facility_uj: s[1],
+        location_ug: s[2],
+        market_ug: s[3],
+        embodied_ug: s[4],
+        cost_ueur: 0,
+    }
+}
+
+/// The ids of `recomputed_months.coefficients_before`: in order, comma-separated.
+pub fn coefficients_text(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]

@@ -9,8 +9,12 @@
 //! only sent after the commit.
 
 mod capability;
+mod cost_rows;
+mod inference_rows;
 mod open;
 pub mod pg;
+mod reads;
+mod rows;
 pub mod runs;
 pub mod sqlite;
 

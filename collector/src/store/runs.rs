@@ -7,6 +7,13 @@
 //! `seq` lies in a hole; storing it moves `hwm` or shrinks (or splits) its hole, in the
 //! same transaction as its energy. So a batch is stored once, whatever the order and the
 //! number of times it arrives.
+//!
+//! A run's counters ([`RunCounters`]: the latest reading of each of its energy counters,
+//! what `/api/v1/agents` compares with the energy stored) are kept the same way by both
+//! engines, in the same text column: their format, the rule that a later reading wins
+//! and the overflow check are here, once for the SQLite writer and the PostgreSQL push.
+
+use std::collections::BTreeMap;
 
 /// The most holes one run may have; a push that would make more is refused (an agent
 /// leaves a hole only when its spool drops batches, or briefly when pushes cross).
@@ -52,6 +59,78 @@ impl RunSeqs {
         }
         true
     }
+}
+
+/// A run's latest counter readings, kept in `runs.counters` by both engines:
+/// `(project, component, source)` → latest `(total_uj, at_ms)`.
+pub type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
+
+/// `counters` as stored: a line `project\tcomponent\tsource\ttotal_uj\tat_ms` each.
+pub fn counters_text(counters: &RunCounters) -> String {
+    let mut out = String::new();
+    for ((p, c, s), (total, at)) in counters {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
+    }
+    out
+}
+
+/// The counters stored as `text` ([`counters_text`]); `None` when it is not in that
+/// format (each engine says so in its own error).
+pub fn parse_counters(text: &str) -> Option<RunCounters> {
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [p, c, s, t, a] = f.as_slice() else {
+            return None;
+        };
+        out.insert(
+            (p.to_string(), c.to_string(), s.to_string()),
+            (t.parse().ok()?, a.parse().ok()?),
+        );
+    }
+    Some(out)
+}
+
+/// The energy the run's counters count: the sum of their latest totals.
+pub fn counted_uj(counters: &RunCounters) -> u128 {
+    counters.values().map(|(t, _)| u128::from(*t)).sum()
+}
+
+/// Keeps a batch's reading `total_uj` of the counter `(project, component, source)` at
+/// `at_ms` (its end) as the latest, unless a later one is kept.
+pub fn keep_reading(
+    counters: &mut RunCounters,
+    (project, component, source): (&str, &str, &str),
+    total_uj: u64,
+    at_ms: u64,
+) {
+    let e = counters
+        .entry((
+            project.to_string(),
+            component.to_string(),
+            source.to_string(),
+        ))
+        .or_default();
+    if at_ms >= e.1 {
+        *e = (total_uj, at_ms);
+    }
+}
+
+/// The problem (path, message) of a batch `i` after which the run's counters add up past
+/// `i64::MAX`, the largest value stored.
+pub fn counters_overflow(i: usize, counters: &RunCounters) -> Option<(String, String)> {
+    i64::try_from(counted_uj(counters)).is_err().then(|| {
+        (
+            format!("batches[{i}].counters"),
+            format!(
+                "the run's counters would add up past the largest value stored ({} µJ)",
+                i64::MAX
+            ),
+        )
+    })
 }
 
 #[cfg(test)]

@@ -13,9 +13,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use sqlx::{PgPool, Postgres, Transaction};
 
+use super::super::cost_rows::{
+    self, CostLineRow, HARDWARE_LINES_SQL, HARDWARE_TOTALS_SQL, HardwareRow, HardwareTotalRow,
+    LINES_SQL, TOTALS_SQL, TotalRow,
+};
 use super::stage::{q, to_i64};
-use crate::cost::hardware::{HardwareDeltas, HardwareLine, HardwareRate, StoredRate};
-use crate::cost::{Band, CostLine, CostTotal, Rate, StoredTariff, cost_ueur};
+use crate::cost::hardware::{HardwareDeltas, HardwareLine, HardwareRate};
+use crate::cost::{CostLine, CostTotal, Rate, cost_ueur};
 use crate::store::StoreError;
 use crate::store::sqlite::cost::CostDeltas;
 
@@ -153,79 +157,20 @@ async fn tariff_id(tx: &mut Transaction<'_, Postgres>, rate: &Rate) -> Result<i6
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct LineRow {
-    hour_s: i64,
-    site: String,
-    project: String,
-    facility_uj: i64,
-    cost_ueur: i64,
-    id: i64,
-    tariff_site: String,
-    price_ueur_per_kwh: i64,
-    band: String,
-    valid_from: String,
-    off_peak_hours: String,
-    source: String,
-}
-
 /// Every cost line of `[from_s, to_s)` with its tariff rate, in the SQLite store's order.
 pub async fn lines(pool: &PgPool, from_s: i64, to_s: i64) -> Result<Vec<CostLine>, StoreError> {
-    let rows: Vec<LineRow> = sqlx::query_as(
-        "SELECT c.hour_s, c.site, c.project, c.facility_uj, c.cost_ueur,
-                t.id, t.site AS tariff_site, t.price_ueur_per_kwh, t.band, t.valid_from,
-                t.off_peak_hours, t.source
-         FROM cost_hourly c JOIN tariffs t ON t.id = c.tariff_id
-         WHERE c.hour_s >= $1 AND c.hour_s < $2
-         ORDER BY c.hour_s, c.site, c.project, t.id",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(CostLine {
-                hour_s: r.hour_s,
-                site: r.site,
-                project: r.project,
-                facility_uj: q(r.facility_uj, "cost_hourly.facility_uj")?,
-                cost_ueur: q(r.cost_ueur, "cost_hourly.cost_ueur")?,
-                tariff: StoredTariff {
-                    id: r.id,
-                    site: r.tariff_site,
-                    price_ueur_per_kwh: q(r.price_ueur_per_kwh, "tariffs.price_ueur_per_kwh")?,
-                    band: match r.band.as_str() {
-                        "peak" => Band::Peak,
-                        "off_peak" => Band::OffPeak,
-                        _ => Band::Flat,
-                    },
-                    valid_from: r.valid_from,
-                    off_peak_hours: r.off_peak_hours,
-                    source: r.source,
-                },
-            })
-        })
-        .collect()
+    let rows: Vec<CostLineRow> = sqlx::query_as(LINES_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(CostLine::try_from).collect()
 }
 
 /// All-time costs per site and project.
 pub async fn totals(pool: &PgPool) -> Result<Vec<CostTotal>, StoreError> {
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT site, project, facility_uj, cost_ueur FROM cost_totals ORDER BY site, project",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(site, project, f, c)| {
-            Ok(CostTotal {
-                site,
-                project,
-                facility_uj: q(f, "cost_totals.facility_uj")?,
-                cost_ueur: q(c, "cost_totals.cost_ueur")?,
-            })
-        })
-        .collect()
+    let rows: Vec<TotalRow> = sqlx::query_as(TOTALS_SQL).fetch_all(pool).await?;
+    rows.into_iter().map(cost_rows::total).collect()
 }
 
 /// `(hour_s, host, project, rate_id, site, cost_ueur)` as arrays, for `UNNEST`.
@@ -333,21 +278,6 @@ async fn hardware_rate_id(
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct HardwareRow {
-    hour_s: i64,
-    site: String,
-    host: String,
-    project: String,
-    cost_ueur: i64,
-    id: i64,
-    rate_host: String,
-    price_ueur: i64,
-    period_hours: i64,
-    purchased_on: String,
-    source: String,
-}
-
 /// Every hardware cost line of `[from_s, to_s)` with its rate, in the SQLite store's
 /// order.
 pub async fn hardware_lines(
@@ -355,53 +285,16 @@ pub async fn hardware_lines(
     from_s: i64,
     to_s: i64,
 ) -> Result<Vec<HardwareLine>, StoreError> {
-    let rows: Vec<HardwareRow> = sqlx::query_as(
-        "SELECT c.hour_s, c.site, c.host, c.project, c.cost_ueur, r.id, r.host AS rate_host,
-                r.price_ueur, r.period_hours, r.purchased_on, r.source
-         FROM hardware_cost_hourly c JOIN hardware_rates r ON r.id = c.rate_id
-         WHERE c.hour_s >= $1 AND c.hour_s < $2
-         ORDER BY c.hour_s, c.host, c.project, r.id",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|r| {
-            Ok(HardwareLine {
-                hour_s: r.hour_s,
-                site: r.site,
-                host: r.host,
-                project: r.project,
-                cost_ueur: q(r.cost_ueur, "hardware_cost_hourly.cost_ueur")?,
-                rate: StoredRate {
-                    id: r.id,
-                    host: r.rate_host,
-                    price_ueur: q(r.price_ueur, "hardware_rates.price_ueur")?,
-                    period_hours: q(r.period_hours, "hardware_rates.period_hours")?,
-                    purchased_on: r.purchased_on,
-                    source: r.source,
-                },
-            })
-        })
-        .collect()
+    let rows: Vec<HardwareRow> = sqlx::query_as(HARDWARE_LINES_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(HardwareLine::try_from).collect()
 }
 
 /// All-time amortised hardware costs per site and project.
 pub async fn hardware_totals(pool: &PgPool) -> Result<Vec<CostTotal>, StoreError> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT site, project, cost_ueur FROM hardware_cost_totals ORDER BY site, project",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(site, project, c)| {
-            Ok(CostTotal {
-                site,
-                project,
-                facility_uj: 0,
-                cost_ueur: q(c, "hardware_cost_totals.cost_ueur")?,
-            })
-        })
-        .collect()
+    let rows: Vec<HardwareTotalRow> = sqlx::query_as(HARDWARE_TOTALS_SQL).fetch_all(pool).await?;
+    rows.into_iter().map(cost_rows::hardware_total).collect()
 }

@@ -3,38 +3,29 @@
 //! the plan in force at its hour, alone under the store-wide lock, in one transaction
 //! with the rollups' differences and the record of each month before and after.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use sqlx::{Postgres, Transaction};
 
 use super::maintain::Rollups;
 use super::{PgStore, STORE_LOCK, busy_or};
-use crate::history::recompute::{OldRow, host_hour, new_sums, old_sums};
+use crate::history::recompute::{
+    Months, OldRow, check_not_compacted, coefficients_text, count_in_month, host_hour, new_sums,
+    old_sums, set_costs,
+};
 use crate::history::{
-    MonthFigures, PlanRecord, RECOMPUTATIONS_COLUMNS, Recomputation, RecomputeJob, RecomputedMonth,
-    RecomputedRow, recomputations_of,
+    PLAN_HISTORY_SQL, PlanRecord, PlanRow, RECOMPUTATIONS_COLUMNS, Recomputation, RecomputeJob,
+    RecomputedMonth, RecomputedRow, recomputations_of,
 };
 use crate::store::StoreError;
 use crate::store::sqlite::cost::CostDeltas;
 use crate::store::sqlite::writer::Calendar;
 
 pub async fn plan_history(store: &PgStore) -> Result<Vec<PlanRecord>, StoreError> {
-    let rows: Vec<(i64, i64, i64, String, Option<i64>)> = sqlx::query_as(
-        "SELECT id, from_s, recorded_ms, plan, replaced_ms FROM plan_history
-         WHERE replaced_ms IS NULL ORDER BY from_s, id",
-    )
-    .fetch_all(&store.pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, from_s, recorded_ms, plan, replaced_ms)| PlanRecord {
-            id,
-            from_s,
-            recorded_ms: u64::try_from(recorded_ms).unwrap_or(0),
-            plan,
-            replaced_ms: replaced_ms.and_then(|v| u64::try_from(v).ok()),
-        })
-        .collect())
+    let rows: Vec<PlanRow> = sqlx::query_as(PLAN_HISTORY_SQL)
+        .fetch_all(&store.pool)
+        .await?;
+    Ok(rows.into_iter().map(PlanRecord::from).collect())
 }
 
 pub async fn record_plan(
@@ -104,9 +95,6 @@ struct Stored {
     rate: Option<f64>,
 }
 
-/// Per month: rows, before, after, coefficients before.
-type Months = BTreeMap<i64, (u64, MonthFigures, MonthFigures, BTreeSet<i64>)>;
-
 pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputation, StoreError> {
     let mut tx = store.pool.begin().await.map_err(busy_or)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -117,15 +105,7 @@ pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputat
         sqlx::query_scalar("SELECT value FROM store_meta WHERE key = 'hourly_compacted_before'")
             .fetch_optional(&mut *tx)
             .await?;
-    if let Some(c) = compacted.and_then(|v| v.parse::<i64>().ok()) {
-        if job.from_s < c {
-            return Err(StoreError::Invalid(format!(
-                "the hours before {} were compacted into daily sums (retention): recompute can start from that instant on, not {}",
-                crate::history::instant(c),
-                crate::history::instant(job.from_s)
-            )));
-        }
-    }
+    check_not_compacted(compacted.as_deref(), job.from_s)?;
     let last: Option<i64> =
         sqlx::query_scalar("SELECT MAX(hour_s) FROM footprint_hourly WHERE hour_s >= $1")
             .bind(job.from_s)
@@ -186,10 +166,7 @@ pub async fn recompute(store: &PgStore, job: &RecomputeJob) -> Result<Recomputat
         .execute(&mut *tx)
         .await?;
     let cost_after = cost_by_month(&mut tx, &mut cal, job.from_s).await?;
-    for (month_s, m) in months.iter_mut() {
-        m.1.cost_ueur = cost_before.get(month_s).copied().unwrap_or(0);
-        m.2.cost_ueur = cost_after.get(month_s).copied().unwrap_or(0);
-    }
+    set_costs(&mut months, &cost_before, &cost_after);
     let out = record(&mut tx, job, rows, months).await?;
     tx.commit().await?;
     Ok(out)
@@ -358,24 +335,10 @@ async fn rewrite(
             plan.tariff.as_deref(),
             new.facility_uj,
         );
-        let m = months.entry(month_s).or_default();
-        m.0 += 1;
-        m.1.add(&figures(o));
-        m.2.add(&figures(s));
-        m.3.extend(old.coefs());
+        count_in_month(months, month_s, old, o, s);
         n += 1;
     }
     Ok(n)
-}
-
-fn figures(s: [i64; 5]) -> MonthFigures {
-    MonthFigures {
-        facility_uj: s[1],
-        location_ug: s[2],
-        market_ug: s[3],
-        embodied_ug: s[4],
-        cost_ueur: 0,
-    }
 }
 
 async fn record(
@@ -396,7 +359,7 @@ async fn record(
     let mut out = Vec::new();
     for (month_s, (n, before, after, coefs)) in months {
         let ids: Vec<i64> = coefs.into_iter().collect();
-        let text = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let text = coefficients_text(&ids);
         sqlx::query(
             "INSERT INTO recomputed_months (recomputation_id, month_s, rows, before_facility_uj,
                 before_location_ug, before_market_ug, before_embodied_ug, before_cost_ueur,

@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use sqlx::{Postgres, Transaction};
 
-use super::super::runs::RunSeqs;
+use super::super::runs::{self, RunSeqs};
 use super::super::{IngestOutcome, IngestSet, StoreError};
 use super::hours::write_hours;
 use super::stage::{RunState, Staged, parse_counters, q, stage, to_i64};
@@ -325,9 +325,9 @@ async fn write_state(
         .bind(to_i64(r.stored_uj, "a run's energy")?)
         .bind(to_i64(r.first_ms, "a time")?)
         .bind(to_i64(r.last_ms, "a time")?)
-        .bind(r.counters_text())
+        .bind(runs::counters_text(&r.counters))
         .bind(
-            i64::try_from(r.counted_uj())
+            i64::try_from(runs::counted_uj(&r.counters))
                 .map_err(|_| StoreError::Write("a run's counters would pass i64::MAX".into()))?,
         )
         .execute(&mut **tx)

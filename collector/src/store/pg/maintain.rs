@@ -402,7 +402,7 @@ async fn import_once(
     let mut upd: (Vec<i64>, [Vec<String>; 4]) = Default::default();
     let (mut gs, mut locs) = (Vec::new(), Vec::new());
     for r in &rows {
-        let energy = super::rows::quantity(r.energy_uj, "footprint_hourly.energy_uj")?;
+        let energy = super::super::rows::quantity(r.energy_uj, "footprint_hourly.energy_uj")?;
         let loc = to_i64(operational_ug(energy, r.pue, r.g_per_kwh))?;
         upd.0.push(r.hour_s);
         for (col, v) in upd

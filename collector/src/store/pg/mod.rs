@@ -1,8 +1,8 @@
 //! The PostgreSQL store: the same tables and the same behaviour as the embedded SQLite
 //! store, in a database that several collectors share (any collector takes any push).
-//! Kept whole though over 600 lines: it is the `Store` trait's impl, one short method
-//! per read; the engine's parts (ingest, stage, hours, inference, copy, maintenance) are
-//! in files of their own.
+//! Most of this file is the `Store` trait's impl, one short method per read; the
+//! engine's parts (ingest, stage, hours, inference, copy, maintenance) are in files of
+//! their own.
 //!
 //! - Migrations from `collector/migrations-pg/`, run under sqlx's advisory lock and our
 //!   own ([`OPEN_LOCK`]), so collectors started at once make one schema.
@@ -11,16 +11,17 @@
 //!   the agent's lock, so two collectors never decide at once whether a batch of the same
 //!   agent is new. A batch is stored once across all collectors; the acknowledgement is
 //!   sent after the commit; serialization failures and deadlocks are retried.
-//! - Reads are the SQLite store's queries in PostgreSQL's dialect (`$n` placeholders,
-//!   sums cast back to `BIGINT`); names sort byte by byte (`COLLATE "C"`).
+//! - Reads are the SQLite store's queries: the same text where the dialects agree
+//!   (`store/reads.rs`), PostgreSQL's own where they do not (sums cast back to
+//!   `BIGINT`); names sort byte by byte (`COLLATE "C"`). The rows read back and their
+//!   checks are the engines' common ones (`store/rows.rs`).
 //!
 //! Per-collector state: nothing but a cache of coefficient ids (rows never deleted or
 //! changed once committed) and the time of the last retention step.
 //!
-//! Past 600 lines, and kept whole on purpose like the SQLite store's `mod.rs`: most of it
-//! is the one `impl Store for PgStore`, a short query per read of the trait, so the two
-//! engines' readings of each query sit side by side file for file; the writes live in
-//! `ingest.rs`, `hours.rs`, `maintain.rs` and the capability files.
+//! Kept whole like the SQLite store's `mod.rs`, so the two engines' readings of each
+//! query sit side by side file for file; the writes live in `ingest.rs`, `hours.rs`,
+//! `maintain.rs` and the capability files.
 
 pub mod copy;
 mod costs;
@@ -29,7 +30,6 @@ mod hours;
 mod inference;
 mod ingest;
 mod maintain;
-mod rows;
 mod stage;
 
 use std::collections::HashMap;
@@ -42,15 +42,12 @@ use jiff::tz::TimeZone;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
-use super::sqlite::writer::day_month;
+use super::reads::{self, Level, PG_SUMS, PROJECTS_SQL, ProjectRow, SeriesRow};
+use super::rows::{AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, LineRow, TokenRow, stored};
 use super::{
-    AgentRecord, AggregateLine, FootprintQuery, Grouping, HourlyRow, ImportOutcome, IngestOutcome,
-    IngestSet, IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
+    AgentRecord, AggregateLine, FootprintQuery, HourlyRow, ImportOutcome, IngestOutcome, IngestSet,
+    IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
     StoredCoefficient, Sums, TokenRecord,
-};
-use rows::{
-    AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, LineRow, ROLLUP_SUMS, SUMS, TokenRow,
-    quantity, stored,
 };
 
 /// Session advisory lock held while a collector opens the store (migrations, the rollups'
@@ -181,33 +178,7 @@ impl PgStore {
     }
 
     fn level(&self, from_s: i64, to_s: i64) -> Level {
-        let (fd, fm) = day_month(&self.tz, from_s);
-        let (td, tm) = day_month(&self.tz, to_s);
-        if fm == from_s && tm == to_s {
-            Level::Monthly
-        } else if fd == from_s && td == to_s {
-            Level::Daily
-        } else {
-            Level::Hourly
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level {
-    Monthly,
-    Daily,
-    Hourly,
-}
-
-impl Level {
-    /// `(table, period column, sums)`.
-    fn sql(self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            Level::Monthly => ("footprint_monthly", "month_s", ROLLUP_SUMS),
-            Level::Daily => ("footprint_daily", "day_s", ROLLUP_SUMS),
-            Level::Hourly => ("footprint_hourly", "hour_s", SUMS),
-        }
+        Level::of(&self.tz, from_s, to_s)
     }
 }
 
@@ -306,19 +277,8 @@ impl Store for PgStore {
     }
 
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
-        let mut col = q.group.column();
-        let level = match q.group {
-            Grouping::Hour => Level::Hourly,
-            Grouping::Day => match self.level(q.from_s, q.to_s) {
-                Level::Hourly => {
-                    col = Grouping::Hour.column();
-                    Level::Hourly
-                }
-                _ => Level::Daily,
-            },
-            _ => self.level(q.from_s, q.to_s),
-        };
-        let (table, period, sums) = level.sql();
+        let (col, level) = Level::for_group(q.group, self.level(q.from_s, q.to_s));
+        let (table, period, sums) = level.sql(&PG_SUMS);
         let sql = format!(
             "SELECT {col} AS key, {sums} FROM {table}
              WHERE {period} >= $1 AND {period} < $2 AND ($3::TEXT IS NULL OR project = $3)
@@ -333,47 +293,15 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(busy_or)?;
-        rows.into_iter()
-            .map(|r| Ok((r.key, Sums::try_from(r.sums)?)))
-            .collect()
+        rows.into_iter().map(KeyedSums::checked).collect()
     }
 
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
-        // First and last hours from the hourly rows, except where those were compacted
-        // (`store_meta.hourly_compacted_before`, a local day's start): there, the start
-        // of the project's first day in the daily rollups, or of its last day when
-        // none of its hours are left.
-        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT m.project,
-                COALESCE(
-                    (SELECT MIN(d.day_s) FROM footprint_daily d WHERE d.project = m.project
-                       AND d.day_s < (SELECT CAST(value AS BIGINT) FROM store_meta
-                                      WHERE key = 'hourly_compacted_before')),
-                    (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project)),
-                COALESCE(
-                    (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
-                    (SELECT MAX(d.day_s) FROM footprint_daily d WHERE d.project = m.project)),
-                COUNT(DISTINCT m.host)
-             FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(busy_or)?;
-        rows.into_iter()
-            .map(|(project, first, last, hosts)| {
-                let (Some(first), Some(last)) = (first, last) else {
-                    return Err(StoreError::Corrupt(format!(
-                        "project {project:?} has monthly rollups but no daily or hourly rows"
-                    )));
-                };
-                Ok(ProjectInfo {
-                    project,
-                    first_hour_s: first,
-                    last_hour_s: last,
-                    hosts: quantity(hosts, "hosts")?,
-                })
-            })
-            .collect()
+        let rows: Vec<ProjectRow> = sqlx::query_as(PROJECTS_SQL)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        rows.into_iter().map(reads::project_info).collect()
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
@@ -385,15 +313,12 @@ impl Store for PgStore {
     }
 
     async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError> {
-        let rows: Vec<HourlyDbRow> = sqlx::query_as(
-            "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-             ORDER BY hour_s, host, project, component, source",
-        )
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(busy_or)?;
+        let rows: Vec<HourlyDbRow> = sqlx::query_as(reads::HOURLY_ROWS_SQL)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
 
@@ -406,33 +331,27 @@ impl Store for PgStore {
     ) -> Result<Vec<HourlyRow>, StoreError> {
         // Keyset pagination on the primary key's order (byte order: COLLATE "C").
         let rows: Vec<HourlyDbRow> = match after {
-            None => sqlx::query_as(
-                "SELECT * FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                 ORDER BY hour_s, host, project, component, source LIMIT $3",
-            )
-            .bind(from_s)
-            .bind(to_s)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(busy_or)?,
-            Some((h, host, project, component, source)) => sqlx::query_as(
-                "SELECT * FROM footprint_hourly
-                 WHERE (hour_s, host, project, component, source) > ($1, $2, $3, $4, $5)
-                   AND hour_s >= $6 AND hour_s < $7
-                 ORDER BY hour_s, host, project, component, source LIMIT $8",
-            )
-            .bind(h)
-            .bind(host)
-            .bind(project)
-            .bind(component)
-            .bind(source)
-            .bind(from_s)
-            .bind(to_s)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(busy_or)?,
+            None => sqlx::query_as(reads::HOURLY_FIRST_PAGE_SQL)
+                .bind(from_s)
+                .bind(to_s)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(busy_or)?,
+            Some((h, host, project, component, source)) => {
+                sqlx::query_as(reads::HOURLY_NEXT_PAGE_SQL)
+                    .bind(h)
+                    .bind(host)
+                    .bind(project)
+                    .bind(component)
+                    .bind(source)
+                    .bind(from_s)
+                    .bind(to_s)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(busy_or)?
+            }
         };
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
@@ -442,19 +361,7 @@ impl Store for PgStore {
         from_s: i64,
         to_s: i64,
     ) -> Result<Vec<StoredCoefficient>, StoreError> {
-        let sql = if self.level(from_s, to_s) == Level::Hourly {
-            "SELECT * FROM coefficients WHERE id IN (
-                SELECT pue_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                UNION SELECT intensity_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                UNION SELECT market_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2
-                UNION SELECT embodied_coef FROM footprint_hourly WHERE hour_s >= $1 AND hour_s < $2)
-             ORDER BY kind, subject, id"
-        } else {
-            "SELECT * FROM coefficients WHERE id IN (
-                SELECT coef_id FROM coefficient_use WHERE day_s >= $1 AND day_s < $2
-                GROUP BY coef_id HAVING SUM(rows) > 0)
-             ORDER BY kind, subject, id"
-        };
+        let sql = reads::coefficients_sql(self.level(from_s, to_s));
         let rows: Vec<CoefficientRow> = sqlx::query_as(sql)
             .bind(from_s)
             .bind(to_s)
@@ -465,7 +372,7 @@ impl Store for PgStore {
     }
 
     async fn lines(&self, from_s: i64, to_s: i64) -> Result<Vec<AggregateLine>, StoreError> {
-        let (table, period, sums) = self.level(from_s, to_s).sql();
+        let (table, period, sums) = self.level(from_s, to_s).sql(&PG_SUMS);
         let sql = format!(
             "SELECT host, project, component, source, site, zone, {sums} FROM {table}
              WHERE {period} >= $1 AND {period} < $2
@@ -478,19 +385,7 @@ impl Store for PgStore {
             .fetch_all(&self.pool)
             .await
             .map_err(busy_or)?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AggregateLine {
-                    host: r.host,
-                    project: r.project,
-                    component: r.component,
-                    source: r.source,
-                    site: r.site,
-                    zone: r.zone,
-                    sums: Sums::try_from(r.sums)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AggregateLine::try_from).collect()
     }
 
     async fn energy_by_day(
@@ -500,11 +395,7 @@ impl Store for PgStore {
         timezone: &str,
     ) -> Result<Vec<(i64, String, u64)>, StoreError> {
         let daily = timezone == self.tz_name && self.level(from_s, to_s) != Level::Hourly;
-        let (table, period) = if daily {
-            ("footprint_daily", "day_s")
-        } else {
-            ("footprint_hourly", "hour_s")
-        };
+        let (table, period) = reads::energy_table(daily);
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
             "SELECT {period}, project, SUM(energy_uj)::BIGINT FROM {table}
              WHERE {period} >= $1 AND {period} < $2 GROUP BY {period}, project ORDER BY {period}, project"
@@ -514,34 +405,17 @@ impl Store for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(busy_or)?;
-        rows.into_iter()
-            .map(|(s, p, e)| Ok((s, p, quantity(e, "energy_uj")?)))
-            .collect()
+        reads::energy_by_day(rows)
     }
 
     async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
-        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
-            "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
-             FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
-             WHERE ih.hour_s >= $1 AND ih.hour_s < $2
-             GROUP BY ih.zone, ih.import_id ORDER BY ih.zone, ih.import_id",
-        )
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(busy_or)?;
-        rows.into_iter()
-            .map(|(zone, import_id, hours, min, max)| {
-                Ok(SeriesUse {
-                    zone,
-                    import_id,
-                    hours: quantity(hours, "hours")?,
-                    min_g_per_kwh: min,
-                    max_g_per_kwh: max,
-                })
-            })
-            .collect()
+        let rows: Vec<SeriesRow> = sqlx::query_as(reads::SERIES_USED_SQL)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(busy_or)?;
+        rows.into_iter().map(reads::series_use).collect()
     }
 
     async fn plan_history(&self) -> Result<Vec<crate::history::PlanRecord>, StoreError> {
@@ -574,18 +448,7 @@ impl Store for PgStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(busy_or)?;
-        let (counters, runs): (Vec<i64>, Vec<i64>) = rows.into_iter().unzip();
-        let sum = |v: Vec<i64>, what: &str| -> Result<u64, StoreError> {
-            let mut total: u128 = 0;
-            for x in v {
-                total += u128::from(quantity(x, what)?);
-            }
-            Ok(u64::try_from(total).unwrap_or(u64::MAX))
-        };
-        Ok((
-            sum(counters, "runs.counted_uj")?,
-            sum(runs, "runs.stored_uj")?,
-        ))
+        reads::agent_balance(rows)
     }
 
     fn engine(&self) -> super::Engine {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use empreinte_shared::wire::{Batch, SpoolStatus, WireProblem};
 use empreinte_shared::{Component, SourceKind};
 
-use super::super::runs::{MAX_HOLES, RunSeqs};
+use super::super::runs::{self, MAX_HOLES, RunCounters, RunSeqs};
 use super::super::{IngestOutcome, IngestSet, StoreError};
 
 /// A run as stored, and as this push leaves it.
@@ -21,44 +21,13 @@ pub(super) struct RunState {
     pub(super) is_new: bool,
 }
 
-impl RunState {
-    pub(super) fn counters_text(&self) -> String {
-        let mut out = String::new();
-        for ((p, c, s), (total, at)) in &self.counters {
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
-        }
-        out
-    }
-
-    pub(super) fn counted_uj(&self) -> u128 {
-        self.counters.values().map(|(t, _)| u128::from(*t)).sum()
-    }
-}
-
-/// `(project, component, source)` → latest `(total_uj, at_ms)`.
-pub(super) type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
-
 pub(super) fn parse_counters(text: &str) -> Result<RunCounters, StoreError> {
-    let bad = || StoreError::Corrupt("runs.counters is not in its format".into());
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [p, c, s, t, a] = f.as_slice() else {
-            return Err(bad());
-        };
-        out.insert(
-            (p.to_string(), c.to_string(), s.to_string()),
-            (t.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?),
-        );
-    }
-    Ok(out)
+    runs::parse_counters(text)
+        .ok_or_else(|| StoreError::Corrupt("runs.counters is not in its format".into()))
 }
 
 pub(super) fn q(v: i64, what: &str) -> Result<u64, StoreError> {
-    super::rows::quantity(v, what)
+    super::super::rows::quantity(v, what)
 }
 
 pub(super) fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
@@ -210,26 +179,14 @@ fn check_spool(sp: &SpoolStatus, problem: &mut impl FnMut(String, String)) {
 /// The batch's counters kept as the run's latest, and refused past `i64::MAX` in total.
 fn add_counters(run: &mut RunState, i: usize, b: &Batch, problem: &mut impl FnMut(String, String)) {
     for c in &b.counters {
-        let e = run
-            .counters
-            .entry((
-                c.project.clone(),
-                c.component.as_str().to_string(),
-                c.source.as_str().to_string(),
-            ))
-            .or_default();
-        if b.end_unix_ms >= e.1 {
-            *e = (c.total_uj, b.end_unix_ms);
-        }
+        let key = (c.project.as_str(), c.component.as_str(), c.source.as_str());
+        runs::keep_reading(&mut run.counters, key, c.total_uj, b.end_unix_ms);
     }
-    if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
-        problem(
-            format!("batches[{i}].counters"),
-            format!(
-                "the run's counters would add up past the largest value stored ({} µJ)",
-                i64::MAX
-            ),
-        );
+    if b.counters.is_empty() {
+        return;
+    }
+    if let Some((path, message)) = runs::counters_overflow(i, &run.counters) {
+        problem(path, message);
     }
 }
 

@@ -9,8 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 use rusqlite::{Transaction, params};
 use sqlx::SqlitePool;
 
-use crate::cost::hardware::{HardwareDeltas, HardwareLine, HardwareRate, StoredRate};
-use crate::cost::{Band, CostLine, CostTotal, Rate, StoredTariff, Tariff, cost_ueur};
+use super::super::cost_rows::{
+    self, CostLineRow, HARDWARE_LINES_SQL, HARDWARE_TOTALS_SQL, HardwareRow, HardwareTotalRow,
+    LINES_SQL, TOTALS_SQL, TotalRow,
+};
+use crate::cost::hardware::{HardwareDeltas, HardwareLine, HardwareRate};
+use crate::cost::{CostLine, CostTotal, Rate, Tariff, cost_ueur};
 use crate::store::StoreError;
 
 /// A transaction's cost additions: `(hour_s, site, project)` → the hour's rate and the
@@ -124,83 +128,20 @@ fn overflow() -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure("a cost or an energy is past i64::MAX".into())
 }
 
-type LineRow = (
-    i64,
-    String,
-    String,
-    i64,
-    i64,
-    i64,
-    String,
-    i64,
-    String,
-    String,
-    String,
-);
-
 /// Every cost line of `[from_s, to_s)` with its tariff rate, ordered by hour.
 pub async fn lines(pool: &SqlitePool, from_s: i64, to_s: i64) -> Result<Vec<CostLine>, StoreError> {
-    let rows: Vec<LineRow> = sqlx::query_as(
-        "SELECT c.hour_s, c.site, c.project, c.facility_uj, c.cost_ueur,
-                t.id, t.site, t.price_ueur_per_kwh, t.band, t.valid_from,
-                t.off_peak_hours || char(9) || t.source
-         FROM cost_hourly c JOIN tariffs t ON t.id = c.tariff_id
-         WHERE c.hour_s >= ? AND c.hour_s < ?
-         ORDER BY c.hour_s, c.site, c.project, t.id",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
-    let u = |v: i64, what: &str| {
-        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is negative")))
-    };
-    let mut out = Vec::with_capacity(rows.len());
-    for (hour_s, site, project, f, c, id, tsite, price, band, from, rest) in rows {
-        let (hours, source) = rest.split_once('\t').unwrap_or((&rest, ""));
-        out.push(CostLine {
-            hour_s,
-            site,
-            project,
-            facility_uj: u(f, "a cost's facility energy")?,
-            cost_ueur: u(c, "a cost")?,
-            tariff: StoredTariff {
-                id,
-                site: tsite,
-                price_ueur_per_kwh: u(price, "a price")?,
-                band: match band.as_str() {
-                    "peak" => Band::Peak,
-                    "off_peak" => Band::OffPeak,
-                    _ => Band::Flat,
-                },
-                valid_from: from,
-                off_peak_hours: hours.to_string(),
-                source: source.to_string(),
-            },
-        });
-    }
-    Ok(out)
+    let rows: Vec<CostLineRow> = sqlx::query_as(LINES_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(CostLine::try_from).collect()
 }
 
 /// All-time costs per site and project.
 pub async fn totals(pool: &SqlitePool) -> Result<Vec<CostTotal>, StoreError> {
-    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-        "SELECT site, project, facility_uj, cost_ueur FROM cost_totals ORDER BY site, project",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(site, project, f, c)| {
-            Ok(CostTotal {
-                site,
-                project,
-                facility_uj: u64::try_from(f)
-                    .map_err(|_| StoreError::Corrupt(format!("facility energy {f}")))?,
-                cost_ueur: u64::try_from(c)
-                    .map_err(|_| StoreError::Corrupt(format!("cost {c}")))?,
-            })
-        })
-        .collect()
+    let rows: Vec<TotalRow> = sqlx::query_as(TOTALS_SQL).fetch_all(pool).await?;
+    rows.into_iter().map(cost_rows::total).collect()
 }
 
 /// Writes the amortised hardware cost of a group of new batches (in its transaction).
@@ -254,77 +195,22 @@ pub fn write_hardware(tx: &Transaction<'_>, deltas: &HardwareDeltas) -> rusqlite
     Ok(())
 }
 
-type HardwareRow = (
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    i64,
-    String,
-    i64,
-    i64,
-    String,
-);
-
 /// Every hardware cost line of `[from_s, to_s)` with its rate, ordered by hour.
 pub async fn hardware_lines(
     pool: &SqlitePool,
     from_s: i64,
     to_s: i64,
 ) -> Result<Vec<HardwareLine>, StoreError> {
-    let rows: Vec<HardwareRow> = sqlx::query_as(
-        "SELECT c.hour_s, c.site, c.host, c.project, c.cost_ueur,
-                r.id, r.host, r.price_ueur, r.period_hours, r.purchased_on || char(9) || r.source
-         FROM hardware_cost_hourly c JOIN hardware_rates r ON r.id = c.rate_id
-         WHERE c.hour_s >= ? AND c.hour_s < ?
-         ORDER BY c.hour_s, c.host, c.project, r.id",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
-    let u = |v: i64, what: &str| {
-        u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} {v} is negative")))
-    };
-    let mut out = Vec::with_capacity(rows.len());
-    for (hour_s, site, host, project, c, id, rhost, price, hours, rest) in rows {
-        let (purchased_on, source) = rest.split_once('\t').unwrap_or((&rest, ""));
-        out.push(HardwareLine {
-            hour_s,
-            site,
-            host,
-            project,
-            cost_ueur: u(c, "a hardware cost")?,
-            rate: StoredRate {
-                id,
-                host: rhost,
-                price_ueur: u(price, "a purchase price")?,
-                period_hours: u(hours, "an amortisation period")?,
-                purchased_on: purchased_on.to_string(),
-                source: source.to_string(),
-            },
-        });
-    }
-    Ok(out)
+    let rows: Vec<HardwareRow> = sqlx::query_as(HARDWARE_LINES_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter().map(HardwareLine::try_from).collect()
 }
 
 /// All-time amortised hardware costs per site and project.
 pub async fn hardware_totals(pool: &SqlitePool) -> Result<Vec<CostTotal>, StoreError> {
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT site, project, cost_ueur FROM hardware_cost_totals ORDER BY site, project",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(site, project, c)| {
-            Ok(CostTotal {
-                site,
-                project,
-                facility_uj: 0,
-                cost_ueur: u64::try_from(c)
-                    .map_err(|_| StoreError::Corrupt(format!("hardware cost {c}")))?,
-            })
-        })
-        .collect()
+    let rows: Vec<HardwareTotalRow> = sqlx::query_as(HARDWARE_TOTALS_SQL).fetch_all(pool).await?;
+    rows.into_iter().map(cost_rows::hardware_total).collect()
 }

@@ -5,27 +5,14 @@
 use sqlx::SqlitePool;
 
 use crate::history::{
-    PlanRecord, RECOMPUTATIONS_COLUMNS, Recomputation, RecomputedRow, recomputations_of,
+    PLAN_HISTORY_SQL, PlanRecord, PlanRow, RECOMPUTATIONS_COLUMNS, Recomputation, RecomputedRow,
+    recomputations_of,
 };
 use crate::store::StoreError;
 
 pub async fn plan_history(pool: &SqlitePool) -> Result<Vec<PlanRecord>, StoreError> {
-    let rows: Vec<(i64, i64, i64, String, Option<i64>)> = sqlx::query_as(
-        "SELECT id, from_s, recorded_ms, plan, replaced_ms FROM plan_history
-         WHERE replaced_ms IS NULL ORDER BY from_s, id",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, from_s, recorded_ms, plan, replaced_ms)| PlanRecord {
-            id,
-            from_s,
-            recorded_ms: u64::try_from(recorded_ms).unwrap_or(0),
-            plan,
-            replaced_ms: replaced_ms.and_then(|v| u64::try_from(v).ok()),
-        })
-        .collect())
+    let rows: Vec<PlanRow> = sqlx::query_as(PLAN_HISTORY_SQL).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(PlanRecord::from).collect())
 }
 
 pub async fn record_plan(

@@ -7,15 +7,13 @@
 //! ([`units`], [`totals`]). [`InferenceGroup`] (`crate::inference::group`) is the
 //! engines' common sum: PostgreSQL writes the same group (`store/pg/inference.rs`).
 
-use std::collections::BTreeMap;
-
-use empreinte_shared::Component;
 use rusqlite::{Transaction, params};
 use sqlx::SqlitePool;
 
 use super::super::StoreError;
+use super::super::inference_rows::{self, COUNTS_SQL, CountsRow, EnergyRow, TOTALS_SQL, TotalsRow};
 pub use crate::inference::group::InferenceGroup;
-use crate::inference::{Counts, InferenceTotal, InferenceUnit};
+use crate::inference::{InferenceTotal, InferenceUnit};
 
 /// A quantity as SQLite stores it: at most `i64::MAX` (sums saturate there).
 fn db(v: u64) -> i64 {
@@ -132,32 +130,6 @@ pub fn write(tx: &Transaction<'_>, g: &InferenceGroup) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn quantity(v: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is {v}, a negative quantity")))
-}
-
-fn count(v: Option<i64>, what: &str) -> Result<Option<u64>, StoreError> {
-    v.map(|v| quantity(v, what)).transpose()
-}
-
-type CountsRow = (
-    i64,
-    String,
-    String,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    i64,
-    i64,
-);
-
-type EnergyRow = (i64, String, String, String, String, i64, f64, f64);
-
 /// Every hour of `[from_s, to_s)` with counts or model-tagged energy, per host, project
 /// and model, ordered by those keys. A unit's emissions are the project's stored
 /// emissions (location-based operational with PUE, and embodied) of the same hour,
@@ -167,15 +139,11 @@ pub async fn units(
     from_s: i64,
     to_s: i64,
 ) -> Result<Vec<InferenceUnit>, StoreError> {
-    let counted: Vec<CountsRow> = sqlx::query_as(
-        "SELECT hour_s, host, project, model, server_kinds, requests, input_tokens,
-                cached_input_tokens, output_tokens, span_ms, gap_ms, resets, allocated
-         FROM inference_hourly WHERE hour_s >= ? AND hour_s < ?",
-    )
-    .bind(from_s)
-    .bind(to_s)
-    .fetch_all(pool)
-    .await?;
+    let counted: Vec<CountsRow> = sqlx::query_as(COUNTS_SQL)
+        .bind(from_s)
+        .bind(to_s)
+        .fetch_all(pool)
+        .await?;
     let energy: Vec<EnergyRow> = sqlx::query_as(
         "SELECT m.hour_s, m.host, m.project, m.model, m.component, m.energy_uj,
             (SELECT TOTAL(f.energy_uj) FROM footprint_hourly f WHERE f.hour_s = m.hour_s
@@ -189,85 +157,11 @@ pub async fn units(
     .bind(to_s)
     .fetch_all(pool)
     .await?;
-    let mut out: BTreeMap<(i64, String, String, String), InferenceUnit> = BTreeMap::new();
-    for r in counted {
-        let (hour_s, host, project, model) = (r.0, r.1, r.2, r.3);
-        let u = InferenceUnit {
-            hour_s,
-            host: host.clone(),
-            project: project.clone(),
-            model: model.clone(),
-            server_kinds: u32::try_from(r.4).unwrap_or(0),
-            counts: Counts {
-                requests: count(r.5, "inference_hourly.requests")?,
-                input_tokens: count(r.6, "inference_hourly.input_tokens")?,
-                cached_input_tokens: count(r.7, "inference_hourly.cached_input_tokens")?,
-                output_tokens: count(r.8, "inference_hourly.output_tokens")?,
-            },
-            span_ms: quantity(r.9, "inference_hourly.span_ms")?,
-            gap_ms: quantity(r.10, "inference_hourly.gap_ms")?,
-            resets: quantity(r.11, "inference_hourly.resets")?,
-            allocated: r.12 != 0,
-            ..InferenceUnit::default()
-        };
-        out.insert((hour_s, host, project, model), u);
-    }
-    for (hour_s, host, project, model, component, uj, project_uj, project_ug) in energy {
-        let uj = quantity(uj, "model_energy_hourly.energy_uj")?;
-        let u = out
-            .entry((hour_s, host.clone(), project.clone(), model.clone()))
-            .or_insert_with(|| InferenceUnit {
-                hour_s,
-                host,
-                project,
-                model,
-                ..InferenceUnit::default()
-            });
-        u.energy_uj = u.energy_uj.saturating_add(uj);
-        if component == Component::Gpu.as_str() {
-            u.gpu_energy_uj = u.gpu_energy_uj.saturating_add(uj);
-        }
-        if project_uj > 0.0 {
-            let ug = (project_ug * uj as f64 / project_uj).round();
-            if ug.is_finite() && ug > 0.0 {
-                u.co2e_ug = u.co2e_ug.saturating_add(ug as u64);
-            }
-        }
-    }
-    Ok(out.into_values().collect())
+    inference_rows::units(counted, energy)
 }
 
 /// All-time counts per project and model.
 pub async fn totals(pool: &SqlitePool) -> Result<Vec<InferenceTotal>, StoreError> {
-    type Row = (
-        String,
-        String,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        Option<i64>,
-        i64,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT project, model, requests, input_tokens, cached_input_tokens, output_tokens,
-                energy_uj
-         FROM inference_totals ORDER BY project, model",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.into_iter()
-        .map(|(project, model, r, i, c, o, uj)| {
-            Ok(InferenceTotal {
-                project,
-                model,
-                counts: Counts {
-                    requests: count(r, "inference_totals.requests")?,
-                    input_tokens: count(i, "inference_totals.input_tokens")?,
-                    cached_input_tokens: count(c, "inference_totals.cached_input_tokens")?,
-                    output_tokens: count(o, "inference_totals.output_tokens")?,
-                },
-                energy_uj: quantity(uj, "inference_totals.energy_uj")?,
-            })
-        })
-        .collect()
+    let rows: Vec<TotalsRow> = sqlx::query_as(TOTALS_SQL).fetch_all(pool).await?;
+    rows.into_iter().map(inference_rows::total).collect()
 }

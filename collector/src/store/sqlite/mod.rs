@@ -7,15 +7,15 @@
 //! connections (WAL lets them run beside the writer). Token writes, rare, take their
 //! own short transactions.
 //!
-//! Just over 600 lines, and kept whole on purpose: most of it is the one `impl Store for
-//! SqliteStore`, a thin method per query that settles the ingest log and hands over to
-//! `rows`, `cost`, `inference` or the writer; splitting the impl would scatter the
-//! trait's one reading of "settle, then read" over several files.
+//! Kept whole on purpose: most of it is the one `impl Store for SqliteStore`, a thin
+//! method per query that settles the ingest log and hands over to the engines' common
+//! reads and rows (`store/reads.rs`, `store/rows.rs`), `cost`, `inference` or the
+//! writer; splitting the impl would scatter the trait's one reading of "settle, then
+//! read" over several files.
 
 pub mod cost;
 mod history;
 mod inference;
-mod rows;
 mod startup;
 pub mod writer;
 
@@ -34,16 +34,15 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 pub use startup::MARKER_FILE;
 pub use writer::log::LOG_FILE;
 
-use rows::{
-    AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, Level, LineRow, TokenRow, quantity, stored,
-};
+use super::reads::{self, Level, PROJECTS_SQL, ProjectRow, SQLITE_SUMS, SeriesRow};
+use super::rows::{AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, LineRow, TokenRow, stored};
 
 use super::{
-    AgentRecord, AggregateLine, FootprintQuery, Grouping, HourlyRow, ImportOutcome, IngestOutcome,
-    IngestSet, IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
+    AgentRecord, AggregateLine, FootprintQuery, HourlyRow, ImportOutcome, IngestOutcome, IngestSet,
+    IntensityImport, ProjectInfo, RowKey, SeriesUse, Store, StoreError, StoreOptions,
     StoredCoefficient, Sums, TokenRecord,
 };
-use writer::{Job, PreparedPush, day_month};
+use writer::{Job, PreparedPush};
 
 /// The database file in the data directory.
 pub const DB_FILE: &str = "empreinte.db";
@@ -229,15 +228,7 @@ impl SqliteStore {
 
     /// Which table answers `[from_s, to_s)`: whole months, whole days, or hours.
     fn level(&self, from_s: i64, to_s: i64) -> Level {
-        let (fd, fm) = day_month(&self.tz, from_s);
-        let (td, tm) = day_month(&self.tz, to_s);
-        if fm == from_s && tm == to_s {
-            Level::Monthly
-        } else if fd == from_s && td == to_s {
-            Level::Daily
-        } else {
-            Level::Hourly
-        }
+        Level::of(&self.tz, from_s, to_s)
     }
 
     /// Waits until every push acknowledged before is in the footprint tables.
@@ -344,19 +335,8 @@ impl Store for SqliteStore {
 
     async fn footprint(&self, q: &FootprintQuery) -> Result<Vec<(String, Sums)>, StoreError> {
         self.settle().await?;
-        let mut col = q.group.column();
-        let level = match q.group {
-            Grouping::Hour => Level::Hourly,
-            Grouping::Day => match self.level(q.from_s, q.to_s) {
-                Level::Hourly => {
-                    col = Grouping::Hour.column();
-                    Level::Hourly
-                }
-                _ => Level::Daily,
-            },
-            _ => self.level(q.from_s, q.to_s),
-        };
-        let (table, period, sums) = level.sql();
+        let (col, level) = Level::for_group(q.group, self.level(q.from_s, q.to_s));
+        let (table, period, sums) = level.sql(&SQLITE_SUMS);
         let sql = format!(
             "SELECT {col} AS key, {sums} FROM {table}
              WHERE {period} >= ? AND {period} < ? AND (? IS NULL OR project = ?)
@@ -372,49 +352,15 @@ impl Store for SqliteStore {
             .bind(&q.host)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|r| Ok((r.key, Sums::try_from(r.sums)?)))
-            .collect()
+        rows.into_iter().map(KeyedSums::checked).collect()
     }
 
     async fn projects(&self) -> Result<Vec<ProjectInfo>, StoreError> {
         self.settle().await?;
         // Projects and hosts from the monthly rollups; first and last hours from the
         // hourly rows through their (project, hour_s) index.
-        // First and last hours from the hourly rows, except where those were compacted
-        // (`store_meta.hourly_compacted_before`, a local day's start): there, the start
-        // of the project's first day in the daily rollups, or of its last day when
-        // none of its hours are left.
-        let rows: Vec<(String, Option<i64>, Option<i64>, i64)> = sqlx::query_as(
-            "SELECT m.project,
-                COALESCE(
-                    (SELECT MIN(d.day_s) FROM footprint_daily d WHERE d.project = m.project
-                       AND d.day_s < (SELECT CAST(value AS BIGINT) FROM store_meta
-                                      WHERE key = 'hourly_compacted_before')),
-                    (SELECT MIN(hour_s) FROM footprint_hourly f WHERE f.project = m.project)),
-                COALESCE(
-                    (SELECT MAX(hour_s) FROM footprint_hourly f WHERE f.project = m.project),
-                    (SELECT MAX(d.day_s) FROM footprint_daily d WHERE d.project = m.project)),
-                COUNT(DISTINCT m.host)
-             FROM footprint_monthly m GROUP BY m.project ORDER BY m.project",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(project, first, last, hosts)| {
-                let (Some(first), Some(last)) = (first, last) else {
-                    return Err(StoreError::Corrupt(format!(
-                        "project {project:?} has monthly rollups but no daily or hourly rows"
-                    )));
-                };
-                Ok(ProjectInfo {
-                    project,
-                    first_hour_s: first,
-                    last_hour_s: last,
-                    hosts: quantity(hosts, "hosts")?,
-                })
-            })
-            .collect()
+        let rows: Vec<ProjectRow> = sqlx::query_as(PROJECTS_SQL).fetch_all(&self.pool).await?;
+        rows.into_iter().map(reads::project_info).collect()
     }
 
     async fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
@@ -427,14 +373,11 @@ impl Store for SqliteStore {
 
     async fn hourly_rows(&self, from_s: i64, to_s: i64) -> Result<Vec<HourlyRow>, StoreError> {
         self.settle().await?;
-        let rows: Vec<HourlyDbRow> = sqlx::query_as(
-            "SELECT * FROM footprint_hourly WHERE hour_s >= ? AND hour_s < ?
-             ORDER BY hour_s, host, project, component, source",
-        )
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<HourlyDbRow> = sqlx::query_as(reads::HOURLY_ROWS_SQL)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter().map(HourlyRow::try_from).collect()
     }
 
@@ -449,33 +392,25 @@ impl Store for SqliteStore {
         // Keyset pagination on the primary key's order.
         let rows: Vec<HourlyDbRow> = match after {
             None => {
-                sqlx::query_as(
-                    "SELECT * FROM footprint_hourly WHERE hour_s >= ? AND hour_s < ?
-                     ORDER BY hour_s, host, project, component, source LIMIT ?",
-                )
-                .bind(from_s)
-                .bind(to_s)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query_as(reads::HOURLY_FIRST_PAGE_SQL)
+                    .bind(from_s)
+                    .bind(to_s)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
             }
             Some((h, host, project, component, source)) => {
-                sqlx::query_as(
-                    "SELECT * FROM footprint_hourly
-                     WHERE (hour_s, host, project, component, source) > (?, ?, ?, ?, ?)
-                       AND hour_s >= ? AND hour_s < ?
-                     ORDER BY hour_s, host, project, component, source LIMIT ?",
-                )
-                .bind(h)
-                .bind(host)
-                .bind(project)
-                .bind(component)
-                .bind(source)
-                .bind(from_s)
-                .bind(to_s)
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query_as(reads::HOURLY_NEXT_PAGE_SQL)
+                    .bind(h)
+                    .bind(host)
+                    .bind(project)
+                    .bind(component)
+                    .bind(source)
+                    .bind(from_s)
+                    .bind(to_s)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         rows.into_iter().map(HourlyRow::try_from).collect()
@@ -487,19 +422,7 @@ impl Store for SqliteStore {
         to_s: i64,
     ) -> Result<Vec<StoredCoefficient>, StoreError> {
         self.settle().await?;
-        let sql = if self.level(from_s, to_s) == Level::Hourly {
-            "SELECT * FROM coefficients WHERE id IN (
-                SELECT pue_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
-                UNION SELECT intensity_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
-                UNION SELECT market_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2
-                UNION SELECT embodied_coef FROM footprint_hourly WHERE hour_s >= ?1 AND hour_s < ?2)
-             ORDER BY kind, subject, id"
-        } else {
-            "SELECT * FROM coefficients WHERE id IN (
-                SELECT coef_id FROM coefficient_use WHERE day_s >= ?1 AND day_s < ?2
-                GROUP BY coef_id HAVING SUM(rows) > 0)
-             ORDER BY kind, subject, id"
-        };
+        let sql = reads::coefficients_sql(self.level(from_s, to_s));
         let rows: Vec<CoefficientRow> = sqlx::query_as(sql)
             .bind(from_s)
             .bind(to_s)
@@ -510,7 +433,7 @@ impl Store for SqliteStore {
 
     async fn lines(&self, from_s: i64, to_s: i64) -> Result<Vec<AggregateLine>, StoreError> {
         self.settle().await?;
-        let (table, period, sums) = self.level(from_s, to_s).sql();
+        let (table, period, sums) = self.level(from_s, to_s).sql(&SQLITE_SUMS);
         let sql = format!(
             "SELECT host, project, component, source, site, zone, {sums} FROM {table}
              WHERE {period} >= ? AND {period} < ?
@@ -522,19 +445,7 @@ impl Store for SqliteStore {
             .bind(to_s)
             .fetch_all(&self.pool)
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(AggregateLine {
-                    host: r.host,
-                    project: r.project,
-                    component: r.component,
-                    source: r.source,
-                    site: r.site,
-                    zone: r.zone,
-                    sums: Sums::try_from(r.sums)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(AggregateLine::try_from).collect()
     }
 
     async fn energy_by_day(
@@ -545,11 +456,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(i64, String, u64)>, StoreError> {
         self.settle().await?;
         let daily = timezone == self.tz_name && self.level(from_s, to_s) != Level::Hourly;
-        let (table, period) = if daily {
-            ("footprint_daily", "day_s")
-        } else {
-            ("footprint_hourly", "hour_s")
-        };
+        let (table, period) = reads::energy_table(daily);
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
             "SELECT {period}, project, SUM(energy_uj) FROM {table}
              WHERE {period} >= ? AND {period} < ? GROUP BY {period}, project ORDER BY {period}, project"
@@ -558,34 +465,17 @@ impl Store for SqliteStore {
         .bind(to_s)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|(s, p, e)| Ok((s, p, quantity(e, "energy_uj")?)))
-            .collect()
+        reads::energy_by_day(rows)
     }
 
     async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
         self.settle().await?;
-        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
-            "SELECT ih.zone, ih.import_id, COUNT(*), MIN(ih.g_per_kwh), MAX(ih.g_per_kwh)
-             FROM intensity_hourly ih JOIN zone_hours z ON z.zone = ih.zone AND z.hour_s = ih.hour_s
-             WHERE ih.hour_s >= ? AND ih.hour_s < ?
-             GROUP BY ih.zone, ih.import_id ORDER BY ih.zone, ih.import_id",
-        )
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(zone, import_id, hours, min, max)| {
-                Ok(SeriesUse {
-                    zone,
-                    import_id,
-                    hours: quantity(hours, "hours")?,
-                    min_g_per_kwh: min,
-                    max_g_per_kwh: max,
-                })
-            })
-            .collect()
+        let rows: Vec<SeriesRow> = sqlx::query_as(reads::SERIES_USED_SQL)
+            .bind(from_s)
+            .bind(to_s)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(reads::series_use).collect()
     }
 
     fn engine(&self) -> super::Engine {
@@ -627,24 +517,13 @@ impl Store for SqliteStore {
 
     async fn agent_balance(&self, agent_id: &str) -> Result<(u64, u64), StoreError> {
         self.settle().await?;
-        // Summed here, in u128: many runs' counters may add up past SQLite's integers.
+        // Summed in u128 by `agent_balance`: many runs' counters may pass SQLite's integers.
         let rows: Vec<(i64, i64)> =
             sqlx::query_as("SELECT counted_uj, stored_uj FROM runs WHERE agent_id = ?")
                 .bind(agent_id)
                 .fetch_all(&self.pool)
                 .await?;
-        let (counters, runs): (Vec<i64>, Vec<i64>) = rows.into_iter().unzip();
-        let sum = |v: Vec<i64>, what: &str| -> Result<u64, StoreError> {
-            let mut total: u128 = 0;
-            for x in v {
-                total += u128::from(quantity(x, what)?);
-            }
-            Ok(u64::try_from(total).unwrap_or(u64::MAX))
-        };
-        Ok((
-            sum(counters, "runs.counted_uj")?,
-            sum(runs, "runs.stored_uj")?,
-        ))
+        reads::agent_balance(rows)
     }
 }
 

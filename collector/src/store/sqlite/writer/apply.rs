@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{CachedStatement, OptionalExtension, Transaction, params};
 
+use super::super::super::runs;
 use super::calendar::{Calendar, facility_uj};
 use super::coefs::{CoefIds, plan_coefs};
 use super::rollups::{RollupDelta, Rollups};
@@ -304,8 +305,9 @@ fn write_runs(tx: &Transaction<'_>, g: &Group) -> rusqlite::Result<()> {
             to_i64(r.stored_uj)?,
             to_i64(r.first_ms)?,
             to_i64(r.last_ms)?,
-            r.counters_text(),
-            i64::try_from(r.counted_uj()).map_err(|_| overflow("a run's counters"))?
+            runs::counters_text(&r.counters),
+            i64::try_from(runs::counted_uj(&r.counters))
+                .map_err(|_| overflow("a run's counters"))?
         ])?;
         if r.holes_changed {
             del.execute(params![agent, run])?;

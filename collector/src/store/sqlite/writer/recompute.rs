@@ -3,15 +3,18 @@
 //! the rollups' differences, the coefficients used, the costs and the record of what
 //! each month was before and after.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::coefs::{CoefIds, coefficient_id};
 use super::fold::Folder;
 use super::rollups::{RollupDelta, Rollups};
-use crate::history::recompute::{OldRow, host_hour, new_sums, old_sums};
-use crate::history::{MonthFigures, Recomputation, RecomputeJob, RecomputedMonth};
+use crate::history::recompute::{
+    Months, OldRow, check_not_compacted, coefficients_text, count_in_month, host_hour, new_sums,
+    old_sums, set_costs,
+};
+use crate::history::{Recomputation, RecomputeJob, RecomputedMonth};
 use crate::store::StoreError;
 
 fn delta(s: [i64; 5], sign: i64) -> RollupDelta {
@@ -23,19 +26,6 @@ fn delta(s: [i64; 5], sign: i64) -> RollupDelta {
         embodied: sign * s[4],
     }
 }
-
-fn figures(s: [i64; 5]) -> MonthFigures {
-    MonthFigures {
-        facility_uj: s[1],
-        location_ug: s[2],
-        market_ug: s[3],
-        embodied_ug: s[4],
-        cost_ueur: 0,
-    }
-}
-
-/// Per month: rows, before, after, coefficients before.
-type Months = BTreeMap<i64, (u64, MonthFigures, MonthFigures, BTreeSet<i64>)>;
 
 impl Folder {
     pub(super) fn recompute(&mut self, job: &RecomputeJob) -> Result<Recomputation, StoreError> {
@@ -49,15 +39,7 @@ impl Folder {
                 |r| r.get(0),
             )
             .optional()?;
-        if let Some(c) = compacted.and_then(|v| v.parse::<i64>().ok()) {
-            if job.from_s < c {
-                return Err(StoreError::Invalid(format!(
-                    "the hours before {} were compacted into daily sums (retention): recompute can start from that instant on, not {}",
-                    crate::history::instant(c),
-                    crate::history::instant(job.from_s)
-                )));
-            }
-        }
+        check_not_compacted(compacted.as_deref(), job.from_s)?;
         let mut months = Months::new();
         let cost_before = cost_by_month(&tx, &mut self.cal, job.from_s)?;
         tx.execute(
@@ -105,7 +87,8 @@ impl Folder {
              DELETE FROM coefficient_use WHERE rows <= 0;",
         )?;
         let cost_after = cost_by_month(&tx, &mut self.cal, job.from_s)?;
-        let out = record(&tx, job, rows, months, &cost_before, &cost_after)?;
+        set_costs(&mut months, &cost_before, &cost_after);
+        let out = record(&tx, job, rows, months)?;
         tx.commit()?;
         self.forget();
         Ok(out)
@@ -210,11 +193,7 @@ fn rewrite(
                 plan.tariff.as_deref(),
                 new.facility_uj,
             );
-            let m = months.entry(month_s).or_default();
-            m.0 += 1;
-            m.1.add(&figures(o));
-            m.2.add(&figures(s));
-            m.3.extend(old.coefs());
+            count_in_month(months, month_s, old, o, s);
             n += 1;
         }
     }
@@ -280,8 +259,6 @@ fn record(
     job: &RecomputeJob,
     rows: u64,
     months: Months,
-    cost_before: &HashMap<i64, i64>,
-    cost_after: &HashMap<i64, i64>,
 ) -> Result<Recomputation, StoreError> {
     let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     tx.execute(
@@ -297,11 +274,9 @@ fn record(
             after_cost_ueur, coefficients_before)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )?;
-    for (month_s, (n, mut before, mut after, coefs)) in months {
-        before.cost_ueur = cost_before.get(&month_s).copied().unwrap_or(0);
-        after.cost_ueur = cost_after.get(&month_s).copied().unwrap_or(0);
+    for (month_s, (n, before, after, coefs)) in months {
         let ids: Vec<i64> = coefs.into_iter().collect();
-        let text = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let text = coefficients_text(&ids);
         st.execute(params![
             id,
             month_s,

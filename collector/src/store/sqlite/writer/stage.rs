@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::super::super::runs::{MAX_HOLES, RunSeqs};
+use super::super::super::runs::{self, MAX_HOLES, RunSeqs};
 use super::super::super::{AddedPart, IngestOutcome, StoreError};
 use super::state::{AgentRow, Group, HourAdd, RunState, load_run, to_u64};
 use super::{PreparedBatch, PreparedPush};
@@ -216,26 +216,11 @@ fn admit<'p>(
     }
     run.last_ms = run.last_ms.max(now_ms);
     for k in &b.counters {
-        let e = run
-            .counters
-            .entry((
-                k.project.clone(),
-                k.component.as_str().to_string(),
-                k.source.as_str().to_string(),
-            ))
-            .or_default();
-        if b.end_ms >= e.1 {
-            *e = (k.total_uj, b.end_ms);
-        }
+        let key = (k.project.as_str(), k.component.as_str(), k.source.as_str());
+        runs::keep_reading(&mut run.counters, key, k.total_uj, b.end_ms);
     }
-    if !b.counters.is_empty() && i64::try_from(run.counted_uj()).is_err() {
-        problems.push((
-            format!("batches[{i}].counters"),
-            format!(
-                "the run's counters would add up past the largest value stored ({} µJ)",
-                i64::MAX
-            ),
-        ));
+    if !b.counters.is_empty() {
+        problems.extend(runs::counters_overflow(i, &run.counters));
     }
     for (path, message) in problems {
         c.problem(path, message);

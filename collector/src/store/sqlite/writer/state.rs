@@ -8,7 +8,7 @@ use std::sync::Arc;
 use empreinte_shared::{Component, SourceKind};
 use rusqlite::{OptionalExtension, params};
 
-use super::super::super::runs::RunSeqs;
+use super::super::super::runs::{self, RunCounters, RunSeqs};
 use crate::footprint::HostPlan;
 
 pub(super) fn to_i64(v: u64) -> rusqlite::Result<i64> {
@@ -118,46 +118,14 @@ pub(super) struct RunState {
     pub(super) holes_changed: bool,
 }
 
-impl RunState {
-    pub(super) fn counters_text(&self) -> String {
-        let mut out = String::new();
-        for ((p, c, s), (total, at)) in &self.counters {
-            if !out.is_empty() {
-                out.push('\n');
-            }
-            out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
-        }
-        out
-    }
-
-    pub(super) fn counted_uj(&self) -> u128 {
-        self.counters.values().map(|(t, _)| u128::from(*t)).sum()
-    }
-}
-
-/// `(project, component, source)` → latest `(total_uj, at_ms)`.
-pub(super) type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
-
-pub(super) fn parse_counters(text: &str) -> rusqlite::Result<RunCounters> {
-    let bad = || {
+fn parse_counters(text: &str) -> rusqlite::Result<RunCounters> {
+    runs::parse_counters(text).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             0,
             rusqlite::types::Type::Text,
             "runs.counters is not in its format".into(),
         )
-    };
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [p, c, s, t, a] = f.as_slice() else {
-            return Err(bad());
-        };
-        out.insert(
-            (p.to_string(), c.to_string(), s.to_string()),
-            (t.parse().map_err(|_| bad())?, a.parse().map_err(|_| bad())?),
-        );
-    }
-    Ok(out)
+    })
 }
 
 pub(super) struct AgentRow {

@@ -1,17 +1,32 @@
-//! Rows as PostgreSQL gives them, and their checked conversion into the store's types
-//! (a stored value out of its range is [`StoreError::Corrupt`], never a panic).
+//! Rows as either engine gives them (`sqlx::FromRow`) and their checked conversions into
+//! the store's types: a stored value out of its range is [`StoreError::Corrupt`], never a
+//! panic, and a value to store past `i64::MAX` is [`StoreError::Invalid`].
+//!
+//! Shared by the SQLite (`store/sqlite`) and PostgreSQL (`store/pg`) stores: both keep
+//! the same tables with the same column names, and every column read here decodes as the
+//! same Rust type on both (`BIGINT`/`INTEGER` as `i64`, `DOUBLE PRECISION`/`REAL` as
+//! `f64`, `TEXT` as `String`, `BYTEA`/`BLOB` as `Vec<u8>`, `BOOLEAN`/`INTEGER` as
+//! `bool`). sqlx's derive is generic over the row type, so one struct reads a `PgRow` and
+//! a `SqliteRow` alike, and one conversion gives both engines the same checks and the same
+//! messages. The engines keep their own SQL; only what is read back is shared.
 
-use super::super::{
-    AgentRecord, HourlyRow, StoreError, StoredCoefficient, Sums, TokenKind, TokenRecord,
+use super::{
+    AgentRecord, AggregateLine, HourlyRow, StoreError, StoredCoefficient, Sums, TokenKind,
+    TokenRecord,
 };
 
 /// A stored integer that must be a quantity (not negative).
-pub fn quantity(v: i64, what: &str) -> Result<u64, StoreError> {
+pub(super) fn quantity(v: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is {v}, a negative quantity")))
 }
 
+/// A nullable stored integer that must be a quantity when present.
+pub(super) fn opt_quantity(v: Option<i64>, what: &str) -> Result<Option<u64>, StoreError> {
+    v.map(|v| quantity(v, what)).transpose()
+}
+
 /// A quantity to store: refused past `i64::MAX`.
-pub fn stored(v: u64, what: &str) -> Result<i64, StoreError> {
+pub(super) fn stored(v: u64, what: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| {
         StoreError::Invalid(format!(
             "{what} is {v}, past the largest stored value ({})",
@@ -21,7 +36,7 @@ pub fn stored(v: u64, what: &str) -> Result<i64, StoreError> {
 }
 
 #[derive(sqlx::FromRow)]
-pub struct TokenRow {
+pub(super) struct TokenRow {
     id: String,
     kind: String,
     agent_id: Option<String>,
@@ -46,35 +61,15 @@ impl TryFrom<TokenRow> for TokenRecord {
             secret_sha256: r.secret_sha256,
             note: r.note,
             created_ms: quantity(r.created_ms, "tokens.created_ms")?,
-            revoked_ms: r
-                .revoked_ms
-                .map(|v| quantity(v, "tokens.revoked_ms"))
-                .transpose()?,
+            revoked_ms: opt_quantity(r.revoked_ms, "tokens.revoked_ms")?,
         })
     }
 }
 
-/// SQL for the sums of hourly rows (PostgreSQL's `SUM` of `BIGINT` is `NUMERIC`: cast
-/// back; the stored values are bounded so that a period's sum fits).
-pub const SUMS: &str = "COALESCE(SUM(energy_uj), 0)::BIGINT AS energy_uj,
-    COALESCE(SUM(facility_uj), 0)::BIGINT AS facility_energy_uj,
-    COALESCE(SUM(CASE WHEN source = 'estimate' THEN 0 ELSE energy_uj END), 0)::BIGINT AS measured_uj,
-    COALESCE(SUM(CASE WHEN source = 'estimate' THEN energy_uj ELSE 0 END), 0)::BIGINT AS estimated_uj,
-    COALESCE(SUM(location_co2e_ug), 0)::BIGINT AS location_ug,
-    COALESCE(SUM(COALESCE(market_co2e_ug, location_co2e_ug)), 0)::BIGINT AS market_ug,
-    COALESCE(SUM(embodied_co2e_ug), 0)::BIGINT AS embodied_ug";
-
-/// SQL for the sums of rollup rows.
-pub const ROLLUP_SUMS: &str = "COALESCE(SUM(energy_uj), 0)::BIGINT AS energy_uj,
-    COALESCE(SUM(facility_uj), 0)::BIGINT AS facility_energy_uj,
-    COALESCE(SUM(CASE WHEN source = 'estimate' THEN 0 ELSE energy_uj END), 0)::BIGINT AS measured_uj,
-    COALESCE(SUM(CASE WHEN source = 'estimate' THEN energy_uj ELSE 0 END), 0)::BIGINT AS estimated_uj,
-    COALESCE(SUM(location_ug), 0)::BIGINT AS location_ug,
-    COALESCE(SUM(market_ug), 0)::BIGINT AS market_ug,
-    COALESCE(SUM(embodied_ug), 0)::BIGINT AS embodied_ug";
-
+/// The sums of a period's footprint rows, as the engines' `sums` SQL names them
+/// (`store/reads.rs`).
 #[derive(sqlx::FromRow)]
-pub struct SumsRow {
+pub(super) struct SumsRow {
     energy_uj: i64,
     facility_energy_uj: i64,
     measured_uj: i64,
@@ -99,27 +94,50 @@ impl TryFrom<SumsRow> for Sums {
     }
 }
 
+/// The sums of one group (`key`: the grouping column as text).
 #[derive(sqlx::FromRow)]
-pub struct KeyedSums {
-    pub key: String,
+pub(super) struct KeyedSums {
+    key: String,
     #[sqlx(flatten)]
-    pub sums: SumsRow,
+    sums: SumsRow,
+}
+
+impl KeyedSums {
+    /// `(key, sums)`, checked.
+    pub(super) fn checked(self) -> Result<(String, Sums), StoreError> {
+        Ok((self.key, Sums::try_from(self.sums)?))
+    }
 }
 
 #[derive(sqlx::FromRow)]
-pub struct LineRow {
-    pub host: String,
-    pub project: String,
-    pub component: String,
-    pub source: String,
-    pub site: String,
-    pub zone: String,
+pub(super) struct LineRow {
+    host: String,
+    project: String,
+    component: String,
+    source: String,
+    site: String,
+    zone: String,
     #[sqlx(flatten)]
-    pub sums: SumsRow,
+    sums: SumsRow,
+}
+
+impl TryFrom<LineRow> for AggregateLine {
+    type Error = StoreError;
+    fn try_from(r: LineRow) -> Result<AggregateLine, StoreError> {
+        Ok(AggregateLine {
+            host: r.host,
+            project: r.project,
+            component: r.component,
+            source: r.source,
+            site: r.site,
+            zone: r.zone,
+            sums: Sums::try_from(r.sums)?,
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
-pub struct AgentRow {
+pub(super) struct AgentRow {
     agent_id: String,
     hostname: String,
     agent_version: String,
@@ -135,14 +153,13 @@ pub struct AgentRow {
 impl TryFrom<AgentRow> for AgentRecord {
     type Error = StoreError;
     fn try_from(r: AgentRow) -> Result<AgentRecord, StoreError> {
-        let opt = |v: Option<i64>, what: &str| v.map(|v| quantity(v, what)).transpose();
         Ok(AgentRecord {
             first_push_ms: quantity(r.first_push_ms, "agents.first_push_ms")?,
             last_push_ms: quantity(r.last_push_ms, "agents.last_push_ms")?,
-            last_batch_end_ms: opt(r.last_batch_end_ms, "agents.last_batch_end_ms")?,
+            last_batch_end_ms: opt_quantity(r.last_batch_end_ms, "agents.last_batch_end_ms")?,
             spool_batches: quantity(r.spool_batches, "agents.spool_batches")?,
             spool_bytes: quantity(r.spool_bytes, "agents.spool_bytes")?,
-            spool_oldest_ms: opt(r.spool_oldest_ms, "agents.spool_oldest_ms")?,
+            spool_oldest_ms: opt_quantity(r.spool_oldest_ms, "agents.spool_oldest_ms")?,
             spool_dropped: quantity(r.spool_dropped, "agents.spool_dropped")?,
             agent_id: r.agent_id,
             hostname: r.hostname,
@@ -151,8 +168,9 @@ impl TryFrom<AgentRow> for AgentRecord {
     }
 }
 
+/// A `footprint_hourly` row as stored (`SELECT *`).
 #[derive(sqlx::FromRow)]
-pub struct HourlyDbRow {
+pub(super) struct HourlyDbRow {
     hour_s: i64,
     host: String,
     project: String,
@@ -180,10 +198,7 @@ impl TryFrom<HourlyDbRow> for HourlyRow {
         Ok(HourlyRow {
             energy_uj: quantity(r.energy_uj, "footprint_hourly.energy_uj")?,
             location_co2e_ug: quantity(r.location_co2e_ug, "footprint_hourly.location_co2e_ug")?,
-            market_co2e_ug: r
-                .market_co2e_ug
-                .map(|v| quantity(v, "footprint_hourly.market_co2e_ug"))
-                .transpose()?,
+            market_co2e_ug: opt_quantity(r.market_co2e_ug, "footprint_hourly.market_co2e_ug")?,
             embodied_co2e_ug: quantity(r.embodied_co2e_ug, "footprint_hourly.embodied_co2e_ug")?,
             hour_s: r.hour_s,
             host: r.host,
@@ -204,8 +219,9 @@ impl TryFrom<HourlyDbRow> for HourlyRow {
     }
 }
 
+/// A `coefficients` row as stored (`SELECT *`).
 #[derive(sqlx::FromRow)]
-pub struct CoefficientRow {
+pub(super) struct CoefficientRow {
     id: i64,
     kind: String,
     subject: String,
