@@ -58,9 +58,6 @@ pub struct Tracker {
     ratio: Option<(u64, Weights)>,
 }
 
-/// Per model, its weight in a span.
-type Weights = Vec<(Arc<str>, u64)>;
-
 impl Tracker {
     /// A good read at `at_ms` of the server whose process is `identity` (if known).
     /// `default_model` names counters without a model label.
@@ -206,7 +203,7 @@ pub fn energy_weights(taken: &Taken) -> Weights {
 /// Output tokens, else requests; `None` when the span counted neither.
 fn counted_weights(taken: &Taken) -> Option<Weights> {
     for role in [Role::OutputTokens, Role::Requests] {
-        let w: Vec<(Arc<str>, u64)> = taken
+        let w: Weights = taken
             .models
             .iter()
             .map(|(m, c)| (m.clone(), c.counts[role.index()]))
