@@ -212,6 +212,23 @@ impl SqliteStore {
         if self.jobs.send(Job::Close(done)).await.is_ok() {
             let _ = wait.await;
         }
+        // The writer has stopped: copy the WAL into the database file now, rather than
+        // rely on the last connection's close doing it (sqlx closes its connections on
+        // their own threads, so that can come after this function returns).
+        match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok((0, _, _)) => {}
+            Ok((_, log, done)) => tracing::warn!(
+                wal_frames = log,
+                checkpointed = done,
+                "the write-ahead log could not be wholly checkpointed at close (a reader was still open); the next start reads it"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the write-ahead log could not be checkpointed at close; the next start reads it")
+            }
+        }
         self.pool.close().await;
     }
 
