@@ -18,12 +18,6 @@ use clap::{Args, Parser, Subcommand};
 use empreinte_agent::check::CheckReport;
 use empreinte_agent::config::{AgentConfig, EstimateMode, NvmlLibrary, Overrides};
 
-/// mimalloc instead of glibc's malloc: the collector's ingest allocates and frees many
-/// small strings and maps per batch, and spent about a fifth of its CPU in glibc's
-/// allocator at 3,000 batches/s (BENCHMARKS.md has the profile and the figures with each).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "empreinte",
