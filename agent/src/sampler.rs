@@ -162,7 +162,7 @@ impl Sampler {
     /// [`crate::attribution::models`]); nothing without attribution.
     pub fn set_model_weights(
         &mut self,
-        weights: std::collections::HashMap<u32, Vec<(Arc<str>, u64)>>,
+        weights: std::collections::HashMap<u32, crate::attribution::models::ProcessWeights>,
     ) {
         if let Some(a) = &mut self.attributor {
             a.set_model_weights(weights);

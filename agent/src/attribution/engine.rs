@@ -188,7 +188,7 @@ impl Attributor {
 
     /// The model weights of serving processes for the next interval (see
     /// [`super::models`]).
-    pub fn set_model_weights(&mut self, weights: HashMap<u32, Vec<(Arc<str>, u64)>>) {
+    pub fn set_model_weights(&mut self, weights: HashMap<u32, super::models::ProcessWeights>) {
         self.models.set_weights(weights);
     }
 
@@ -222,7 +222,7 @@ impl Attributor {
         for v in self.projects.totals.values_mut() {
             v.1 = MicroJoules::ZERO;
         }
-        self.models.clear_parts();
+        self.models.begin_interval();
         let split = self
             .split(interval)
             .and_then(|ticks| self.check_conservation(interval).map(|()| ticks));
@@ -242,7 +242,7 @@ impl Attributor {
                         }
                     }
                 }
-                self.models.clear_parts();
+                self.models.discard_interval();
                 self.failed_intervals += 1;
                 // The next interval starts from fresh baselines.
                 self.last_host = None;

@@ -298,12 +298,17 @@ fn ratio_hold_ms(scrape_interval: Duration) -> u64 {
 
 /// The weights that split each serving process's energy between its models this cycle
 /// (see [`series::Tracker::take`]), by PID: servers on this host only.
-pub fn model_weights(takes: &[ServerTake]) -> std::collections::HashMap<u32, Vec<(Arc<str>, u64)>> {
+pub fn model_weights(
+    takes: &[ServerTake],
+) -> std::collections::HashMap<u32, crate::attribution::models::ProcessWeights> {
     takes
         .iter()
         .filter_map(|t| {
-            let w = t.taken.weights.clone();
-            Some((t.info.pid?, w)).filter(|(_, w)| !w.is_empty())
+            let w = crate::attribution::models::ProcessWeights {
+                models: t.taken.weights.clone(),
+                provisional: t.taken.provisional,
+            };
+            Some((t.info.pid?, w)).filter(|(_, w)| !w.models.is_empty())
         })
         .collect()
 }

@@ -38,6 +38,11 @@ pub struct Taken {
     /// The weights that split the serving process's energy for this span (see
     /// [`Tracker::take`]).
     pub weights: Weights,
+    /// True while the weights are equal shares standing in for counts not read yet:
+    /// the server has counted nothing since the agent's first read of it, which was
+    /// less than the hold ago. The first counted span sets such spans right
+    /// (`attribution::models`).
+    pub provisional: bool,
 }
 
 /// The counters of one server, read after read.
@@ -54,6 +59,8 @@ pub struct Tracker {
     down_since_ms: Option<u64>,
     /// Time of the last good read.
     read_at_ms: u64,
+    /// Time of the first good read (the baseline).
+    first_read_ms: Option<u64>,
     /// The last span's weights that came from counts, and the read that gave them.
     ratio: Option<(u64, Weights)>,
 }
@@ -115,6 +122,7 @@ impl Tracker {
         self.last = next;
         self.baselined = true;
         self.read_at_ms = at_ms;
+        self.first_read_ms.get_or_insert(at_ms);
     }
 
     /// A failed read at `at_ms`: the last values stay, the gap starts.
@@ -145,7 +153,9 @@ impl Tracker {
     /// samples are not aligned: a busy server can show a span with no new counts (no
     /// read fell in it, or two reads fell between two of its steps). Such a span, within
     /// `hold_ms` of the read that last gave counts, keeps that read's ratio between the
-    /// models still loaded; past it, the loaded models are idle and share equally.
+    /// models still loaded; past it, the loaded models are idle and share equally. Before
+    /// the server's first counts, within the hold of the first read, the equal shares are
+    /// provisional ([`Taken::provisional`]): the first counts may simply not be read yet.
     pub fn take(&mut self, now_ms: u64, hold_ms: u64) -> Taken {
         if let Some(down) = self.down_since_ms {
             self.gap_ms = self.gap_ms.saturating_add(now_ms.saturating_sub(down));
@@ -160,15 +170,23 @@ impl Tracker {
             gap_ms: std::mem::take(&mut self.gap_ms),
             resets: std::mem::take(&mut self.resets),
             weights: Vec::new(),
+            provisional: false,
         };
         taken.weights = match counted_weights(&taken) {
             Some(w) => {
                 self.ratio = Some((self.read_at_ms, w.clone()));
                 w
             }
-            None => self
-                .held_ratio(now_ms, hold_ms)
-                .unwrap_or_else(|| energy_weights(&taken)),
+            None => match self.held_ratio(now_ms, hold_ms) {
+                Some(w) => w,
+                None => {
+                    taken.provisional = self.ratio.is_none()
+                        && self
+                            .first_read_ms
+                            .is_some_and(|first| now_ms.saturating_sub(first) <= hold_ms);
+                    energy_weights(&taken)
+                }
+            },
         };
         taken
     }
@@ -331,5 +349,29 @@ mod tests {
         assert_eq!(x.weights, vec![(Arc::from("a"), 10), (Arc::from("b"), 40)]);
         t.observe(5_100, None, &read(&[("a", 130), ("b", 40)]), &d);
         assert_eq!(t.take(5_100, 2_000).weights, x.weights);
+    }
+
+    #[test]
+    fn equal_shares_before_the_first_counts_are_provisional_within_the_hold() {
+        let d: Arc<str> = Arc::from("default");
+        let mut t = Tracker::default();
+        assert!(
+            !t.take(500, 2_000).provisional,
+            "no server read yet: nothing to set right"
+        );
+        t.observe(1_000, None, &read(&[("a", 0), ("b", 0)]), &d);
+        let x = t.take(1_200, 2_000);
+        assert!(x.provisional && x.weights == vec![(Arc::from("a"), 1), (Arc::from("b"), 1)]);
+        let x = t.take(2_900, 2_000);
+        assert!(x.provisional);
+        // Past the hold of the first read, nothing counted: idle, equal shares that stand.
+        assert!(!t.take(3_100, 2_000).provisional);
+        // Once counted, equal shares after the hold are never provisional again.
+        let mut t = Tracker::default();
+        t.observe(1_000, None, &read(&[("a", 0), ("b", 0)]), &d);
+        t.observe(1_100, None, &read(&[("a", 5), ("b", 1)]), &d);
+        let x = t.take(1_200, 2_000);
+        assert!(!x.provisional && x.weights == vec![(Arc::from("a"), 5), (Arc::from("b"), 1)]);
+        assert!(!t.take(9_000, 2_000).provisional);
     }
 }
