@@ -129,14 +129,14 @@ impl ModelSplit {
             return;
         }
         let key = (pid, project, component, source);
-        let w: Vec<u64> = match (pw.provisional, self.owed.remove(&key)) {
-            (false, Some(owed)) => settling_weights(&pw.models, &owed, e),
-            (_, owed) => {
-                if let Some(owed) = owed {
-                    self.owed.insert(key, owed);
-                }
-                pw.models.iter().map(|m| m.1).collect()
-            }
+        // Real weights settle what provisional cycles gave on this channel, once.
+        let owed = match pw.provisional {
+            false => self.owed.remove(&key),
+            true => None,
+        };
+        let w: Vec<u64> = match owed {
+            Some(owed) => settling_weights(&pw.models, &owed, e),
+            None => pw.models.iter().map(|m| m.1).collect(),
         };
         let mut scratch = std::mem::take(&mut self.scratch);
         if split_exact(e, &w, &mut scratch) {
