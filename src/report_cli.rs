@@ -59,7 +59,7 @@ pub struct ReportCommand {
         conflicts_with = "collector"
     )]
     database_url: Option<empreinte_collector::store::pg::DatabaseUrl>,
-    /// Headless Chromium, for PDF [default: $EMPREINTE_CHROMIUM, then chromium on PATH].
+    /// Headless Chromium, for PDF [default: $EMPREINTE_CHROMIUM, then chromium-headless-shell or chromium on PATH].
     #[arg(long, value_name = "PATH")]
     chromium: Option<PathBuf>,
 }

@@ -5,6 +5,7 @@
 //! Every figure is given both as the exact stored integer (µJ, µg) and in the unit
 //! people read (kWh, kgCO2e).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use axum::Json;
@@ -226,20 +227,20 @@ pub async fn footprint(
         })
         .collect();
     let uncertainty = crate::uncertainty::of_lines_with(selected.iter().copied(), config, &pcts);
-    let mut by_key: BTreeMap<String, Vec<&crate::store::AggregateLine>> = BTreeMap::new();
+    let mut by_key: BTreeMap<Cow<'_, str>, Vec<&crate::store::AggregateLine>> = BTreeMap::new();
     for l in &selected {
         let key = match group {
-            Grouping::Project if group_by == "project" => l.project.clone(),
+            Grouping::Project if group_by == "project" => Cow::Borrowed(l.project.as_str()),
             Grouping::Project => {
                 match crate::register::api::group_key(&register, &group_by, &l.project) {
-                    Some(k) => k,
+                    Some(k) => Cow::Owned(k),
                     None => continue,
                 }
             }
-            Grouping::Host => l.host.clone(),
-            Grouping::Site => l.site.clone(),
-            Grouping::Component => l.component.clone(),
-            Grouping::Source => l.source.clone(),
+            Grouping::Host => Cow::Borrowed(l.host.as_str()),
+            Grouping::Site => Cow::Borrowed(l.site.as_str()),
+            Grouping::Component => Cow::Borrowed(l.component.as_str()),
+            Grouping::Source => Cow::Borrowed(l.source.as_str()),
             Grouping::Day | Grouping::Hour => continue,
         };
         by_key.entry(key).or_default().push(l);

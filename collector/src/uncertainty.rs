@@ -86,49 +86,8 @@ impl Uncertain {
     }
 }
 
-/// Sums contributions and propagates their uncertainties (see the module's method).
-#[derive(Clone, Debug, Default)]
-pub struct Propagation {
-    value: f64,
-    /// Per error source: its relative uncertainty (%) and the sum it multiplies.
-    sources: BTreeMap<String, (f64, f64)>,
-}
-
-impl Propagation {
-    pub fn new() -> Propagation {
-        Propagation::default()
-    }
-
-    /// Adds a contribution `value` that depends on the error sources `factors`
-    /// (key, relative uncertainty in %). A key always carries the same uncertainty.
-    pub fn add(&mut self, value: f64, factors: &[(&str, f64)]) {
-        if !value.is_finite() {
-            return;
-        }
-        self.value += value;
-        for (key, pct) in factors {
-            let e = self
-                .sources
-                .entry((*key).to_string())
-                .or_insert((*pct, 0.0));
-            e.1 += value;
-        }
-    }
-
-    pub fn result(&self) -> Uncertain {
-        let variance: f64 = self
-            .sources
-            .values()
-            .map(|(pct, sum)| (pct / 100.0 * sum).powi(2))
-            .sum();
-        Uncertain {
-            value: self.value,
-            absolute: variance.sqrt(),
-        }
-    }
-}
-
-/// One hourly row as the propagation needs it.
+/// One hourly row as the propagation needs it. Every key borrows from the rows: the
+/// propagation allocates once per error source, not once per row.
 #[derive(Clone, Debug)]
 pub struct RowTerms<'a> {
     pub host: &'a str,
@@ -139,15 +98,92 @@ pub struct RowTerms<'a> {
     pub location_co2e_ug: u64,
     pub market_co2e_ug: u64,
     pub embodied_co2e_ug: u64,
-    /// The PUE's key (its coefficient) and relative uncertainty (%).
-    pub pue: (String, f64),
-    /// The grid intensity's key (coefficient or import) and relative uncertainty (%).
-    pub grid: (String, f64),
-    /// The market factor's key and uncertainty, where a contract gives one (else the
-    /// location-based figure stands in, with the grid's uncertainty).
-    pub market: Option<(String, f64)>,
+    /// The PUE's key (its site) and relative uncertainty (%).
+    pub pue: (&'a str, f64),
+    /// The grid intensity's key (its zone) and relative uncertainty (%).
+    pub grid: (&'a str, f64),
+    /// The market factor's key and uncertainty, where a contract or a residual mix gives
+    /// one (else the location-based figure stands in, with the grid's uncertainty).
+    pub market: Option<(MarketKey<'a>, f64)>,
     /// The embodied coefficient's key and uncertainty.
-    pub embodied: Option<(String, f64)>,
+    pub embodied: Option<(&'a str, f64)>,
+}
+
+/// What a row's market-based factor is, as an error source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MarketKey<'a> {
+    /// The site's own contract.
+    Contract(&'a str),
+    /// The zone's residual mix.
+    Residual(&'a str),
+}
+
+/// One error source (see the module's method): what it is, borrowed from the rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum SourceKey<'a> {
+    /// A host's component as one source measured it.
+    Measure(&'a str, &'a str, &'a str),
+    Pue(&'a str),
+    Grid(&'a str),
+    Market(MarketKey<'a>),
+    Embodied(&'a str),
+    EmbodiedUnknown,
+}
+
+/// The error sources met so far, numbered in the order they were first met (so that the
+/// quadrature sums in an order fixed by the rows', and the result does not depend on a
+/// hash), each with its relative uncertainty (%): a key always carries the same one.
+#[derive(Default)]
+struct SourceIndex<'a> {
+    index: std::collections::HashMap<SourceKey<'a>, usize>,
+    pct: Vec<f64>,
+}
+
+impl<'a> SourceIndex<'a> {
+    fn id(&mut self, key: SourceKey<'a>, pct: f64) -> usize {
+        let next = self.pct.len();
+        let id = *self.index.entry(key).or_insert(next);
+        if id == next {
+            self.pct.push(pct);
+        }
+        id
+    }
+}
+
+/// One figure's total and, per error source (by its number), the sum of the
+/// contributions that depend on it.
+#[derive(Default)]
+struct FigureSums {
+    value: f64,
+    by_source: Vec<f64>,
+}
+
+impl FigureSums {
+    fn add(&mut self, value: f64, sources: &[usize]) {
+        if !value.is_finite() {
+            return;
+        }
+        self.value += value;
+        for &id in sources {
+            if self.by_source.len() <= id {
+                self.by_source.resize(id + 1, 0.0);
+            }
+            self.by_source[id] += value;
+        }
+    }
+
+    fn result(&self, pct: &[f64]) -> Uncertain {
+        let variance: f64 = self
+            .by_source
+            .iter()
+            .zip(pct)
+            .map(|(sum, pct)| (pct / 100.0 * sum).powi(2))
+            .sum();
+        Uncertain {
+            value: self.value,
+            absolute: variance.sqrt(),
+        }
+    }
 }
 
 /// The uncertainty of each figure of a total.
@@ -185,46 +221,41 @@ impl FigureUncertainty {
 
 /// Propagates the uncertainties of `rows` to their totals.
 pub fn totals<'a>(rows: impl IntoIterator<Item = RowTerms<'a>>) -> FigureUncertainty {
+    let mut sources = SourceIndex::default();
     let (mut energy, mut facility, mut location, mut market, mut embodied) = (
-        Propagation::new(),
-        Propagation::new(),
-        Propagation::new(),
-        Propagation::new(),
-        Propagation::new(),
+        FigureSums::default(),
+        FigureSums::default(),
+        FigureSums::default(),
+        FigureSums::default(),
+        FigureSums::default(),
     );
     for r in rows {
-        let measure_key = format!("measure:{}:{}:{}", r.host, r.component, r.source);
-        let measure = (measure_key.as_str(), source_pct(r.source, r.component));
-        let pue_key = format!("pue:{}", r.pue.0);
-        let pue = (pue_key.as_str(), r.pue.1);
-        let grid_key = format!("grid:{}", r.grid.0);
-        let grid = (grid_key.as_str(), r.grid.1);
+        let measure = sources.id(
+            SourceKey::Measure(r.host, r.component, r.source),
+            source_pct(r.source, r.component),
+        );
+        let pue = sources.id(SourceKey::Pue(r.pue.0), r.pue.1);
+        let grid = sources.id(SourceKey::Grid(r.grid.0), r.grid.1);
         energy.add(r.energy_uj as f64 / 3.6e12, &[measure]);
         facility.add(r.facility_energy_uj as f64 / 3.6e12, &[measure, pue]);
         location.add(r.location_co2e_ug as f64 / 1e9, &[measure, pue, grid]);
-        let market_key = r.market.as_ref().map(|(k, _)| format!("market:{k}"));
-        let contract = match (&market_key, &r.market) {
-            (Some(k), Some((_, pct))) => (k.as_str(), *pct),
-            _ => grid,
+        let contract = match r.market {
+            Some((key, pct)) => sources.id(SourceKey::Market(key), pct),
+            None => grid,
         };
         market.add(r.market_co2e_ug as f64 / 1e9, &[measure, pue, contract]);
-        let embodied_key = r.embodied.as_ref().map(|(k, _)| format!("embodied:{k}"));
-        match (&embodied_key, &r.embodied) {
-            (Some(k), Some((_, pct))) => {
-                embodied.add(r.embodied_co2e_ug as f64 / 1e9, &[(k.as_str(), *pct)]);
-            }
-            _ => embodied.add(
-                r.embodied_co2e_ug as f64 / 1e9,
-                &[("embodied:unknown", EMBODIED_PCT)],
-            ),
-        }
+        let hardware = match r.embodied {
+            Some((key, pct)) => sources.id(SourceKey::Embodied(key), pct),
+            None => sources.id(SourceKey::EmbodiedUnknown, EMBODIED_PCT),
+        };
+        embodied.add(r.embodied_co2e_ug as f64 / 1e9, &[hardware]);
     }
     FigureUncertainty {
-        energy_kwh: energy.result(),
-        facility_energy_kwh: facility.result(),
-        co2e_kg_location: location.result(),
-        co2e_kg_market: market.result(),
-        co2e_kg_embodied: embodied.result(),
+        energy_kwh: energy.result(&sources.pct),
+        facility_energy_kwh: facility.result(&sources.pct),
+        co2e_kg_location: location.result(&sources.pct),
+        co2e_kg_market: market.result(&sources.pct),
+        co2e_kg_embodied: embodied.result(&sources.pct),
     }
 }
 
@@ -342,8 +373,7 @@ impl CoefficientPcts {
 
     /// The grid factor's uncertainty for `zone`.
     pub fn grid_pct(&self, zone: &str) -> f64 {
-        self.grid
-            .get(&zone.to_ascii_uppercase())
+        upper_get(&self.grid, zone)
             .copied()
             .unwrap_or(GRID_FACTOR_PCT)
     }
@@ -352,6 +382,16 @@ impl CoefficientPcts {
     /// an organisation's own figure).
     pub fn embodied_pct(&self, id: &str) -> f64 {
         self.embodied.get(id).copied().unwrap_or(EMBODIED_PCT)
+    }
+}
+
+/// `map`'s entry for `key` in upper case (`map`'s keys are), without a copy of `key`
+/// where it is in upper case already.
+fn upper_get<'m, V>(map: &'m BTreeMap<String, V>, key: &str) -> Option<&'m V> {
+    if key.bytes().any(|b| b.is_ascii_lowercase()) {
+        map.get(&key.to_ascii_uppercase())
+    } else {
+        map.get(key)
     }
 }
 
@@ -396,43 +436,38 @@ pub fn of_lines_with<'a>(
             Some(acc.map_or(p, |a| a.max(p)))
         })
         .unwrap_or(EMBODIED_PCT);
-    let rows: Vec<RowTerms<'a>> = lines
-        .into_iter()
-        .map(|l| {
-            let (own_pue, contract) = site_config(&l.site);
-            RowTerms {
-                host: &l.host,
-                component: &l.component,
-                source: &l.source,
-                energy_uj: l.sums.energy_uj,
-                facility_energy_uj: l.sums.facility_energy_uj,
-                location_co2e_ug: l.sums.location_co2e_ug,
-                market_co2e_ug: l.sums.market_co2e_ug,
-                embodied_co2e_ug: l.sums.embodied_co2e_ug,
-                pue: (
-                    l.site.clone(),
-                    if own_pue {
-                        PUE_OWN_PCT
-                    } else {
-                        pcts.pue_default
-                    },
-                ),
-                grid: (l.zone.clone(), pcts.grid_pct(&l.zone)),
-                market: if contract {
-                    Some((l.site.clone(), MARKET_CONTRACT_PCT))
-                } else if l.sums.market_co2e_ug != l.sums.location_co2e_ug {
-                    // A residual mix was applied when the rows were stored (the
-                    // location-based figure stands in, equal to the microgram, where none was).
-                    pcts.residual
-                        .get(&l.zone.to_ascii_uppercase())
-                        .map(|pct| (format!("residual:{}", l.zone), *pct))
+    let rows = lines.into_iter().map(|l| {
+        let (own_pue, contract) = site_config(&l.site);
+        RowTerms {
+            host: &l.host,
+            component: &l.component,
+            source: &l.source,
+            energy_uj: l.sums.energy_uj,
+            facility_energy_uj: l.sums.facility_energy_uj,
+            location_co2e_ug: l.sums.location_co2e_ug,
+            market_co2e_ug: l.sums.market_co2e_ug,
+            embodied_co2e_ug: l.sums.embodied_co2e_ug,
+            pue: (
+                l.site.as_str(),
+                if own_pue {
+                    PUE_OWN_PCT
                 } else {
-                    None
+                    pcts.pue_default
                 },
-                embodied: Some(("hardware".to_string(), embodied_pct)),
-            }
-        })
-        .collect();
+            ),
+            grid: (l.zone.as_str(), pcts.grid_pct(&l.zone)),
+            market: if contract {
+                Some((MarketKey::Contract(&l.site), MARKET_CONTRACT_PCT))
+            } else if l.sums.market_co2e_ug != l.sums.location_co2e_ug {
+                // A residual mix was applied when the rows were stored (the
+                // location-based figure stands in, equal to the microgram, where none was).
+                upper_get(&pcts.residual, &l.zone).map(|pct| (MarketKey::Residual(&l.zone), *pct))
+            } else {
+                None
+            },
+            embodied: Some(("hardware", embodied_pct)),
+        }
+    });
     totals(rows)
 }
 
@@ -539,8 +574,8 @@ mod tests {
             location_co2e_ug: co2e_ug,
             market_co2e_ug: co2e_ug,
             embodied_co2e_ug: 0,
-            pue: ("1".into(), PUE_DEFAULT_PCT),
-            grid: ("coefficient:7".into(), GRID_FACTOR_PCT),
+            pue: ("1", PUE_DEFAULT_PCT),
+            grid: ("coefficient:7", GRID_FACTOR_PCT),
             market: None,
             embodied: None,
         }
@@ -607,8 +642,8 @@ mod tests {
         assert_eq!(format_pct(0.0), "± 0 %");
         assert_eq!(format_pct(0.44), "± 0.4 %");
         assert_eq!(format_pct(f64::NAN), "± 0 %");
-        let mut p = Propagation::new();
-        p.add(f64::INFINITY, &[("x", 5.0)]);
-        assert_eq!(p.result(), Uncertain::default());
+        let mut f = FigureSums::default();
+        f.add(f64::INFINITY, &[0]);
+        assert_eq!(f.result(&[5.0]), Uncertain::default());
     }
 }

@@ -25,6 +25,14 @@ const FONT: &str = "sans-serif";
 const GRID: RGBColor = RGBColor(221, 226, 224);
 const WIDTH: u32 = 680;
 
+/// The most projects the stacked chart names, one colour each; the others are summed into
+/// one light grey segment per day. Seven colours and a grey are what a reader tells
+/// apart, and fifty segments a day made a month's page of 1,500 bars (most of the PDF's
+/// rendering time for a large organisation).
+const STACKED_NAMED: usize = PALETTE.len() - 1;
+/// The colour of the other projects' segment.
+const OTHERS: RGBColor = RGBColor(200, 200, 200);
+
 /// The colour of the `i`-th project of the report (projects are ordered by energy).
 pub fn colour(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
@@ -47,10 +55,16 @@ fn svg(height: u32, name: &str, f: impl FnOnce(&Area) -> Result<(), String>) -> 
         }
         let _ = root.present();
     }
-    // Scales with the page (the CSS sets the width), keeps its proportions.
+    // Scales with the page (the CSS sets the width), keeps its proportions: a viewBox,
+    // which plotters writes itself (once: a second one is a parse error).
+    let view_box = if s.contains("viewBox=") {
+        String::new()
+    } else {
+        format!("viewBox=\"0 0 {WIDTH} {height}\" ")
+    };
     s.replacen(
         "<svg ",
-        &format!("<svg class=\"chart-{name}\" viewBox=\"0 0 {WIDTH} {height}\" "),
+        &format!("<svg class=\"chart-{name}\" {view_box}"),
         1,
     )
 }
@@ -79,13 +93,19 @@ fn legend_layout(names: &[String]) -> Vec<(i32, i32)> {
     out
 }
 
-/// The legend under a chart: a square and a name per project.
-fn legend(area: &Area, names: &[String], y: i32) -> Result<(), String> {
+/// The legend under a chart: a square and a name per project (the last one the other
+/// projects' grey when `others`).
+fn legend(area: &Area, names: &[String], y: i32, others: bool) -> Result<(), String> {
     for (i, (n, (x, line))) in names.iter().zip(legend_layout(names)).enumerate() {
         let y = y + 18 * line;
+        let fill = if others && i + 1 == names.len() {
+            OTHERS
+        } else {
+            colour(i)
+        };
         area.draw(&Rectangle::new(
             [(x, y - 9), (x + 10, y + 1)],
-            colour(i).filled(),
+            fill.filled(),
         ))
         .map_err(e)?;
         area.draw(&Text::new(n.clone(), (x + 14, y - 9), (FONT, 12)))
@@ -94,9 +114,38 @@ fn legend(area: &Area, names: &[String], y: i32) -> Result<(), String> {
     Ok(())
 }
 
+/// The projects the stacked chart names and those it sums as "others" (none when the
+/// palette has a colour for each).
+fn stacked_split(projects: &[String]) -> (&[String], &[String]) {
+    if projects.len() > PALETTE.len() {
+        projects.split_at(STACKED_NAMED)
+    } else {
+        (projects, &[])
+    }
+}
+
+/// One day's segments: each named project's energy (µJ), then the others' sum when
+/// there are others.
+fn day_segments(named: &[String], others: &[String], d: &super::DayLine) -> Vec<u64> {
+    let mut out: Vec<u64> = named
+        .iter()
+        .map(|p| d.energy_uj.get(p).copied().unwrap_or(0))
+        .collect();
+    if !others.is_empty() {
+        out.push(others.iter().filter_map(|p| d.energy_uj.get(p)).sum());
+    }
+    out
+}
+
 /// Energy per day, stacked by project.
 pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
     let projects: Vec<String> = data.projects.iter().map(|p| p.project.clone()).collect();
+    let (named, others) = stacked_split(&projects);
+    let t = lang.texts();
+    let mut names: Vec<String> = named.iter().map(|p| t.key_name(p)).collect();
+    if !others.is_empty() {
+        names.push(t.others_projects.replace("{n}", &others.len().to_string()));
+    }
     let n = data.days.len().max(1);
     let max = data
         .days
@@ -105,7 +154,7 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
         .fold(0.0, f64::max);
     let (factor, unit) = axis_unit(max, &ENERGY_UNITS);
     let top = if max > 0.0 { max * factor * 1.1 } else { 1.0 };
-    let lines = legend_layout(&projects)
+    let lines = legend_layout(&names)
         .last()
         .map(|(_, l)| l + 1)
         .unwrap_or(1);
@@ -138,22 +187,24 @@ pub fn days_stacked(data: &ReportData, lang: Lang) -> String {
             .map_err(e)?;
         for (i, d) in data.days.iter().enumerate() {
             let mut base = 0.0;
-            for (pi, p) in projects.iter().enumerate() {
-                let v = kwh(d.energy_uj.get(p).copied().unwrap_or(0)) * factor;
+            let mut bar = |v: f64, fill: RGBColor| -> Result<(), String> {
                 if v > 0.0 {
                     chart
                         .draw_series(std::iter::once(Rectangle::new(
                             [(i as f64 + 0.12, base), (i as f64 + 0.88, base + v)],
-                            colour(pi).filled(),
+                            fill.filled(),
                         )))
                         .map_err(e)?;
                     base += v;
                 }
+                Ok(())
+            };
+            for (si, uj) in day_segments(named, others, d).into_iter().enumerate() {
+                let fill = if si < named.len() { colour(si) } else { OTHERS };
+                bar(kwh(uj) * factor, fill)?;
             }
         }
-        let t = lang.texts();
-        let names: Vec<String> = projects.iter().map(|p| t.key_name(p)).collect();
-        legend(&foot, &names, 20)
+        legend(&foot, &names, 20, !others.is_empty())
     })
 }
 
@@ -446,6 +497,34 @@ fn percent_short(lang: Lang, ratio: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn past_eight_projects_the_stacked_chart_names_seven_and_sums_the_others() {
+        let projects: Vec<String> = (0..12).map(|i| format!("p{i:02}")).collect();
+        let day = super::super::DayLine {
+            day: "2026-10-01".into(),
+            energy_uj: projects
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (p.clone(), 1_000_003 * (i as u64 + 1)))
+                .collect(),
+        };
+        let (named, others) = stacked_split(&projects);
+        assert_eq!((named.len(), others.len()), (7, 5));
+        assert_eq!(named, &projects[..7]);
+        let segments = day_segments(named, others, &day);
+        assert_eq!(segments.len(), 8);
+        // Nothing lost: the segments add up to the day to the µJ, the last one the others.
+        assert_eq!(
+            segments.iter().sum::<u64>(),
+            day.energy_uj.values().sum::<u64>()
+        );
+        assert_eq!(segments[7], (8..=12).map(|k| 1_000_003 * k).sum::<u64>());
+        // Eight projects: a colour each, no "others".
+        let (named, others) = stacked_split(&projects[..8]);
+        assert_eq!((named.len(), others.len()), (8, 0));
+        assert_eq!(day_segments(named, others, &day).len(), 8);
+    }
 
     #[test]
     fn the_legend_wraps_before_the_right_edge() {

@@ -190,6 +190,8 @@ pub struct Texts {
     pub by_host: &'static str,
     /// The remainder row of a capped table: `{n}` is how many lines it sums.
     pub others_hosts: &'static str,
+    /// The other projects' segment of the stacked chart: `{n}` is how many it sums.
+    pub others_projects: &'static str,
     /// Under a capped per-host table: `{shown}` and `{all}` are counts.
     pub hosts_capped: &'static str,
     /// After the first hosts of the perimeter, when there are more.
@@ -402,6 +404,7 @@ pub static FR: Texts = Texts {
     by_site: "Par site",
     by_host: "Par serveur",
     others_hosts: "{n} autres serveurs",
+    others_projects: "{n} autres projets",
     hosts_full_list: "la liste complète est dans l'export CSV",
     hosts_capped: "Les {shown} serveurs qui ont le plus consommé sur {all} ; la ligne suivante additionne les autres. La liste complète par serveur est dans l'export CSV et le rapport JSON.",
     by_gpu_model: "Par modèle de GPU",
@@ -522,6 +525,7 @@ pub static EN: Texts = Texts {
     by_site: "By site",
     by_host: "By host",
     others_hosts: "{n} other hosts",
+    others_projects: "{n} other projects",
     hosts_full_list: "the full list is in the CSV export",
     hosts_capped: "The {shown} hosts that used the most energy, out of {all}; the next line adds up the others. The full list by host is in the CSV export and the JSON report.",
     by_gpu_model: "By GPU model",

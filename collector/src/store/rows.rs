@@ -79,6 +79,22 @@ pub(super) struct SumsRow {
     embodied_ug: i64,
 }
 
+impl SumsRow {
+    /// The sums in `row`'s columns from `first` on, in the sums SQL's order, as rusqlite
+    /// reads them (`store/sqlite/readers.rs`).
+    pub(super) fn from_columns(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<SumsRow> {
+        Ok(SumsRow {
+            energy_uj: row.get(first)?,
+            facility_energy_uj: row.get(first + 1)?,
+            measured_uj: row.get(first + 2)?,
+            estimated_uj: row.get(first + 3)?,
+            location_ug: row.get(first + 4)?,
+            market_ug: row.get(first + 5)?,
+            embodied_ug: row.get(first + 6)?,
+        })
+    }
+}
+
 impl TryFrom<SumsRow> for Sums {
     type Error = StoreError;
     fn try_from(r: SumsRow) -> Result<Sums, StoreError> {

@@ -16,6 +16,7 @@
 pub mod cost;
 mod history;
 mod inference;
+mod readers;
 mod startup;
 pub mod writer;
 
@@ -35,7 +36,7 @@ pub use startup::MARKER_FILE;
 pub use writer::log::LOG_FILE;
 
 use super::reads::{self, Level, PROJECTS_SQL, ProjectRow, SQLITE_SUMS, SeriesRow};
-use super::rows::{AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, LineRow, TokenRow, stored};
+use super::rows::{AgentRow, CoefficientRow, HourlyDbRow, KeyedSums, SumsRow, TokenRow, stored};
 
 use super::{
     AgentRecord, AggregateLine, FootprintQuery, HourlyRow, ImportOutcome, IngestOutcome, IngestSet,
@@ -60,7 +61,12 @@ pub struct SqliteStore {
     pace: Arc<AtomicU64>,
     tz: TimeZone,
     tz_name: String,
+    /// Read-only rusqlite connections for the reads of many rows.
+    readers: readers::Readers,
 }
+
+/// Rows that sqlx's connection thread may read ahead of the reader (see `open`).
+const READ_ROW_CHANNEL: usize = 4096;
 
 impl SqliteStore {
     /// Opens (creating it if needed) the database in `data_dir` and migrates it, for a
@@ -102,7 +108,11 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // sqlx's connection thread hands rows over through a channel of this many;
+            // its default (50) makes a read of a month's lines (tens of thousands) cost a
+            // thread hand-off every 50 rows.
+            .row_buffer_size(READ_ROW_CHANNEL);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(connect)
@@ -171,6 +181,7 @@ impl SqliteStore {
             .spawn(move || w.run(rx))
             .map_err(|e| StoreError::Write(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
+            readers: readers::Readers::new(&path),
             pool,
             write: Mutex::new(()),
             path,
@@ -453,16 +464,30 @@ impl Store for SqliteStore {
         let (table, period, sums) = self.level(from_s, to_s).sql(&SQLITE_SUMS);
         let sql = format!(
             "SELECT host, project, component, source, site, zone, {sums} FROM {table}
-             WHERE {period} >= ? AND {period} < ?
+             WHERE {period} >= ?1 AND {period} < ?2
              GROUP BY host, project, component, source, site, zone
              ORDER BY host, project, component, source, site, zone"
         );
-        let rows: Vec<LineRow> = sqlx::query_as(&sql)
-            .bind(from_s)
-            .bind(to_s)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter().map(AggregateLine::try_from).collect()
+        // Many rows: read by rusqlite in place (`readers`), not copied value by value.
+        self.readers
+            .read(move |conn| {
+                let mut st = conn.prepare(&sql)?;
+                let mut rows = st.query(rusqlite::params![from_s, to_s])?;
+                let mut lines = Vec::new();
+                while let Some(r) = rows.next()? {
+                    lines.push(AggregateLine {
+                        host: r.get(0)?,
+                        project: r.get(1)?,
+                        component: r.get(2)?,
+                        source: r.get(3)?,
+                        site: r.get(4)?,
+                        zone: r.get(5)?,
+                        sums: Sums::try_from(SumsRow::from_columns(r, 6)?)?,
+                    });
+                }
+                Ok(lines)
+            })
+            .await
     }
 
     async fn energy_by_day(
@@ -474,15 +499,9 @@ impl Store for SqliteStore {
         self.settle().await?;
         let daily = timezone == self.tz_name && self.level(from_s, to_s) != Level::Hourly;
         let (table, period) = reads::energy_table(daily);
-        let rows: Vec<(i64, String, i64)> = sqlx::query_as(&format!(
-            "SELECT {period}, project, SUM(energy_uj) FROM {table}
-             WHERE {period} >= ? AND {period} < ? GROUP BY {period}, project ORDER BY {period}, project"
-        ))
-        .bind(from_s)
-        .bind(to_s)
-        .fetch_all(&self.pool)
-        .await?;
-        reads::energy_by_day(rows)
+        self.readers
+            .read(move |conn| readers::energy_by_period(conn, table, period, from_s, to_s))
+            .await
     }
 
     async fn series_used(&self, from_s: i64, to_s: i64) -> Result<Vec<SeriesUse>, StoreError> {
