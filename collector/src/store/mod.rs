@@ -212,7 +212,8 @@ impl Default for StoreOptions {
 pub struct IngestSet<'a> {
     pub agent: &'a AgentInfo,
     pub spool: &'a SpoolStatus,
-    pub plan: &'a HostPlan,
+    /// Shared with the planner: the writer keeps it without a copy.
+    pub plan: &'a std::sync::Arc<HostPlan>,
     pub now_ms: u64,
     pub batches: Vec<(&'a Batch, Vec<HourlyDelta>)>,
 }

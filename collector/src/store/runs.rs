@@ -14,6 +14,7 @@
 //! and the overflow check are here, once for the SQLite writer and the PostgreSQL push.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The most holes one run may have; a push that would make more is refused (an agent
 /// leaves a hole only when its spool drops batches, or briefly when pushes cross).
@@ -62,17 +63,23 @@ impl RunSeqs {
 }
 
 /// A run's latest counter readings, kept in `runs.counters` by both engines:
-/// `(project, component, source)` → latest `(total_uj, at_ms)`.
-pub type RunCounters = BTreeMap<(String, String, String), (u64, u64)>;
+/// `project\tcomponent\tsource` → latest `(total_uj, at_ms)`.
+///
+/// The key is the three names joined by tabs (the stored text's own separator, which no
+/// name holds), shared (`Arc<str>`): a run's state is copied for every push staged
+/// against it, and a copy then costs a few tree nodes, not three strings per counter;
+/// a reading finds its counter without building a key of three strings.
+pub type RunCounters = BTreeMap<Arc<str>, (u64, u64)>;
 
 /// `counters` as stored: a line `project\tcomponent\tsource\ttotal_uj\tat_ms` each.
 pub fn counters_text(counters: &RunCounters) -> String {
+    use std::fmt::Write as _;
     let mut out = String::new();
-    for ((p, c, s), (total, at)) in counters {
+    for (key, (total, at)) in counters {
         if !out.is_empty() {
             out.push('\n');
         }
-        out.push_str(&format!("{p}\t{c}\t{s}\t{total}\t{at}"));
+        let _ = write!(out, "{key}\t{total}\t{at}");
     }
     out
 }
@@ -82,14 +89,12 @@ pub fn counters_text(counters: &RunCounters) -> String {
 pub fn parse_counters(text: &str) -> Option<RunCounters> {
     let mut out = BTreeMap::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let f: Vec<&str> = line.split('\t').collect();
-        let [p, c, s, t, a] = f.as_slice() else {
+        let mut tail = line.rsplitn(3, '\t');
+        let (at, total, key) = (tail.next()?, tail.next()?, tail.next()?);
+        if key.split('\t').count() != 3 {
             return None;
-        };
-        out.insert(
-            (p.to_string(), c.to_string(), s.to_string()),
-            (t.parse().ok()?, a.parse().ok()?),
-        );
+        }
+        out.insert(Arc::from(key), (total.parse().ok()?, at.parse().ok()?));
     }
     Some(out)
 }
@@ -107,16 +112,27 @@ pub fn keep_reading(
     total_uj: u64,
     at_ms: u64,
 ) {
-    let e = counters
-        .entry((
-            project.to_string(),
-            component.to_string(),
-            source.to_string(),
-        ))
-        .or_default();
-    if at_ms >= e.1 {
-        *e = (total_uj, at_ms);
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
     }
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        key.push_str(project);
+        key.push('\t');
+        key.push_str(component);
+        key.push('\t');
+        key.push_str(source);
+        match counters.get_mut(key.as_str()) {
+            Some(e) => {
+                if at_ms >= e.1 {
+                    *e = (total_uj, at_ms);
+                }
+            }
+            None => {
+                counters.insert(Arc::from(key.as_str()), (total_uj, at_ms));
+            }
+        }
+    });
 }
 
 /// The problem (path, message) of a batch `i` after which the run's counters add up past
@@ -138,6 +154,31 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeSet;
+
+    #[test]
+    fn counters_keep_the_latest_reading_and_survive_their_text() {
+        let mut c = RunCounters::new();
+        keep_reading(&mut c, ("ab", "cpu", "rapl"), 10, 1_000);
+        keep_reading(&mut c, ("ab-c", "gpu", "nvml"), 7, 1_000);
+        keep_reading(&mut c, ("ab", "cpu", "rapl"), 25, 2_000);
+        // An older reading (a batch delivered late) does not replace a newer one.
+        keep_reading(&mut c, ("ab", "cpu", "rapl"), 15, 1_500);
+        assert_eq!(c.len(), 2);
+        assert_eq!(c.get("ab\tcpu\trapl"), Some(&(25, 2_000)));
+        assert_eq!(counted_uj(&c), 32);
+        // Ordered as the names are (a name that is a prefix of another first).
+        let text = counters_text(&c);
+        assert_eq!(text, "ab\tcpu\trapl\t25\t2000\nab-c\tgpu\tnvml\t7\t1000");
+        assert_eq!(parse_counters(&text), Some(c));
+        assert_eq!(parse_counters(""), Some(RunCounters::new()));
+        for bad in [
+            "ab\tcpu\t25\t2000",
+            "ab\tcpu\trapl\tx\t2000",
+            "ab\tcpu\trapl\t1",
+        ] {
+            assert_eq!(parse_counters(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn in_order_keeps_no_hole() {

@@ -85,7 +85,7 @@ impl PreparedPush {
         PreparedPush {
             agent: set.agent.clone(),
             spool: set.spool.clone(),
-            plan: Arc::new(set.plan.clone()),
+            plan: Arc::clone(set.plan),
             now_ms: set.now_ms,
             batches: set
                 .batches

@@ -239,15 +239,24 @@ fn host_hours(
     b: &PreparedBatch,
     c: &mut Check<'_>,
 ) -> rusqlite::Result<()> {
+    // A batch's parts (a project and component each) fall in one hour or two: summed per
+    // hour first, each hour is looked up once.
+    let mut hours: Vec<(i64, u64)> = Vec::with_capacity(2);
     for d in &b.deltas {
-        let e = c.hour_sums.entry(d.hour_s).or_default();
-        *e = e.saturating_add(d.energy_uj);
-        let hk = (c.host.to_string(), d.hour_s);
+        match hours.iter_mut().find(|(h, _)| *h == d.hour_s) {
+            Some((_, uj)) => *uj = uj.saturating_add(d.energy_uj),
+            None => hours.push((d.hour_s, d.energy_uj)),
+        }
+    }
+    for (hour_s, uj) in hours {
+        let e = c.hour_sums.entry(hour_s).or_default();
+        *e = e.saturating_add(uj);
+        let hk = (c.host.to_string(), hour_s);
         let before = match g.host_hours.get(&hk).or_else(|| ctx.host_hours.get(&hk)) {
             Some(v) => *v,
             None => tx
                 .prepare_cached("SELECT energy_uj FROM host_hours WHERE host = ? AND hour_s = ?")?
-                .query_row(params![c.host, d.hour_s], |r| r.get::<_, i64>(0))
+                .query_row(params![c.host, hour_s], |r| r.get::<_, i64>(0))
                 .optional()?
                 .map(to_u64)
                 .transpose()?
@@ -255,7 +264,7 @@ fn host_hours(
         };
         g.host_hours.entry(hk).or_insert(before);
         if before.saturating_add(*e) > ctx.max_hour_uj {
-            c.first_over.entry(d.hour_s).or_insert(i);
+            c.first_over.entry(hour_s).or_insert(i);
         }
     }
     Ok(())
@@ -301,7 +310,7 @@ fn accept(
         ..
     } = c;
     let plan = match ctx.plans.get(host) {
-        Some(shared) if **shared == *p.plan => shared.clone(),
+        Some(shared) if Arc::ptr_eq(shared, &p.plan) || **shared == *p.plan => shared.clone(),
         _ => {
             ctx.plans.insert(host.to_string(), p.plan.clone());
             g.plans.push(p.plan.clone());
@@ -328,8 +337,17 @@ fn accept(
             e.1 += d.embodied_ug;
         }
     }
+    // Parts come by hour: the intensity is looked up once per hour.
+    let mut intensity: Option<(i64, (f64, Option<i64>))> = None;
     for ((hour_s, project, component, source), (energy, embodied)) in parts {
-        let (g_per_kwh, import_id) = intensity_of(tx, ctx, plan, hour_s)?;
+        let (g_per_kwh, import_id) = match intensity {
+            Some((h, v)) if h == hour_s => v,
+            _ => {
+                let v = intensity_of(tx, ctx, plan, hour_s)?;
+                intensity = Some((hour_s, v));
+                v
+            }
+        };
         outcome.added.push(AddedPart {
             project: project.to_string(),
             component,
