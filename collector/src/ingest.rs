@@ -76,6 +76,27 @@ async fn discard(state: &AppState, body: Body) {
     .await;
 }
 
+/// The push in `body`. Parsed once without tracking where it is (a fifth of the time of
+/// a push was the path tracking); a body that does not parse is parsed again with it, so
+/// that the answer names the bad field.
+fn parse_push(body: &[u8]) -> Result<Push, AppError> {
+    if let Ok(push) = serde_json::from_slice::<Push>(body) {
+        return Ok(push);
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let push: Push = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            AppError::Malformed(inner.to_string())
+        } else {
+            AppError::Malformed(format!("{path}: {inner}"))
+        }
+    })?;
+    de.end().map_err(|e| AppError::Malformed(e.to_string()))?;
+    Ok(push)
+}
+
 async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<PushAck, AppError> {
     let authorization = headers
         .get(header::AUTHORIZATION)
@@ -114,17 +135,7 @@ async fn ingest(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Pus
         });
     };
     let body = read_body(state, body).await?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let push: Push = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
-            AppError::Malformed(inner.to_string())
-        } else {
-            AppError::Malformed(format!("{path}: {inner}"))
-        }
-    })?;
-    de.end().map_err(|e| AppError::Malformed(e.to_string()))?;
+    let push = parse_push(&body)?;
     let token_agent = token.agent_id.unwrap_or_default();
     if token_agent != push.agent.agent_id {
         return Err(AppError::WrongAgent {

@@ -25,12 +25,43 @@ use crate::store::{AddedPart, AgentRecord};
 /// Version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// One project's footprint counters on one site.
+#[derive(Default)]
+struct SiteCounts {
+    /// component → µJ.
+    energy: BTreeMap<&'static str, u64>,
+    /// (scope, method) → µg.
+    co2e: BTreeMap<(&'static str, &'static str), u64>,
+}
+
+impl SiteCounts {
+    fn add(
+        &mut self,
+        component: &'static str,
+        energy_uj: u64,
+        co2e_ug: [(&'static str, &'static str, u64); 4],
+    ) {
+        *self.energy.entry(component).or_default() += energy_uj;
+        for (scope, method, ug) in co2e_ug {
+            *self.co2e.entry((scope, method)).or_default() += ug;
+        }
+    }
+}
+
+/// `map[key]`, created when missing. A present key is found without a copy of the name
+/// (the entry API copies it every time: eight copies per part of every push).
+fn slot<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> Option<&'m mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key)
+}
+
 #[derive(Default)]
 struct Counts {
-    /// (project, site, component) → µJ.
-    energy: BTreeMap<(String, String, &'static str), u64>,
-    /// (project, site, scope, method) → µg.
-    co2e: BTreeMap<(String, String, &'static str, &'static str), u64>,
+    /// project → site → its energy (µJ) per component and emissions (µg) per scope and
+    /// method.
+    footprint: BTreeMap<String, BTreeMap<String, SiteCounts>>,
     /// outcome → pushes.
     pushes: BTreeMap<&'static str, u64>,
     /// outcome → batches.
@@ -114,8 +145,26 @@ impl Counts {
             self.forgotten.insert(p);
         }
         let active = &self.last_stored;
-        self.energy.retain(|k, _| active.contains_key(&k.0));
-        self.co2e.retain(|k, _| active.contains_key(&k.0));
+        self.footprint.retain(|p, _| active.contains_key(p));
+    }
+
+    /// Adds a line of stored sums (`seed`, `reseed_projects`).
+    fn add_line(&mut self, l: &crate::store::AggregateLine) {
+        let Some(component) = component_label(&l.component) else {
+            return;
+        };
+        if let Some(counts) = slot(&mut self.footprint, &l.project).and_then(|s| slot(s, &l.site)) {
+            counts.add(
+                component,
+                l.sums.energy_uj,
+                [
+                    ("operational", "location", l.sums.location_co2e_ug),
+                    ("operational", "market", l.sums.market_co2e_ug),
+                    ("embodied", "location", l.sums.embodied_co2e_ug),
+                    ("embodied", "market", l.sums.embodied_co2e_ug),
+                ],
+            );
+        }
     }
 }
 
@@ -158,27 +207,11 @@ impl Metrics {
     /// Starts the footprint counters from the stored totals (`lines` over all time).
     pub fn seed(&self, lines: &[crate::store::AggregateLine]) {
         let mut c = self.counts();
-        c.energy.clear();
-        c.co2e.clear();
+        c.footprint.clear();
         let now = crate::clock::now_unix_ms();
         for l in lines {
             c.last_stored.insert(l.project.clone(), now);
-            let Some(component) = component_label(&l.component) else {
-                continue;
-            };
-            *c.energy
-                .entry((l.project.clone(), l.site.clone(), component))
-                .or_default() += l.sums.energy_uj;
-            for (scope, method, ug) in [
-                ("operational", "location", l.sums.location_co2e_ug),
-                ("operational", "market", l.sums.market_co2e_ug),
-                ("embodied", "location", l.sums.embodied_co2e_ug),
-                ("embodied", "market", l.sums.embodied_co2e_ug),
-            ] {
-                *c.co2e
-                    .entry((l.project.clone(), l.site.clone(), scope, method))
-                    .or_default() += ug;
-            }
+            c.add_line(l);
         }
     }
 
@@ -208,28 +241,30 @@ impl Metrics {
                 // come from the store (`reseed_returning`).
                 c.returning.insert(p.project.clone());
             }
-            c.last_stored.insert(p.project.clone(), now);
+            match c.last_stored.get_mut(&p.project) {
+                Some(at) => *at = now,
+                None => {
+                    c.last_stored.insert(p.project.clone(), now);
+                }
+            }
             if c.returning.contains(&p.project) {
                 continue;
             }
-            *c.energy
-                .entry((p.project.clone(), site.to_string(), p.component.as_str()))
-                .or_default() += p.energy_uj;
-            *c.co2e
-                .entry((
-                    p.project.clone(),
-                    site.to_string(),
-                    "operational",
-                    "location",
-                ))
-                .or_default() += p.location_ug;
-            *c.co2e
-                .entry((p.project.clone(), site.to_string(), "operational", "market"))
-                .or_default() += p.market_ug.unwrap_or(p.location_ug);
-            for method in ["location", "market"] {
-                *c.co2e
-                    .entry((p.project.clone(), site.to_string(), "embodied", method))
-                    .or_default() += p.embodied_ug;
+            if let Some(counts) = slot(&mut c.footprint, &p.project).and_then(|s| slot(s, site)) {
+                counts.add(
+                    p.component.as_str(),
+                    p.energy_uj,
+                    [
+                        ("operational", "location", p.location_ug),
+                        (
+                            "operational",
+                            "market",
+                            p.market_ug.unwrap_or(p.location_ug),
+                        ),
+                        ("embodied", "location", p.embodied_ug),
+                        ("embodied", "market", p.embodied_ug),
+                    ],
+                );
             }
         }
         if now.saturating_sub(c.last_sweep_ms) >= 60_000 {
@@ -253,25 +288,9 @@ impl Metrics {
         let mut c = self.counts();
         let wanted: std::collections::BTreeSet<&str> =
             projects.iter().map(String::as_str).collect();
-        c.energy.retain(|k, _| !wanted.contains(k.0.as_str()));
-        c.co2e.retain(|k, _| !wanted.contains(k.0.as_str()));
+        c.footprint.retain(|p, _| !wanted.contains(p.as_str()));
         for l in lines.iter().filter(|l| wanted.contains(l.project.as_str())) {
-            let Some(component) = component_label(&l.component) else {
-                continue;
-            };
-            *c.energy
-                .entry((l.project.clone(), l.site.clone(), component))
-                .or_default() += l.sums.energy_uj;
-            for (scope, method, ug) in [
-                ("operational", "location", l.sums.location_co2e_ug),
-                ("operational", "market", l.sums.market_co2e_ug),
-                ("embodied", "location", l.sums.embodied_co2e_ug),
-                ("embodied", "market", l.sums.embodied_co2e_ug),
-            ] {
-                *c.co2e
-                    .entry((l.project.clone(), l.site.clone(), scope, method))
-                    .or_default() += ug;
-            }
+            c.add_line(l);
         }
         for p in projects {
             c.returning.remove(p);
@@ -353,31 +372,40 @@ fn footprint_families(c: &Counts) -> Vec<Family> {
         "IT energy stored by this collector (all time: the database's totals), per project, site and component, in joules (at the meter, without PUE).",
         COUNTER,
     );
-    for ((project, site, component), uj) in &c.energy {
-        energy.push(
-            &[
-                ("project", project),
-                ("site", site),
-                ("component", component),
-            ],
-            *uj as f64 / 1e6,
-        );
+    let sites = || {
+        c.footprint
+            .iter()
+            .flat_map(|(project, sites)| sites.iter().map(move |(site, s)| (project, site, s)))
+    };
+    for (project, site, counts) in sites() {
+        for (component, uj) in &counts.energy {
+            energy.push(
+                &[
+                    ("project", project),
+                    ("site", site),
+                    ("component", component),
+                ],
+                *uj as f64 / 1e6,
+            );
+        }
     }
     let mut co2e = Family::new(
         "empreinte_footprint_co2e_grams_total",
         "Emissions stored by this collector (all time: the database's totals), per project and site, in grams CO2e: scope operational (energy × PUE × grid intensity) or embodied (manufacturing, amortised); method location (grid average) or market (contractual factor where configured, grid average elsewhere).",
         COUNTER,
     );
-    for ((project, site, scope, method), ug) in &c.co2e {
-        co2e.push(
-            &[
-                ("project", project),
-                ("site", site),
-                ("scope", scope),
-                ("method", method),
-            ],
-            *ug as f64 / 1e6,
-        );
+    for (project, site, counts) in sites() {
+        for ((scope, method), ug) in &counts.co2e {
+            co2e.push(
+                &[
+                    ("project", project),
+                    ("site", site),
+                    ("scope", scope),
+                    ("method", method),
+                ],
+                *ug as f64 / 1e6,
+            );
+        }
     }
     vec![energy, co2e]
 }
@@ -632,16 +660,16 @@ mod tests {
         let mut c = Counts::default();
         for (project, at) in [("old", 1_000u64), ("live", 5_000_000)] {
             c.last_stored.insert(project.into(), at);
-            c.energy.insert((project.into(), "site".into(), "cpu"), 7);
-            c.co2e.insert(
-                (project.into(), "site".into(), "operational", "location"),
-                3,
-            );
+            let site = slot(&mut c.footprint, project)
+                .and_then(|s| slot(s, "site"))
+                .unwrap();
+            site.energy.insert("cpu", 7);
+            site.co2e.insert(("operational", "location"), 3);
         }
         c.forget_quiet(5_000_000 - ACTIVE_PROJECT_WINDOW_MS);
-        let projects: Vec<&str> = c.energy.keys().map(|k| k.0.as_str()).collect();
+        let projects: Vec<&str> = c.footprint.keys().map(String::as_str).collect();
         assert_eq!(projects, ["live"]);
-        assert_eq!(c.co2e.len(), 1);
+        assert_eq!(c.footprint["live"]["site"].co2e.len(), 1);
         assert_eq!(c.last_stored.len(), 1);
         assert!(c.forgotten.may_contain("old"));
         assert!(!c.forgotten.may_contain("never-seen"));
@@ -677,7 +705,6 @@ mod tests {
         };
         m.reseed_projects(&["old".to_string()], &[line]);
         assert!(m.returning().is_empty());
-        let energy = &m.counts().energy;
-        assert_eq!(energy[&("old".to_string(), "site".to_string(), "cpu")], 12);
+        assert_eq!(m.counts().footprint["old"]["site"].energy["cpu"], 12);
     }
 }
