@@ -578,3 +578,48 @@ async fn reports_neutralise_formulas_and_html_in_names_on(h: &Harness<dyn Store>
         assert!(md.contains("\\[click\\](javascript:alert(1))"), "{md}");
     }
 }
+
+/// The fold thread runs below the threads that acknowledge pushes: its own nice value,
+/// `FOLD_NICE` above the process's (Linux keeps a nice value per thread).
+#[tokio::test]
+async fn the_fold_thread_yields_the_cores_to_the_acknowledgements() {
+    use empreinte_collector::store::StoreOptions;
+    use empreinte_collector::store::sqlite::{SqliteStore, writer::FOLD_NICE};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open_with(dir.path(), &StoreOptions::default())
+        .await
+        .unwrap();
+    // /proc/…/stat: the fields after the command's closing parenthesis start at the
+    // third (the state); the nice value is the nineteenth.
+    let nice = |stat: String| -> i64 {
+        let after = &stat[stat.rfind(')').unwrap() + 2..];
+        after.split(' ').nth(19 - 3).unwrap().parse().unwrap()
+    };
+    let own = nice(std::fs::read_to_string("/proc/thread-self/stat").unwrap());
+    let expected = (own + i64::from(FOLD_NICE)).min(19);
+    // A new thread names itself and lowers its priority once it runs: wait for it.
+    let folds = || -> Vec<i64> {
+        let mut folds = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap() {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim() == "store-fold" {
+                folds.push(nice(std::fs::read_to_string(task.join("stat")).unwrap()));
+            }
+        }
+        folds
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let seen = folds();
+        if !seen.is_empty() && seen.iter().all(|&n| n == expected) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fold threads' nice values {seen:?}, expected {expected}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    store.close().await;
+}

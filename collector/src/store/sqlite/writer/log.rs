@@ -8,6 +8,11 @@
 //!
 //! Architecture invariant: an acknowledged push is in the log or folded (or both); it is
 //! folded exactly once (the fold and its high-water mark commit together).
+//!
+//! The log's WAL is checkpointed by a thread of its own (passive checkpoints, after
+//! appends, at most every [`CHECKPOINT_EVERY`]), not inside an append: SQLite's automatic
+//! checkpoint ran in the commit that acknowledges pushes, copying and syncing megabytes
+//! while they waited.
 
 use std::path::{Path, PathBuf};
 
@@ -21,8 +26,13 @@ pub const LOG_FILE: &str = "empreinte-ingest.db";
 /// The format of an entry (its first byte); an entry of another format is refused.
 const FORMAT: u8 = 1;
 
+/// The least time between two checkpoints of the log's WAL.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub struct IngestLog {
     conn: rusqlite::Connection,
+    /// Tells the checkpoint thread that entries were appended (a full channel: it knows).
+    appended: std::sync::mpsc::SyncSender<()>,
     path: PathBuf,
     /// The id the next entry gets.
     next_id: i64,
@@ -45,7 +55,21 @@ impl IngestLog {
         )?;
         let last: Option<i64> =
             conn.query_row("SELECT MAX(id) FROM ingest_log", [], |r| r.get(0))?;
+        // Appends never checkpoint; the checkpoint thread does, on its own connection.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpoints = rusqlite::Connection::open(&path)?;
+        checkpoints.busy_timeout(std::time::Duration::from_secs(30))?;
+        let (appended, wake) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("ingest-checkpt".into())
+            .spawn(move || checkpoint_loop(&checkpoints, &wake))
+            .map_err(|e| {
+                rusqlite::Error::ToSqlConversionFailure(
+                    format!("cannot start the ingest log's checkpoint thread: {e}").into(),
+                )
+            })?;
         Ok(IngestLog {
+            appended,
             conn,
             path,
             next_id: last.unwrap_or(0) + 1,
@@ -93,6 +117,8 @@ impl IngestLog {
         tx.commit()?;
         self.deleted = self.deletable;
         self.next_id = id;
+        // Full: a checkpoint is already due. Gone: checkpoints stop, SQLite's own at close.
+        let _ = self.appended.try_send(());
         Ok(id - 1)
     }
 
@@ -106,6 +132,19 @@ impl IngestLog {
             self.deleted = self.deletable;
         }
         Ok(())
+    }
+}
+
+/// Checkpoints the log's WAL after appends, passively (appends go on meanwhile), at most
+/// every [`CHECKPOINT_EVERY`], below the priority of the threads that acknowledge pushes;
+/// ends when the log is dropped.
+fn checkpoint_loop(conn: &rusqlite::Connection, wake: &std::sync::mpsc::Receiver<()>) {
+    let _ = rustix::process::setpriority_process(None, super::FOLD_NICE);
+    while wake.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "cannot checkpoint the ingest log; the next append tries again");
+        }
+        std::thread::sleep(CHECKPOINT_EVERY);
     }
 }
 
@@ -138,6 +177,35 @@ mod tests {
     use empreinte_shared::{Component, SourceKind};
 
     use super::super::{PreparedBatch, PreparedPush};
+
+    /// Appends never checkpoint (their commit acknowledges pushes); the log's own thread
+    /// does: the entries reach the log's database file without another write.
+    #[test]
+    fn the_wal_is_checkpointed_beside_the_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = super::IngestLog::open(dir.path()).unwrap();
+        let auto: i64 = log
+            .conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(auto, 0, "appends must not checkpoint");
+        let file = dir.path().join(super::LOG_FILE);
+        let before = std::fs::metadata(&file).unwrap().len();
+        let entry = vec![7u8; 4096];
+        for _ in 0..64 {
+            log.append(&[&entry, &entry, &entry, &entry]).unwrap();
+        }
+        // 1 MiB appended: in the file once checkpointed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&file).unwrap().len() < before + (1 << 20) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log's WAL was not checkpointed: {} bytes",
+                std::fs::metadata(&file).unwrap().len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
     use super::{decode, encode};
     use crate::footprint::{
         COEFFICIENT_UNITS, Coefficient, CoefficientKind, EmbodiedRate, HostPlan, HourlyDelta,

@@ -51,6 +51,11 @@ use fold::{FoldJob, Folder, Progress, SharedProgress};
 use log::IngestLog;
 use state::{Group, MAX_CACHED_ROWS, RunState};
 
+/// The fold thread's nice value (`setpriority`): below the threads that acknowledge
+/// pushes, so that a fold of many rows does not hold a core they wait for (BENCHMARKS.md,
+/// session 5: the p99 of the acknowledgements).
+pub const FOLD_NICE: i32 = 5;
+
 /// The most pushes stored in one transaction.
 const MAX_GROUP: usize = 512;
 
@@ -194,7 +199,13 @@ impl Writer {
         let (folder_tx, folder_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("store-fold".into())
-            .spawn(move || folder.run(folder_rx))
+            .spawn(move || {
+                // The fold is background work: when the cores are busy, the threads that
+                // answer pushes come first. On Linux a nice value is the thread's own.
+                // Left as it is where it cannot be lowered (nothing depends on it).
+                let _ = rustix::process::setpriority_process(None, FOLD_NICE);
+                folder.run(folder_rx)
+            })
             .map_err(|e| StoreError::Write(format!("cannot start the fold thread: {e}")))?;
         Ok(Writer {
             read,
