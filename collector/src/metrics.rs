@@ -35,14 +35,23 @@ struct SiteCounts {
 }
 
 impl SiteCounts {
+    /// Adds energy and emissions (µg: location- and market-based operational, and
+    /// embodied, which counts under both methods).
     fn add(
         &mut self,
         component: &'static str,
         energy_uj: u64,
-        co2e_ug: [(&'static str, &'static str, u64); 4],
+        location: u64,
+        market: u64,
+        embodied: u64,
     ) {
         *self.energy.entry(component).or_default() += energy_uj;
-        for (scope, method, ug) in co2e_ug {
+        for (scope, method, ug) in [
+            ("operational", "location", location),
+            ("operational", "market", market),
+            ("embodied", "location", embodied),
+            ("embodied", "market", embodied),
+        ] {
             *self.co2e.entry((scope, method)).or_default() += ug;
         }
     }
@@ -157,12 +166,9 @@ impl Counts {
             counts.add(
                 component,
                 l.sums.energy_uj,
-                [
-                    ("operational", "location", l.sums.location_co2e_ug),
-                    ("operational", "market", l.sums.market_co2e_ug),
-                    ("embodied", "location", l.sums.embodied_co2e_ug),
-                    ("embodied", "market", l.sums.embodied_co2e_ug),
-                ],
+                l.sums.location_co2e_ug,
+                l.sums.market_co2e_ug,
+                l.sums.embodied_co2e_ug,
             );
         }
     }
@@ -254,16 +260,9 @@ impl Metrics {
                 counts.add(
                     p.component.as_str(),
                     p.energy_uj,
-                    [
-                        ("operational", "location", p.location_ug),
-                        (
-                            "operational",
-                            "market",
-                            p.market_ug.unwrap_or(p.location_ug),
-                        ),
-                        ("embodied", "location", p.embodied_ug),
-                        ("embodied", "market", p.embodied_ug),
-                    ],
+                    p.location_ug,
+                    p.market_ug.unwrap_or(p.location_ug),
+                    p.embodied_ug,
                 );
             }
         }

@@ -110,8 +110,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
             // sqlx's connection thread hands rows over through a channel of this many;
-            // its default (50) makes a read of a month's lines (tens of thousands) cost a
-            // thread hand-off every 50 rows.
+            // its default (50) costs a thread hand-off every 50 rows of the reads still
+            // made through sqlx (the hourly pages of the CSV among them).
             .row_buffer_size(READ_ROW_CHANNEL);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)

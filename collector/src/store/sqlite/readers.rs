@@ -19,7 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use super::super::StoreError;
-use super::super::rows::quantity;
+use super::super::reads;
 
 /// Idle read connections kept for the next read.
 const MAX_IDLE: usize = 4;
@@ -76,7 +76,7 @@ impl Readers {
 
 /// `(period start, project, energy)` of `table`'s rows in `[from_s, to_s)` (`period`: its
 /// period column), summed per period and project, in that order. Each sum is exact
-/// (`i128`) and checked as a stored quantity.
+/// (`i128`) and checked as a stored quantity ([`reads::energy_by_day`], as PostgreSQL's).
 pub(super) fn energy_by_period(
     conn: &Connection,
     table: &str,
@@ -120,8 +120,8 @@ pub(super) fn energy_by_period(
                 names[id]
             ))
         })?;
-        out.push((start_s, names[id].clone(), quantity(sum, "energy_uj")?));
+        out.push((start_s, names[id].clone(), sum));
     }
     out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
-    Ok(out)
+    reads::energy_by_day(out)
 }

@@ -139,7 +139,7 @@ impl IngestLog {
 /// every [`CHECKPOINT_EVERY`], below the priority of the threads that acknowledge pushes;
 /// ends when the log is dropped.
 fn checkpoint_loop(conn: &rusqlite::Connection, wake: &std::sync::mpsc::Receiver<()>) {
-    let _ = rustix::process::setpriority_process(None, super::FOLD_NICE);
+    super::run_in_background();
     while wake.recv().is_ok() {
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "cannot checkpoint the ingest log; the next append tries again");

@@ -56,6 +56,13 @@ use state::{Group, MAX_CACHED_ROWS, RunState};
 /// session 5: the p99 of the acknowledgements).
 pub const FOLD_NICE: i32 = 5;
 
+/// Lowers the calling thread to [`FOLD_NICE`] (on Linux a nice value is the thread's
+/// own): for background work, so that the threads that answer pushes come first when the
+/// cores are busy. Left as it is where it cannot be lowered (nothing depends on it).
+pub(super) fn run_in_background() {
+    let _ = rustix::process::setpriority_process(None, FOLD_NICE);
+}
+
 /// The most pushes stored in one transaction.
 const MAX_GROUP: usize = 512;
 
@@ -200,10 +207,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("store-fold".into())
             .spawn(move || {
-                // The fold is background work: when the cores are busy, the threads that
-                // answer pushes come first. On Linux a nice value is the thread's own.
-                // Left as it is where it cannot be lowered (nothing depends on it).
-                let _ = rustix::process::setpriority_process(None, FOLD_NICE);
+                run_in_background();
                 folder.run(folder_rx)
             })
             .map_err(|e| StoreError::Write(format!("cannot start the fold thread: {e}")))?;

@@ -21,7 +21,8 @@ pub(super) struct Ctx<'a> {
     pub(super) runs: &'a HashMap<(String, String), RunState>,
     pub(super) host_hours: &'a HashMap<(String, i64), u64>,
     pub(super) max_hour_uj: u64,
-    pub(super) intensity: HashMap<(String, i64), (f64, Option<i64>)>,
+    /// zone → hour → (g/kWh, import): looked up by `&str`, a zone's name is copied once.
+    pub(super) intensity: HashMap<String, HashMap<i64, (f64, Option<i64>)>>,
     /// The plan each host was last staged with: a push with the same plan shares it.
     pub(super) plans: &'a mut HashMap<String, Arc<HostPlan>>,
     /// Replaying the log at start: these pushes were acknowledged, so they are stored
@@ -35,7 +36,11 @@ fn intensity_of(
     plan: &HostPlan,
     hour_s: i64,
 ) -> rusqlite::Result<(f64, Option<i64>)> {
-    if let Some(v) = ctx.intensity.get(&(plan.zone.clone(), hour_s)) {
+    if let Some(v) = ctx
+        .intensity
+        .get(plan.zone.as_str())
+        .and_then(|hours| hours.get(&hour_s))
+    {
         return Ok(*v);
     }
     let v = tx
@@ -47,7 +52,10 @@ fn intensity_of(
         })
         .optional()?
         .unwrap_or((plan.grid_default.value, None));
-    ctx.intensity.insert((plan.zone.clone(), hour_s), v);
+    ctx.intensity
+        .entry(plan.zone.clone())
+        .or_default()
+        .insert(hour_s, v);
     Ok(v)
 }
 
@@ -337,17 +345,8 @@ fn accept(
             e.1 += d.embodied_ug;
         }
     }
-    // Parts come by hour: the intensity is looked up once per hour.
-    let mut intensity: Option<(i64, (f64, Option<i64>))> = None;
     for ((hour_s, project, component, source), (energy, embodied)) in parts {
-        let (g_per_kwh, import_id) = match intensity {
-            Some((h, v)) if h == hour_s => v,
-            _ => {
-                let v = intensity_of(tx, ctx, plan, hour_s)?;
-                intensity = Some((hour_s, v));
-                v
-            }
-        };
+        let (g_per_kwh, import_id) = intensity_of(tx, ctx, plan, hour_s)?;
         outcome.added.push(AddedPart {
             project: project.to_string(),
             component,
